@@ -27,6 +27,7 @@ Users define their own metric by building a ``MetricProgram`` in their own modul
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.util
 import sys
@@ -63,6 +64,9 @@ class MetricProgram:
         score: ``(stats, ops) -> (values, present)``.
         options: names of the keyword options ``stats`` accepts (``"tol"``, ``"drop_bg"``).
         description: one line for ``autoloss`` listings.
+        monotone: whether the metric can only grow when pixels are corrected (region metrics);
+            ``autoloss check`` tests the surrogate's monotonicity only for such programs. BF1 is
+            not: correcting one pixel inside a wrong region adds predicted edges and can lower it.
         reference: the module:function a user program was loaded from (None for built-ins).
     """
 
@@ -72,6 +76,7 @@ class MetricProgram:
     score: ScoreFn
     options: tuple[str, ...] = ()
     description: str = ""
+    monotone: bool = True
     reference: str | None = field(default=None, compare=False)
 
     def run_stats(self, ops: Any, P: Tensor, G: Tensor, valid: Tensor, *, tol: int = 5,
@@ -211,7 +216,7 @@ BUILTIN_PROGRAMS: dict[str, MetricProgram] = {
     "biou": MetricProgram("biou", _REGION_CURVES, _biou_stats, _iou_score, ("tol", "drop_bg"),
                           "boundary IoU (IoU inside a band of width tol)"),
     "bf1": MetricProgram("bf1", _EDGE_CURVES, _bf1_stats, _bf1_score, ("tol", "drop_bg"),
-                         "boundary F1 with tolerance tol"),
+                         "boundary F1 with tolerance tol", monotone=False),
 }
 
 
@@ -263,5 +268,4 @@ def load_user_program(reference: str) -> MetricProgram:
             f"{reference!r} must be a MetricProgram (or a function returning one), "
             f"but got {type(obj).__name__}"
         )
-    return MetricProgram(obj.name, obj.curves, obj.stats, obj.score, obj.options,
-                         obj.description, reference)
+    return dataclasses.replace(obj, reference=reference)

@@ -1,0 +1,82 @@
+"""The ``autoloss`` command.
+
+Each subcommand is a small function over the Python API; heavy modules are imported inside
+them so that ``autoloss --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from autoloss.data import describe_dataset, format_description
+
+    print(format_description(describe_dataset(args.data)))
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from autoloss.check import check_loss
+    from autoloss.losses import load_loss
+
+    loss = load_loss(args.loss)
+    results = check_loss(loss, trials=args.trials, seed=args.seed)
+    for result in results:
+        print(f"{result.verdict}  {result.name}: {result.detail}")
+    failed = [r.name for r in results if not r.passed]
+    print(f"{args.loss}: " + ("all checks passed" if not failed else f"FAILED {failed}"))
+    return 0 if not failed else 1
+
+
+def _cmd_losses(args: argparse.Namespace) -> int:
+    from autoloss.losses import loss_names
+    from autoloss.programs import BUILTIN_PROGRAMS
+
+    for kind, names in loss_names().items():
+        print(f"{kind}: {', '.join(names)}")
+    print("metrics: " + ", ".join(f"{n} ({p.description})" for n, p in BUILTIN_PROGRAMS.items()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autoloss",
+        description="Search differentiable surrogate losses for segmentation metrics.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="summarise a dataset (splits, size, classes, frequencies)")
+    p.add_argument("data", help="dataset spec, e.g. shapes, camvid:PATH, npz:PATH, voc:PATH")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("check", help="check a loss's constraints (truth table, monotonicity)")
+    p.add_argument("loss", help="preset name or loss YAML file")
+    p.add_argument("--trials", type=int, default=8, help="random cases per property (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("losses", help="list the loss presets, baselines and metrics")
+    p.set_defaults(func=_cmd_losses)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError, TypeError) as err:
+        print(f"autoloss {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"autoloss {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""Datasets on disk: npz arrays and folders of images with index masks.
+
+``npz``: a folder with ``train.npz`` / ``val.npz`` / ``test.npz`` (any ``*.npz``: one split per
+file, named by its stem) or a single ``.npz`` file (one split, named by the file's stem). Arrays:
+``images`` uint8 ``[N,H,W,3]`` / ``[N,H,W,1]`` / grey ``[N,H,W]`` (or float in [0, 1]), ``labels``
+integer ``[N,H,W]``; optional ``names`` ``[N]`` and, overriding inference, ``num_classes``,
+``ignore_index`` (negative = none) and ``class_names``. Without them, ``num_classes`` is the
+largest label (other than ``ignore_index``) over all splits + 1 and ``ignore_index`` is None;
+nothing is printed.
+
+``folder``: ``PATH/images`` + ``PATH/masks`` (or ``PATH/labels``) with matching file stems
+(png/jpg/jpeg/bmp/tif) form the split ``train``; or split folders ``PATH/<split>/images`` and
+``PATH/<split>/masks``. Masks are single-channel index images (mode L or P). Files are read
+lazily; ``num_classes`` (if not given) comes from a scan of every mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from autoloss.data.dataset import (
+    ArrayStore,
+    FileStore,
+    SegmentationDataset,
+    image_mode,
+    read_mask,
+    resize_label,
+)
+
+__all__ = ["IMAGE_EXTENSIONS", "folder_dataset", "folder_splits", "npz_arrays", "npz_dataset",
+           "npz_splits", "pair_files", "split_order"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_SPLIT_ORDER = ("train", "val", "test")
+
+
+def split_order(names: Sequence[str]) -> list[str]:
+    """``train``, ``val``, ``test`` first, then the rest alphabetically."""
+    rank = {name: i for i, name in enumerate(_SPLIT_ORDER)}
+    return sorted(set(names), key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def _require_dir(path: Path, what: str) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if not path.is_dir():
+        raise ValueError(f"{what} {path} is not a folder")
+
+
+def no_split(spec: str, split: str, splits: Sequence[str]) -> ValueError:
+    return ValueError(f"{spec}: no split {split!r}; available splits: {list(splits)}")
+
+
+# ---- npz --------------------------------------------------------------------------------------
+
+def _npz_files(path: Path) -> dict[str, Path]:
+    if not path.exists():
+        raise FileNotFoundError(f"npz dataset path {path} does not exist")
+    if path.is_file():
+        if path.suffix != ".npz":
+            raise ValueError(f"expected a .npz file or a folder of .npz files, but got {path}")
+        return {path.stem: path}
+    files = {p.stem: p for p in path.glob("*.npz")}
+    if not files:
+        raise FileNotFoundError(f"no .npz files in {path} (expected train.npz, val.npz, ...)")
+    return files
+
+
+def npz_splits(path: Path) -> list[str]:
+    """The splits of an npz dataset: one per file."""
+    return split_order(_npz_files(path))
+
+
+def _load_npz(file: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            return {key: z[key] for key in z.files}
+    except ValueError as err:
+        raise ValueError(f"cannot read {file}: {err}") from err
+
+
+def npz_arrays(file: Path, *, size: tuple[int, int] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """``(images [N,H,W,C], labels [N,H,W], other arrays)`` of one npz file, checked and resized."""
+    arrays = _load_npz(file)
+    missing = [k for k in ("images", "labels") if k not in arrays]
+    if missing:
+        raise ValueError(f"{file} has no array(s) {missing}; found {sorted(arrays)} "
+                         f"(expected 'images' [N,H,W,3] and 'labels' [N,H,W])")
+    images, labels = arrays.pop("images"), arrays.pop("labels")
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or labels.ndim != 3 \
+            or images.shape[:3] != labels.shape:
+        raise ValueError(f"{file}: expected images [N,H,W,3] or [N,H,W] and labels [N,H,W] of the "
+                         f"same N,H,W, but got images {images.shape} and labels {labels.shape}")
+    if images.dtype != np.uint8:
+        if not np.issubdtype(images.dtype, np.floating):
+            raise ValueError(f"{file}: images must be uint8 (0..255) or float in [0, 1], "
+                             f"but got dtype {images.dtype}")
+        images = images.astype(np.float32)
+        if images.size and (images.min() < 0 or images.max() > 1):
+            raise ValueError(f"{file}: float images must lie in [0, 1], but got values in "
+                             f"[{images.min()}, {images.max()}]")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{file}: labels must be integers, but got dtype {labels.dtype}")
+    if size is not None and images.shape[1:3] != tuple(size):
+        images = np.stack([_resize_array_image(im, size) for im in images]) if len(images) \
+            else np.zeros((0, *size, images.shape[-1]), images.dtype)
+        labels = resize_label(labels, size)
+    return images, labels, arrays
+
+
+def _resize_array_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear (antialiased) resize of one ``[H,W,C]`` image via PIL."""
+    channels = [image[..., c] for c in range(image.shape[-1])]
+    mode = "L" if image.dtype == np.uint8 else "F"
+    out = [np.asarray(Image.fromarray(ch, mode=mode).resize(
+        (size[1], size[0]), Image.Resampling.BILINEAR)) for ch in channels]
+    return np.stack(out, axis=-1).astype(image.dtype)
+
+
+def _scalar(arrays: dict[str, np.ndarray], key: str, file: Path) -> int | None:
+    if key not in arrays:
+        return None
+    value = arrays[key]
+    if value.size != 1 or not np.issubdtype(value.dtype, np.integer):
+        raise ValueError(f"{file}: array {key!r} must be a single integer, but got {value!r}")
+    return int(value.reshape(()))
+
+
+def npz_dataset(path: Path, split: str, *, spec: str, num_classes: int | None = None,
+                ignore_index: int | None | str = "auto", size: tuple[int, int] | None = None,
+                class_names: Sequence[str] | None = None, name: str | None = None,
+                ) -> SegmentationDataset:
+    """Load split ``split`` of an npz dataset (see the module docstring for the layout).
+
+    ``ignore_index="auto"`` reads it from the file (``ignore_index`` array) or uses None.
+    """
+    files = _npz_files(path)
+    if split not in files:
+        raise no_split(spec, split, split_order(files))
+    file = files[split]
+    images, labels, extra = npz_arrays(file, size=size)
+    if ignore_index == "auto":
+        stored = _scalar(extra, "ignore_index", file)
+        ignore_index = stored if stored is not None and stored >= 0 else None
+    if num_classes is None:
+        num_classes = _scalar(extra, "num_classes", file)
+    if num_classes is None:
+        num_classes = _infer_num_classes(files, ignore_index)
+    if class_names is None and "class_names" in extra:
+        class_names = [str(c) for c in extra["class_names"].reshape(-1)]
+        if len(class_names) != num_classes:
+            raise ValueError(f"{file}: 'class_names' has {len(class_names)} entries, but "
+                             f"num_classes is {num_classes}")
+    if class_names is None:
+        class_names = [f"class{i}" for i in range(num_classes)]
+    names = extra.get("names")
+    item_names = tuple(str(n) for n in names) if names is not None and len(names) == len(labels) \
+        else tuple(f"{split}_{i:05d}" for i in range(len(labels)))
+    store = ArrayStore(images, labels, item_names, source=str(file))
+    return SegmentationDataset(store, name=name or (path.stem if path.is_file() else path.name),
+                               spec=spec, split=split, num_classes=num_classes,
+                               ignore_index=ignore_index, class_names=class_names)
+
+
+def _infer_num_classes(files: dict[str, Path], ignore_index: int | None) -> int:
+    """Largest label (other than ``ignore_index``) over every split's ``labels`` + 1."""
+    top = 0
+    for file in files.values():
+        with np.load(file, allow_pickle=False) as z:
+            if "labels" not in z.files:
+                raise ValueError(f"{file} has no array 'labels'; found {sorted(z.files)}")
+            labels = z["labels"]
+        values = np.unique(labels) if labels.dtype != np.uint8 \
+            else np.flatnonzero(np.bincount(labels.ravel(), minlength=256))
+        values = values[values != ignore_index] if ignore_index is not None else values
+        if values.size:
+            top = max(top, int(values.max()) + 1)
+    return max(top, 1)
+
+
+# ---- folders of images and masks ----------------------------------------------------------------
+
+def _mask_dir(folder: Path) -> Path | None:
+    for name in ("masks", "labels"):
+        if (folder / name).is_dir():
+            return folder / name
+    return None
+
+
+def folder_splits(path: Path) -> list[str]:
+    """``["train"]`` for a flat ``images/`` + ``masks/`` folder, else the split subfolders."""
+    _require_dir(path, "folder dataset")
+    if (path / "images").is_dir() and _mask_dir(path) is not None:
+        return ["train"]
+    splits = [p.name for p in path.iterdir()
+              if p.is_dir() and (p / "images").is_dir() and _mask_dir(p) is not None]
+    if not splits:
+        raise FileNotFoundError(
+            f"{path} has neither images/ + masks/ (or labels/) subfolders nor split folders "
+            f"like {path}/train/images + {path}/train/masks")
+    return split_order(splits)
+
+
+def _index(folder: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() not in IMAGE_EXTENSIONS or not p.is_file():
+            continue
+        if p.stem in files:
+            raise ValueError(f"two files with the stem {p.stem!r} in {folder}: "
+                             f"{files[p.stem].name} and {p.name}")
+        files[p.stem] = p
+    return files
+
+
+def pair_files(image_dir: Path, mask_dir: Path, *, mask_suffix: str = ""
+               ) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """Image and mask files matched by stem (a mask's stem may end with ``mask_suffix``)."""
+    _require_dir(image_dir, "image folder")
+    _require_dir(mask_dir, "mask folder")
+    images = _index(image_dir)
+    masks = {stem[:len(stem) - len(mask_suffix)] if mask_suffix and stem.endswith(mask_suffix)
+             else stem: p for stem, p in _index(mask_dir).items()}
+    if not images:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {image_dir}")
+    no_mask = sorted(set(images) - set(masks))
+    no_image = sorted(set(masks) - set(images))
+    if no_mask or no_image:
+        raise ValueError(
+            f"images in {image_dir} and masks in {mask_dir} must match by file stem, but "
+            f"{len(no_mask)} image(s) have no mask {no_mask[:5]} and {len(no_image)} mask(s) "
+            f"have no image {no_image[:5]}")
+    stems = sorted(images)
+    return tuple(images[s] for s in stems), tuple(masks[s] for s in stems)
+
+
+def channels_of(path: Path) -> int:
+    """1 for a grey image file, else 3."""
+    return 1 if image_mode(path) in {"1", "L", "LA", "I", "I;16", "F"} else 3
+
+
+def folder_dataset(path: Path, split: str, *, spec: str, num_classes: int | None = None,
+                   ignore_index: int | None = None, size: tuple[int, int] | None = None,
+                   ) -> SegmentationDataset:
+    """Load split ``split`` of a folder dataset (see the module docstring for the layout)."""
+    splits = folder_splits(path)
+    if split not in splits:
+        raise no_split(spec, split, splits)
+    root = path if splits == ["train"] and (path / "images").is_dir() else path / split
+    images, masks = pair_files(root / "images", _mask_dir(root))  # type: ignore[arg-type]
+    if num_classes is None:
+        num_classes = _scan_num_classes(path, splits, ignore_index)
+    channels = channels_of(images[0])
+    store = FileStore(images, masks, channels=channels, size=size)
+    return SegmentationDataset(store, name=path.name, spec=spec, split=split,
+                               num_classes=num_classes, ignore_index=ignore_index,
+                               class_names=[f"class{i}" for i in range(num_classes)])
+
+
+def _scan_num_classes(path: Path, splits: Sequence[str], ignore_index: int | None) -> int:
+    top = 0
+    for split in splits:
+        root = path if splits == ["train"] and (path / "images").is_dir() else path / split
+        for mask in sorted(_index(_mask_dir(root)).values()):  # type: ignore[arg-type]
+            values = np.unique(read_mask(mask))
+            values = values[values != ignore_index] if ignore_index is not None else values
+            if values.size:
+                top = max(top, int(values.max()) + 1)
+    return max(top, 1)

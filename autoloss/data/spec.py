@@ -1,0 +1,275 @@
+"""One way to name a dataset, from the command line and from YAML: a spec string.
+
+    KIND                    the embedded dataset: ``shapes``
+    KIND:PATH               files: ``npz:data/``, ``folder:data/``, ``camvid:PATH``, ``voc:PATH``,
+                            ``cityscapes:PATH``
+    ...?key=value&key=value options, e.g. ``npz:data?num_classes=5&ignore_index=255``,
+                            ``cityscapes:/data/cs?size=128x256``, ``shapes?n=256&seed=3``
+
+Options (the path may not contain ``?``):
+
+- every kind: ``size=HxW`` (or ``size=S`` for SxS; images bilinear, labels nearest; for
+  ``shapes`` the generated size), ``mean=a,b,c`` and ``std=a,b,c`` (normalisation statistics of
+  images in [0, 1]; default: computed from the train split);
+- ``shapes``: ``n`` (train images; val gets n/4, test n/2; default 512), ``seed`` (default 0),
+  ``ignore_index`` (default 255, ``none`` for no ignored pixels);
+- ``npz``, ``folder``: ``num_classes`` (default: largest label + 1 over all splits) and
+  ``ignore_index`` (default: none, or the npz's ``ignore_index`` array).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from pathlib import Path
+
+import numpy as np
+
+from autoloss.data.dataset import SegmentationDataset, Stats, channel_stats
+from autoloss.data.embedded import SHAPES_SPLITS, shapes_dataset
+from autoloss.data.formats import (
+    folder_dataset,
+    folder_splits,
+    no_split,
+    npz_dataset,
+    npz_splits,
+)
+from autoloss.data.layouts import (
+    camvid_dataset,
+    camvid_splits,
+    cityscapes_dataset,
+    cityscapes_splits,
+    voc_dataset,
+    voc_splits,
+)
+
+__all__ = ["DATASET_KINDS", "DatasetSpec", "dataset_splits", "load_dataset", "parse_spec",
+           "train_stats"]
+
+_COMMON_OPTIONS = ("size", "mean", "std")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed spec string: ``kind``, ``path`` (None for ``shapes``) and raw ``options``."""
+
+    text: str
+    kind: str
+    path: Path | None
+    options: dict[str, str]
+
+    def error(self, key: str, expected: str) -> ValueError:
+        return ValueError(f"dataset spec {self.text!r}: option {key}={self.options[key]!r} "
+                          f"is invalid; expected {expected}")
+
+    def get_int(self, key: str, default: int | None, *, minimum: int) -> int | None:
+        if key not in self.options:
+            return default
+        try:
+            value = int(self.options[key])
+        except ValueError:
+            raise self.error(key, f"an integer >= {minimum}") from None
+        if value < minimum:
+            raise self.error(key, f"an integer >= {minimum}")
+        return value
+
+    def get_ignore(self, default: int | None | str) -> int | None | str:
+        if "ignore_index" not in self.options:
+            return default
+        if self.options["ignore_index"].lower() in ("none", "null"):
+            return None
+        try:
+            return int(self.options["ignore_index"])
+        except ValueError:
+            raise self.error("ignore_index", "an integer or 'none'") from None
+
+    def get_size(self) -> tuple[int, int] | None:
+        if "size" not in self.options:
+            return None
+        parts = self.options["size"].lower().split("x")
+        try:
+            dims = [int(p) for p in parts]
+        except ValueError:
+            dims = []
+        if len(dims) not in (1, 2) or min(dims) < 1:
+            raise self.error("size", "HxW (e.g. 128x256) or a single side S for SxS")
+        return (dims[0], dims[-1])
+
+    def get_floats(self, key: str) -> list[float] | None:
+        if key not in self.options:
+            return None
+        try:
+            return [float(v) for v in self.options[key].split(",")]
+        except ValueError:
+            raise self.error(key, "comma-separated numbers, one per channel, e.g. 0.5,0.5,0.5") \
+                from None
+
+
+def _path(spec: DatasetSpec) -> Path:
+    if spec.path is None:
+        raise ValueError(f"dataset spec {spec.text!r} needs a path: '{spec.kind}:PATH'")
+    return spec.path
+
+
+def _shapes_open(spec: DatasetSpec, split: str) -> SegmentationDataset:
+    ignore = spec.get_ignore(255)
+    return shapes_dataset(split, n=spec.get_int("n", 512, minimum=1) or 512,
+                          seed=spec.get_int("seed", 0, minimum=0) or 0,
+                          size=spec.get_size() or (64, 64),
+                          ignore_index=ignore if isinstance(ignore, int) else None,
+                          spec=spec.text)
+
+
+def _npz_open(spec: DatasetSpec, split: str) -> SegmentationDataset:
+    return npz_dataset(_path(spec), split, spec=spec.text, size=spec.get_size(),
+                       num_classes=spec.get_int("num_classes", None, minimum=1),
+                       ignore_index=spec.get_ignore("auto"))
+
+
+def _folder_open(spec: DatasetSpec, split: str) -> SegmentationDataset:
+    ignore = spec.get_ignore(None)
+    return folder_dataset(_path(spec), split, spec=spec.text, size=spec.get_size(),
+                          num_classes=spec.get_int("num_classes", None, minimum=1),
+                          ignore_index=ignore if isinstance(ignore, int) else None)
+
+
+def _camvid_open(spec: DatasetSpec, split: str) -> SegmentationDataset:
+    return camvid_dataset(_path(spec), split, spec=spec.text, size=spec.get_size())
+
+
+def _voc_open(spec: DatasetSpec, split: str) -> SegmentationDataset:
+    return voc_dataset(_path(spec), split, spec=spec.text, size=spec.get_size())
+
+
+def _cityscapes_open(spec: DatasetSpec, split: str) -> SegmentationDataset:
+    return cityscapes_dataset(_path(spec), split, spec=spec.text, size=spec.get_size())
+
+
+@dataclass(frozen=True)
+class _Kind:
+    summary: str
+    needs_path: bool
+    options: tuple[str, ...]
+    splits: Callable[[Path], list[str]] | None  # None: the fixed shapes splits
+    open: Callable[[DatasetSpec, str], SegmentationDataset]
+
+
+#: Dataset kind -> how to list and open its splits.
+DATASET_KINDS: dict[str, _Kind] = {
+    "shapes": _Kind("embedded procedural shapes (6 classes, no files)", False,
+                    ("n", "seed", "ignore_index"), None, _shapes_open),
+    "npz": _Kind("npz arrays: a folder of <split>.npz or one .npz file", True,
+                 ("num_classes", "ignore_index"), npz_splits, _npz_open),
+    "folder": _Kind("images/ + masks/ folders (optionally per split)", True,
+                    ("num_classes", "ignore_index"), folder_splits, _folder_open),
+    "camvid": _Kind("CamVid, 11 classes + void (npz files or SegNet PNG folders)", True, (),
+                    camvid_splits, _camvid_open),
+    "voc": _Kind("Pascal VOC 2012 segmentation, 21 classes + border", True, (), voc_splits,
+                 _voc_open),
+    "cityscapes": _Kind("Cityscapes fine annotations, 19 train ids", True, (),
+                        cityscapes_splits, _cityscapes_open),
+}
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def parse_spec(spec: str) -> DatasetSpec:
+    """Parse ``KIND[:PATH][?key=value&...]``; raise ``ValueError`` naming what is wrong."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"dataset spec must be a non-empty string like 'shapes' or "
+                         f"'npz:PATH', but got {spec!r}")
+    text = spec.strip()
+    head, has_query, query = text.partition("?")
+    kind, _, path = head.partition(":")
+    kind = kind.strip().lower()
+    if kind not in DATASET_KINDS:
+        hint = ""
+        if Path(head).expanduser().exists() or "/" in head or "\\" in head:
+            hint = f"; to load files, prefix the path with its kind, e.g. 'npz:{head}'"
+        raise ValueError(
+            f"unknown dataset kind {kind!r} in spec {text!r}"
+            f"{_did_you_mean(kind, list(DATASET_KINDS))}; known kinds: "
+            f"{', '.join(DATASET_KINDS)}{hint}")
+    options: dict[str, str] = {}
+    for part in query.split("&") if has_query else []:
+        key, eq, value = (p.strip() for p in part.partition("="))
+        if not eq or not key or not value:
+            raise ValueError(f"malformed option {part!r} in dataset spec {text!r}: expected "
+                             f"key=value pairs joined by '&', e.g. "
+                             f"'npz:data?num_classes=5&ignore_index=255'")
+        if key in options:
+            raise ValueError(f"option {key!r} is given twice in dataset spec {text!r}")
+        options[key] = value
+    allowed = list(DATASET_KINDS[kind].options + _COMMON_OPTIONS)
+    for key in options:
+        if key not in allowed:
+            raise ValueError(f"unknown option {key!r} for dataset kind {kind!r} in {text!r}"
+                             f"{_did_you_mean(key, allowed)}; allowed options: {allowed}")
+    path = path.strip()
+    if DATASET_KINDS[kind].needs_path and not path:
+        raise ValueError(f"dataset kind {kind!r} needs a path: '{kind}:PATH', but got {text!r}")
+    if not DATASET_KINDS[kind].needs_path and path:
+        raise ValueError(f"dataset kind {kind!r} takes no path, but got {text!r}; options go "
+                         f"after '?', e.g. 'shapes?n=256&seed=1'")
+    return DatasetSpec(text, kind, Path(path).expanduser() if path else None, options)
+
+
+def dataset_splits(spec: str) -> list[str]:
+    """The splits a dataset offers (``train``, ``val``, ``test`` first)."""
+    return _splits(parse_spec(spec))
+
+
+def _splits(spec: DatasetSpec) -> list[str]:
+    list_splits = DATASET_KINDS[spec.kind].splits
+    return list(SHAPES_SPLITS) if list_splits is None else list_splits(_path(spec))
+
+
+def load_dataset(spec: str, split: str = "train", *, subset: int | None = None,
+                 subset_seed: int | None = None) -> SegmentationDataset:
+    """Load one split of the dataset named by ``spec`` (see the module docstring).
+
+    Args:
+        spec: ``KIND[:PATH][?key=value&...]``.
+        split: e.g. ``train``, ``val`` (the proxy-validation split), ``test``.
+        subset: keep ``subset`` images: the first ones if ``subset_seed`` is None, else a random
+            choice (without replacement, in dataset order) drawn with ``subset_seed``.
+
+    The dataset's ``mean`` / ``std`` come from the ``mean=`` / ``std=`` options or, on first use,
+    from the whole train split (the split itself if the dataset has no ``train``).
+    """
+    parsed = parse_spec(spec)
+    splits = _splits(parsed)
+    if split not in splits:
+        raise no_split(parsed.text, split, splits)
+    dataset = DATASET_KINDS[parsed.kind].open(parsed, split)
+    if "train" in splits and (split != "train" or subset is not None):
+        dataset.stats_source = partial(train_stats, parsed.text)
+    for key in ("mean", "std"):
+        values = parsed.get_floats(key)
+        if values is not None:
+            setattr(dataset, key, values)
+    if subset_seed is not None and subset is None:
+        raise ValueError(f"subset_seed={subset_seed} needs subset (the number of images)")
+    if subset is not None:
+        if isinstance(subset, bool) or not isinstance(subset, int) or \
+                not 1 <= subset <= len(dataset):
+            raise ValueError(f"subset must be an int in [1, {len(dataset)}] (the size of split "
+                             f"{split!r} of {parsed.text!r}), but got {subset=}")
+        if subset_seed is None:
+            indices = np.arange(subset)
+        else:
+            rng = np.random.default_rng(subset_seed)
+            indices = np.sort(rng.choice(len(dataset), size=subset, replace=False))
+        dataset = dataset.subset(indices)
+    return dataset
+
+
+@lru_cache(maxsize=8)
+def train_stats(spec: str) -> tuple[Stats, Stats]:
+    """Per-channel ``(mean, std)`` of the whole train split of ``spec`` (cached per spec)."""
+    return channel_stats(load_dataset(spec, "train"))

@@ -1,0 +1,303 @@
+"""Input and option checks shared by every loss (baselines and the searched surrogate).
+
+Tensor checks are cheap on the happy path: one ``aminmax`` pass over the labels (a second pass
+only when an ignore index lies outside ``[0, C)``), one pass for soft-label ranges and sums.
+The slower work that names the offending values (``unique``) only runs when there is an error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Reduction",
+    "check_binary_logits_and_target",
+    "check_choice",
+    "check_class_weights",
+    "check_classes",
+    "check_ignore_index",
+    "check_logits_and_target",
+    "check_number",
+    "class_weights_tensor",
+    "did_you_mean",
+    "weights_buffer",
+]
+
+_SOFT_SUM_TOL = 1e-3
+
+
+def did_you_mean(value: object, allowed: Sequence[object]) -> str:
+    """``"; did you mean 'x'?"`` for a misspelt string, else ``""``."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, [str(a) for a in allowed], n=2)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
+def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
+    """Return ``value`` if it is one of ``allowed``, else raise naming ``name`` (did-you-mean)."""
+    if isinstance(value, bool) or value not in allowed:
+        raise ValueError(
+            f"{name} must be one of {list(allowed)}, but got {name}={value!r}"
+            f"{did_you_mean(value, allowed)}"
+        )
+    return value
+
+
+def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, integer: bool = False) -> float | int:
+    """Check a real option: finite, of the right kind, and within ``[low, high]``.
+
+    ``low_open=True`` excludes ``low`` itself (e.g. ``smooth > 0``). Returns the value as
+    ``int`` (``integer=True``) or ``float``.
+    """
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        kind = "an int" if integer else "a finite number"
+        raise ValueError(f"{name} must be {kind}, but got {name}={value!r}")
+    if low is not None and (value < low or (low_open and value == low)):
+        op = ">" if low_open else ">="
+        raise ValueError(f"{name} must be {op} {low}, but got {name}={value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, but got {name}={value!r}")
+    return int(value) if integer else float(value)
+
+
+def check_ignore_index(ignore_index: Any) -> int | None:
+    """``ignore_index`` must be an int (any value, e.g. 255 or -100) or None."""
+    if ignore_index is not None and (isinstance(ignore_index, bool)
+                                     or not isinstance(ignore_index, int)):
+        raise ValueError(f"ignore_index must be an int or None, but got {ignore_index=!r}")
+    return ignore_index
+
+
+def check_classes(classes: Any, *, name: str = "classes") -> str | list[int]:
+    """``classes`` is ``"present"``, ``"all"`` or a non-empty list of distinct class indices."""
+    if isinstance(classes, str):
+        return check_choice(name, classes, ("present", "all"))
+    if isinstance(classes, (list, tuple)) and classes and all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in classes):
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"{name} must not repeat a class, but got {name}={classes!r}")
+        return [int(c) for c in classes]
+    raise ValueError(
+        f"{name} must be 'present', 'all' or a non-empty list of class indices >= 0, "
+        f"but got {name}={classes!r}"
+    )
+
+
+def check_class_weights(class_weights: Any) -> list[float] | None:
+    """``class_weights`` is None or a non-empty sequence of finite numbers >= 0."""
+    if class_weights is None:
+        return None
+    if isinstance(class_weights, Tensor):
+        class_weights = class_weights.detach().cpu().flatten().tolist()
+    if isinstance(class_weights, (str, bytes)) or not isinstance(class_weights, Sequence):
+        raise ValueError(
+            f"class_weights must be a sequence of numbers or None, but got {class_weights=!r}"
+        )
+    values = list(class_weights)
+    if not values or not all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
+            and w >= 0 for w in values):
+        raise ValueError(
+            f"class_weights must be a non-empty sequence of finite numbers >= 0, but got "
+            f"{class_weights=!r}"
+        )
+    return [float(w) for w in values]
+
+
+def weights_buffer(class_weights: Sequence[float] | None) -> Tensor | None:
+    """A checked ``class_weights`` list as a float32 tensor for ``register_buffer`` (or None)."""
+    return None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+
+
+def class_weights_tensor(class_weights: Sequence[float] | Tensor | None, num_classes: int,
+                         like: Tensor) -> Tensor | None:
+    """``class_weights`` as a ``[C]`` tensor with the dtype and device of ``like``."""
+    if class_weights is None:
+        return None
+    weights = torch.as_tensor(class_weights, dtype=like.dtype, device=like.device).flatten()
+    if weights.numel() != num_classes:
+        raise ValueError(
+            f"class_weights must have one weight per class (C={num_classes}), but got "
+            f"{weights.numel()} weights"
+        )
+    return weights
+
+
+def _check_hard_values(target: Tensor, *, num_classes: int, ignore_index: int | None,
+                       high_labels_ignored: bool) -> None:
+    if target.numel() == 0:
+        return
+    low, high = torch.aminmax(target)
+    low, high = int(low), int(high)
+    if low >= 0 and (high < num_classes or high_labels_ignored):
+        return
+    bad = target < 0
+    if not high_labels_ignored:
+        bad |= target >= num_classes
+    if ignore_index is not None:
+        bad &= target != ignore_index
+    if not bool(bad.any()):
+        return
+    values = torch.unique(target[bad])
+    shown = values[:5].tolist()
+    more = f" (and {values.numel() - 5} more)" if values.numel() > 5 else ""
+    allowed = (f"[0, {num_classes})" if not high_labels_ignored
+               else f"[0, {num_classes}) or >= {num_classes} (ignored)")
+    raise ValueError(
+        f"target has label values {shown}{more} outside the allowed range {allowed} that are "
+        f"not the ignore index ({ignore_index=}); logits have C={num_classes} channels"
+    )
+
+
+def _check_soft_values(target: Tensor) -> None:
+    if target.numel() == 0:
+        return
+    low, high = torch.aminmax(target)
+    if not (bool(low >= 0) and bool(high <= 1)):
+        raise ValueError(
+            "soft target must hold probabilities in [0, 1], but got values in "
+            f"[{float(low):.6g}, {float(high):.6g}]"
+        )
+    worst = float((target.sum(dim=1, dtype=torch.float64) - 1.0).abs().max())
+    if not worst <= _SOFT_SUM_TOL:
+        raise ValueError(
+            f"soft target must sum to 1 over the class dimension (dim 1) within {_SOFT_SUM_TOL}, "
+            f"but the worst pixel deviates by {worst:.6g}"
+        )
+
+
+def check_logits_and_target(logits: Tensor, target: Tensor, *, ignore_index: int | None,
+                            allow_soft: bool, high_labels_ignored: bool = False) -> str:
+    """Check a segmentation loss's inputs and tell hard labels from soft ones.
+
+    Args:
+        logits: float ``[N,C,H,W]``.
+        target: hard labels, integer ``[N,H,W]`` with values in ``[0, C)`` or ``ignore_index``;
+            or (when ``allow_soft``) soft labels, float ``[N,C,H,W]`` in ``[0, 1]`` summing to 1
+            over C (within 1e-3).
+        ignore_index: label value excluded from the loss (hard labels only), or None.
+        allow_soft: whether float ``[N,C,H,W]`` targets are accepted.
+        high_labels_ignored: accept labels ``>= C`` (they count as ignored; RMI convention).
+
+    Returns:
+        ``"hard"`` or ``"soft"``.
+    """
+    if not isinstance(logits, Tensor) or not isinstance(target, Tensor):
+        raise TypeError(
+            "logits and target must be torch.Tensors, but got "
+            f"{type(logits).__name__} and {type(target).__name__}"
+        )
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be a float tensor, but got dtype {logits.dtype}")
+    if logits.dim() != 4:
+        raise ValueError(f"logits must be [N,C,H,W], but got shape {tuple(logits.shape)}")
+    if target.device != logits.device:
+        raise ValueError(
+            f"target must be on the logits' device {logits.device}, but got {target.device}"
+        )
+    n, c, h, w = logits.shape
+    if target.is_floating_point():
+        if target.dim() == 3:
+            raise TypeError(
+                f"target has dtype {target.dtype} and shape {tuple(target.shape)}: hard labels "
+                "must have an integer dtype (use target.long())"
+            )
+        if not allow_soft:
+            raise TypeError(
+                "this loss takes hard integer labels [N,H,W], but got a float target of shape "
+                f"{tuple(target.shape)}"
+            )
+        if tuple(target.shape) != (n, c, h, w):
+            raise ValueError(
+                f"soft target must have the logits' shape [N,C,H,W]={tuple(logits.shape)}, but "
+                f"got {tuple(target.shape)}"
+            )
+        _check_soft_values(target)
+        return "soft"
+    if target.dtype == torch.bool or target.is_complex():
+        raise TypeError(f"target must hold integer class labels, but got dtype {target.dtype}")
+    if target.dim() != 3 or tuple(target.shape) != (n, h, w):
+        expected = "[N,H,W] or soft [N,C,H,W]" if allow_soft else "[N,H,W]"
+        raise ValueError(
+            f"target must be {expected} matching logits [N,C,H,W]={tuple(logits.shape)}, but got "
+            f"target shape {tuple(target.shape)}"
+        )
+    _check_hard_values(target, num_classes=c, ignore_index=ignore_index,
+                       high_labels_ignored=high_labels_ignored)
+    return "hard"
+
+
+def check_binary_logits_and_target(logits: Tensor, target: Tensor, *,
+                                   ignore_index: int | None) -> Tensor:
+    """Check binary logits ``[N,H,W]`` or ``[N,1,H,W]`` and labels ``[N,H,W]`` in {0, 1}
+    (or ``ignore_index``); return the logits as ``[N,H,W]``."""
+    if not isinstance(logits, Tensor) or not isinstance(target, Tensor):
+        raise TypeError(
+            "logits and target must be torch.Tensors, but got "
+            f"{type(logits).__name__} and {type(target).__name__}"
+        )
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be a float tensor, but got dtype {logits.dtype}")
+    if logits.dim() == 4 and logits.shape[1] == 1:
+        logits = logits[:, 0]
+    if logits.dim() != 3:
+        raise ValueError(
+            f"binary logits must be [N,H,W] or [N,1,H,W], but got shape {tuple(logits.shape)}"
+        )
+    if target.device != logits.device:
+        raise ValueError(
+            f"target must be on the logits' device {logits.device}, but got {target.device}"
+        )
+    if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
+        raise TypeError(
+            f"binary target must hold integer labels 0/1 (use target.long()), but got dtype "
+            f"{target.dtype}"
+        )
+    if tuple(target.shape) != tuple(logits.shape):
+        raise ValueError(
+            f"binary target must be [N,H,W]={tuple(logits.shape)} like the logits, but got "
+            f"target shape {tuple(target.shape)}"
+        )
+    _check_hard_values(target, num_classes=2, ignore_index=ignore_index,
+                       high_labels_ignored=False)
+    return logits
+
+
+class Reduction(str, enum.Enum):
+    """How a loss reduces its per-element values: ``"mean"``, ``"sum"`` or ``"none"``."""
+
+    MEAN = "mean"
+    SUM = "sum"
+    NONE = "none"
+
+    @classmethod
+    def parse(cls, value: Any) -> Reduction:
+        """The member for ``value`` (a member or its string), else raise with did-you-mean."""
+        if isinstance(value, cls):
+            return value
+        check_choice("reduction", value, [m.value for m in cls])
+        return cls(value)
+
+    def apply(self, values: Tensor, *, weights: Tensor | None = None) -> Tensor:
+        """Reduce ``values`` (any shape): weighted mean ``sum(w x) / sum(w)`` (0 if the weights
+        sum to 0), ``sum(w x)``, or ``w x`` unreduced. Without ``weights``, ``w = 1``."""
+        weighted = values if weights is None else values * weights
+        if self is Reduction.NONE:
+            return weighted
+        total = weighted.sum()
+        if self is Reduction.SUM:
+            return total
+        if weights is None:
+            return total / max(values.numel(), 1)
+        denom = weights.sum()
+        return total / torch.where(denom > 0, denom, torch.ones_like(denom))

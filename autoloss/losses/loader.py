@@ -1,0 +1,187 @@
+"""One entry point for every loss: ``load_loss(spec, **overrides)``, and ``save_loss``.
+
+A spec is one of:
+
+- a preset name (``asl-voc-miou``, ``soft-miou``, ``paddleseg-lovasz-softmax-ce``, ...);
+- a baseline loss name (``cross_entropy``, ``lovasz_softmax``, ...), i.e. ``{"name": NAME}``;
+- a path to a loss YAML file (``.yaml`` / ``.yml``);
+- a dict with the schema below.
+
+Schema (version 1; every YAML file is readable on its own, there are no includes)::
+
+    autoloss_schema: 1              # optional in dicts, written by save_loss
+    name: surrogate                 # or a baseline loss name
+    metric: miou                    # surrogate only: built-in metric or "file.py:program"
+    ignore_index: 255               # options of that loss, at top level
+    tol: 5
+    curves:                         # surrogate only: one entry per curve of the metric program
+      inter: {kind: bezier, points: [x1, y1, x2, y2, x3, y3]}
+      union: {kind: linear, knots_x: [...], knots_y: [...]}
+    provenance: {...}               # optional, free-form (dataset, study, trial, score, ...)
+
+or a weighted combination ``{"combine": [{"name": ..., "weight": 0.2, ...}, ...]}``.
+``overrides`` replace top-level options (for a combination: in every component that has them).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import inspect
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from autoloss.losses.baselines import BASELINES
+from autoloss.losses.combine import CombinedLoss
+from autoloss.losses.presets import PRESETS
+from autoloss.losses.surrogate import SurrogateLoss
+
+__all__ = ["SCHEMA_VERSION", "load_loss", "loss_names", "read_spec", "save_loss"]
+
+SCHEMA_VERSION = 1
+_META_KEYS = ("autoloss_schema", "provenance", "description")
+
+
+def loss_names() -> dict[str, list[str]]:
+    """Every name ``load_loss`` accepts, by kind."""
+    return {"presets": sorted(PRESETS), "baselines": sorted(BASELINES) + ["surrogate"]}
+
+
+def _did_you_mean(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=3)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
+def read_spec(spec: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    """Resolve a preset name, baseline name, YAML path or dict into a spec dict (a copy)."""
+    if isinstance(spec, Mapping):
+        return copy.deepcopy(dict(spec))
+    if not isinstance(spec, (str, Path)):
+        raise TypeError(f"spec must be a name, a path or a dict, but got {type(spec).__name__}")
+    text = str(spec)
+    if text in PRESETS:
+        return copy.deepcopy(PRESETS[text])
+    if text in BASELINES or text == "surrogate":
+        return {"name": text}
+    path = Path(text).expanduser()
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"loss file {str(path)!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"loss file {str(path)!r} is not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"loss file {str(path)!r} must hold a mapping (name: ..., ...), but got "
+                f"{type(data).__name__}"
+            )
+        return data
+    choices = sorted(PRESETS) + sorted(BASELINES)
+    raise ValueError(
+        f"unknown loss {text!r}: expected a preset {sorted(PRESETS)}, a baseline "
+        f"{sorted(BASELINES)}, or a path to a .yaml loss file{_did_you_mean(text, choices)}"
+    )
+
+
+def _accepted_options(name: str) -> list[str]:
+    cls = SurrogateLoss if name == "surrogate" else BASELINES[name]
+    params = inspect.signature(cls.__init__).parameters
+    return [p for p in params if p != "self"]
+
+
+def _build_single(spec: dict[str, Any]) -> nn.Module:
+    name = spec.pop("name", None)
+    if name is None:
+        raise ValueError(f"a loss spec needs a 'name' (or 'combine'), but got keys {sorted(spec)}")
+    if name != "surrogate" and name not in BASELINES:
+        choices = sorted(BASELINES) + ["surrogate"]
+        raise ValueError(f"unknown loss name {name!r}: expected one of {choices}"
+                         f"{_did_you_mean(name, choices)}")
+    accepted = _accepted_options(name)
+    for key in spec:
+        if key not in accepted:
+            raise ValueError(
+                f"unknown option {key!r} for loss {name!r}: expected one of {accepted}"
+                f"{_did_you_mean(key, accepted)}"
+            )
+    if name == "surrogate":
+        if "metric" not in spec:
+            raise ValueError("a 'surrogate' loss spec needs a 'metric' (e.g. metric: miou)")
+        return SurrogateLoss(spec.pop("metric"), **spec)
+    return BASELINES[name](**spec)
+
+
+def _apply_overrides(spec: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    if "combine" in spec:
+        for key, value in overrides.items():
+            takers = [part for part in spec["combine"]
+                      if isinstance(part, dict) and key in _accepted_options(part.get("name", ""))]
+            if not takers:
+                raise ValueError(f"override {key!r} is an option of none of the combined losses")
+            for part in takers:
+                part[key] = value
+    else:
+        spec.update(overrides)
+
+
+def load_loss(spec: str | Path | Mapping[str, Any], **overrides: Any) -> nn.Module:
+    """Build a loss module from a preset, baseline name, YAML file or spec dict.
+
+    Args:
+        spec: see the module docstring.
+        **overrides: top-level options to replace, e.g. ``ignore_index=255, tol=2``. Each is
+            checked against the loss's own options (a typo is an error, with a suggestion).
+
+    Returns:
+        an ``nn.Module`` called as ``loss(logits [N,C,H,W], target [N,H,W]) -> scalar``, with a
+        ``to_dict()`` method giving its spec back and a ``provenance`` attribute (dict or None).
+    """
+    data = read_spec(spec)
+    version = data.get("autoloss_schema", SCHEMA_VERSION)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ValueError(
+            f"loss spec schema version must be an int <= {SCHEMA_VERSION}, but got {version!r} "
+            "(written by a newer autoloss?)"
+        )
+    meta = {key: data.pop(key) for key in _META_KEYS if key in data}
+    _apply_overrides(data, overrides)
+    if "combine" in data:
+        extra = sorted(set(data) - {"combine"})
+        if extra:
+            raise ValueError(f"a 'combine' spec takes no other keys, but got {extra}")
+        parts = data["combine"]
+        if not isinstance(parts, list):
+            raise ValueError(f"'combine' must be a list of loss specs, but got {type(parts).__name__}")
+        losses, weights = [], []
+        for part in parts:
+            part = dict(part)
+            weights.append(part.pop("weight", 1.0))
+            losses.append(load_loss(part))
+        module: nn.Module = CombinedLoss(losses, weights)
+    else:
+        module = _build_single(data)
+    module.provenance = meta.get("provenance")
+    return module
+
+
+def save_loss(loss: nn.Module | Mapping[str, Any], path: str | Path, *,
+              provenance: Mapping[str, Any] | None = None) -> Path:
+    """Write a loss (module with ``to_dict()`` or spec dict) as a self-describing YAML file.
+
+    ``load_loss(path)`` gives back an equal loss (``save -> load`` round-trips exactly).
+    """
+    spec = dict(loss) if isinstance(loss, Mapping) else loss.to_dict()
+    spec.pop("autoloss_schema", None)
+    out: dict[str, Any] = {"autoloss_schema": SCHEMA_VERSION, **spec}
+    prov = provenance if provenance is not None else getattr(loss, "provenance", None)
+    if prov is not None:
+        out["provenance"] = dict(prov)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(out, sort_keys=False, default_flow_style=None))
+    return path

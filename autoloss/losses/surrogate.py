@@ -1,0 +1,146 @@
+"""``SurrogateLoss``: a metric program run with relaxed operators, as a loss.
+
+    loss = 1 - surrogate(metric)
+
+The surrogate is the same program that computes the exact metric (``autoloss.programs``), with
+the prediction replaced by softmax probabilities and the logical operators by parameterised
+smooth ones (Li et al., "Auto Seg-Loss: Searching Metric Surrogates for Semantic Segmentation",
+ICLR 2021). Each curve ``h`` is monotone with ``h(0)=0`` and ``h(1)=1`` (``autoloss.relaxations``),
+so the surrogate equals the metric on one-hot predictions and never decreases as the prediction
+moves toward the ground truth.
+
+Conventions (defaults) and the Auto Seg-Loss reference conventions (used by the ``asl-*`` presets):
+
+- ``classes="present"`` averages per-class values over the classes present in the batch's ground
+  truth; ``"all"`` over every class (absent classes then count as 0, as the reference does for
+  mIoU, mAcc and BIoU).
+- Pixels whose label is ``ignore_index`` count nowhere, except in BF1, which (like the exact
+  metric and the reference) uses every pixel.
+- Soft labels ``[N,C,H,W]`` (rows summing to 1) are accepted: the relaxed ``AND(p, g) =
+  h(p) * g`` and ``OR(p, g) = h(p) + g - h(p) g`` take ``g`` as given, which leaves hard labels
+  unaffected; boundary metrics then use the soft ground-truth edge map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from autoloss.losses._validate import check_choice, check_logits_and_target
+from autoloss.operators import RelaxedOps, one_hot
+from autoloss.programs import MetricProgram, class_mean, get_program
+from autoloss.relaxations import Curve, IdentityCurve, curve_from_dict
+
+__all__ = ["SurrogateLoss", "surrogate_loss"]
+
+
+def surrogate_loss(logits: Tensor, target: Tensor, *, program: MetricProgram,
+                   curves: Mapping[str, Curve], ignore_index: int | None = None, tol: int = 5,
+                   drop_bg: bool = False, classes: str = "present", eps: float = 1e-8,
+                   float32_dilation: bool = False) -> Tensor:
+    """``1 - surrogate`` of ``program`` for ``logits [N,C,H,W]`` and ``target`` (hard ``[N,H,W]``
+    long labels or soft ``[N,C,H,W]`` probabilities). Returns a scalar; an all-ignored batch gives
+    0 with zero gradient."""
+    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True)
+    probs = torch.softmax(logits, dim=1)
+    num_classes = logits.shape[1]
+    if mode == "hard":
+        valid = (target >= 0) & (target < num_classes)
+        if ignore_index is not None:
+            valid &= target != ignore_index
+        if not bool(valid.any()):
+            return logits.sum() * 0.0
+        gt = one_hot(target, num_classes, valid=valid, dtype=logits.dtype)
+        mask = valid.unsqueeze(1).to(logits.dtype)
+    else:
+        gt = target.to(logits.dtype)
+        mask = torch.ones_like(gt[:, :1])
+    ops = RelaxedOps(curves, eps=eps, float32_dilation=float32_dilation)
+    stats = program.run_stats(ops, probs, gt, mask, tol=tol, drop_bg=drop_bg)
+    values, present = program.score(stats, ops)
+    return 1.0 - class_mean(values, present, classes)
+
+
+class SurrogateLoss(nn.Module):
+    """Loss ``1 - surrogate(metric)`` for logits ``[N,C,H,W]`` and labels ``[N,H,W]``.
+
+    Args:
+        metric: a built-in metric name (``miou``, ``fwiou``, ``macc``, ``gacc``, ``mdice``,
+            ``biou``, ``bf1``, ``miou_image``), a user program ``file.py:name`` or a
+            :class:`~autoloss.programs.MetricProgram`.
+        curves: curve name -> :class:`~autoloss.relaxations.Curve` (or its dict form). Curves the
+            program uses but that are not given are the identity (the plain soft metric).
+        ignore_index: label excluded from the loss. tol: boundary tolerance in pixels.
+        drop_bg: leave class 0's boundaries out (BIoU band, BF1 mean).
+        classes: ``"present"`` or ``"all"`` (see the module docstring).
+        eps: added to prediction-dependent denominators.
+        float32_dilation: dilate predicted edges in float32 (bit-level parity with the reference).
+
+    Example:
+        >>> loss = SurrogateLoss("miou")
+        >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+        >>> target = torch.randint(0, 3, (2, 8, 8))
+        >>> loss(logits, target).backward()
+    """
+
+    def __init__(self, metric: str | MetricProgram, *,
+                 curves: Mapping[str, Curve | Mapping[str, Any]] | None = None,
+                 ignore_index: int | None = None, tol: int = 5, drop_bg: bool = False,
+                 classes: str = "present", eps: float = 1e-8,
+                 float32_dilation: bool = False) -> None:
+        super().__init__()
+        self.program = get_program(metric)
+        self.metric = metric if isinstance(metric, str) else (self.program.reference or
+                                                               self.program.name)
+        given = dict(curves or {})
+        unknown = sorted(set(given) - set(self.program.curves))
+        if unknown:
+            raise ValueError(
+                f"curves {unknown} are not used by metric {self.program.name!r}, which uses "
+                f"{list(self.program.curves)}"
+            )
+        self.curves: dict[str, Curve] = {}
+        for name in self.program.curves:
+            curve = given.get(name, IdentityCurve())
+            self.curves[name] = curve_from_dict(curve) if isinstance(curve, Mapping) else curve
+        if ignore_index is not None and not isinstance(ignore_index, int):
+            raise ValueError(f"ignore_index must be an int or None, but got {ignore_index=}")
+        if not isinstance(tol, int) or tol < 0:
+            raise ValueError(f"tol must be a non-negative int, but got {tol=}")
+        check_choice("classes", classes, ("present", "all"))
+        if not (isinstance(eps, (int, float)) and eps > 0):
+            raise ValueError(f"eps must be a positive number, but got {eps=}")
+        self.ignore_index = ignore_index
+        self.tol = tol
+        self.drop_bg = bool(drop_bg)
+        self.classes = classes
+        self.eps = float(eps)
+        self.float32_dilation = bool(float32_dilation)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return surrogate_loss(
+            logits, target, program=self.program, curves=self.curves,
+            ignore_index=self.ignore_index, tol=self.tol, drop_bg=self.drop_bg,
+            classes=self.classes, eps=self.eps, float32_dilation=self.float32_dilation,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The loss spec (see ``autoloss.losses.load_loss``); round-trips exactly."""
+        return {
+            "name": "surrogate",
+            "metric": self.metric,
+            "ignore_index": self.ignore_index,
+            "tol": self.tol,
+            "drop_bg": self.drop_bg,
+            "classes": self.classes,
+            "eps": self.eps,
+            "float32_dilation": self.float32_dilation,
+            "curves": {name: curve.to_dict() for name, curve in self.curves.items()},
+        }
+
+    def extra_repr(self) -> str:
+        kinds = ", ".join(f"{n}={c.kind}" for n, c in self.curves.items())
+        return f"metric={self.metric!r}, classes={self.classes!r}, curves=({kinds})"

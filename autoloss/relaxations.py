@@ -1,0 +1,553 @@
+"""Monotone curves ``h: [0,1] -> [0,1]`` with ``h(0) = 0`` and ``h(1) = 1``: the relaxations.
+
+Auto Seg-Loss (Li et al., "Auto Seg-Loss: Searching Metric Surrogates for Semantic
+Segmentation", ICLR 2021, section 3.2) relaxes the logical operators of a metric with
+parameterised curves, e.g. ``AND(p, g) = h(p) * g``. Two constraints keep the search sane:
+``h(0) = 0, h(1) = 1`` (the truth table) and ``h`` non-decreasing (monotonicity). Here both hold
+**by construction** for every parameter value, never by rejection:
+
+- :class:`BezierCurve`: piecewise quadratic Bezier through ``(0,0)`` and ``(1,1)`` (the paper's
+  choice). Control points ``P_1..P_K`` (``K = 2p - 1`` for ``p`` pieces) with non-decreasing x and
+  y coordinates; the search maps raw ``s in [0,1]^{2K}`` to them by the cumulative transform
+  ``P_k = P_{k-1} + s_k (1 - P_{k-1})`` (per coordinate).
+- :class:`LinearCurve`: monotone piecewise linear on fixed or searched interior knots.
+- :class:`IdentityCurve`: ``h(x) = x``.
+
+A curve maps a tensor of any shape (clamped to ``[0, 1]``) to a tensor of the same shape, dtype
+and device; it is differentiable w.r.t. the input (the curve parameters are constants). Curves are
+immutable plain objects; ``to_dict`` / :func:`curve_from_dict` round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "BezierCurve",
+    "Curve",
+    "IdentityCurve",
+    "LinearCurve",
+    "curve_from_dict",
+    "curve_from_raw",
+]
+
+# Elements per chunk on CPU: the ~20 temporaries of one chunk stay in cache, so the cost is a few
+# passes over memory however many elementwise steps the formula has.
+_CHUNK = 1 << 16
+
+Coef = float | Tensor  # a per-piece coefficient: a python float (one piece) or a gathered column
+Kernel = Callable[[Tensor, Tensor, "Tensor | None", dict[str, Coef], Tensor], None]
+
+
+def _floats(name: str, values: Sequence[float]) -> list[float]:
+    try:
+        out = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a sequence of numbers, but got {values!r}") from None
+    bad = [i for i, v in enumerate(out) if not (0.0 <= v <= 1.0)]  # also rejects NaN
+    if bad:
+        i = bad[0]
+        raise ValueError(f"{name} must hold numbers in [0, 1], but got {name}[{i}]={out[i]!r}")
+    return out
+
+
+def _non_decreasing(name: str, values: Sequence[float], *, strict: bool = False) -> None:
+    for i in range(1, len(values)):
+        if values[i] < values[i - 1] or (strict and values[i] == values[i - 1]):
+            kind = "strictly increasing" if strict else "non-decreasing"
+            raise ValueError(
+                f"{name} must be {kind}, but got {values[i - 1]!r} then {values[i]!r} "
+                f"(entries {i - 1} and {i})"
+            )
+
+
+def _cumulative(raw: Sequence[float]) -> list[float]:
+    """``c_1 = s_1, c_k = c_{k-1} + s_k (1 - c_{k-1})``: maps ``[0,1]^k`` onto non-decreasing
+    sequences in ``[0, 1]`` (``1 - c_k = prod_{j<=k} (1 - s_j)``)."""
+    out, prev = [], 0.0
+    for s in raw:
+        prev = prev + s * (1.0 - prev)
+        out.append(prev)
+    return out
+
+
+def _check_raw(raw: Sequence[float], size: int) -> list[float]:
+    values = _floats("raw", raw)
+    if len(values) != size:
+        raise ValueError(f"raw must have {size} numbers, but got len(raw)={len(values)}")
+    return values
+
+
+class Curve:
+    """A monotone curve on ``[0, 1]`` with ``h(0) = 0`` and ``h(1) = 1``.
+
+    Subclasses define ``kind``, ``to_dict``, ``control_points``, ``num_params`` and ``_plan``
+    (per-piece coefficients plus an elementwise kernel), the evaluation machinery is shared.
+    """
+
+    kind: str = ""
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple[torch.dtype, torch.device], _Plan] = {}
+
+    # -- public surface -------------------------------------------------------------------------
+    def __call__(self, x: Tensor) -> Tensor:
+        """``h(x)`` for ``x`` of any shape (clamped to ``[0, 1]``); same shape, dtype, device.
+
+        Computed in float64 for float64 input, float32 otherwise. The gradient w.r.t. ``x`` is the
+        analytic ``h'(x)`` (finite everywhere; 0 where ``x`` was clamped); first order only.
+        """
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+            raise TypeError(f"x must be a floating-point tensor, but got {got}")
+        if x.requires_grad and torch.is_grad_enabled():
+            return _CurveFunction.apply(x, self)
+        return self._evaluate(x, need_grad=False)[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def control_points(self) -> list[tuple[float, float]]:
+        raise NotImplementedError
+
+    def num_params(self) -> int:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.to_dict() == self.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(repr(self))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k != "kind")
+        return f"{type(self).__name__}({fields})"
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def _plan(self, dtype: torch.dtype, device: torch.device) -> _Plan:
+        raise NotImplementedError
+
+    def _cached_plan(self, dtype: torch.dtype, device: torch.device) -> _Plan:
+        key = (dtype, device)
+        if key not in self._plans:
+            self._plans[key] = self._plan(dtype, device)
+        return self._plans[key]
+
+    def _evaluate(self, x: Tensor, *, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+        """``(h(x), h'(x) or None)``, both in the compute dtype's precision."""
+        cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        plan = self._cached_plan(cdtype, x.device)
+        flat = x.detach().reshape(-1).to(cdtype)
+        out, dout = plan.run(flat, need_grad=need_grad)
+        out = out.view(x.shape).to(x.dtype)
+        return out, (dout.view(x.shape) if dout is not None else None)
+
+
+class _Plan:
+    """Per-(dtype, device) evaluation plan of a piecewise curve.
+
+    ``bounds`` are the interior junction x-coordinates (``None`` for one piece); ``table`` holds
+    one row per coefficient name and one column per piece (``coefs`` are python floats for one
+    piece). Each element finds its piece with ``torch.bucketize`` (pieces are ``(a, b]``, the first
+    also holds ``x <= b``; a bound equal to 1 is moved one ulp down so ``x = 1`` always lands in
+    the last piece), gathers its coefficients and runs ``kernel`` -- chunk by chunk on CPU so the
+    temporaries stay in cache.
+    """
+
+    def __init__(self, names: Sequence[str], columns: list[list[float]], kernel: Kernel, *,
+                 bounds: list[float], constants: dict[str, float], dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.names = tuple(names)
+        self.kernel = kernel
+        self.constants = dict(constants)
+        self.dtype, self.device = dtype, device
+        if len(columns) == 1:
+            self.coefs: dict[str, Coef] | None = {**dict(zip(self.names, columns[0])),
+                                                   **self.constants}
+            self.table = self.bounds = None
+        else:
+            self.coefs = None
+            self.table = torch.tensor(columns, dtype=dtype, device=device).T.contiguous()
+            b = torch.tensor(bounds, dtype=dtype, device=device)
+            below_one = torch.nextafter(torch.ones((), dtype=dtype, device=device),
+                                        torch.zeros((), dtype=dtype, device=device))
+            self.bounds = torch.where(b >= 1, below_one, b)
+
+    def run(self, flat: Tensor, *, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+        n = flat.numel()
+        out = torch.empty_like(flat)
+        dout = torch.empty_like(flat) if need_grad else None
+        if n == 0:
+            return out, dout
+        chunk = min(n, _CHUNK) if flat.device.type == "cpu" else n
+        rows = len(self.names)
+        work = torch.empty((6, chunk), dtype=self.dtype, device=self.device)
+        gathered = (torch.empty(rows * chunk, dtype=self.dtype, device=self.device)
+                    if self.table is not None else None)
+        index = (torch.empty(chunk, dtype=torch.int32, device=self.device)
+                 if self.table is not None else None)
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            c = stop - start
+            src = flat[start:stop]
+            xb = work[0, :c]
+            torch.clamp(src, 0.0, 1.0, out=xb)
+            if self.table is None:
+                coefs = self.coefs
+            else:
+                idx = torch.bucketize(xb, self.bounds, out_int32=True, out=index[:c])
+                cols = torch.index_select(self.table, 1, idx, out=gathered[:rows * c].view(rows, c))
+                coefs = {**dict(zip(self.names, cols.unbind(0))), **self.constants}
+            d = dout[start:stop] if dout is not None else None
+            self.kernel(xb, out[start:stop], d, coefs, work[1:, :c])
+            if d is not None:
+                d.masked_fill_(src != xb, 0.0)  # clamped (or NaN) inputs: no gradient
+        return out, dout
+
+
+class _CurveFunction(torch.autograd.Function):
+    """``h(x)`` with the analytic derivative saved in the forward (one multiply in backward)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, curve: Curve) -> Tensor:
+        out, dout = curve._evaluate(x, need_grad=True)
+        ctx.save_for_backward(dout)
+        ctx.in_dtype = x.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (dout,) = ctx.saved_tensors
+        return (grad * dout).to(ctx.in_dtype), None
+
+
+def _axpy(buf: Tensor, v: Tensor, c: Coef) -> None:
+    """``buf += v * c`` for a float or tensor ``c``."""
+    if isinstance(c, Tensor):
+        buf.addcmul_(v, c)
+    else:
+        buf.add_(v, alpha=c)
+
+
+def _bezier_kernel(x: Tensor, out: Tensor, dout: Tensor | None, co: dict[str, Coef],
+                   work: Tensor) -> None:
+    """One quadratic piece, elementwise (see :class:`BezierCurve` for the formulas)."""
+    v, s, t, tmp, sq = work[0], work[1], work[2], work[3], work[4]
+    torch.sub(x, co["a"], out=v).div_(co["w"])                    # v in [0, 1]
+    torch.neg(v, out=sq).add_(1.0).mul_(co["slope"]).add_(co["base"]).sqrt_()   # S
+    torch.add(sq, co["c"], out=t)
+    torch.div(v, t, out=t)                                        # z = v / (c + S)
+    if isinstance(co["q"], Tensor):
+        t.mul_(co["q"]).add_(co["p"])                             # t = p + q z
+    elif co["q"] < 0:
+        t.neg_().add_(1.0)
+    torch.neg(t, out=s).add_(1.0)                                 # s = 1 - t
+    torch.mul(s, s, out=tmp).neg_().add_(1.0).mul_(co["lam"])     # lam (1 - s^2)
+    torch.mul(t, t, out=v)
+    _axpy(tmp, v, co["mu"])                                       # + mu t^2
+    torch.mul(tmp, co["dy"], out=out).add_(co["y0"])              # h = y0 + dy g(t)
+    if dout is not None:
+        torch.mul(s, co["k1"], out=dout)
+        _axpy(dout, t, co["k2"])
+        dout.div_(sq.clamp_min_(co["smin"]))                      # (k1 s + k2 t) / S
+
+
+def _linear_kernel(x: Tensor, out: Tensor, dout: Tensor | None, co: dict[str, Coef],
+                   work: Tensor) -> None:
+    v = work[0]
+    torch.sub(x, co["a"], out=v).div_(co["w"]).mul_(co["dy"])
+    torch.add(v, co["y0"], out=out)                               # h = y0 + dy (x - a) / w
+    if dout is not None:
+        if isinstance(co["slope"], Tensor):
+            dout.copy_(co["slope"])
+        else:
+            dout.fill_(co["slope"])
+
+
+class IdentityCurve(Curve):
+    """``h(x) = clamp(x, 0, 1)``: the plain (un-bent) operand."""
+
+    kind = "identity"
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+            raise TypeError(f"x must be a floating-point tensor, but got {got}")
+        return x.clamp(0.0, 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "identity"}
+
+    def control_points(self) -> list[tuple[float, float]]:
+        return [(0.0, 0.0), (1.0, 1.0)]
+
+    def num_params(self) -> int:
+        return 0
+
+
+
+def _in_dtype(values: Sequence[float], dtype: torch.dtype) -> list[float]:
+    """``values`` rounded to ``dtype`` (as python floats, exactly representable in it)."""
+    return torch.tensor(list(values), dtype=dtype).tolist()
+
+
+class BezierCurve(Curve):
+    """Piecewise quadratic Bezier through ``(0,0)`` and ``(1,1)`` (Auto Seg-Loss, section 3.2).
+
+    Args:
+        points: absolute control-point coordinates ``[x1, y1, ..., xK, yK]`` (the reference's
+            ``theta``), ``K`` odd. With ``P_0 = (0,0)`` and ``P_{K+1} = (1,1)``, the points are read
+            in groups ``(P_0,P_1,P_2), (P_2,P_3,P_4), ...``: ``p = (K+1)/2`` quadratic pieces, the
+            even points are junctions (on the curve), the odd ones off-curve controls. All
+            coordinates lie in ``[0, 1]`` and the x and the y coordinates are non-decreasing,
+            which makes the curve monotone with ``h(0) = 0``, ``h(1) = 1``.
+
+    Evaluation, for ``x`` in the piece ``(a, b]`` (the first piece also holds ``x <= b``) with
+    ``u = (x - a)/(b - a)`` and ``m = (x_ctrl - a)/(b - a)``: solve ``x(t) = 2t(1-t) m + t^2 = u``
+    with the stable root ``t = u / (m + S)``, ``S = sqrt(m^2 + (1 - 2m) u)`` (algebraically the
+    reference's ``(m - S)/(2m - 1)``, which cancels near ``m = 1/2``), evaluated as
+    ``1 - t = (1 - u)/(1 - m + S)`` when ``m < 1/2``; then ``h = y0 + (y2 - y0) g(t)`` with
+    ``g = lam (1 - (1-t)^2) + (1 - lam) t^2``, ``lam = (y1 - y0)/(y2 - y0)`` -- the Bernstein form
+    ``(1-t)^2 y0 + 2t(1-t) y1 + t^2 y2``. Every step is monotone in ``x`` and exact at the piece
+    ends, so ``h(0) = 0``, ``h(1) = 1`` and monotonicity hold in floating point too.
+    ``h'(x) = ((y1-y0)(1-t) + (y2-y1) t) / ((b-a) S)``, with ``S`` floored at the dtype's eps so
+    vertical tangents (``m`` = 0 or 1) give a large but finite gradient. A zero-width piece (a
+    vertical jump) is reached only by ``x = 0`` or ``x = 1``.
+    """
+
+    kind = "bezier"
+
+    def __init__(self, points: Sequence[float]) -> None:
+        super().__init__()
+        values = _floats("points", points)
+        if len(values) == 0 or len(values) % 2 or (len(values) // 2) % 2 == 0:
+            raise ValueError(
+                "points must have an even length 2K with K odd (K=1: 1 piece, K=3: 2 pieces, "
+                f"K=2p-1: p pieces), but got len(points)={len(values)}"
+            )
+        _non_decreasing("points (x coordinates)", values[0::2])
+        _non_decreasing("points (y coordinates)", values[1::2])
+        self._points = tuple(values)
+
+    @property
+    def points(self) -> list[float]:
+        return list(self._points)
+
+    @property
+    def pieces(self) -> int:
+        return (len(self._points) // 2 + 1) // 2
+
+    @staticmethod
+    def raw_size(pieces: int) -> int:
+        """Number of raw search parameters of a ``pieces``-piece curve: ``2 (2 pieces - 1)``."""
+        if not isinstance(pieces, int) or isinstance(pieces, bool) or pieces < 1:
+            raise ValueError(f"pieces must be an int >= 1, but got {pieces=}")
+        return 2 * (2 * pieces - 1)
+
+    @classmethod
+    def from_raw(cls, raw: Sequence[float], *, pieces: int) -> BezierCurve:
+        """Curve from raw search parameters ``s in [0,1]^{2(2 pieces - 1)}``, laid out like
+        ``points``, by the cumulative transform per coordinate (the Auto Seg-Loss search script):
+        ``P_1 = s_1``, ``P_k = P_{k-1} + s_k (1 - P_{k-1})``."""
+        values = _check_raw(raw, cls.raw_size(pieces))
+        xs, ys = _cumulative(values[0::2]), _cumulative(values[1::2])
+        return cls([c for xy in zip(xs, ys) for c in xy])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "bezier", "points": list(self._points)}
+
+    def control_points(self) -> list[tuple[float, float]]:
+        inner = list(zip(self._points[0::2], self._points[1::2]))
+        return [(0.0, 0.0), *inner, (1.0, 1.0)]
+
+    def num_params(self) -> int:
+        return len(self._points)
+
+    def _plan(self, dtype: torch.dtype, device: torch.device) -> _Plan:
+        pts = self.control_points()
+        xs = _in_dtype([p[0] for p in pts], dtype)
+        ys = _in_dtype([p[1] for p in pts], dtype)
+        one = torch.ones((), dtype=dtype)
+        columns = []
+        for j in range(self.pieces):
+            x0, x1, x2 = (torch.tensor(v, dtype=dtype) for v in xs[2 * j:2 * j + 3])
+            y0, y1, y2 = (torch.tensor(v, dtype=dtype) for v in ys[2 * j:2 * j + 3])
+            dy, d1, d2 = y2 - y0, y1 - y0, y2 - y1
+            lam = d1 / dy if dy > 0 else one / 2
+            w = x2 - x0
+            if w > 0:
+                m = ((x1 - x0) / w).clamp(0, 1)
+                cm = one - m
+                sq_m, sq_cm = m * m, cm * cm
+                if m >= 0.5:  # t = u / (m + S), u = (x - x0) / w
+                    geo = [x0, w, sq_cm, sq_m - sq_cm, m, 0.0, 1.0]
+                else:  # 1 - t = (1 - u) / (1 - m + S), 1 - u = (x - x2) / (-w)
+                    geo = [x2, -w, sq_m, sq_cm - sq_m, cm, 1.0, -1.0]
+                k1, k2 = d1 / w, d2 / w
+            else:  # vertical jump: only x = 0 or x = 1 land here; t = x
+                geo = [0.0, 1.0, 0.25, 0.0, 0.5, 0.0, 1.0]
+                k1 = k2 = 0.0
+            columns.append([float(v) for v in (*geo, lam, one - lam, dy, y0, k1, k2)])
+        names = ("a", "w", "base", "slope", "c", "p", "q", "lam", "mu", "dy", "y0", "k1", "k2")
+        return _Plan(names, columns, _bezier_kernel, bounds=xs[2:-1:2],
+                     constants={"smin": torch.finfo(dtype).eps}, dtype=dtype, device=device)
+
+
+class LinearCurve(Curve):
+    """Monotone piecewise-linear curve through ``(0,0)``, the interior knots and ``(1,1)``.
+
+    Args:
+        knots_x: interior knot x-coordinates, strictly increasing in the open interval (0, 1).
+        knots_y: their y-coordinates, non-decreasing in [0, 1] (same length).
+        fixed_x: the knots' x were fixed in the search (only the y are parameters); this only
+            changes :meth:`num_params`.
+
+    ``h(x) = y_j + (y_{j+1} - y_j) (x - x_j)/(x_{j+1} - x_j)`` on ``(x_j, x_{j+1}]``.
+    """
+
+    kind = "linear"
+
+    def __init__(self, knots_x: Sequence[float], knots_y: Sequence[float], *,
+                 fixed_x: bool = False) -> None:
+        super().__init__()
+        xs, ys = _floats("knots_x", knots_x), _floats("knots_y", knots_y)
+        if len(xs) != len(ys):
+            raise ValueError(
+                f"knots_x and knots_y must have the same length, but got {len(xs)} and {len(ys)}"
+            )
+        if xs and not (0.0 < xs[0] and xs[-1] < 1.0):
+            raise ValueError(f"knots_x must lie in the open interval (0, 1), but got {xs}")
+        _non_decreasing("knots_x", xs, strict=True)
+        _non_decreasing("knots_y", ys)
+        self._xs, self._ys, self._fixed_x = tuple(xs), tuple(ys), bool(fixed_x)
+
+    @property
+    def knots_x(self) -> list[float]:
+        return list(self._xs)
+
+    @property
+    def knots_y(self) -> list[float]:
+        return list(self._ys)
+
+    @staticmethod
+    def raw_size(knots: int, *, fixed_x: bool) -> int:
+        """``knots`` raw parameters with fixed knot positions, ``2 knots`` with searched ones."""
+        if not isinstance(knots, int) or isinstance(knots, bool) or knots < 0:
+            raise ValueError(f"knots must be an int >= 0, but got {knots=}")
+        return knots if fixed_x else 2 * knots
+
+    @classmethod
+    def from_raw(cls, raw: Sequence[float], *, knots: int,
+                 knots_x: Sequence[float] | None = None) -> LinearCurve:
+        """Curve from raw search parameters in ``[0, 1]``.
+
+        With ``knots_x`` given (fixed knots), ``raw`` holds ``knots`` y-parameters mapped by the
+        cumulative transform ``y_k = y_{k-1} + s_k (1 - y_{k-1})``. Without, ``raw`` is ``[s^x_1..
+        s^x_k, s^y_1..s^y_k]``: the y as above, the x as ``x_i = i g + (1 - (k+1) g) c_i`` with
+        ``c`` the cumulative transform of ``s^x`` and ``g = 1e-3/(k+1)``, so knots are strictly
+        increasing in (0, 1), at least ``g`` apart, for every ``raw``.
+        """
+        fixed = knots_x is not None
+        values = _check_raw(raw, cls.raw_size(knots, fixed_x=fixed))
+        if fixed:
+            xs = list(knots_x)
+            if len(xs) != knots:
+                raise ValueError(f"knots_x must have {knots=} entries, but got len {len(xs)}")
+            return cls(xs, _cumulative(values), fixed_x=True)
+        gap = 1e-3 / (knots + 1)
+        cx = _cumulative(values[:knots])
+        xs = [(i + 1) * gap + (1.0 - (knots + 1) * gap) * c for i, c in enumerate(cx)]
+        return cls(xs, _cumulative(values[knots:]))
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": "linear", "knots_x": list(self._xs), "knots_y": list(self._ys)}
+        if self._fixed_x:
+            d["fixed_x"] = True
+        return d
+
+    def control_points(self) -> list[tuple[float, float]]:
+        return [(0.0, 0.0), *zip(self._xs, self._ys), (1.0, 1.0)]
+
+    def num_params(self) -> int:
+        return self.raw_size(len(self._xs), fixed_x=self._fixed_x)
+
+    def _plan(self, dtype: torch.dtype, device: torch.device) -> _Plan:
+        pts = self.control_points()
+        xs = _in_dtype([p[0] for p in pts], dtype)
+        ys = _in_dtype([p[1] for p in pts], dtype)
+        columns = []
+        for j in range(len(pts) - 1):
+            x0, x1, y0, y1 = (torch.tensor(v, dtype=dtype)
+                              for v in (xs[j], xs[j + 1], ys[j], ys[j + 1]))
+            w, dy = x1 - x0, y1 - y0
+            if w > 0:
+                columns.append([float(v) for v in (x0, w, dy, y0, dy / w)])
+            else:  # knots merged by rounding to this dtype: only x = 0 or 1 land here
+                columns.append([0.0, 1.0, float(dy), float(y0), 0.0])
+        return _Plan(("a", "w", "dy", "y0", "slope"), columns, _linear_kernel, bounds=xs[1:-1],
+                     constants={}, dtype=dtype, device=device)
+
+
+_KINDS: dict[str, tuple[type[Curve], tuple[str, ...], tuple[str, ...]]] = {
+    # kind: (class, required fields, optional fields)
+    "bezier": (BezierCurve, ("points",), ()),
+    "linear": (LinearCurve, ("knots_x", "knots_y"), ("fixed_x",)),
+    "identity": (IdentityCurve, (), ()),
+}
+
+
+def _lookup_kind(kind: Any) -> tuple[type[Curve], tuple[str, ...], tuple[str, ...]]:
+    if kind not in _KINDS:
+        close = difflib.get_close_matches(str(kind), list(_KINDS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"kind must be one of {sorted(_KINDS)}, but got {kind!r}{hint}")
+    return _KINDS[kind]
+
+
+def curve_from_dict(d: Mapping[str, Any]) -> Curve:
+    """Inverse of ``Curve.to_dict``: ``{"kind": "bezier", "points": [...]}``,
+    ``{"kind": "linear", "knots_x": [...], "knots_y": [...]}`` or ``{"kind": "identity"}``."""
+    if not isinstance(d, Mapping) or "kind" not in d:
+        raise ValueError(f"d must be a mapping with a 'kind' entry, but got {d!r}")
+    cls, required, optional = _lookup_kind(d["kind"])
+    fields = {k: v for k, v in d.items() if k != "kind"}
+    unknown = sorted(set(fields) - set(required) - set(optional))
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), [*required, *optional], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown keys {unknown} for a {d['kind']!r} curve, which takes "
+                         f"{list(required + optional)}{hint}")
+    missing = [k for k in required if k not in fields]
+    if missing:
+        raise ValueError(f"a {d['kind']!r} curve needs keys {list(required)}, but {missing} "
+                         f"are missing in {dict(d)!r}")
+    return cls(**fields)
+
+
+def curve_from_raw(kind: str, raw: Sequence[float], *, pieces: int = 2,
+                   knots_x: Sequence[float] | None = None) -> Curve:
+    """Curve of ``kind`` from raw search parameters in ``[0, 1]`` (what a sampler proposes).
+
+    ``bezier``: ``BezierCurve.from_raw(raw, pieces=pieces)``. ``linear``: fixed knots if
+    ``knots_x`` is given (``len(raw) == len(knots_x)``), otherwise searched knots
+    (``len(raw) == 2 * knots``); ``pieces`` is not used. ``identity``: ``raw`` must be empty.
+    """
+    _lookup_kind(kind)
+    raw = list(raw)
+    if kind == "bezier":
+        return BezierCurve.from_raw(raw, pieces=pieces)
+    if kind == "linear":
+        if knots_x is not None:
+            return LinearCurve.from_raw(raw, knots=len(knots_x), knots_x=knots_x)
+        if len(raw) % 2:
+            raise ValueError(f"raw for a linear curve with searched knots must have an even "
+                             f"length 2 * knots, but got len(raw)={len(raw)}")
+        return LinearCurve.from_raw(raw, knots=len(raw) // 2)
+    if raw:
+        raise ValueError(f"an identity curve has no parameters, but got len(raw)={len(raw)}")
+    return IdentityCurve()
