@@ -5,6 +5,8 @@ Public surface (explicit re-exports)::
     from autoloss import evaluate, MetricAccumulator, load_loss, save_loss, SurrogateLoss
 """
 
+from autoloss.data import describe_dataset, load_dataset
+from autoloss.losses import SurrogateLoss, load_loss, save_loss
 from autoloss.metrics import METRIC_NAMES, MetricAccumulator, evaluate, evaluate_per_class
 from autoloss.programs import MetricProgram
 
@@ -14,7 +16,12 @@ __all__ = [
     "METRIC_NAMES",
     "MetricAccumulator",
     "MetricProgram",
+    "SurrogateLoss",
     "__version__",
+    "describe_dataset",
     "evaluate",
     "evaluate_per_class",
+    "load_dataset",
+    "load_loss",
+    "save_loss",
 ]
