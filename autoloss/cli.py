@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("losses", help="list the loss presets, baselines and metrics")
     p.set_defaults(func=_cmd_losses)
+
+    from autoloss.plot_cli import register as register_plot
+    from autoloss.search_cli import register as register_search
+
+    register_search(sub)
+    register_plot(sub)
     return parser
 
 
@@ -70,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, TypeError) as err:
+    except (ValueError, FileNotFoundError, KeyError, TypeError, ImportError) as err:
         print(f"autoloss {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

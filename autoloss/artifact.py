@@ -1,0 +1,182 @@
+"""What a search leaves behind: the exported loss YAML and the summary table.
+
+``export_trial`` turns a trial (the best by default) into a self-describing loss file
+(``autoloss.losses.save_loss`` schema) whose ``provenance`` says where it came from: dataset,
+reward split, proxy settings, score and cross-entropy baseline, study, storage, trial, seed,
+sampler, date and package versions. ``autoloss.load_loss(path)`` needs nothing but torch and
+pyyaml to use it. This module takes a study object but never imports optuna.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["best_trial", "export_trial", "fail_reason", "summarize"]
+
+
+def _state(trial: Any) -> str:
+    return trial.state.name
+
+
+def _complete(study: Any) -> list[Any]:
+    return [t for t in study.get_trials(deepcopy=False) if _state(t) == "COMPLETE"]
+
+
+def best_trial(study: Any) -> Any:
+    """The best COMPLETE trial; for a multi-objective study, the Pareto-front trial with the
+    highest sum of objective values."""
+    if len(study.directions) > 1:
+        front = study.best_trials
+        if not front:
+            raise ValueError(f"study {study.study_name!r} has no complete trial to export")
+        return max(front, key=lambda t: (sum(t.values), -t.number))
+    if not _complete(study):
+        raise ValueError(f"study {study.study_name!r} has no complete trial to export")
+    return study.best_trial
+
+
+def _trial(study: Any, number: int | None) -> Any:
+    if number is None:
+        return best_trial(study)
+    for t in study.get_trials(deepcopy=False):
+        if t.number == number:
+            return t
+    raise ValueError(f"study {study.study_name!r} has no trial {number} (it has "
+                     f"{len(study.trials)} trials, numbered from 0)")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _value(trial: Any) -> float | list[float] | None:
+    if trial.values is None:
+        return None
+    return trial.values[0] if len(trial.values) == 1 else list(trial.values)
+
+
+def fail_reason(trial: Any) -> str:
+    """Why a FAILED trial failed (a trial with no recorded reason was left running by a worker
+    that stopped and was failed through its stale heartbeat)."""
+    return trial.user_attrs.get("fail_reason", "interrupted (its worker stopped)")
+
+
+def export_trial(study: Any, trial_number: int | None, path: str | Path, *,
+                 storage: str | None = None) -> Path:
+    """Write trial ``trial_number`` (None: :func:`best_trial`) of ``study`` as a loss YAML."""
+    from autoloss import __version__
+    from autoloss.losses import save_loss
+
+    trial = _trial(study, trial_number)
+    spec = trial.user_attrs.get("loss")
+    if spec is None:
+        raise ValueError(f"trial {trial.number} of study {study.study_name!r} has no recorded "
+                         "loss (user attr 'loss'); was it made by autoloss search?")
+    config = study.user_attrs.get("config", {})
+    value = _value(trial)
+    baseline = study.user_attrs.get("baseline_ce")
+    provenance: dict[str, Any] = {
+        "source": "autoloss search",
+        "target": config.get("metric"),
+        "score": value,
+        "trial_state": _state(trial),
+        "metrics": trial.user_attrs.get("metrics"),
+        "baseline_ce": baseline,
+        "dataset": config.get("data"),
+        "reward_split": "val",
+        "proxy": config.get("proxy"),
+        "study": study.study_name,
+        "storage": storage or study.user_attrs.get("storage"),
+        "trial": trial.number,
+        "params": dict(trial.params),
+        "seed": config.get("seed"),
+        "sampler": config.get("sampler"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"autoloss": __version__, "torch": _version("torch"),
+                     "optuna": _version("optuna"), "python": platform.python_version()},
+    }
+    if isinstance(value, float) and isinstance(baseline, (int, float)):
+        provenance["gain_over_ce_points"] = round(100 * (value - baseline), 4)
+    return save_loss(spec, path, provenance=provenance)
+
+
+# ------------------------------------------------------------------------------------ summary
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(f"{v:.4f}" for v in value) + ")"
+    return f"{value:.4f}"
+
+
+def _params_text(params: dict[str, float], width: int = 90) -> str:
+    groups: dict[str, list[str]] = {}
+    for name, v in params.items():
+        head, _, _ = name.rpartition(".")
+        groups.setdefault(head or name, []).append(f"{v:.2f}")
+    text = " ".join(f"{k}=[{' '.join(vs)}]" if len(vs) > 1 else f"{k}={vs[0]}"
+                    for k, vs in groups.items())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _table(header: Sequence[str], rows: list[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def summarize(study: Any, *, wall_time: float | None = None, top: int = 5) -> str:
+    """A markdown summary: counts, cross-entropy baseline, best trial and its gain over CE, the
+    top trials, the reference points and the failed trials."""
+    trials = study.get_trials(deepcopy=False)
+    states = [_state(t) for t in trials]
+    count = {s: states.count(s) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
+    config = study.user_attrs.get("config", {})
+    baseline = study.user_attrs.get("baseline_ce")
+    multi = len(study.directions) > 1
+    lines = [f"# Search summary: {study.study_name}", "",
+             f"- target: {config.get('metric')} on {config.get('data')} (proxy-validation "
+             f"split), sampler {config.get('sampler')}",
+             f"- trials: {count['COMPLETE']} complete, {count['PRUNED']} pruned, "
+             f"{count['FAIL']} failed" + (f", {count['RUNNING']} running" if count['RUNNING']
+                                          else "") +
+             (f", {count['WAITING']} waiting" if count["WAITING"] else ""),
+             f"- cross-entropy baseline: {_fmt(baseline)}"]
+    if wall_time is not None:
+        lines.append(f"- wall time: {wall_time:.1f} s")
+    done = [t for t in trials if _state(t) == "COMPLETE"]
+    if done:
+        best = best_trial(study)
+        gain = ""
+        if not multi and isinstance(baseline, (int, float)):
+            gain = f" ({100 * (best.value - baseline):+.2f} points over cross-entropy)"
+        lines.append(f"- best: trial {best.number}, {_fmt(_value(best))}{gain}")
+        ranked = (sorted(study.best_trials, key=lambda t: -sum(t.values)) if multi
+                  else sorted(done, key=lambda t: -t.value))
+        title = "Pareto front" if multi else f"Top {min(top, len(ranked))} trials"
+        lines += ["", f"## {title}", ""]
+        lines += _table(["trial", "value", "state", "params"],
+                        [(t.number, _fmt(_value(t)), _state(t), _params_text(t.params))
+                         for t in ranked[:top if not multi else None]])
+    else:
+        lines.append("- best: none (no complete trial)")
+    refs = [t for t in trials if "reference" in t.user_attrs]
+    if refs:
+        lines += ["", "## Reference points", ""]
+        lines += _table(["reference", "trial", "state", "value"],
+                        [(t.user_attrs["reference"], t.number, _state(t), _fmt(_value(t)))
+                         for t in refs])
+    failed = [t for t in trials if _state(t) == "FAIL"]
+    if failed:
+        lines += ["", "## Failed trials", ""]
+        lines += _table(["trial", "reason"],
+                        [(t.number, fail_reason(t).replace("|", "/")) for t in failed])
+    return "\n".join(lines) + "\n"

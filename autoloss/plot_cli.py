@@ -1,0 +1,188 @@
+"""``autoloss plot``: every figure of a search run folder, of loss files / presets, of training
+logs and of a checkpoint's predictions (the figures themselves are in ``autoloss.plots``).
+
+    autoloss plot runs/miou                       # run folder -> runs/miou/plots/*
+    autoloss plot asl-voc-miou best_loss.yaml     # curves overlaid -> ./plots/curves.*
+    autoloss plot train.jsonl other.jsonl         # training curves -> ./plots/training.*
+    autoloss plot --checkpoint model.pt --data camvid:PATH   # overlays -> ./plots/overlays-model.*
+
+A run folder is what ``autoloss.search.run_search`` writes: ``run.json`` (storage URL and study
+name), ``study.db`` (the default SQLite storage) and ``best_loss.yaml`` (the exported best loss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["open_run_study", "plot_run", "reference_preset", "register"]
+
+_FORMAT_CHOICES = {"png": ("png",), "svg": ("svg",), "both": ("png", "svg")}
+
+
+def _sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path.resolve()}"
+
+
+def open_run_study(run_dir: Path | str) -> Any | None:
+    """The optuna study of a run folder, or None if the folder holds none.
+
+    Reads ``run.json`` (``{"storage": URL, "study": NAME}``); a relative SQLite path that does not
+    resolve from here falls back to ``<run>/study.db``. Without ``run.json``, the single ``*.db``
+    file of the folder is opened (it must hold one study, or ``run.json`` must name it).
+    """
+    from autoloss.search import open_study
+
+    run = Path(run_dir)
+    info_path = run / "run.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    if not isinstance(info, dict):
+        raise ValueError(f"{info_path} must hold a JSON object with 'storage' and 'study', but "
+                         f"got {type(info).__name__}")
+    storage, name = info.get("storage"), info.get("study")
+    if isinstance(storage, str) and storage.startswith("sqlite:///"):
+        if not Path(storage[len("sqlite:///"):]).is_file():
+            local = run / "study.db"
+            storage = _sqlite_url(local) if local.is_file() else None
+    if not storage:
+        dbs = sorted(run.glob("*.db"))
+        if not dbs:
+            return None
+        if len(dbs) > 1:
+            raise ValueError(f"run folder {str(run)!r} holds several databases "
+                             f"{[p.name for p in dbs]}; expected one (or a run.json naming it)")
+        storage = _sqlite_url(dbs[0])
+    return open_study(storage, name if isinstance(name, str) else None)
+
+
+def reference_preset(study: Any | None, metric: str | None) -> str | None:
+    """The loss preset with the paper's published curves for this search: the ``paper:<preset>``
+    reference trial of the study, else the default search space's reference for ``metric``."""
+    from autoloss.losses import PRESETS
+
+    if study is not None:
+        for trial in study.get_trials(deepcopy=False):
+            label = trial.user_attrs.get("reference")
+            if isinstance(label, str) and label.startswith("paper:") and label[6:] in PRESETS:
+                return label[6:]
+    if metric is None:
+        return None
+    from autoloss.spaces import default_space
+
+    try:
+        return default_space(metric).reference
+    except (ValueError, KeyError, FileNotFoundError):
+        return None
+
+
+def plot_run(run_dir: Path | str, *, out: Path | str | None = None,
+             formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+    """Every figure available for a search run folder, written under ``out`` (default
+    ``<run>/plots``): ``curves`` (best_loss.yaml against the identity and the paper's preset for
+    the metric), ``history``, ``importance`` (when there are enough complete trials) and
+    ``training`` (from ``*.jsonl`` logs in the folder). Returns the written files."""
+    from autoloss import plots
+    from autoloss.losses import load_loss
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run folder {str(run)!r} does not exist")
+    fmts = plots.check_formats(formats)
+    dest = Path(out) if out is not None else run / "plots"
+    study = open_run_study(run)
+    best = run / "best_loss.yaml"
+    logs = sorted(run.glob("*.jsonl"))
+    if study is None and not best.is_file() and not logs:
+        raise ValueError(f"run folder {str(run)!r} holds no study (run.json / *.db), no "
+                         "best_loss.yaml and no *.jsonl log: nothing to plot")
+    written: list[Path] = []
+
+    def siblings(path: Path | None) -> list[Path]:
+        return [] if path is None else [path.with_suffix(f".{f}") for f in fmts]
+
+    if best.is_file():
+        loss = load_loss(best)
+        metric = getattr(loss, "metric", None)
+        specs: list[Any] = [loss]
+        labels = [f"searched ({run.name})"]
+        preset = reference_preset(study, metric if isinstance(metric, str) else None)
+        if preset is not None and plots.curves_of(load_loss(preset)):
+            specs.append(preset)
+            labels.append(f"paper: {preset}")
+        if plots.curves_of(loss):
+            written += plots.plot_curves(specs, labels=labels, out=dest / "curves", formats=fmts)
+    if study is not None:
+        written += siblings(plots.plot_history(study, out=dest / "history", formats=fmts))
+        written += siblings(plots.plot_importance(study, out=dest / "importance", formats=fmts))
+    if logs:
+        written += siblings(plots.plot_training(logs, out=dest / "training", formats=fmts))
+    return written
+
+
+def _file_name(prefix: str, labels: Sequence[str]) -> str:
+    """``prefix-label1+label2...`` made file-name safe (at most 80 characters)."""
+    joined = "+".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", t).strip("_") or "x" for t in labels)
+    return f"{prefix}-{joined}"[:80]
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from autoloss import plots
+
+    fmts = _FORMAT_CHOICES[args.format]
+    if (args.checkpoint is None) != (args.data is None):
+        raise ValueError("--checkpoint and --data go together (the overlays need both), but got "
+                         f"--checkpoint={args.checkpoint} --data={args.data}")
+    if not args.targets and args.checkpoint is None:
+        raise ValueError("autoloss plot needs a run folder, loss file, preset name or .jsonl "
+                         "log, or --checkpoint with --data")
+    runs = [Path(t) for t in args.targets if Path(t).is_dir()]
+    logs = [Path(t) for t in args.targets if t.endswith(".jsonl")]
+    losses = [t for t in args.targets if not Path(t).is_dir() and not t.endswith(".jsonl")]
+    base = Path(args.out) if args.out is not None else Path("plots")
+    written: list[Path] = []
+    for run in runs:
+        if args.out is None:
+            dest = None
+        else:
+            dest = base / run.resolve().name if len(runs) > 1 else base
+        written += plot_run(run, out=dest, formats=fmts)
+    if losses:
+        labels = [Path(t).stem if t.endswith((".yaml", ".yml")) else t for t in losses]
+        written += plots.plot_curves(losses, out=base / _file_name("curves", labels),
+                                     formats=fmts)
+    if logs:
+        path = plots.plot_training(logs, out=base / _file_name("training", [p.stem for p in logs]),
+                                   formats=fmts)
+        written += [path.with_suffix(f".{f}") for f in fmts]
+    if args.checkpoint is not None:
+        ckpt = Path(args.checkpoint)
+        path = plots.plot_overlays(ckpt, args.data, split=args.split, n=args.n,
+                                   out=base / _file_name("overlays", [ckpt.stem]), formats=fmts)
+        written += [path.with_suffix(f".{f}") for f in fmts]
+    for path in written:
+        print(path)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``plot`` subcommand to the ``autoloss`` parser's subparsers."""
+    p = sub.add_parser(
+        "plot", help="plot a search run, learned curves, training logs or predictions",
+        description="Figures (PNG/SVG) for search run folders (curves, history, importance), "
+                    "loss files / presets (curves overlaid), trainer .jsonl logs, and a "
+                    "checkpoint's predictions (--checkpoint with --data).")
+    p.add_argument("targets", nargs="*", metavar="RUN_OR_LOSS",
+                   help="run folder, loss YAML file, preset name or training .jsonl log")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: <run>/plots for a run, ./plots otherwise)")
+    p.add_argument("--checkpoint", default=None, help="trained checkpoint for overlays")
+    p.add_argument("--data", default=None, help="dataset spec for overlays, e.g. camvid:PATH")
+    p.add_argument("--split", default="test", help="dataset split for overlays (default test)")
+    p.add_argument("-n", type=int, default=4, help="images in the overlays (default 4)")
+    p.add_argument("--format", choices=sorted(_FORMAT_CHOICES), default="both",
+                   help="file format(s) (default both)")
+    p.set_defaults(func=_cmd_plot)

@@ -1,0 +1,387 @@
+"""The loss search: an optuna study over a search space, scored by proxy training.
+
+Each trial samples the raw curve parameters of the space (``autoloss.spaces``), builds the
+surrogate loss (valid by construction, never rejected), fine-tunes the proxy with it and returns
+the exact target metric on the proxy-validation split (Li et al., "Auto Seg-Loss", ICLR 2021).
+This is the only module (with ``autoloss.ppo``) that imports optuna.
+
+Choices:
+
+- **Workers**: ``workers=N`` processes (spawned) share the storage; each runs its share of the
+  missing trials, and stops once the study has ``trials`` finished ones. Queued trials run in the
+  parent process first (SQLite has no row locks, so two workers could take the same one).
+- **Resumable**: the study lives in a storage (default ``sqlite:///<out>/study.db``); running the
+  same command again loads it and runs only the trials missing to reach ``trials`` finished ones
+  (COMPLETE + PRUNED + FAIL). SQL storages record a heartbeat per running trial; a trial whose
+  worker died is failed once its heartbeat is ``3 * heartbeat`` seconds old, and re-queued once
+  with the same parameters. (``journal:PATH`` storages have no heartbeat: a killed worker's trial
+  stays RUNNING and is simply not counted.)
+- **Pruner**: ``PercentilePruner(25)`` -- a trial is stopped at an evaluation only when it is in
+  the bottom quarter of the completed trials at that step (after 5 completed trials). Proxy scores
+  are noisy and early ranks only loosely predict final ones, so the median rule (which stops half
+  of the below-median trials) wastes good losses; the bottom quarter catches the broken ones
+  (collapsed predictions) early. The last evaluation never prunes.
+- **Seeds**: every trial trains the proxy with the same seed (common random numbers), so score
+  differences between trials come from the losses, not from the initialisation.
+- **Targets**: ``"miou"``; a weighted sum ``"miou+0.5*bf1"`` (one objective; the loss mixes the
+  metrics' surrogates with the same weights); a list with ``multi_objective=True`` (one objective
+  per metric, no pruning, the mixing weights are searched, the result is the Pareto front).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from torch import nn
+
+from autoloss.search_config import (
+    SAMPLERS,
+    Proxy,
+    SearchConfig,
+    SearchResult,
+    _hint,
+    load_experiment,
+    make_proxy,
+    make_space,
+    parse_target,
+    resolve_config,
+)
+
+__all__ = ["SAMPLERS", "Proxy", "SearchConfig", "SearchResult", "build_objective",
+           "load_experiment", "make_storage", "open_study", "parse_target", "resolve_config",
+           "run_search"]
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def make_storage(url: str, *, heartbeat: int = 30) -> optuna.storages.BaseStorage:
+    """An optuna storage: ``journal:PATH`` (file journal) or a SQLAlchemy URL with heartbeats
+    (stale trials failed after ``3 * heartbeat`` s and retried once). SQLite waits up to 60 s
+    for a lock instead of failing with "database is locked"."""
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = Path(url[len("journal:"):]).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    storages = optuna.storages
+    retry_cls = getattr(storages, "RetryHeartbeatStaleTrialCallback", None)
+    callback_arg = "heartbeat_stale_trial_callback"
+    if retry_cls is None:  # optuna < 4.9
+        retry_cls, callback_arg = storages.RetryFailedTrialCallback, "failed_trial_callback"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = retry_cls(max_retry=1)
+        engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+        return storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                   grace_period=3 * heartbeat, **{callback_arg: retry})
+
+
+def make_sampler(cfg: SearchConfig, space: Any, *, worker: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler named by ``cfg.sampler`` (worker ``k`` uses seed ``seed + k``)."""
+    seed = cfg.seed + worker
+    if cfg.sampler == "tpe":
+        startup = min(10, max(3, cfg.trials // 4))
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup,
+                                          constant_liar=cfg.workers > 1)
+    if cfg.sampler == "cmaes":
+        try:
+            import cmaes  # noqa: F401
+        except ImportError:
+            raise ImportError("sampler 'cmaes' needs the cmaes package: pip install cmaes"
+                              ) from None
+        # starts at the centre of the box (x0/sigma0 are deprecated in optuna 4.9); the
+        # enqueued reference points are evaluated first all the same
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if cfg.sampler == "qmc":  # one shared sequence: every worker uses the same seed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(seed=cfg.seed, scramble=True,
+                                              warn_asynchronous_seeding=False)
+    from autoloss.ppo import PPOSampler
+
+    return PPOSampler(initial_params=space.initial_params(), seed=seed, **cfg.ppo)
+
+
+def make_pruner(cfg: SearchConfig, eval_steps: list[int]) -> optuna.pruners.BasePruner:
+    """See the module docstring for the choice."""
+    if not cfg.pruner or cfg.multi_objective or not eval_steps:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.PercentilePruner(25.0, n_startup_trials=5,
+                                           n_warmup_steps=min(eval_steps), n_min_trials=5)
+
+
+def _objective_values(metrics: dict[str, float], cfg: SearchConfig) -> list[float]:
+    names = cfg.metric if cfg.multi_objective else None
+    terms = [(m, 1.0) for m in names] if names else parse_target(cfg.metric)
+    values = []
+    for name, weight in terms:
+        if name not in metrics:
+            raise KeyError(f"the proxy reported no {name!r}; it reports {sorted(metrics)}")
+        values.append(weight * float(metrics[name]))
+    return values if names else [sum(values)]
+
+
+def _fail_reason(err: BaseException) -> str:
+    kind = type(err).__name__
+    prefix = "non-finite loss: " if kind == "NonFiniteLossError" else ""
+    return f"{prefix}{kind}: {err}"[:500]
+
+
+def build_objective(cfg: SearchConfig, space: Any, proxy: Proxy) -> Callable[[Any], Any]:
+    """The trial function: sample, build the loss, train the proxy, return the target."""
+    last_step = max(proxy.eval_steps) if proxy.eval_steps else None
+
+    def objective(trial: optuna.Trial) -> float | list[float]:
+        params = {n: trial.suggest_float(n, lo, hi) for n, (lo, hi) in space.bounds().items()}
+        history: list[list[Any]] = []
+        spec: dict[str, Any] | None = None
+
+        def record(metrics: dict[str, float] | None = None) -> None:
+            # few writes per trial: each one is a storage commit
+            trial.set_user_attr("loss", spec)
+            trial.set_user_attr("evals", history)
+            if metrics is not None or history:
+                trial.set_user_attr("metrics", metrics if metrics is not None else history[-1][1])
+
+        def on_eval(step: int, metrics: dict[str, float]) -> None:
+            history.append([int(step), {k: float(v) for k, v in metrics.items()}])
+            if cfg.multi_objective:
+                return
+            trial.report(_objective_values(history[-1][1], cfg)[0], step)
+            if (last_step is None or step < last_step) and trial.should_prune():
+                record()
+                raise optuna.TrialPruned(f"pruned at step {step}")
+
+        try:
+            spec = space.loss_spec(params, ignore_index=proxy.ignore_index)
+            from autoloss.losses import load_loss
+
+            final = proxy.run(load_loss(spec), seed=cfg.seed, on_eval=on_eval)
+            metrics = {k: float(v) for k, v in final.items()}
+            values = _objective_values(metrics, cfg)
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:
+            trial.set_user_attr("fail_reason", _fail_reason(err))
+            record()
+            raise
+        record(metrics)
+        return values if cfg.multi_objective else values[0]
+
+    return objective
+
+
+def _load_or_create(cfg: SearchConfig, space: Any, sampler: Any, pruner: Any,
+                    storage: Any) -> optuna.Study:
+    n_obj = len(cfg.metric) if cfg.multi_objective else 1
+    study = optuna.create_study(study_name=cfg.study, storage=storage, sampler=sampler,
+                                pruner=pruner, directions=["maximize"] * n_obj,
+                                load_if_exists=True)
+    if len(study.directions) != n_obj:
+        raise ValueError(f"study {cfg.study!r} has {len(study.directions)} objective(s), but "
+                         f"this search has {n_obj}; use another --study or --out")
+    return study
+
+
+def _identity(cfg: SearchConfig, space: Any) -> dict[str, Any]:
+    """What must not change when a study is resumed."""
+    return {"metric": cfg.metric, "data": cfg.data, "proxy": cfg.proxy,
+            "params": {n: list(b) for n, b in space.bounds().items()}}
+
+
+def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Proxy) -> None:
+    """Record or check the study's config, fail stale trials, compute the CE baseline once and
+    enqueue the reference points into a new study."""
+    ident = _identity(cfg, space)
+    stored = study.user_attrs.get("identity")
+    if stored is None:
+        config = {k: (str(v) if isinstance(v, Path) else v)
+                  for k, v in dataclasses.asdict(cfg).items()}
+        study.set_user_attr("identity", ident)
+        study.set_user_attr("config", config)
+        study.set_user_attr("storage", cfg.storage)
+    elif json.loads(json.dumps(stored)) != json.loads(json.dumps(ident)):
+        diff = [k for k in ident if json.dumps(stored.get(k)) != json.dumps(ident[k])]
+        raise ValueError(f"study {cfg.study!r} in {cfg.storage} was created with other "
+                         f"{diff} ({ {k: stored.get(k) for k in diff} }); use another --study "
+                         "or --out to start a new search")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    if "baseline_ce" not in study.user_attrs:
+        metrics = {k: float(v) for k, v in proxy.run(_cross_entropy(proxy), seed=cfg.seed).items()}
+        values = _objective_values(metrics, cfg)
+        study.set_user_attr("baseline_ce", values if cfg.multi_objective else values[0])
+        study.set_user_attr("baseline_ce_metrics", metrics)
+    if cfg.enqueue_references and not study.get_trials(deepcopy=False):
+        for label, params in space.reference_points().items():
+            study.enqueue_trial(params, user_attrs={"reference": label})
+
+
+def _cross_entropy(proxy: Proxy) -> nn.Module:
+    """The baseline: ``load_loss("cross_entropy")`` (torch's CrossEntropyLoss if that baseline is
+    not available)."""
+    from autoloss.losses import load_loss
+
+    ignore = proxy.ignore_index
+    try:
+        return load_loss({"name": "cross_entropy",
+                          **({"ignore_index": ignore} if ignore is not None else {})})
+    except ValueError:
+        return nn.CrossEntropyLoss(ignore_index=ignore if ignore is not None else -100)
+
+
+def _worker(cfg: SearchConfig, n_trials: int, worker: int) -> None:
+    """Entry point of a spawned worker process: load the study and run ``n_trials``."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = make_space(cfg)
+    proxy = make_proxy(cfg)
+    proxy.prepare()
+    storage = make_storage(cfg.storage, heartbeat=cfg.heartbeat)
+    study = optuna.load_study(study_name=cfg.study, storage=storage,
+                              sampler=make_sampler(cfg, space, worker=worker),
+                              pruner=make_pruner(cfg, proxy.eval_steps))
+    _optimize(study, cfg, build_objective(cfg, space, proxy), n_trials, [])
+
+
+def _optimize(study: optuna.Study, cfg: SearchConfig, objective: Callable[[Any], Any],
+              n_trials: int, callbacks: list[Any]) -> None:
+    stop = optuna.study.MaxTrialsCallback(cfg.trials, states=FINISHED)
+    study.optimize(objective, n_trials=n_trials, timeout=cfg.timeout, catch=(Exception,),
+                   callbacks=[stop, *callbacks], gc_after_trial=False)
+
+
+def _finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def _best_text(study: optuna.Study) -> str:
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done or len(study.directions) > 1:
+        return "-"
+    return f"{max(t.value for t in done):.4f}"
+
+
+def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
+    """Run (or resume) a search; export the best trial to ``<out>/best_loss.yaml`` and write
+    ``<out>/summary.md``."""
+    from tqdm.auto import tqdm
+
+    from autoloss.artifact import export_trial, summarize
+
+    cfg = resolve_config(config)
+    started = time.monotonic()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "run.json").write_text(json.dumps({"storage": cfg.storage, "study": cfg.study}))
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        space = make_space(cfg)
+        proxy = make_proxy(cfg)
+        proxy.prepare()
+        storage = make_storage(cfg.storage, heartbeat=cfg.heartbeat)
+        study = _load_or_create(cfg, space, make_sampler(cfg, space), make_pruner(
+            cfg, proxy.eval_steps), storage)
+        _setup_study(cfg, space, study, proxy)
+        done = _finished(study)
+        remaining = max(0, cfg.trials - done)
+        bar = tqdm(total=cfg.trials, initial=min(done, cfg.trials), desc=f"search {cfg.study}",
+                   unit="trial", disable=not progress, dynamic_ncols=True)
+        def tick(study: optuna.Study, trial: Any) -> None:
+            bar.update(1)
+            bar.set_postfix(best=_best_text(study))
+
+        try:
+            # With workers, the queued trials (references, retries) run here first: two
+            # processes could both pop one WAITING trial from SQLite (no row locks there).
+            waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            here = remaining if cfg.workers == 1 else min(remaining, waiting)
+            if here:
+                _optimize(study, cfg, build_objective(cfg, space, proxy), here, [tick])
+            remaining = max(0, cfg.trials - _finished(study))
+            if remaining and cfg.workers > 1:
+                _run_workers(cfg, study, remaining, bar)
+        finally:
+            bar.close()
+        loss_path = None
+        if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            loss_path = export_trial(study, None, cfg.out / "best_loss.yaml",
+                                     storage=cfg.storage)
+        wall = time.monotonic() - started
+        text = summarize(study, wall_time=wall)
+        (cfg.out / "summary.md").write_text(text)
+        if progress:
+            print(text)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return _result(cfg, study, loss_path, wall)
+
+
+def _run_workers(cfg: SearchConfig, study: optuna.Study, remaining: int, bar: Any) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    workers = min(cfg.workers, remaining)
+    shares = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
+    procs = [ctx.Process(target=_worker, args=(cfg, n, i), daemon=False)
+             for i, n in enumerate(shares)]
+    for p in procs:
+        p.start()
+    seen = _finished(study)
+    try:
+        while any(p.is_alive() for p in procs):
+            time.sleep(0.5)
+            now = _finished(study)
+            if now > seen:
+                bar.update(now - seen)
+                bar.set_postfix(best=_best_text(study))
+                seen = now
+    finally:
+        for p in procs:
+            p.join()
+    bad = [p.exitcode for p in procs if p.exitcode != 0]
+    if bad:
+        raise RuntimeError(f"{len(bad)} search worker(s) exited with codes {bad}")
+
+
+def _result(cfg: SearchConfig, study: optuna.Study, loss_path: Path | None,
+            wall: float) -> SearchResult:
+    counts = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in FINISHED}
+    best_value, best_trial = None, None
+    if counts["complete"]:
+        if cfg.multi_objective:
+            front = study.best_trials
+            best = max(front, key=lambda t: sum(t.values))
+            best_value, best_trial = list(best.values), best.number
+        else:
+            best_value, best_trial = study.best_value, study.best_trial.number
+    baseline = study.user_attrs.get("baseline_ce")
+    return SearchResult(cfg.study, cfg.storage, best_value, best_trial, baseline, cfg.out,
+                        loss_path, counts, wall)
+
+
+def open_study(storage: str, study: str | None = None) -> optuna.Study:
+    """Load a study for export or reports; ``study`` may be omitted when the storage holds one."""
+    store = make_storage(storage)
+    names = optuna.get_all_study_names(storage=store)
+    if study is None:
+        if len(names) != 1:
+            raise ValueError(f"storage {storage} holds studies {names}: name one with --study")
+        study = names[0]
+    if study not in names:
+        raise ValueError(f"storage {storage} has no study {study!r}; it holds {names}"
+                         f"{_hint(study, names)}")
+    return optuna.load_study(study_name=study, storage=store)

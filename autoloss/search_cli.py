@@ -1,0 +1,141 @@
+"""The ``autoloss search`` and ``autoloss export`` subcommands (wired in by ``autoloss.cli``).
+
+    autoloss search --metric miou --data shapes --trials 50
+    autoloss search --config experiments/search_miou_shapes.yaml --trials 100   # flag wins
+    autoloss export results/search-miou-shapes                                   # best trial
+    autoloss export --storage sqlite:///study.db --study miou-shapes --trial 7 --out t7.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["register"]
+
+# CLI flag -> proxy config key, for the common proxy knobs (anything else: --proxy KEY=VALUE).
+_PROXY_FLAGS = {"proxy_steps": "steps", "proxy_model": "model", "proxy_crop": "crop",
+                "proxy_subset": "subset", "proxy_eval_every": "eval_every",
+                "proxy_batch_size": "batch_size"}
+_SAMPLERS = ("tpe", "cmaes", "random", "qmc", "ppo")
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, but got {text!r}")
+    return key, yaml.safe_load(value)
+
+
+def _config_from_args(args: argparse.Namespace) -> Any:
+    from autoloss.search import SearchConfig, load_experiment
+
+    cfg = load_experiment(args.config) if args.config else SearchConfig()
+    given: dict[str, Any] = {}
+    for name in ("data", "trials", "timeout", "sampler", "storage", "study", "workers", "seed",
+                 "out", "space", "cache", "proxy_factory", "multi_objective",
+                 "enqueue_references"):
+        value = getattr(args, name)
+        if value is not None:
+            given[name] = value
+    if args.metric is not None:
+        metrics = [m.strip() for m in args.metric.split(",") if m.strip()]
+        given["metric"] = metrics if len(metrics) > 1 else metrics[0]
+        if args.multi_objective is None:  # a comma list means multi-objective
+            given["multi_objective"] = len(metrics) > 1
+    if args.pruner is not None:
+        given["pruner"] = args.pruner == "on"
+    proxy = dict(cfg.proxy)
+    for flag, key in _PROXY_FLAGS.items():
+        if getattr(args, flag) is not None:
+            proxy[key] = getattr(args, flag)
+    proxy.update(dict(args.proxy or []))
+    given["proxy"] = proxy
+    return dataclasses.replace(cfg, **given)
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from autoloss.search import run_search
+
+    result = run_search(_config_from_args(args), progress=not args.no_progress)
+    print(f"study {result.study} in {result.storage}")
+    if result.loss_path is not None:
+        print(f"best loss (trial {result.best_trial}): {result.loss_path}")
+    print(f"summary: {result.out / 'summary.md'}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from autoloss.artifact import export_trial
+    from autoloss.search import open_study
+
+    storage, study_name, folder = args.storage, args.study, Path(".")
+    if args.run_dir is not None:
+        folder = Path(args.run_dir)
+        run = folder / "run.json"
+        if not run.is_file():
+            raise FileNotFoundError(f"{str(folder)!r} is not a search run folder (it has no "
+                                    "run.json); pass --storage URL [--study NAME] instead")
+        info = json.loads(run.read_text())
+        storage, study_name = storage or info["storage"], study_name or info["study"]
+    if storage is None:
+        raise ValueError("export needs a run folder or --storage URL")
+    study = open_study(storage, study_name)
+    name = "best_loss.yaml" if args.trial is None else f"trial_{args.trial}_loss.yaml"
+    path = export_trial(study, args.trial, Path(args.out) if args.out else folder / name,
+                        storage=storage)
+    print(f"exported {study.study_name} trial "
+          f"{'best' if args.trial is None else args.trial} to {path}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``search`` and ``export`` subcommands to ``autoloss``'s subparsers."""
+    p = sub.add_parser("search", help="search a surrogate loss for a metric (optuna study)",
+                       description="Search a surrogate loss. Flags given explicitly override "
+                       "the --config experiment file; every option has a default.")
+    p.add_argument("--config", help="flat experiment YAML (experiments/search_*.yaml)")
+    p.add_argument("--metric", help="metric (miou, bf1, ...), weighted sum 'miou+0.5*bf1', or "
+                   "a comma list 'miou,bf1' (multi-objective)")
+    p.add_argument("--data", help="dataset spec, e.g. shapes, camvid:PATH (default shapes)")
+    p.add_argument("--trials", type=int, help="finished trials to reach (default 20)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--sampler", choices=_SAMPLERS, help="default tpe")
+    p.add_argument("--pruner", choices=("on", "off"), help="stop bad trials early (default on)")
+    p.add_argument("--storage", help="SQLAlchemy URL or journal:PATH "
+                   "(default sqlite:///OUT/study.db)")
+    p.add_argument("--study", help="study name (default METRIC-DATA)")
+    p.add_argument("--workers", type=int, help="worker processes on this host (default 1)")
+    p.add_argument("--seed", type=int, help="sampler and proxy seed (default 0)")
+    p.add_argument("--out", help="run folder (default results/search-METRIC-DATA)")
+    p.add_argument("--space", help="search space YAML (default search_spaces/METRIC.yaml)")
+    p.add_argument("--cache", help="proxy cache folder (default OUT/cache)")
+    p.add_argument("--multi-objective", dest="multi_objective", action="store_const",
+                   const=True, help="one objective per metric of a comma list")
+    p.add_argument("--no-references", dest="enqueue_references", action="store_const",
+                   const=False, help="do not evaluate the identity / published curves first")
+    p.add_argument("--proxy-steps", type=int, help="proxy fine-tuning steps")
+    p.add_argument("--proxy-model", help="proxy model name")
+    p.add_argument("--proxy-crop", type=int, help="proxy training crop size")
+    p.add_argument("--proxy-subset", type=int, help="proxy training images")
+    p.add_argument("--proxy-eval-every", type=int, help="steps between proxy evaluations")
+    p.add_argument("--proxy-batch-size", type=int, help="proxy batch size")
+    p.add_argument("--proxy", type=_key_value, action="append", metavar="KEY=VALUE",
+                   help="any other proxy option (repeatable)")
+    p.add_argument("--proxy-factory", help=argparse.SUPPRESS)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or summary print")
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("export", help="export a search trial (default: the best) as a loss YAML")
+    p.add_argument("run_dir", nargs="?", help="search run folder (reads its run.json)")
+    p.add_argument("--storage", help="storage URL of the study (instead of a run folder)")
+    p.add_argument("--study", help="study name (needed when the storage holds several)")
+    p.add_argument("--trial", type=int, help="trial number (default: the best trial)")
+    p.add_argument("--out", help="output YAML (default RUN_DIR/best_loss.yaml or "
+                   "trial_N_loss.yaml)")
+    p.set_defaults(func=_cmd_export)

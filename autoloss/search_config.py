@@ -1,0 +1,293 @@
+"""Search configuration: :class:`SearchConfig` (flat experiment YAML and CLI), the target
+parser, the joint space of a composite target, and the space and proxy a config names. No optuna
+here (see ``autoloss.search``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+from torch import nn
+
+from autoloss.spaces import SearchSpace, load_space
+
+__all__ = ["SAMPLERS", "CompositeSpace", "Proxy", "SearchConfig", "SearchResult",
+           "load_experiment", "make_proxy", "make_space", "parse_target", "resolve_config"]
+
+SAMPLERS = ("tpe", "cmaes", "random", "qmc", "ppo")
+_PPO_OPTIONS = ("sigma", "generation_size", "clip", "lr", "update_steps", "include_pruned")
+
+
+class Proxy(Protocol):
+    """What the search needs from a proxy (``autoloss.proxy``)."""
+
+    num_classes: int
+    ignore_index: int | None
+    eval_steps: list[int]
+
+    def prepare(self) -> None: ...
+
+    def run(self, loss: nn.Module, *, seed: int,
+            on_eval: Callable[[int, dict[str, float]], None] | None = None
+            ) -> dict[str, float]: ...
+
+
+@dataclass
+class SearchConfig:
+    """Every option of a search; settable from a flat experiment YAML and from the CLI.
+
+    ``metric``: a metric, a weighted sum ``"miou+0.5*bf1"`` or a list (with
+    ``multi_objective``). ``storage``: any SQLAlchemy URL or ``journal:PATH`` (default
+    ``sqlite:///<out>/study.db``). ``proxy``: overrides of the proxy config; ``proxy_factory``:
+    ``"module:attr"`` called as ``attr(proxy_config, cache_dir=...)`` instead of
+    ``autoloss.proxy.build_proxy``. ``cache``: proxy cache folder (default ``<out>/cache``).
+    ``heartbeat``: seconds between heartbeats of a running trial (SQL storages). ``ppo``:
+    options of :class:`~autoloss.ppo.PPOSampler` (``sigma``, ``generation_size``, ...).
+    """
+
+    metric: str | list[str] = "miou"
+    data: str = "shapes"
+    trials: int = 20
+    timeout: float | None = None
+    sampler: str = "tpe"
+    pruner: bool = True
+    storage: str | None = None
+    study: str | None = None
+    workers: int = 1
+    seed: int = 0
+    out: Path | None = None
+    space: str | None = None
+    proxy: dict[str, Any] = field(default_factory=dict)
+    multi_objective: bool = False
+    enqueue_references: bool = True
+    proxy_factory: str | None = None
+    cache: Path | None = None
+    heartbeat: int = 30
+    ppo: dict[str, Any] = field(default_factory=dict)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "metric": (str, list), "data": (str,), "trials": (int,), "timeout": (int, float, type(None)),
+    "sampler": (str,), "pruner": (bool,), "storage": (str, type(None)),
+    "study": (str, type(None)), "workers": (int,), "seed": (int,),
+    "out": (str, Path, type(None)), "space": (str, type(None)), "proxy": (dict,),
+    "multi_objective": (bool,), "enqueue_references": (bool,),
+    "proxy_factory": (str, type(None)), "cache": (str, Path, type(None)), "heartbeat": (int,),
+    "ppo": (dict,),
+}
+
+
+@dataclass
+class SearchResult:
+    """What a search produced (``best_value`` is a list for multi-objective searches)."""
+
+    study: str
+    storage: str
+    best_value: float | list[float] | None
+    best_trial: int | None
+    baseline_ce: float | list[float] | None
+    out: Path
+    loss_path: Path | None
+    counts: dict[str, int]
+    wall_time: float
+
+
+def parse_target(metric: str) -> list[tuple[str, float]]:
+    """``"miou+0.5*bf1"`` -> ``[("miou", 1.0), ("bf1", 0.5)]``."""
+    terms = []
+    for part in metric.split("+"):
+        m = re.fullmatch(r"\s*(?:([0-9.eE-]+)\s*\*\s*)?([^*]+?)\s*", part)
+        if m is None or not m.group(2):
+            raise ValueError(f"metric term {part!r} of {metric!r} must be NAME or WEIGHT*NAME")
+        try:
+            weight = float(m.group(1)) if m.group(1) else 1.0
+        except ValueError:
+            raise ValueError(f"metric term {part!r}: weight {m.group(1)!r} is not a number"
+                             ) from None
+        if weight <= 0:
+            raise ValueError(f"metric term {part!r}: weight must be > 0, but got {weight}")
+        terms.append((m.group(2), weight))
+    return terms
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "x"
+
+
+def resolve_config(cfg: SearchConfig) -> SearchConfig:
+    """A checked copy of ``cfg`` (types, ranges, names) with the derived defaults filled in:
+    ``out``, ``storage``, ``study``, ``cache``."""
+    for name, types in _TYPES.items():
+        value = getattr(cfg, name)
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            raise ValueError(f"{name} must be {' or '.join(t.__name__ for t in types)}, but got "
+                             f"{value!r}")
+    if cfg.trials < 1 or cfg.workers < 1 or cfg.heartbeat < 1:
+        raise ValueError(f"trials, workers and heartbeat must be >= 1, but got trials="
+                         f"{cfg.trials}, workers={cfg.workers}, heartbeat={cfg.heartbeat}")
+    if cfg.timeout is not None and cfg.timeout <= 0:
+        raise ValueError(f"timeout must be > 0 seconds or None, but got {cfg.timeout}")
+    if cfg.sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {list(SAMPLERS)}, but got {cfg.sampler!r}"
+                         f"{_hint(cfg.sampler, SAMPLERS)}")
+    for key in cfg.ppo:
+        if key not in _PPO_OPTIONS:
+            raise ValueError(f"ppo option {key!r} is unknown: expected one of {list(_PPO_OPTIONS)}"
+                             f"{_hint(key, _PPO_OPTIONS)}")
+    metrics = cfg.metric if isinstance(cfg.metric, list) else [cfg.metric]
+    if not metrics or not all(isinstance(m, str) and m for m in metrics):
+        raise ValueError(f"metric must be a name or a list of names, but got {cfg.metric!r}")
+    if not isinstance(cfg.metric, list):
+        parse_target(cfg.metric)
+    if isinstance(cfg.metric, list) and len(metrics) == 1:
+        metrics, cfg = metrics, dataclasses.replace(cfg, metric=metrics[0])
+    if cfg.multi_objective != isinstance(cfg.metric, list):
+        raise ValueError("multi_objective=True needs a list of >= 2 metrics and a list needs "
+                         f"multi_objective=True, but got metric={cfg.metric!r}, "
+                         f"multi_objective={cfg.multi_objective}")
+    if cfg.multi_objective and any("+" in m or "*" in m for m in metrics):
+        raise ValueError(f"multi-objective metrics must be plain names, but got {metrics}")
+    if cfg.multi_objective and cfg.sampler in ("ppo", "cmaes"):
+        raise ValueError(f"sampler {cfg.sampler!r} is single-objective; use tpe, random or qmc")
+    if cfg.space is not None and (cfg.multi_objective or len(parse_target(metrics[0])) > 1):
+        raise ValueError("space applies to a single-metric search; a composite target uses "
+                         "each metric's search_spaces/<metric>.yaml")
+    name = "+".join(metrics) if cfg.multi_objective else metrics[0]
+    out = Path(cfg.out) if cfg.out is not None else Path("results") / (
+        f"search-{_slug(name)}-{_slug(cfg.data)}")
+    out = out.expanduser().resolve()
+    return dataclasses.replace(
+        cfg, out=out, storage=cfg.storage or f"sqlite:///{out / 'study.db'}",
+        study=cfg.study or f"{_slug(name)}-{_slug(cfg.data)}",
+        cache=Path(cfg.cache).expanduser().resolve() if cfg.cache else out / "cache")
+
+
+def _hint(name: str, choices: Any) -> str:
+    close = difflib.get_close_matches(str(name), list(choices), n=3)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
+def load_experiment(path: str | Path) -> SearchConfig:
+    """Read and check a flat experiment YAML (keys: the :class:`SearchConfig` fields). Derived
+    defaults stay unset (see :func:`resolve_config`), so command-line overrides can change them."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"experiment file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path}{line}: invalid YAML: {getattr(err, 'problem', err)}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: an experiment must be a mapping of options, but got "
+                         f"{type(data).__name__}")
+    for key in data:
+        if key not in _TYPES:
+            raise ValueError(f"{path}: unknown option {key!r}, expected one of {list(_TYPES)}"
+                             f"{_hint(key, _TYPES)}")
+    config = SearchConfig(**data)
+    try:
+        resolve_config(config)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    return config
+
+
+# ----------------------------------------------------------------------------- building blocks
+@dataclass(frozen=True)
+class CompositeSpace:
+    """Several metrics' spaces joined: loss ``sum_i w_i * (1 - surrogate_i)`` (+ CE as in the first
+    term's space). ``weights[i]`` is a number (weighted-sum target: the loss mixes the surrogates
+    with the objective's weights) or None (searched as ``mix.<metric>`` in [0, 1]; the weights are
+    normalised to sum 1, used for multi-objective searches so the Pareto front spans trade-offs).
+    """
+
+    terms: tuple[tuple[str, float | None, SearchSpace], ...]
+
+    def _prefixed(self) -> list[tuple[str, SearchSpace, float | None]]:
+        return [(f"{m}.", s, w) for m, w, s in self.terms]
+
+    def param_names(self) -> list[str]:
+        names = [p + n for p, s, _ in self._prefixed() for n in s.param_names()]
+        return names + [f"mix.{m}" for m, w, _ in self.terms if w is None]
+
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        out = {p + n: b for p, s, _ in self._prefixed() for n, b in s.bounds().items()}
+        out.update({f"mix.{m}": (0.0, 1.0) for m, w, _ in self.terms if w is None})
+        return out
+
+    def _join(self, per_term: Sequence[Mapping[str, float]]) -> dict[str, float]:
+        out = {p + n: v for (p, _, _), params in zip(self._prefixed(), per_term)
+               for n, v in params.items()}
+        out.update({f"mix.{m}": 0.5 for m, w, _ in self.terms if w is None})
+        return out
+
+    def identity_params(self) -> dict[str, float]:
+        return self._join([s.identity_params() for _, _, s in self.terms])
+
+    def initial_params(self) -> dict[str, float]:
+        return self._join([s.initial_params() for _, _, s in self.terms])
+
+    def reference_points(self) -> dict[str, dict[str, float]]:
+        return {"identity": self.identity_params()}
+
+    def loss_spec(self, params: Mapping[str, float], *, ignore_index: int | None = None
+                  ) -> dict[str, Any]:
+        weights = [w if w is not None else float(params[f"mix.{m}"]) for m, w, _ in self.terms]
+        if any(w is None for _, w, _ in self.terms):
+            total = sum(weights)
+            weights = [w / total if total > 0 else 1 / len(weights) for w in weights]
+        parts = []
+        for (prefix, space, _), w in zip(self._prefixed(), weights):
+            sub = {n[len(prefix):]: v for n, v in params.items() if n.startswith(prefix)}
+            parts.append(space.loss_spec(sub, ignore_index=ignore_index, weight=w))
+        first = self.terms[0][2]
+        ce = (params.get(f"{self.terms[0][0]}.ce_weight") if first.ce_weight.searched
+              else first.ce_weight.fixed)
+        if ce and ce > 0:
+            part: dict[str, Any] = {"name": "cross_entropy", "weight": float(ce)}
+            if ignore_index is not None:
+                part["ignore_index"] = ignore_index
+            parts.append(part)
+        return {"combine": parts}
+
+    def build_loss(self, params: Mapping[str, float], *, ignore_index: int | None = None
+                   ) -> nn.Module:
+        from autoloss.losses import load_loss
+
+        return load_loss(self.loss_spec(params, ignore_index=ignore_index))
+
+
+def make_space(cfg: SearchConfig) -> SearchSpace | CompositeSpace:
+    """The search space of the config's target."""
+    if cfg.multi_objective:
+        return CompositeSpace(tuple((m, None, load_space(m)) for m in cfg.metric))
+    terms = parse_target(cfg.metric)
+    if len(terms) == 1:
+        return load_space(cfg.space or terms[0][0])
+    return CompositeSpace(tuple((m, w, load_space(m)) for m, w in terms))
+
+
+def _proxy_config(cfg: SearchConfig) -> dict[str, Any]:
+    return {"data": cfg.data, **cfg.proxy}
+
+
+def make_proxy(cfg: SearchConfig) -> Proxy:
+    """Build the proxy (``proxy_factory`` or ``autoloss.proxy.build_proxy``)."""
+    if cfg.proxy_factory is None:
+        from autoloss.proxy import build_proxy
+
+        return build_proxy(_proxy_config(cfg), cache_dir=cfg.cache)
+    module, _, attr = cfg.proxy_factory.partition(":")
+    if not attr:
+        raise ValueError(f"proxy_factory must be 'module:attr', but got {cfg.proxy_factory!r}")
+    factory = getattr(importlib.import_module(module), attr)
+    return factory(_proxy_config(cfg), cache_dir=cfg.cache)

@@ -1,0 +1,467 @@
+"""Search spaces: ``search_spaces/<metric>.yaml`` -> a typed :class:`SearchSpace`.
+
+A space says which curves of the metric program are searched and how (Li et al., "Auto
+Seg-Loss", ICLR 2021, section 3.3): each curve is a ``bezier`` (``pieces`` quadratic pieces,
+``2 (2 pieces - 1)`` raw numbers) or a ``linear`` curve (``knots`` interior knots), each raw number
+searched in ``[low, high]`` inside ``[0, 1]``. Raw numbers map to a valid curve by construction
+(``autoloss.relaxations``: cumulative transform), so a sampled point is never rejected.
+Every file is readable on its own (no includes)::
+
+    metric: miou                          # built-in metric, or a user program "file.py:name"
+    curves:                               # exactly the curves the metric program uses
+      inter: {kind: bezier, pieces: 2, low: 0.0, high: 1.0}
+      union: {kind: bezier, pieces: 2}
+    options: {classes: present}           # SurrogateLoss options: classes, tol, drop_bg, eps
+    ce_weight: {fixed: 0.0}               # or {low: 0.0, high: 1.0}: + w * cross-entropy
+    initial_points:                       # optional, raw numbers per curve; the first one is the
+      paper_mu: {inter: [...], union: [...]}   # PPO sampler's initial mean (default: identity)
+    reference: asl-voc-miou               # optional preset with the paper's published curves
+
+Parameters are named ``<curve>.<i>`` (``inter.0`` .. ``inter.5``), plus ``ce_weight`` when it is
+searched. (``autoloss.search_config.CompositeSpace`` joins several metrics' spaces.)
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from autoloss.programs import BUILTIN_PROGRAMS, get_program
+
+__all__ = ["CeWeight", "CurveSpace", "SearchSpace", "bezier_raw_from_points",
+           "default_space", "load_space"]
+
+SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+_TOP_KEYS = ("metric", "description", "curves", "options", "ce_weight", "initial_points",
+             "reference")
+_CURVE_KEYS = {"bezier": ("kind", "pieces", "low", "high"),
+               "linear": ("kind", "knots", "knots_x", "low", "high")}
+_OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
+    "classes": str, "tol": int, "drop_bg": bool, "eps": float, "float32_dilation": bool}
+# The paper's published settings per metric (golden README 5.2) where they differ from defaults.
+_METRIC_OPTIONS = {"biou": {"tol": 5, "drop_bg": True}, "bf1": {"tol": 5, "drop_bg": False}}
+_BF1_PIECES = 1  # Auto Seg-Loss searches four single-piece curves for BF1
+# Published Auto Seg-Loss curves per metric (mDice and per-image mIoU: the mIoU ones, same program).
+_REFERENCES = {"miou": "asl-voc-miou", "fwiou": "asl-voc-fwiou", "mdice": "asl-voc-miou",
+               "miou_image": "asl-voc-miou", "macc": "asl-voc-macc", "gacc": "asl-voc-gacc",
+               "biou": "asl-voc-biou", "bf1": "asl-voc-bf1"}
+
+
+def _did_you_mean(name: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=3)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
+def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    for key in data:
+        if key not in allowed:
+            raise ValueError(f"{where}: unknown key {key!r}, expected one of {list(allowed)}"
+                             f"{_did_you_mean(str(key), allowed)}")
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where} must be a number, but got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def _count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where} must be a positive integer, but got {value!r}")
+    return value
+
+
+def _cumulative_inverse(values: Sequence[float]) -> list[float]:
+    """Inverse of ``c_k = c_{k-1} + s_k (1 - c_{k-1})``: ``s_k = (c_k - c_{k-1}) / (1 - c_{k-1})``
+    (``s_k = 0`` once ``c_{k-1} = 1``, where any ``s_k`` gives the same point)."""
+    out, prev = [], 0.0
+    for c in values:
+        out.append(0.0 if prev >= 1.0 else min(max((c - prev) / (1.0 - prev), 0.0), 1.0))
+        prev = c
+    return out
+
+
+def bezier_raw_from_points(points: Sequence[float]) -> list[float]:
+    """Raw search numbers ``[s1x, s1y, s2x, s2y, ...]`` of absolute Bezier control points
+    ``[x1, y1, x2, y2, ...]`` (non-decreasing per coordinate): the cumulative transform inverted
+    per coordinate (golden README 5.1)."""
+    xs = _cumulative_inverse(points[0::2])
+    ys = _cumulative_inverse(points[1::2])
+    return [v for pair in zip(xs, ys) for v in pair]
+
+
+@dataclass(frozen=True)
+class CurveSpace:
+    """How one curve is searched: ``kind`` (``bezier`` with ``pieces``, or ``linear`` with
+    ``knots`` and optional fixed ``knots_x``), and the bounds ``[low, high]`` of its raw numbers."""
+
+    kind: str
+    pieces: int | None = None
+    knots: int | None = None
+    knots_x: tuple[float, ...] | None = None
+    low: float = 0.0
+    high: float = 1.0
+
+    @property
+    def size(self) -> int:
+        """Number of raw search numbers of this curve."""
+        from autoloss.relaxations import BezierCurve, LinearCurve
+
+        if self.kind == "bezier":
+            return BezierCurve.raw_size(self.pieces)
+        return LinearCurve.raw_size(self.knots, fixed_x=self.knots_x is not None)
+
+    def curve(self, raw: Sequence[float]) -> Any:
+        """The :class:`~autoloss.relaxations.Curve` of raw numbers ``raw`` (``size`` of them)."""
+        from autoloss.relaxations import BezierCurve, LinearCurve
+
+        if self.kind == "bezier":
+            return BezierCurve.from_raw(list(raw), pieces=self.pieces)
+        knots_x = list(self.knots_x) if self.knots_x is not None else None
+        return LinearCurve.from_raw(list(raw), knots=self.knots, knots_x=knots_x)
+
+    def identity_raw(self) -> list[float]:
+        """Raw numbers of the identity ``h(x) = x``: control points ``P_k = (k/2p, k/2p)`` give
+        ``s_k = 1 / (2p - k + 1)``; linear knots on the diagonal likewise."""
+        if self.kind == "bezier":
+            k_max = 2 * self.pieces - 1
+            return [v for k in range(1, k_max + 1) for v in (1 / (2 * self.pieces - k + 1),) * 2]
+        if self.knots_x is not None:  # y of each fixed knot on the diagonal
+            return _cumulative_inverse(list(self.knots_x))
+        # searched knots, raw = [s^x..., s^y...]: c_i = (i+1)/(k+1) puts x_i = (i+1)/(k+1)
+        steps = _cumulative_inverse([(i + 1) / (self.knots + 1) for i in range(self.knots)])
+        return steps + steps
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.kind == "bezier":
+            out["pieces"] = self.pieces
+        else:
+            out["knots"] = self.knots
+            if self.knots_x is not None:
+                out["knots_x"] = list(self.knots_x)
+        out.update(low=self.low, high=self.high)
+        return out
+
+
+@dataclass(frozen=True)
+class CeWeight:
+    """Weight of an added cross-entropy term: ``fixed`` value, or searched in ``[low, high]``."""
+
+    fixed: float | None = 0.0
+    low: float = 0.0
+    high: float = 1.0
+
+    @property
+    def searched(self) -> bool:
+        return self.fixed is None
+
+
+def _clip(value: float, low: float, high: float) -> float:
+    return min(max(float(value), low), high)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A typed search space for one metric (see the module docstring for the file format).
+
+    Attributes:
+        metric: metric name (or user program ``file.py:name``).
+        curves: curve name -> :class:`CurveSpace`, in the metric program's order.
+        options: fixed :class:`~autoloss.losses.SurrogateLoss` options.
+        ce_weight: the cross-entropy weight, fixed or searched.
+        initial_points: name -> {curve -> raw numbers}.
+        reference: loss preset holding the paper's published curves (or None).
+        source: the file it came from (or ``"default"``).
+    """
+
+    metric: str
+    curves: dict[str, CurveSpace]
+    options: dict[str, Any] = field(default_factory=dict)
+    ce_weight: CeWeight = field(default_factory=CeWeight)
+    initial_points: dict[str, dict[str, tuple[float, ...]]] = field(default_factory=dict)
+    reference: str | None = None
+    source: str = "default"
+
+    def param_names(self) -> list[str]:
+        """``<curve>.<i>`` for every raw number in curve order, then ``ce_weight`` if searched."""
+        names = [f"{c}.{i}" for c, cs in self.curves.items() for i in range(cs.size)]
+        return names + (["ce_weight"] if self.ce_weight.searched else [])
+
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        """Parameter name -> ``(low, high)``."""
+        out = {f"{c}.{i}": (cs.low, cs.high) for c, cs in self.curves.items()
+               for i in range(cs.size)}
+        if self.ce_weight.searched:
+            out["ce_weight"] = (self.ce_weight.low, self.ce_weight.high)
+        return out
+
+    def params_of(self, raw: Mapping[str, Sequence[float]], *, ce_weight: float | None = None
+                  ) -> dict[str, float]:
+        """Flat parameters from raw numbers per curve, clipped to the bounds (missing curves:
+        identity; ``ce_weight`` defaults to its lower bound, i.e. the plain surrogate)."""
+        params: dict[str, float] = {}
+        for name, cs in self.curves.items():
+            values = list(raw.get(name, cs.identity_raw()))
+            for i, v in enumerate(values):
+                params[f"{name}.{i}"] = _clip(v, cs.low, cs.high)
+        if self.ce_weight.searched:
+            w = self.ce_weight.low if ce_weight is None else ce_weight
+            params["ce_weight"] = _clip(w, self.ce_weight.low, self.ce_weight.high)
+        return params
+
+    def identity_params(self) -> dict[str, float]:
+        """Every curve the identity: the plain soft metric (Auto Seg-Loss's search start)."""
+        return self.params_of({})
+
+    def initial_params(self) -> dict[str, float]:
+        """The first ``initial_points`` entry (the identity if there is none)."""
+        first = next(iter(self.initial_points.values()), {})
+        return self.params_of(first)
+
+    def reference_points(self) -> dict[str, dict[str, float]]:
+        """Points worth evaluating first: ``identity``, each ``initial:<name>`` that differs from
+        it (by more than 1e-3), and ``paper:<preset>`` (published curves, absolute control points
+        converted to raw numbers and clipped to the bounds)."""
+        points = {"identity": self.identity_params()}
+        for name, raw in self.initial_points.items():
+            points[f"initial:{name}"] = self.params_of(raw)
+        if self.reference is not None:
+            points[f"paper:{self.reference}"] = self.params_of(self._reference_raw())
+        unique: dict[str, dict[str, float]] = {}
+        for label, params in points.items():
+            if not any(max(abs(params[k] - p[k]) for k in params) <= 1e-3
+                       for p in unique.values()):
+                unique[label] = params
+        return unique
+
+    def _reference_raw(self) -> dict[str, list[float]]:
+        from autoloss.losses.presets import PRESETS
+
+        curves = PRESETS[self.reference]["curves"]
+        raw = {}
+        for name, cs in self.curves.items():
+            spec = curves.get(name)
+            if spec is not None and cs.kind == "bezier" and len(spec["points"]) == cs.size:
+                raw[name] = bezier_raw_from_points(spec["points"])
+        return raw
+
+    def curve_specs(self, params: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+        """Curve name -> curve dict (absolute points) of flat parameters ``params``."""
+        missing = [n for n in self.param_names() if n not in params]
+        if missing:
+            raise ValueError(f"params lack {missing[:4]}{' ...' if len(missing) > 4 else ''} "
+                             f"of the {self.metric!r} space")
+        return {c: cs.curve([params[f"{c}.{i}"] for i in range(cs.size)]).to_dict()
+                for c, cs in self.curves.items()}
+
+    def loss_spec(self, params: Mapping[str, float], *, ignore_index: int | None = None,
+                  weight: float | None = None) -> dict[str, Any]:
+        """The loss spec (``autoloss.losses.load_loss`` schema) of ``params``: the surrogate, or
+        ``{"combine": [surrogate (weight 1), cross_entropy (weight w)]}`` when ``w > 0``."""
+        spec: dict[str, Any] = {"name": "surrogate", "metric": self.metric,
+                                "ignore_index": ignore_index, **self.options,
+                                "curves": self.curve_specs(params)}
+        w = params["ce_weight"] if self.ce_weight.searched else self.ce_weight.fixed
+        if weight is not None:
+            return {**spec, "weight": weight}
+        if w and w > 0:
+            ce: dict[str, Any] = {"name": "cross_entropy", "weight": float(w)}
+            if ignore_index is not None:
+                ce["ignore_index"] = ignore_index
+            return {"combine": [{**spec, "weight": 1.0}, ce]}
+        return spec
+
+    def build_loss(self, params: Mapping[str, float], *, ignore_index: int | None = None
+                   ) -> nn.Module:
+        """The loss module of ``params`` (valid by construction, never rejected)."""
+        from autoloss.losses import load_loss
+
+        return load_loss(self.loss_spec(params, ignore_index=ignore_index))
+
+
+def default_space(metric: str) -> SearchSpace:
+    """The built-in space: Auto Seg-Loss's (2-piece Bezier per curve, 1-piece for BF1's four
+    curves, raw numbers in [0, 1], BIoU with ``drop_bg``, ``tol=5``), classes present in the
+    batch, no cross-entropy. A user program gets a 2-piece Bezier per curve."""
+    program = get_program(metric)
+    pieces = _BF1_PIECES if metric == "bf1" else 2
+    curves = {c: CurveSpace("bezier", pieces=pieces) for c in program.curves}
+    options = {"classes": "present", **_METRIC_OPTIONS.get(metric, {})}
+    return SearchSpace(metric, curves, options, CeWeight(), reference=_REFERENCES.get(metric))
+
+
+def _parse_curve(data: Any, where: str) -> CurveSpace:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must be a mapping like {{kind: bezier, pieces: 2}}, "
+                         f"but got {data!r}")
+    kind = data.get("kind")
+    if kind not in _CURVE_KEYS:
+        raise ValueError(f"{where}.kind must be one of {list(_CURVE_KEYS)}, but got {kind!r}"
+                         f"{_did_you_mean(str(kind), list(_CURVE_KEYS))}")
+    _check_keys(data, _CURVE_KEYS[kind], where)
+    low = _number(data.get("low", 0.0), f"{where}.low")
+    high = _number(data.get("high", 1.0), f"{where}.high")
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"{where}: bounds must satisfy 0 <= low <= high <= 1, but got "
+                         f"low={low}, high={high}")
+    if kind == "bezier":
+        return CurveSpace("bezier", pieces=_count(data.get("pieces", 2), f"{where}.pieces"),
+                          low=low, high=high)
+    knots_x = data.get("knots_x")
+    if knots_x is not None:
+        if not isinstance(knots_x, list):
+            raise ValueError(f"{where}.knots_x must be a list of numbers, but got {knots_x!r}")
+        knots_x = tuple(_number(v, f"{where}.knots_x[{i}]") for i, v in enumerate(knots_x))
+        if not all(0 < a < b < 1 for a, b in zip((0.0, *knots_x), (*knots_x, 1.0))
+                   if (a, b) != (0.0, 1.0)) or any(not 0 < v < 1 for v in knots_x):
+            raise ValueError(f"{where}.knots_x must be strictly increasing inside (0, 1), but "
+                             f"got {list(knots_x)}")
+    knots = _count(data.get("knots", len(knots_x) if knots_x else 3), f"{where}.knots")
+    if knots_x is not None and len(knots_x) != knots:
+        raise ValueError(f"{where}: knots_x must have knots={knots} entries, but got "
+                         f"{len(knots_x)}")
+    return CurveSpace("linear", knots=knots, knots_x=knots_x, low=low, high=high)
+
+
+def _parse_options(data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must be a mapping, but got {data!r}")
+    _check_keys(data, list(_OPTION_TYPES), where)
+    out = dict(data)
+    for key, value in out.items():
+        expected = _OPTION_TYPES[key]
+        ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            ok, out[key] = True, float(value)
+        if not ok:
+            raise ValueError(f"{where}.{key} must be {expected.__name__}, but got {value!r}")
+    if out.get("classes", "present") not in ("present", "all"):
+        raise ValueError(f"{where}.classes must be 'present' or 'all', but got "
+                         f"{out['classes']!r}")
+    return out
+
+
+def _parse_ce(data: Any, where: str) -> CeWeight:
+    if isinstance(data, (int, float)) and not isinstance(data, bool):
+        data = {"fixed": data}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must be {{fixed: w}} or {{low: a, high: b}}, but got {data!r}")
+    _check_keys(data, ["fixed", "low", "high"], where)
+    if "fixed" in data:
+        if "low" in data or "high" in data:
+            raise ValueError(f"{where}: give either 'fixed' or 'low'/'high', not both")
+        fixed = _number(data["fixed"], f"{where}.fixed")
+        if fixed < 0:
+            raise ValueError(f"{where}.fixed must be >= 0, but got {fixed}")
+        return CeWeight(fixed=fixed)
+    low = _number(data.get("low", 0.0), f"{where}.low")
+    high = _number(data.get("high", 1.0), f"{where}.high")
+    if not 0.0 <= low <= high:
+        raise ValueError(f"{where}: bounds must satisfy 0 <= low <= high, but got "
+                         f"low={low}, high={high}")
+    return CeWeight(fixed=None, low=low, high=high)
+
+
+def _parse_points(data: Any, curves: Mapping[str, CurveSpace], where: str
+                  ) -> dict[str, dict[str, tuple[float, ...]]]:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must map a name to {{curve: [raw numbers]}}, but got {data!r}")
+    out = {}
+    for name, point in data.items():
+        w = f"{where}.{name}"
+        if not isinstance(point, Mapping):
+            raise ValueError(f"{w} must map curve names to lists of numbers, but got {point!r}")
+        _check_keys(point, list(curves), w)
+        raw = {}
+        for curve, values in point.items():
+            cs = curves[curve]
+            if not isinstance(values, list) or len(values) != cs.size:
+                raise ValueError(f"{w}.{curve} must be a list of {cs.size} numbers, but got "
+                                 f"{values!r}")
+            nums = tuple(_number(v, f"{w}.{curve}[{i}]") for i, v in enumerate(values))
+            bad = [v for v in nums if not cs.low <= v <= cs.high]
+            if bad:
+                raise ValueError(f"{w}.{curve}: values must lie in [low, high] = "
+                                 f"[{cs.low}, {cs.high}], but got {bad[0]}")
+            raw[curve] = nums
+        out[str(name)] = raw
+    return out
+
+
+def parse_space(data: Any, *, source: str = "<dict>") -> SearchSpace:
+    """Validate a space mapping (the parsed YAML); errors name ``source`` and the key."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{source}: a search space must be a mapping (metric: ..., curves: ...), "
+                         f"but got {type(data).__name__}")
+    _check_keys(data, _TOP_KEYS, source)
+    for key in ("metric", "curves"):
+        if key not in data:
+            raise ValueError(f"{source}: missing required key {key!r}")
+    metric = data["metric"]
+    if not isinstance(metric, str):
+        raise ValueError(f"{source}: metric must be a string, but got {metric!r}")
+    try:
+        program = get_program(metric)
+    except (ValueError, FileNotFoundError, TypeError) as err:
+        raise ValueError(f"{source}: {err}") from None
+    raw_curves = data["curves"]
+    if not isinstance(raw_curves, Mapping):
+        raise ValueError(f"{source}: curves must map curve names to settings, but got "
+                         f"{raw_curves!r}")
+    missing = [c for c in program.curves if c not in raw_curves]
+    extra = [c for c in raw_curves if c not in program.curves]
+    if missing or extra:
+        hint = "".join(_did_you_mean(str(c), program.curves) for c in extra)
+        raise ValueError(f"{source}: curves must be exactly those of metric {metric!r}: "
+                         f"{list(program.curves)}, but got {list(raw_curves)} (missing "
+                         f"{missing}, unknown {extra}){hint}")
+    curves = {c: _parse_curve(raw_curves[c], f"{source}: curves.{c}") for c in program.curves}
+    options = _parse_options(data.get("options", {}), f"{source}: options")
+    ce = _parse_ce(data.get("ce_weight", {"fixed": 0.0}), f"{source}: ce_weight")
+    points = _parse_points(data.get("initial_points", {}), curves, f"{source}: initial_points")
+    reference = data.get("reference")
+    if reference is not None:
+        from autoloss.losses.presets import PRESETS
+
+        if reference not in PRESETS or "curves" not in PRESETS[reference]:
+            names = [n for n, p in PRESETS.items() if "curves" in p]
+            hint = _did_you_mean(str(reference), names)
+            raise ValueError(f"{source}: reference must be a preset with curves, one of "
+                             f"{names}, but got {reference!r}{hint}")
+    return SearchSpace(metric, curves, options, ce, points, reference, source)
+
+
+def load_space(path_or_metric: str | Path) -> SearchSpace:
+    """Load a space file, or the space of a metric name: ``search_spaces/<metric>.yaml`` in the
+    current directory, then next to the package, else :func:`default_space` (a user metric
+    ``file.py:name`` always gets the default space)."""
+    text = str(path_or_metric)
+    path = Path(text).expanduser()
+    if path.suffix not in (".yaml", ".yml") and not path.is_file():
+        if ":" in text and text.split(":", 1)[0].endswith(".py"):
+            return default_space(text)
+        for folder in (Path("search_spaces"), SPACES_DIR):
+            if (folder / f"{text}.yaml").is_file():
+                return load_space((folder / f"{text}.yaml").resolve())
+        if text not in BUILTIN_PROGRAMS:
+            raise ValueError(f"unknown metric {text!r} and no space file: expected one of "
+                             f"{sorted(BUILTIN_PROGRAMS)}, a 'file.py:name' program or a .yaml "
+                             f"path{_did_you_mean(text, list(BUILTIN_PROGRAMS))}")
+        return default_space(text)
+    if not path.is_file():
+        raise FileNotFoundError(f"search space file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ValueError(f"{path}{line}: invalid YAML: {problem}") from None
+    return parse_space(data, source=str(path))

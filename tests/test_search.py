@@ -1,0 +1,308 @@
+"""The search loop with a fake proxy: resume, references, failures, stale trials, workers,
+targets, samplers, experiment files and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pytest
+from fake_proxy import FakeProxy, fast_tmp_dir
+from optuna.trial import TrialState
+
+from autoloss.search import (
+    SearchConfig,
+    load_experiment,
+    make_storage,
+    open_study,
+    parse_target,
+    resolve_config,
+    run_search,
+)
+
+FACTORY = "fake_proxy:FakeProxy"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def out():
+    """A run folder (on tmpfs when there is one)."""
+    for path in fast_tmp_dir():
+        yield path / "run"
+
+
+def config(out: Path, **kw) -> SearchConfig:
+    kw.setdefault("sampler", "random")
+    return SearchConfig(out=out, proxy_factory=FACTORY, **kw)
+
+
+def load(result) -> optuna.Study:
+    return optuna.load_study(study_name=result.study, storage=make_storage(result.storage))
+
+
+def runs(out: Path, kind: str) -> int:
+    log = out / "cache" / "runs.log"
+    return sum(1 for line in log.read_text().splitlines() if line.startswith(kind))
+
+
+def test_resume_reaches_count_without_losing_trials(out):
+    first = run_search(config(out, trials=4), progress=False)
+    study = load(first)
+    before = {t.number: (t.params, t.state, t.values) for t in study.trials}
+    assert len(before) == 4
+    second = run_search(config(out, trials=7), progress=False)
+    study = load(second)
+    finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+    assert sorted(t.number for t in finished) == list(range(7))
+    assert len(study.trials) == 7
+    for t in study.trials[:4]:
+        assert (t.params, t.state, t.values) == before[t.number]
+    # references enqueued once (new study only), the CE baseline computed once
+    refs = [t.user_attrs["reference"] for t in study.trials if "reference" in t.user_attrs]
+    assert refs == ["identity", "paper:asl-voc-miou"]
+    assert [t.number for t in study.trials if "reference" in t.user_attrs] == [0, 1]
+    assert runs(out, "baseline") == 1
+    assert study.user_attrs["baseline_ce"] == pytest.approx(0.75, abs=2e-3)
+    # a third run with the count reached runs nothing
+    third = run_search(config(out, trials=7), progress=False)
+    assert len(load(third).trials) == 7
+    assert second.counts == third.counts
+
+
+def test_identity_reference_is_the_plain_surrogate(out):
+    result = run_search(config(out, trials=2), progress=False)
+    identity = load(result).trials[0]
+    assert identity.user_attrs["reference"] == "identity"
+    # h(0.5) = 0.5 for the identity: the fake scores 0.8 - (0.5 - 0.7)^2 (+ tiny noise)
+    assert identity.value == pytest.approx(0.76, abs=2e-3)
+    spec = identity.user_attrs["loss"]
+    assert spec["name"] == "surrogate" and spec["metric"] == "miou"
+    assert spec["curves"]["inter"]["points"] == pytest.approx([0.25, 0.25, 0.5, 0.5, 0.75, 0.75])
+
+
+def test_crash_is_failed_with_reason_and_study_goes_on(out):
+    # random curves with h(0.5) above 0.55 crash (the identity has 0.5 and survives)
+    result = run_search(config(out, trials=8, proxy={"crash_above": 0.55}), progress=False)
+    study = load(result)
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert failed, "some random trials should have crashed"
+    assert all("RuntimeError: fake crash" in t.user_attrs["fail_reason"] for t in failed)
+    assert all(t.user_attrs["loss"]["name"] == "surrogate" for t in failed)
+    assert len(study.trials) == 8 and result.counts["fail"] == len(failed)
+    summary = (out / "summary.md").read_text()
+    assert "## Failed trials" in summary and "fake crash" in summary
+
+
+def test_nonfinite_loss_is_failed_with_reason(out):
+    result = run_search(config(out, trials=5, proxy={"nonfinite_below": 0.6}), progress=False)
+    study = load(result)
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(failed) >= 1  # the identity (h(0.5) = 0.5) at least
+    assert all(t.user_attrs["fail_reason"].startswith("non-finite loss: NonFiniteLossError")
+               for t in failed)
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                        TrialState.FAIL))) == 5
+
+
+def test_stale_running_trial_is_failed_and_count_still_reached(out):
+    result = run_search(config(out, trials=3), progress=False)
+    storage = make_storage(result.storage)
+    study = optuna.load_study(study_name=result.study, storage=storage)
+    # a worker that died mid-trial: a RUNNING trial whose last heartbeat is an hour old
+    trial_id = storage.create_new_trial(study._study_id)
+    storage.set_trial_param(trial_id, "inter.0", 0.3,
+                            optuna.distributions.FloatDistribution(0.0, 1.0))
+    storage.record_heartbeat(trial_id)
+    db = sqlite3.connect(out / "study.db")
+    db.execute("UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, '-1 hour')")
+    db.commit()
+    db.close()
+    result = run_search(config(out, trials=5), progress=False)
+    study = load(result)
+    stale = study.trials[3]
+    assert stale.state == TrialState.FAIL
+    assert "fail_reason" not in stale.user_attrs  # reported as "interrupted" in the summary
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+               for s in states) == 5
+    retried = study.trials[4]  # re-queued once with the same parameters
+    assert retried.system_attrs.get("failed_trial") == 3
+    assert retried.params["inter.0"] == 0.3
+    assert "interrupted" in (out / "summary.md").read_text()
+
+
+def test_two_workers_share_one_sqlite_study(out):
+    result = run_search(config(out, trials=6, workers=2, proxy={"sleep": 0.02}), progress=False)
+    study = load(result)
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(6))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+               for t in study.trials)
+    assert all("metrics" in t.user_attrs for t in study.trials)
+    pids = {line.split()[1] for line in (out / "cache" / "runs.log").read_text().splitlines()
+            if line.startswith("surrogate")}
+    # the two queued references ran here, the 4 other trials in the two workers
+    assert str(os.getpid()) in pids and len(pids - {str(os.getpid())}) == 2
+    assert (out / "best_loss.yaml").is_file()
+
+
+def test_weighted_sum_target(out):
+    result = run_search(config(out, metric="miou+0.5*bf1", trials=3), progress=False)
+    study = load(result)
+    t = study.trials[0]
+    assert t.user_attrs["reference"] == "identity"
+    metrics = t.user_attrs["metrics"]
+    assert t.value == pytest.approx(metrics["miou"] + 0.5 * metrics["bf1"])
+    parts = t.user_attrs["loss"]["combine"]
+    assert [(p["metric"], p["weight"]) for p in parts] == [("miou", 1.0), ("bf1", 0.5)]
+    assert any(n.startswith("bf1.edge_or_x.") for n in t.params)
+
+
+def test_multi_objective_pareto_front(out):
+    cfg = config(out, metric=["miou", "bf1"], multi_objective=True, trials=6)
+    result = run_search(cfg, progress=False)
+    study = load(result)
+    assert len(study.directions) == 2
+    assert isinstance(result.best_value, list) and len(result.best_value) == 2
+    assert isinstance(result.baseline_ce, list)
+    assert "mix.miou" in study.trials[1].params
+    assert "Pareto front" in (out / "summary.md").read_text()
+    assert (out / "best_loss.yaml").is_file()
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "qmc", "ppo", "cmaes"])
+def test_samplers_run(out, sampler):
+    if sampler == "cmaes":
+        pytest.importorskip("cmaes")
+    cfg = config(out, trials=4, sampler=sampler, ppo={"generation_size": 2})
+    result = run_search(cfg, progress=False)
+    assert sum(result.counts.values()) == 4
+
+
+def test_cmaes_missing_package_is_a_clear_error(out, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cmaes", None)
+    with pytest.raises(ImportError, match="pip install cmaes"):
+        run_search(config(out, trials=2, sampler="cmaes"), progress=False)
+
+
+def test_pruner_prunes_bad_trials_and_can_be_off(out):
+    result = run_search(config(out, trials=10, seed=3), progress=False)
+    assert result.counts["pruned"] > 0
+    off = run_search(config(out.parent / "off", trials=10, seed=3, pruner=False), progress=False)
+    assert off.counts["pruned"] == 0
+
+
+def test_journal_storage_resumes(out):
+    storage = f"journal:{out / 'journal.log'}"
+    run_search(config(out, trials=3, storage=storage), progress=False)
+    result = run_search(config(out, trials=5, storage=storage), progress=False)
+    assert sorted(t.number for t in open_study(storage).trials) == list(range(5))
+    assert result.storage == storage
+
+
+def test_resume_with_another_metric_is_refused(out):
+    run_search(config(out, trials=2, study="s"), progress=False)
+    with pytest.raises(ValueError, match="metric"):
+        run_search(config(out, trials=3, study="s", metric="macc"), progress=False)
+
+
+def test_progress_bar_and_summary(out, capsys):
+    result = run_search(config(out, trials=3), progress=True)
+    captured = capsys.readouterr()
+    assert "3/3" in captured.err  # tqdm writes to stderr
+    summary = (out / "summary.md").read_text()
+    assert "# Search summary" in summary and summary in captured.out
+    for needle in ("cross-entropy baseline: 0.75", "points over cross-entropy", "## Top 3 trials",
+                   "## Reference points", "wall time"):
+        assert needle in summary
+    assert result.loss_path == out / "best_loss.yaml"
+
+
+def test_parse_target():
+    assert parse_target("miou") == [("miou", 1.0)]
+    assert parse_target("miou+0.5*bf1") == [("miou", 1.0), ("bf1", 0.5)]
+    with pytest.raises(ValueError, match="NAME or WEIGHT"):
+        parse_target("miou+x*bf1")
+    with pytest.raises(ValueError, match="must be > 0"):
+        parse_target("miou+0*bf1")
+
+
+def test_config_errors(out):
+    with pytest.raises(ValueError, match="did you mean 'tpe'"):
+        run_search(config(out, sampler="tpee"), progress=False)
+    with pytest.raises(ValueError, match="multi_objective"):
+        run_search(config(out, metric=["miou", "bf1"]), progress=False)
+    with pytest.raises(ValueError, match="trials"):
+        run_search(config(out, trials=0), progress=False)
+    with pytest.raises(ValueError, match="did you mean 'sigma'"):
+        run_search(config(out, sampler="ppo", ppo={"sigm": 0.1}), progress=False)
+    with pytest.raises(ValueError, match="workers must be int"):
+        run_search(config(out, workers="2"), progress=False)
+
+
+def test_load_experiment(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("metric: bf1\ntrials: 12\nsampler: ppo\nproxy: {steps: 50}\npruner: false\n")
+    cfg = load_experiment(path)
+    assert (cfg.metric, cfg.trials, cfg.sampler, cfg.proxy, cfg.pruner) == (
+        "bf1", 12, "ppo", {"steps": 50}, False)
+    assert cfg.out is None and cfg.study is None  # derived later, so CLI flags can change them
+    cfg = resolve_config(cfg)
+    assert cfg.study == "bf1-shapes" and cfg.out.name == "search-bf1-shapes"
+    assert cfg.storage == f"sqlite:///{cfg.out / 'study.db'}"
+    path.write_text("metrc: bf1\n")
+    with pytest.raises(ValueError, match="did you mean 'metric'"):
+        load_experiment(path)
+    path.write_text("trials: ten\n")
+    with pytest.raises(ValueError, match="trials must be int"):
+        load_experiment(path)
+    path.write_text("trials: [1\n")
+    with pytest.raises(ValueError, match="line 2"):
+        load_experiment(path)
+
+
+def test_experiment_files_load():
+    files = sorted((REPO / "experiments").glob("search_*.yaml"))
+    assert files
+    for path in files:
+        load_experiment(path)
+
+
+def _parser():
+    from autoloss.search_cli import register
+
+    parser = argparse.ArgumentParser(prog="autoloss")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_cli_search_and_export(out, tmp_path, capsys):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"trials: 5\nsampler: random\nproxy_factory: {FACTORY}\n")
+    parser = _parser()
+    args = parser.parse_args(["search", "--config", str(exp), "--trials", "3", "--out", str(out),
+                              "--no-progress"])
+    assert args.func(args) == 0
+    study = open_study(f"sqlite:///{out / 'study.db'}")
+    assert len(study.trials) == 3  # the explicit --trials overrides the file
+    target = tmp_path / "trial1.yaml"
+    args = parser.parse_args(["export", str(out), "--trial", "1", "--out", str(target)])
+    assert args.func(args) == 0
+    from autoloss.losses import load_loss
+
+    assert load_loss(target).provenance["trial"] == 1
+    args = parser.parse_args(["export", "--storage", f"sqlite:///{out / 'study.db'}",
+                              "--out", str(tmp_path / "best.yaml")])
+    assert args.func(args) == 0
+    assert "best.yaml" in capsys.readouterr().out
+
+
+def test_fake_proxy_rejects_unknown_options(tmp_path):
+    with pytest.raises(ValueError, match="unknown"):
+        FakeProxy({"data": "shapes", "steps": 3}, cache_dir=tmp_path)
