@@ -8,12 +8,23 @@ Public surface (explicit re-exports)::
 from autoloss.data import describe_dataset, load_dataset
 from autoloss.losses import SurrogateLoss, load_loss, save_loss
 from autoloss.metrics import METRIC_NAMES, MetricAccumulator, evaluate, evaluate_per_class
+from autoloss.models import DeepLabConfig, UNetConfig, build_model, load_checkpoint, model_from_name
 from autoloss.programs import MetricProgram
+from autoloss.trainer import NonFiniteLossError, TrainConfig, TrainResult, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "METRIC_NAMES",
+    "DeepLabConfig",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "TrainResult",
+    "UNetConfig",
+    "build_model",
+    "fit",
+    "load_checkpoint",
+    "model_from_name",
     "MetricAccumulator",
     "MetricProgram",
     "SurrogateLoss",

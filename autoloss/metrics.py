@@ -123,8 +123,13 @@ class MetricAccumulator:
         G = one_hot(target, self.num_classes, valid=valid)
         P = one_hot(pred, self.num_classes)
         mask = valid.unsqueeze(1).float()
+        shared: dict[tuple, dict[str, Tensor]] = {}  # miou/fwiou/mdice (macc/gacc) share sums
         for name, program in self.programs.items():
-            stats = program.run_stats(_EXACT, P, G, mask, tol=self.tol, drop_bg=self.drop_bg)
+            signature = (program.stats, program.options)
+            if signature not in shared:
+                shared[signature] = program.run_stats(_EXACT, P, G, mask, tol=self.tol,
+                                                      drop_bg=self.drop_bg)
+            stats = shared[signature]
             sums = self._sums[name]
             for key, value in stats.items():
                 value = value.detach().to("cpu", torch.float64)

@@ -20,7 +20,7 @@ separable 1-D passes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import torch
@@ -60,8 +60,37 @@ def one_hot(labels: Tensor, num_classes: int, *, valid: Tensor | None = None,
     return out
 
 
+def _fast_path(x: Tensor) -> bool:
+    """Use the shift-and-compare filters (same values as max-pooling, about 15x faster on CPU)
+    unless autograd needs max-pooling's gradient (all to one arg-max, where torch.maximum would
+    split ties)."""
+    return x.is_floating_point() and not (x.requires_grad and torch.is_grad_enabled())
+
+
+def _square_filter(x: Tensor, radius: int, pick: Callable[[Tensor, Tensor], Tensor],
+                   fill: float) -> Tensor:
+    """``pick``-filter (torch.maximum or torch.minimum) of ``x [N,C,H,W]`` over the in-image
+    ``(2r+1)^2`` square, by window doubling: after padding by ``r`` with ``fill``,
+    windows of width 1, 2, 4, ... are merged by shifted comparisons (about 2 log2(2r+1) calls
+    instead of a ``2r+1``-wide pooling kernel)."""
+    width = 2 * radius + 1
+    n, c, h, w = x.shape
+    out = x.new_full((n, c, h + 2 * radius, w + 2 * radius), fill)  # faster than F.pad on CPU
+    out[:, :, radius:radius + h, radius:radius + w] = x
+    for dim in (3, 2):
+        step = 1
+        while step < width:
+            shift = min(step, width - step)  # the window grows from ``step`` to ``step + shift``
+            size = out.shape[dim] - shift
+            out = pick(out.narrow(dim, 0, size), out.narrow(dim, shift, size))
+            step += shift
+    return out
+
+
 def erode(x: Tensor) -> Tensor:
     """3x3 min-filter of ``x [N,C,H,W]`` over in-image neighbours (border padded with +inf)."""
+    if _fast_path(x):
+        return _square_filter(x, 1, torch.minimum, float("inf"))
     return -dilate(-x, 1)
 
 
@@ -73,6 +102,8 @@ def dilate(x: Tensor, radius: int) -> Tensor:
     """
     if radius <= 0:
         return x
+    if _fast_path(x):
+        return _square_filter(x, radius, torch.maximum, float("-inf"))
     k = 2 * radius + 1
     n, c, h, w = x.shape
     flat = x.reshape(n * c, 1, h, w)
@@ -121,6 +152,7 @@ class ExactOps:
         return dilate(x, radius)
 
     def ratio(self, num: Tensor, den: Tensor) -> Tensor:
+        num, den = num.double(), den.double()  # float32 would round per-image ratios (miou_image)
         return torch.where(den > 0, num / torch.where(den > 0, den, 1), 0.0)
 
     def count_ratio(self, num: Tensor, count: Tensor) -> Tensor:

@@ -37,8 +37,9 @@ def did_you_mean(value: object, allowed: Sequence[object]) -> str:
     """``"; did you mean 'x'?"`` for a misspelt string, else ``""``."""
     if not isinstance(value, str):
         return ""
-    close = difflib.get_close_matches(value, [str(a) for a in allowed], n=2)
-    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+    by_lower = {str(a).lower(): a for a in allowed}
+    close = difflib.get_close_matches(value.lower(), list(by_lower), n=2)
+    return f"; did you mean {' or '.join(repr(by_lower[c]) for c in close)}?" if close else ""
 
 
 def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
