@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from autoloss.plot_cli import register as register_plot
     from autoloss.search_cli import register as register_search
+    from autoloss.train_cli import register as register_train
 
+    register_train(sub)
     register_search(sub)
     register_plot(sub)
     return parser

@@ -41,6 +41,10 @@ METRIC_NAMES: tuple[str, ...] = (
 )
 
 _EXACT = ExactOps()
+# One-hot elements per chunk of an update: small tensors stay in cache and are recycled by the
+# allocator (CamVid, 1 thread: 16 images [16,11,180,240] per chunk took ~1.7x the CPU time of
+# 2 images, and 32 images ~7x, as every large temporary is a fresh page-faulted mapping).
+_CHUNK_ELEMENTS = 1 << 20
 
 
 def _as_tensor(x: Tensor | np.ndarray, name: str) -> Tensor:
@@ -108,7 +112,10 @@ class MetricAccumulator:
 
     @torch.no_grad()
     def update(self, pred: Tensor | np.ndarray, target: Tensor | np.ndarray) -> None:
-        """Add a batch of predicted and ground-truth label maps, both ``[N,H,W]`` integers."""
+        """Add a batch of predicted and ground-truth label maps, both ``[N,H,W]`` integers.
+
+        The batch is processed in chunks of about ``2**20`` one-hot elements (at least one image).
+        """
         pred = _as_tensor(pred, "pred")
         target = _as_tensor(target, "target").to(pred.device)
         if pred.dim() != 3 or pred.shape != target.shape:
@@ -119,10 +126,19 @@ class MetricAccumulator:
         check_labels(pred, name="pred", num_classes=self.num_classes, ignore_index=None)
         check_labels(target, name="target", num_classes=self.num_classes,
                      ignore_index=self.ignore_index)
+        elements = self.num_classes * pred.shape[1] * pred.shape[2]  # one-hot size of one image
+        step = max(1, _CHUNK_ELEMENTS // max(1, elements))
+        for start in range(0, pred.shape[0], step):
+            self._add(pred[start:start + step], target[start:start + step])
+        self.images += pred.shape[0]
+
+    def _add(self, pred: Tensor, target: Tensor) -> None:
         valid = (target >= 0) & (target < self.num_classes)
-        G = one_hot(target, self.num_classes, valid=valid)
-        P = one_hot(pred, self.num_classes)
-        mask = valid.unsqueeze(1).float()
+        # float32 counts are exact up to 2**24 pixels per chunk; larger images count in float64
+        dtype = torch.float32 if pred[0].numel() <= 2**24 else torch.float64
+        G = one_hot(target, self.num_classes, valid=valid, dtype=dtype)
+        P = one_hot(pred, self.num_classes, dtype=dtype)
+        mask = valid.unsqueeze(1).to(dtype)
         shared: dict[tuple, dict[str, Tensor]] = {}  # miou/fwiou/mdice (macc/gacc) share sums
         for name, program in self.programs.items():
             signature = (program.stats, program.options)
@@ -134,7 +150,6 @@ class MetricAccumulator:
             for key, value in stats.items():
                 value = value.detach().to("cpu", torch.float64)
                 sums[key] = sums[key] + value if key in sums else value
-        self.images += pred.shape[0]
         self.valid_pixels += int(valid.sum())
 
     def _scores(self, name: str) -> tuple[Tensor, Tensor | None]:

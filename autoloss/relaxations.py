@@ -21,27 +21,29 @@ from __future__ import annotations
 import difflib
 import numbers
 from collections.abc import Callable, Mapping, Sequence
+from itertools import accumulate
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = ["BezierCurve", "Curve", "IdentityCurve", "LinearCurve", "curve_from_dict",
            "curve_from_raw"]
 
 # Elements per chunk: on CPU the ~20 temporaries of a chunk stay in cache (measured best at 64K).
-_CHUNK = 1 << 16
-_CHUNK_GPU = 1 << 22
+_CHUNK, _CHUNK_GPU = 1 << 16, 1 << 22
 
 Coef = float | Tensor  # a coefficient: a python float (same in every piece) or a per-element row
-Kernel = Callable[[Tensor, Tensor, "Tensor | None", dict[str, Coef], Tensor], None]
 
 
-def _floats(name: str, values: Sequence[float]) -> list[float]:
+def _floats(name: str, values: Sequence[float], size: int | None = None) -> list[float]:
     try:
         out = [float(v) for v in values]
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a sequence of numbers, but got {values!r}") from None
+    if size is not None and len(out) != size:
+        raise ValueError(f"{name} must have {size} numbers, but got len({name})={len(out)}")
     for i, v in enumerate(out):
         if not 0.0 <= v <= 1.0:  # also rejects NaN
             raise ValueError(f"{name} must hold numbers in [0, 1], but got {name}[{i}]={v!r}")
@@ -59,11 +61,7 @@ def _non_decreasing(name: str, values: Sequence[float], *, strict: bool = False)
 def _cumulative(raw: Sequence[float]) -> list[float]:
     """``c_1 = s_1, c_k = c_{k-1} + s_k (1 - c_{k-1})``: maps ``[0,1]^k`` onto non-decreasing
     sequences in ``[0, 1]`` (``1 - c_k = prod_{j<=k} (1 - s_j)``)."""
-    out, prev = [], 0.0
-    for s in raw:
-        prev = prev + s * (1.0 - prev)
-        out.append(prev)
-    return out
+    return list(accumulate(raw, lambda prev, s: prev + s * (1.0 - prev), initial=0.0))[1:]
 
 
 def _count(name: str, value: Any, minimum: int) -> int:
@@ -78,15 +76,14 @@ def _check_x(x: Tensor) -> None:
         raise TypeError(f"x must be a floating-point tensor, but got {got}")
 
 
-def _in_dtype(values: Sequence[float], dtype: torch.dtype) -> list[float]:
-    """``values`` rounded to ``dtype`` (as python floats, exactly representable in it)."""
-    return torch.tensor(list(values), dtype=dtype).tolist()
-
-
-def _check_raw(raw: Sequence[float], size: int) -> list[float]:
-    if len(values := _floats("raw", raw)) != size:
-        raise ValueError(f"raw must have {size} numbers, but got len(raw)={len(values)}")
-    return values
+def _rise(y0: Tensor, y1: Tensor) -> Tensor:
+    """``y1 - y0``, nudged so ``y0 + rise`` rounds to ``y1``, never above (rounding ties)."""
+    rise, up = y1 - y0, torch.tensor(float("inf"), dtype=y0.dtype)
+    while y0 + rise > y1:
+        rise = torch.nextafter(rise, torch.zeros_like(rise))
+    while y0 + rise < y1 and y0 + torch.nextafter(rise, up) <= y1:
+        rise = torch.nextafter(rise, up)
+    return rise
 
 
 class Curve:
@@ -101,10 +98,8 @@ class Curve:
 
     def __call__(self, x: Tensor) -> Tensor:
         """``h(x)`` for ``x`` of any shape (clamped to ``[0, 1]``); same shape, dtype, device.
-
-        Computed in float64 for float64 input, float32 otherwise. The gradient w.r.t. ``x`` is the
-        analytic ``h'(x)`` (finite everywhere; 0 where ``x`` was clamped); first order only.
-        """
+        The gradient w.r.t. ``x`` is the analytic ``h'(x)`` (finite everywhere; 0 where ``x`` was
+        clamped), first order only. Subclasses provide ``_plan(dtype, device) -> _Plan``."""
         _check_x(x)
         if x.requires_grad and torch.is_grad_enabled():
             return _CurveFunction.apply(x, self)
@@ -132,13 +127,9 @@ class Curve:
         args = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k != "kind")
         return f"{type(self).__name__}({args})"
 
-    def _plan(self, dtype: torch.dtype, device: torch.device) -> _Plan:
-        raise NotImplementedError
-
     def _cached_plan(self, dtype: torch.dtype, device: torch.device) -> _Plan:
-        if (dtype, device) not in self._plans:
-            self._plans[dtype, device] = self._plan(dtype, device)
-        return self._plans[dtype, device]
+        plan = self._plans.get((dtype, device)) or self._plan(dtype, device)
+        return self._plans.setdefault((dtype, device), plan)
 
     def _evaluate(self, x: Tensor, *, need_grad: bool) -> tuple[Tensor, Tensor | None]:
         """``(h(x), h'(x) or None)``, computed in float64 for float64 ``x``, else float32."""
@@ -153,12 +144,12 @@ class _Plan:
     ``columns[j]``) is ``(b_j, b_{j+1}]`` of the interior ``bounds`` (the first also holds
     ``x <= b_1``; a bound of 1 moves one ulp down so ``x = 1`` lands in the last piece).
     Coefficients equal in all pieces are floats, the others are picked per element by
-    ``table @ onehot`` (exact), then ``kernel`` runs; chunked so temporaries stay in cache.
-    (``torch.bucketize`` + ``index_select`` measured 20-50x slower per element.)"""
+    ``sum_j column_j * onehot_j`` (exact), then ``kernel`` runs; chunked so temporaries stay in
+    cache. (``torch.bucketize`` + ``index_select`` measured 20-50x slower per element.)"""
 
-    def __init__(self, names: Sequence[str], columns: list[list[float]], kernel: Kernel, *,
-                 bounds: list[float], constants: dict[str, float], dtype: torch.dtype,
-                 device: torch.device) -> None:
+    def __init__(self, names: Sequence[str], columns: list[list[float]],
+                 kernel: Callable[..., None], *, bounds: list[float], constants: dict[str, float],
+                 dtype: torch.dtype, device: torch.device) -> None:
         self.kernel, self.dtype, self.device = kernel, dtype, device
         self.pieces = len(columns)
         by_name = dict(zip(names, zip(*columns)))
@@ -166,7 +157,9 @@ class _Plan:
             k: v[0] for k, v in by_name.items() if all(c == v[0] for c in v)}}
         self.scalars["one"] = torch.ones((), dtype=dtype, device=device)
         self.varying = [k for k in names if k not in self.scalars]
-        self.table = torch.tensor([by_name[k] for k in self.varying], dtype=dtype, device=device)
+        table = torch.tensor([by_name[k] for k in self.varying] or [[0.0] * self.pieces],
+                             dtype=dtype, device=device)
+        self.columns = table.T.unsqueeze(-1).unbind(0)  # per piece: [rows, 1]
         below_one = torch.nextafter(torch.ones((), dtype=dtype), torch.zeros((), dtype=dtype))
         self.bounds = [min(b, below_one.item()) for b in bounds]
 
@@ -182,9 +175,8 @@ class _Plan:
         work = torch.empty(((6 + p + rows), chunk), dtype=self.dtype, device=self.device)
         coefs = dict(self.scalars)
         for start in range(0, n, chunk):
-            stop = min(n, start + chunk)
-            c = stop - start
-            src, xb = flat[start:stop], work[0, :c]
+            c = min(chunk, n - start)
+            stop, src, xb = start + c, flat[start:start + c], work[0, :c]
             torch.clamp(src, 0.0, 1.0, out=xb)
             if rows:
                 onehot = work[6:6 + p, :c]
@@ -193,8 +185,10 @@ class _Plan:
                     torch.gt(xb, self.bounds[j - 1], out=onehot[j])
                 for j in range(1, p - 1):
                     onehot[j].sub_(onehot[j + 1])
-                selected = work[6 + p:, :c]
-                torch.mm(self.table, onehot, out=selected)
+                selected = work[6 + p:, :c]  # = table @ onehot, exact; faster than mm here
+                torch.mul(self.columns[0], onehot[0], out=selected)
+                for j in range(1, p):
+                    selected.addcmul_(self.columns[j], onehot[j])
                 coefs.update(zip(self.varying, selected.unbind(0)))
             d = dout[start:stop] if dout is not None else None
             self.kernel(xb, out[start:stop], d, coefs, work[1:6, :c])
@@ -214,6 +208,7 @@ class _CurveFunction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         (dout,) = ctx.saved_tensors
         return (grad * dout).to(ctx.in_dtype), None
@@ -236,16 +231,20 @@ def _bezier_kernel(x: Tensor, out: Tensor, dout: Tensor | None, co: dict[str, Co
     torch.sub(one, v, out=sq).mul_(co["slope"]).add_(co["base"]).sqrt_()   # S
     torch.add(sq, co["c"], out=t)
     torch.div(v, t, out=t).clamp_max_(1.0)                        # z = v / (c + S)
-    if isinstance(co["q"], Tensor):
-        t.mul_(co["q"]).add_(co["p"])                             # t = p + q z
+    if isinstance(co["q"], Tensor):                               # t = p + q z, s = 1 - t
+        torch.sub(one, t.mul_(co["q"]).add_(co["p"]), out=s)
     elif co["q"] < 0:
-        torch.sub(one, t, out=t)
-    torch.sub(one, t, out=s)                                      # s = 1 - t
-    torch.sub(one, torch.mul(s, s, out=tmp), out=tmp).mul_(co["lam"])   # lam (1 - s^2)
+        t, s = s, t
+        torch.sub(one, s, out=t)
+    else:
+        torch.sub(one, t, out=s)
+    torch.mul(s, s, out=tmp).mul_(co["lam"])
+    torch.sub(co["lam"], tmp, out=tmp)                            # lam (1 - s^2)
     _axpy(tmp, torch.mul(t, t, out=v), co["mu"])                  # + mu t^2
-    torch.mul(tmp, co["dy"], out=out)
-    if isinstance(co["y0"], Tensor) or co["y0"] != 0:
-        out.add_(co["y0"])                                        # h = y0 + dy g(t)
+    if isinstance(co["dy"], Tensor) and isinstance(co["y0"], Tensor):
+        torch.addcmul(co["y0"], tmp, co["dy"], out=out)           # h = y0 + dy g(t)
+    else:
+        torch.mul(tmp, co["dy"], out=out).add_(co["y0"])
     if dout is not None:
         torch.mul(s, co["k1"], out=dout)
         _axpy(dout, t, co["k2"])
@@ -287,16 +286,14 @@ class BezierCurve(Curve):
             and ``P_{K+1} = (1,1)`` the points are read in groups ``(P_0,P_1,P_2), (P_2,P_3,P_4),
             ...``: ``(K+1)/2`` quadratic pieces through the even (junction) points.
 
-    For ``x`` in a piece ``(a, b]`` (the first also holds ``x <= b``) with ``u = (x-a)/(b-a)``,
-    ``m = (x_1 - a)/(b-a)``, ``x(t) = 2t(1-t) m + t^2 = u`` is solved by the stable root
-    ``t = u / (m + S)``, ``S = sqrt(m^2 + (1-2m) u)`` (the reference's equal ``(m - S)/(2m - 1)``
-    cancels near ``m = 1/2``), written ``1 - t = (1-u) / (1-m+S)`` for ``m < 1/2``; then
-    ``h = y0 + (y2-y0) (lam (1 - (1-t)^2) + (1-lam) t^2)``, ``lam = (y1-y0)/(y2-y0)`` (the
-    Bernstein form). Each step is monotone in ``x`` and exact at the piece ends (``S`` is computed
-    a few ulp low and ``t`` clamped to 1), so the constraints hold in floating point.
+    For ``x`` in a piece ``(a, b]`` (the first also holds ``x <= b``), ``u = (x-a)/(b-a)`` and
+    ``m = (x_1-a)/(b-a)``, ``x(t) = 2t(1-t) m + t^2 = u`` is solved by the stable root ``t = u /
+    (m+S)``, ``S = sqrt(m^2 + (1-2m) u)`` (the reference's equal ``(m-S)/(2m-1)`` cancels near
+    ``m = 1/2``), as ``1-t = (1-u)/(1-m+S)`` if ``m < 1/2``; then ``h = y0 + (y2-y0) (lam (1 -
+    (1-t)^2) + (1-lam) t^2)``, ``lam = (y1-y0)/(y2-y0)`` (the Bernstein form). Every step is
+    monotone in ``x`` and exact at the piece ends (``S`` a few ulp low, ``t`` clamped to 1).
     ``h'(x) = ((y1-y0)(1-t) + (y2-y1) t) / ((b-a) S)`` with ``S >= eps``: vertical tangents
-    (``m`` = 0 or 1) get a large but finite gradient. A zero-width piece is a jump; only
-    ``x = 0`` or ``x = 1`` land in it.
+    (``m`` = 0 or 1) get a large, finite gradient. Zero-width pieces (jumps) get only x = 0, 1.
     """
 
     kind = "bezier"
@@ -324,7 +321,7 @@ class BezierCurve(Curve):
         """Curve from raw search parameters ``s in [0,1]^{2(2 pieces - 1)}``, laid out like
         ``points``, by the cumulative transform per coordinate (the Auto Seg-Loss search script):
         ``P_1 = s_1``, ``P_k = P_{k-1} + s_k (1 - P_{k-1})``."""
-        values = _check_raw(raw, cls.raw_size(pieces))
+        values = _floats("raw", raw, cls.raw_size(pieces))
         xs, ys = _cumulative(values[0::2]), _cumulative(values[1::2])
         return cls([c for xy in zip(xs, ys) for c in xy])
 
@@ -339,19 +336,16 @@ class BezierCurve(Curve):
         return len(self._points)
 
     def _plan(self, dtype: torch.dtype, device: torch.device) -> _Plan:
-        pts = self.control_points()
-        xs = _in_dtype([p[0] for p in pts], dtype)
-        ys = _in_dtype([p[1] for p in pts], dtype)
+        xs, ys = torch.tensor(self.control_points(), dtype=dtype).T  # rounded to dtype
         one = torch.ones((), dtype=dtype)
         eps = torch.finfo(dtype).eps
         shrink = one - 8 * eps  # S a few ulp low, so the far end gives t >= 1
         kmax = torch.finfo(dtype).max * eps / 8  # slope cap: h' <= 2 kmax / eps stays finite
         columns = []
         for j in range(self.pieces):
-            x0, x1, x2 = (torch.tensor(v, dtype=dtype) for v in xs[2 * j:2 * j + 3])
-            y0, y1, y2 = (torch.tensor(v, dtype=dtype) for v in ys[2 * j:2 * j + 3])
-            dy, d1, d2 = y2 - y0, y1 - y0, y2 - y1
-            lam = d1 / dy if dy > 0 else one / 2
+            (x0, x1, x2), (y0, y1, y2) = xs[2 * j:2 * j + 3], ys[2 * j:2 * j + 3]
+            dy, d1, d2 = _rise(y0, y2), y1 - y0, y2 - y1
+            lam = (d1 / dy).clamp(0, 1) if dy > 0 else one / 2
             w = x2 - x0
             if w > 0:
                 m = ((x1 - x0) / w).clamp(0, 1)
@@ -367,7 +361,7 @@ class BezierCurve(Curve):
                 k1 = k2 = 0.0
             columns.append([float(v) for v in (*geo, lam, one - lam, dy, y0, k1, k2)])
         names = ("a", "w", "base", "slope", "c", "p", "q", "lam", "mu", "dy", "y0", "k1", "k2")
-        return _Plan(names, columns, _bezier_kernel, bounds=xs[2:-1:2],
+        return _Plan(names, columns, _bezier_kernel, bounds=xs[2:-1:2].tolist(),
                      constants={"smin": torch.finfo(dtype).eps}, dtype=dtype, device=device)
 
 
@@ -418,22 +412,17 @@ class LinearCurve(Curve):
         increasing in (0, 1), at least ``g`` apart, for every ``raw``.
         """
         fixed = knots_x is not None
-        values = _check_raw(raw, cls.raw_size(knots, fixed_x=fixed))
+        values = _floats("raw", raw, cls.raw_size(knots, fixed_x=fixed))
         if fixed:
-            xs = list(knots_x)
-            if len(xs) != knots:
-                raise ValueError(f"knots_x must have {knots=} entries, but got {len(xs)}")
-            return cls(xs, _cumulative(values), fixed_x=True)
+            return cls(_floats("knots_x", knots_x, knots), _cumulative(values), fixed_x=True)
         gap = 1e-3 / (knots + 1)
         cx = _cumulative(values[:knots])
         xs = [(i + 1) * gap + (1.0 - (knots + 1) * gap) * c for i, c in enumerate(cx)]
         return cls(xs, _cumulative(values[knots:]))
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"kind": "linear", "knots_x": list(self._xs), "knots_y": list(self._ys)}
-        if self._fixed_x:
-            d["fixed_x"] = True
-        return d
+        fixed = {"fixed_x": True} if self._fixed_x else {}
+        return {"kind": "linear", "knots_x": list(self._xs), "knots_y": list(self._ys), **fixed}
 
     def control_points(self) -> list[tuple[float, float]]:
         return [(0.0, 0.0), *zip(self._xs, self._ys), (1.0, 1.0)]
@@ -442,21 +431,17 @@ class LinearCurve(Curve):
         return self.raw_size(len(self._xs), fixed_x=self._fixed_x)
 
     def _plan(self, dtype: torch.dtype, device: torch.device) -> _Plan:
-        pts = self.control_points()
-        xs = _in_dtype([p[0] for p in pts], dtype)
-        ys = _in_dtype([p[1] for p in pts], dtype)
+        xs, ys = torch.tensor(self.control_points(), dtype=dtype).T  # rounded to dtype
         columns = []
-        for j in range(len(pts) - 1):
-            x0, x1, y0, y1 = (torch.tensor(v, dtype=dtype)
-                              for v in (xs[j], xs[j + 1], ys[j], ys[j + 1]))
-            w, dy = x1 - x0, y1 - y0
+        for j in range(len(xs) - 1):
+            w, dy = xs[j + 1] - xs[j], _rise(ys[j], ys[j + 1])
             if w > 0:
                 slope = (dy / w).clamp_max(torch.finfo(dtype).max)
-                columns.append([float(v) for v in (x0, w, dy, y0, slope)])
+                columns.append([float(v) for v in (xs[j], w, dy, ys[j], slope)])
             else:  # knots merged by rounding to this dtype: only x = 0 or 1 land here
-                columns.append([0.0, 1.0, float(dy), float(y0), 0.0])
-        return _Plan(("a", "w", "dy", "y0", "slope"), columns, _linear_kernel, bounds=xs[1:-1],
-                     constants={}, dtype=dtype, device=device)
+                columns.append([0.0, 1.0, float(dy), float(ys[j]), 0.0])
+        return _Plan(("a", "w", "dy", "y0", "slope"), columns, _linear_kernel,
+                     bounds=xs[1:-1].tolist(), constants={}, dtype=dtype, device=device)
 
 
 _KINDS: dict[str, tuple[type[Curve], tuple[str, ...], tuple[str, ...]]] = {
@@ -467,11 +452,15 @@ _KINDS: dict[str, tuple[type[Curve], tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+def _did_you_mean(name: Any, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(name), list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _lookup_kind(kind: Any) -> tuple[type[Curve], tuple[str, ...], tuple[str, ...]]:
     if kind not in _KINDS:
-        close = difflib.get_close_matches(str(kind), list(_KINDS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"kind must be one of {sorted(_KINDS)}, but got {kind!r}{hint}")
+        raise ValueError(f"kind must be one of {sorted(_KINDS)}, but got {kind!r}"
+                         + _did_you_mean(kind, list(_KINDS)))
     return _KINDS[kind]
 
 
@@ -483,10 +472,9 @@ def curve_from_dict(d: Mapping[str, Any]) -> Curve:
     cls, required, optional = _lookup_kind(d["kind"])
     fields = {k: v for k, v in d.items() if k != "kind"}
     if unknown := sorted(set(fields) - set(required) - set(optional)):
-        close = difflib.get_close_matches(str(unknown[0]), [*required, *optional], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown keys {unknown} for a {d['kind']!r} curve, which takes "
-                         f"{list(required + optional)}{hint}")
+                         f"{list(required + optional)}"
+                         + _did_you_mean(unknown[0], required + optional))
     if missing := [k for k in required if k not in fields]:
         raise ValueError(f"a {d['kind']!r} curve needs keys {list(required)}, but {missing} "
                          f"are missing in {dict(d)!r}")
@@ -495,12 +483,9 @@ def curve_from_dict(d: Mapping[str, Any]) -> Curve:
 
 def curve_from_raw(kind: str, raw: Sequence[float], *, pieces: int = 2,
                    knots_x: Sequence[float] | None = None) -> Curve:
-    """Curve of ``kind`` from raw search parameters in ``[0, 1]`` (what a sampler proposes).
-
-    ``bezier``: ``BezierCurve.from_raw(raw, pieces=pieces)``. ``linear``: fixed knots if
-    ``knots_x`` is given (``len(raw) == len(knots_x)``), otherwise searched knots
-    (``len(raw) == 2 * knots``); ``pieces`` is not used. ``identity``: ``raw`` must be empty.
-    """
+    """Curve of ``kind`` from raw search parameters in ``[0, 1]`` (what a sampler proposes):
+    ``bezier`` with ``pieces`` pieces; ``linear`` with fixed ``knots_x`` (``len(raw)`` of them)
+    or ``len(raw) / 2`` searched knots (``pieces`` unused); ``identity`` with empty ``raw``."""
     _lookup_kind(kind)
     raw = list(raw)
     if kind == "bezier":
@@ -508,10 +493,7 @@ def curve_from_raw(kind: str, raw: Sequence[float], *, pieces: int = 2,
     if kind == "linear":
         if knots_x is not None:
             return LinearCurve.from_raw(raw, knots=len(knots_x), knots_x=knots_x)
-        if len(raw) % 2:
-            raise ValueError(f"raw for a linear curve with searched knots must have an even "
-                             f"length 2 * knots, but got len(raw)={len(raw)}")
-        return LinearCurve.from_raw(raw, knots=len(raw) // 2)
+        return LinearCurve.from_raw(raw, knots=(len(raw) + 1) // 2)  # odd length: error
     if raw:
         raise ValueError(f"an identity curve has no parameters, but got len(raw)={len(raw)}")
     return IdentityCurve()

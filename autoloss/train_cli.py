@@ -1,0 +1,330 @@
+"""The ``autoloss train``, ``autoloss evaluate`` and ``autoloss compare`` subcommands, and the
+flat retraining experiment files they read (wired in by ``autoloss.cli``).
+
+    autoloss train --loss asl-voc-miou --data shapes --steps 300 --out runs/asl
+    autoloss evaluate --checkpoint runs/asl/checkpoint.pt --data shapes
+    autoloss compare --losses cross_entropy,lovasz_softmax,asl-voc-miou --data shapes --seeds 2
+    autoloss compare --config experiments/retrain_camvid.yaml --seeds 1     # a flag wins
+
+An experiment file is flat (no includes): the keys of :data:`EXPERIMENT_KEYS` plus every
+:class:`autoloss.trainer.TrainConfig` field except ``seed`` (runs are seeded 0..seeds-1, or by
+``train --seed``). Unknown keys are an error with a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["DEFAULT_TRAIN", "EXPERIMENT_KEYS", "Experiment", "experiment_from_dict",
+           "format_scores", "read_experiment", "register"]
+
+#: experiment keys that are not TrainConfig fields -> (allowed types, meaning)
+EXPERIMENT_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "losses": ((list, str), "loss specs (presets, baseline names, YAML paths)"),
+    "data": ((str,), "dataset spec"),
+    "seeds": ((int,), "runs per loss, seeds 0..seeds-1"),
+    "model": ((str,), "unet or deeplab"),
+    "width": ((int, type(None)), "model width (None: the model's default)"),
+    "depth": ((int, type(None)), "model depth (None: the model's default)"),
+    "out": ((str, type(None)), "output folder (runs in OUT/runs/<loss>/seed<s>)"),
+    "init_from": ((str, type(None)), "warm-start checkpoint"),
+    "tol": ((int,), "boundary tolerance in pixels (BIoU, BF1)"),
+    "val_split": ((str, type(None)), "split scored during training (None: none)"),
+    "test_split": ((str,), "split scored at the end (the reported numbers)"),
+}
+
+#: training settings of the commands when neither a flag nor the experiment file sets them
+#: (TrainConfig's own defaults otherwise). Sized so that the shapes comparison of the README
+#: (3 losses x 2 seeds x 200 steps) finishes in a few minutes on 2 CPU cores.
+DEFAULT_TRAIN: dict[str, Any] = {"steps": 300, "batch_size": 8, "lr": 0.05, "eval_every": 100}
+DEFAULT_WIDTH = 8
+
+
+def _train_fields() -> list[str]:
+    from autoloss.trainer import TrainConfig
+
+    return [f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Experiment:
+    """A retraining setup (flags and experiment file merged). ``train`` holds the TrainConfig
+    options other than ``seed``."""
+
+    losses: tuple[str, ...] = ()
+    data: str = "shapes"
+    seeds: int = 3
+    model: str = "unet"
+    width: int | None = DEFAULT_WIDTH
+    depth: int | None = None
+    out: str | None = None
+    init_from: str | None = None
+    tol: int = 5
+    val_split: str | None = "val"
+    test_split: str = "test"
+    train: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRAIN))
+
+    def train_config(self, *, seed: int) -> Any:
+        from autoloss.trainer import TrainConfig
+
+        return TrainConfig(**self.train, seed=seed)
+
+    def out_dir(self) -> Path:
+        from autoloss.compare import data_slug
+
+        return Path(self.out) if self.out else Path("results") / f"retrain-{data_slug(self.data)}"
+
+
+def _hint(key: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(key, choices, n=3)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
+def _parse_crop(value: Any) -> Any:
+    """``"HxW"`` / ``"S"`` / ``S`` / ``[H, W]`` -> ``(H, W)`` (None stays None)."""
+    if value is None or isinstance(value, (list, tuple)):
+        return None if value is None else tuple(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    parts = str(value).lower().split("x")
+    try:
+        dims = [int(p) for p in parts]
+    except ValueError:
+        dims = []
+    if len(dims) not in (1, 2):
+        raise ValueError(f"crop must be HxW (e.g. 96x128), S, or [H, W], but got crop={value!r}")
+    return (dims[0], dims[-1])
+
+
+def experiment_from_dict(values: Mapping[str, Any], *, source: str = "experiment") -> Experiment:
+    """Check flat options (experiment keys and TrainConfig fields) and build an
+    :class:`Experiment`; the TrainConfig ones are validated by building a TrainConfig."""
+    train_fields = _train_fields()
+    known = list(EXPERIMENT_KEYS) + train_fields
+    exp: dict[str, Any] = {}
+    train = dict(DEFAULT_TRAIN)
+    for key, value in values.items():
+        if key == "seed":
+            raise ValueError(f"{source}: 'seed' is set per run: use 'seeds: N' (compare runs "
+                             f"seeds 0..N-1) or 'autoloss train --seed S'")
+        if key in train_fields:
+            train[key] = _parse_crop(value) if key == "crop" else value
+            continue
+        if key not in EXPERIMENT_KEYS:
+            raise ValueError(f"{source}: unknown option {key!r}{_hint(key, known)}; expected "
+                             f"one of {known}")
+        types = EXPERIMENT_KEYS[key][0]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ValueError(f"{source}: {key} must be "
+                             f"{' or '.join(t.__name__ for t in types)}, but got {key}={value!r}")
+        exp[key] = value
+    if isinstance(exp.get("losses"), str):
+        exp["losses"] = [s.strip() for s in exp["losses"].split(",") if s.strip()]
+    if "losses" in exp:
+        if not all(isinstance(s, str) and s for s in exp["losses"]):
+            raise ValueError(f"{source}: losses must be a list of loss specs, but got "
+                             f"{exp['losses']!r}")
+        exp["losses"] = tuple(exp["losses"])
+    for key, low in (("seeds", 1), ("width", 1), ("depth", 1), ("tol", 0)):
+        if exp.get(key) is not None and exp[key] < low:
+            raise ValueError(f"{source}: {key} must be >= {low}, but got {key}={exp[key]!r}")
+    experiment = Experiment(**exp, train=train)
+    try:
+        experiment.train_config(seed=0)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{source}: {err}") from None
+    return experiment
+
+
+def read_experiment(path: str | Path) -> dict[str, Any]:
+    """The raw options of a flat experiment YAML (checked for unknown keys; see
+    :func:`experiment_from_dict` to build an :class:`Experiment`)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"experiment file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: invalid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: an experiment must be a mapping of options, but got "
+                         f"{type(data).__name__}")
+    experiment_from_dict(data, source=str(path))
+    return data
+
+
+# ---- printing --------------------------------------------------------------------------------
+
+
+def _pp(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:6.2f}"
+
+
+def format_scores(metrics: Mapping[str, float], *, per_class: Mapping[str, float] | None = None,
+                  extra: Mapping[str, str] | None = None) -> str:
+    """An aligned text table of metrics (percent), then per-class IoU, then ``extra`` lines."""
+    width = max([len(k) for k in [*metrics, *(per_class or {}), *(extra or {}), "metric"]])
+    lines = [f"{'metric':<{width}}  value (%)"]
+    lines += [f"{k:<{width}}  {_pp(v)}" for k, v in metrics.items()]
+    if per_class:
+        lines += ["", f"{'class':<{width}}  IoU (%)"]
+        lines += [f"{k:<{width}}  {_pp(v)}" for k, v in per_class.items()]
+    if extra:
+        lines += [""] + [f"{k:<{width}}  {v}" for k, v in extra.items()]
+    return "\n".join(lines)
+
+
+# ---- commands --------------------------------------------------------------------------------
+
+# flag dest -> experiment/TrainConfig key
+_FLAGS = ("data", "model", "width", "depth", "steps", "batch_size", "crop", "lr", "eval_every",
+          "init_from", "device", "num_threads", "seeds", "losses", "tol")
+
+
+def _experiment(args: argparse.Namespace) -> Experiment:
+    values = read_experiment(args.config) if args.config else {}
+    for name in _FLAGS:
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = value
+    return experiment_from_dict(values, source=args.config or "options")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from autoloss.compare import loss_slug, train_run
+
+    exp = _experiment(args)
+    if args.loss is None and len(exp.losses) != 1:
+        raise ValueError(f"train needs --loss SPEC (the experiment lists "
+                         f"{list(exp.losses) or 'no'} losses)")
+    loss = args.loss or exp.losses[0]
+    seed = 0 if args.seed is None else args.seed
+    out = Path(args.out) if args.out else exp.out_dir() / "runs" / loss_slug(loss) / f"seed{seed}"
+    try:
+        result = train_run(loss, exp.data, config=exp.train_config(seed=seed), out=out,
+                           model=exp.model, width=exp.width, depth=exp.depth,
+                           init_from=exp.init_from, tol=exp.tol, val_split=exp.val_split,
+                           test_split=exp.test_split, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: run the same command again to resume from {out / 'checkpoint.pt'}")
+        raise
+    state = "finished earlier, not retrained" if result.cached else "trained"
+    print(f"{loss} seed {seed}: {state}; {out / 'metrics.json'}")
+    print(format_scores(result.metrics, extra={"train time": f"{result.train_time:.1f} s",
+                                               "split": exp.test_split}))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from autoloss.compare import evaluate_checkpoint
+
+    data = args.data
+    run_json = Path(args.checkpoint).parent / "run.json"
+    if data is None and run_json.is_file():  # a run folder of train / compare
+        data = json.loads(run_json.read_text())["data"]
+    if data is None:
+        raise ValueError(f"evaluate needs --data (there is no run.json next to "
+                         f"{args.checkpoint} to take it from)")
+    scores = evaluate_checkpoint(args.checkpoint, data, split=args.split, tol=args.tol,
+                                 device=args.device)
+    per_class = dict(zip(scores.class_names, scores.per_class_iou))
+    if args.json:
+        def plain(d: Mapping[str, float]) -> dict[str, float | None]:
+            return {k: (v if math.isfinite(v) else None) for k, v in d.items()}
+        print(json.dumps({"checkpoint": str(args.checkpoint), "data": data,
+                          "split": args.split, "tol": args.tol, "images": scores.images,
+                          "metrics": plain(scores.metrics), "per_class_iou": plain(per_class)},
+                         indent=2))
+        return 0
+    print(f"{args.checkpoint} on {data} split {args.split} ({scores.images} images, "
+          f"tol {args.tol} px)")
+    print(format_scores(scores.metrics, per_class=per_class))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from autoloss.compare import compare_losses
+
+    exp = _experiment(args)
+    if not exp.losses:
+        raise ValueError("compare needs --losses SPEC,SPEC,... (or 'losses:' in --config)")
+    out = Path(args.out) if args.out else exp.out_dir()
+    try:
+        result = compare_losses(exp.losses, exp.data, seeds=exp.seeds,
+                                config=exp.train_config(seed=0), model=exp.model, out=out,
+                                width=exp.width, depth=exp.depth, init_from=exp.init_from,
+                                tol=exp.tol, val_split=exp.val_split,
+                                test_split=exp.test_split, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to continue (finished runs are kept, "
+              "the interrupted one resumes from its checkpoint)")
+        raise
+    print()
+    print(result.table)
+    print(f"wrote {result.markdown_path}, {result.csv_path.name}, {result.json_path.name} "
+          f"({result.wall_time:.0f} s)")
+    return 0
+
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="flat experiment YAML (experiments/retrain_*.yaml); "
+                   "flags override it")
+    p.add_argument("--data", help="dataset spec, e.g. shapes, 'camvid:PATH?size=90x120' "
+                   "(default shapes)")
+    p.add_argument("--model", help="unet (default) or deeplab")
+    p.add_argument("--width", type=int, help=f"model width (default {DEFAULT_WIDTH})")
+    p.add_argument("--depth", type=int, help="model depth (default: the model's, 3)")
+    p.add_argument("--steps", type=int, help=f"optimizer steps (default {DEFAULT_TRAIN['steps']})")
+    p.add_argument("--batch-size", type=int, help=f"default {DEFAULT_TRAIN['batch_size']}")
+    p.add_argument("--crop", help="training crop HxW (default: whole images)")
+    p.add_argument("--lr", type=float, help=f"learning rate (default {DEFAULT_TRAIN['lr']}, SGD, "
+                   "poly schedule)")
+    p.add_argument("--eval-every", type=int, help="steps between validations and checkpoints "
+                   f"(default {DEFAULT_TRAIN['eval_every']})")
+    p.add_argument("--tol", type=int, help="boundary tolerance in pixels (default 5)")
+    p.add_argument("--init-from", help="warm-start checkpoint (matching weights are copied)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
+    p.add_argument("--num-threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train``, ``evaluate`` and ``compare`` subcommands to ``autoloss``'s subparsers."""
+    p = sub.add_parser("train", help="train a model with one loss, score it on the test split",
+                       description="Train with one loss, validate every --eval-every steps, score "
+                       "the test split; rerunning resumes an interrupted run and does not redo a "
+                       "finished one.")
+    p.add_argument("--loss", help="preset, baseline name or loss YAML file")
+    p.add_argument("--seed", type=int, help="model init, batch order, augmentation (default 0)")
+    p.add_argument("--out", help="run folder (default OUT/runs/<loss>/seed<s>, "
+                   "OUT = results/retrain-<data>)")
+    _add_training_flags(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a checkpoint with every metric (and per-class IoU)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train")
+    p.add_argument("--data", help="dataset spec (default: the run's, from run.json)")
+    p.add_argument("--split", default="test", help="split to score (default test)")
+    p.add_argument("--tol", type=int, default=5, help="boundary tolerance in pixels (default 5)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("compare", help="train several losses x seeds, table of mean ± std",
+                       description="Train every loss with seeds 0..N-1, score the test split, "
+                       "write OUT/compare.md, compare.csv, compare.json. Resumable.")
+    p.add_argument("--losses", help="comma-separated loss specs")
+    p.add_argument("--seeds", type=int, help="runs per loss (default 3)")
+    p.add_argument("--out", help="output folder (default results/retrain-<data>)")
+    _add_training_flags(p)
+    p.set_defaults(func=_cmd_compare)

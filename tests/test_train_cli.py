@@ -1,0 +1,209 @@
+"""Tests of the train / evaluate / compare commands and the retraining experiment files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import autoloss.compare as compare_mod
+from autoloss.data import load_dataset
+from autoloss.losses import loss_names
+from autoloss.metrics import METRIC_NAMES
+from autoloss.models import load_checkpoint
+from autoloss.train_cli import (
+    DEFAULT_TRAIN,
+    experiment_from_dict,
+    read_experiment,
+    register,
+)
+from autoloss.trainer import evaluate as trainer_evaluate
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = "shapes?n=16&size=32"
+TINY = ["--data", DATA, "--width", "4", "--depth", "2", "--steps", "4", "--batch-size", "2",
+        "--eval-every", "2", "--num-threads", "1", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def cli(*argv: str) -> int:
+    """Run a subcommand as ``autoloss`` would (errors propagate instead of exit code 2)."""
+    parser = argparse.ArgumentParser(prog="autoloss")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([str(a) for a in argv])
+    return args.func(args)
+
+
+def available(*names: str) -> list[str]:
+    known = set(loss_names()["presets"]) | set(loss_names()["baselines"])
+    fallback = iter(["soft-mdice", "soft-macc", "soft-fwiou"])
+    return [n if n in known else next(fallback) for n in names]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "run"
+    assert cli("train", "--loss", "asl-voc-miou", *TINY, "--out", out) == 0
+    return out
+
+
+def test_train_writes_its_files(trained):
+    assert {p.name for p in trained.iterdir()} >= {"checkpoint.pt", "metrics.json", "log.jsonl",
+                                                   "run.json"}
+    stored = json.loads((trained / "metrics.json").read_text())
+    assert set(stored["test"]) == set(METRIC_NAMES)
+    assert list(stored["test_per_class_iou"]) == load_dataset(DATA, "test").class_names
+    assert stored["loss"] == "asl-voc-miou" and stored["data"] == DATA
+    assert stored["loss_spec"]["metric"] == "miou"
+    assert stored["loss_spec"]["ignore_index"] == 255  # from the dataset
+    assert stored["train_config"]["steps"] == 4 and stored["model"]["width"] == 4
+    assert stored["train_time"] > 0
+    log = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "eval" in r] == [2, 4]  # validation every 2 steps
+    # the stored test metrics are those of the checkpoint (trainer's own evaluation code)
+    model, meta = load_checkpoint(trained / "checkpoint.pt")
+    ref = trainer_evaluate(model, load_dataset(DATA, "test"))
+    for name, value in ref.items():
+        assert stored["test"][name] == (None if math.isnan(value) else pytest.approx(value))
+
+
+def test_train_again_does_not_retrain(trained, monkeypatch, capsys):
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(compare_mod, "fit", no_fit)
+    mtime = (trained / "checkpoint.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert cli("train", "--loss", "asl-voc-miou", *TINY, "--out", trained) == 0
+    out = capsys.readouterr().out
+    assert "finished earlier, not retrained" in out
+    stored = json.loads((trained / "metrics.json").read_text())
+    assert f"miou        {100 * stored['test']['miou']:6.2f}" in out
+    assert (trained / "checkpoint.pt").stat().st_mtime_ns == mtime
+
+
+def test_interrupted_train_resumes(tmp_path, monkeypatch, capsys):
+    real, starts = compare_mod.fit, []
+
+    def interrupt(*args, **kwargs):
+        def stop(step, metrics):
+            raise KeyboardInterrupt
+        return real(*args, **kwargs, on_eval=stop)
+
+    def record(*args, **kwargs):
+        result = real(*args, **kwargs)
+        starts.append(result.start_step)
+        return result
+
+    monkeypatch.setattr(compare_mod, "fit", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        cli("train", "--loss", "soft-miou", *TINY, "--out", tmp_path / "r")
+    assert not (tmp_path / "r" / "metrics.json").exists()
+    assert "run the same command again to resume" in capsys.readouterr().out
+    monkeypatch.setattr(compare_mod, "fit", record)
+    cli("train", "--loss", "soft-miou", *TINY, "--out", tmp_path / "r")
+    assert starts == [2] and (tmp_path / "r" / "metrics.json").is_file()
+
+
+def test_evaluate_prints_metrics_and_per_class_iou(trained, capsys):
+    capsys.readouterr()
+    assert cli("evaluate", "--checkpoint", trained / "checkpoint.pt", "--data", DATA) == 0
+    text = capsys.readouterr().out
+    stored = json.loads((trained / "metrics.json").read_text())
+    for name in METRIC_NAMES:
+        value = stored["test"][name]
+        assert f"{name:<10}  {'n/a' if value is None else f'{100 * value:6.2f}'}" in text
+    for name in load_dataset(DATA, "test").class_names:
+        assert f"\n{name:<10}  " in text
+    assert cli("evaluate", "--checkpoint", trained / "checkpoint.pt",  # data from run.json
+               "--split", "val", "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["split"] == "val" and data["images"] == 4 and data["data"] == DATA
+    assert data["metrics"] == pytest.approx(stored["val"])  # the last validation of training
+    assert set(data["per_class_iou"]) == set(stored["test_per_class_iou"])
+
+
+def test_compare_done_when_command_tiny(tmp_path, capsys):
+    losses = available("cross_entropy", "lovasz_softmax", "asl-voc-miou")
+    assert cli("compare", "--losses", ",".join(losses), "--seeds", "2", *TINY,
+               "--out", tmp_path / "cmp") == 0
+    out = capsys.readouterr().out
+    assert "[6/6] " + losses[2] + " seed 1 ..." in out
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + 3 and all(f"| {loss} |" in md for loss in losses)
+    assert all(row.endswith("| 2 |") for row in rows[1:])  # 2 runs each
+    assert len(list((tmp_path / "cmp" / "runs").glob("*/seed*/metrics.json"))) == 6
+
+
+def test_compare_config_file_and_flag_override(tmp_path, capsys):
+    config = tmp_path / "exp.yaml"
+    config.write_text(f"losses: [soft-miou, soft-mdice]\ndata: '{DATA}'\nseeds: 3\nmodel: unet\n"
+                      f"width: 4\ndepth: 2\nsteps: 2\nbatch_size: 2\neval_every: 2\n"
+                      f"num_threads: 1\nout: {tmp_path / 'from-yaml'}\n")
+    assert cli("compare", "--config", config, "--seeds", "1", "--no-progress") == 0
+    summary = json.loads((tmp_path / "from-yaml" / "compare.json").read_text())
+    assert summary["seeds"] == 1 and summary["losses"] == ["soft-miou", "soft-mdice"]
+    assert summary["train_config"]["steps"] == 2 and summary["width"] == 4
+    # train --config trains the run compare would have trained: same folder, nothing to do
+    capsys.readouterr()
+    assert cli("train", "--config", config, "--loss", "soft-mdice", "--no-progress") == 0
+    assert "finished earlier" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["retrain_shapes.yaml", "retrain_camvid.yaml"])
+def test_experiment_files_load(name):
+    values = read_experiment(REPO / "experiments" / name)
+    exp = experiment_from_dict(values)
+    assert len(exp.losses) >= 3 and exp.seeds >= 2
+    assert exp.data.split(":")[0].split("?")[0] == name[len("retrain_"):-len(".yaml")]
+    exp.train_config(seed=0)  # a valid TrainConfig
+    known = set(loss_names()["presets"]) | set(loss_names()["baselines"])
+    assert all(loss in known or Path(loss).suffix == ".yaml" for loss in exp.losses
+               if loss not in ("cross_entropy", "lovasz_softmax"))  # baselines being added
+
+
+def test_experiment_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("losses: [soft-miou]\nstpes: 10\n")
+    with pytest.raises(ValueError, match=r"unknown option 'stpes'.*did you mean 'steps'"):
+        read_experiment(bad)
+    with pytest.raises(ValueError, match="'seed' is set per run"):
+        experiment_from_dict({"seed": 1})
+    with pytest.raises(ValueError, match="seeds must be >= 1"):
+        experiment_from_dict({"seeds": 0})
+    with pytest.raises(ValueError, match="width must be int or NoneType, but got width='8'"):
+        experiment_from_dict({"width": "8"})
+    with pytest.raises(ValueError, match="optimizer must be one of"):  # TrainConfig's check
+        experiment_from_dict({"optimizer": "adam"})
+    with pytest.raises(FileNotFoundError):
+        read_experiment(tmp_path / "missing.yaml")
+
+
+def test_experiment_values():
+    exp = experiment_from_dict({"losses": "a, b", "crop": "96x128", "lr": 0.1})
+    assert exp.losses == ("a", "b")
+    config = exp.train_config(seed=3)
+    assert config.crop == (96, 128) and config.lr == 0.1 and config.seed == 3
+    assert config.steps == DEFAULT_TRAIN["steps"]
+    assert experiment_from_dict({"crop": 64}).train_config(seed=0).crop == (64, 64)
+    assert experiment_from_dict({"crop": [32, 48]}).train_config(seed=0).crop == (32, 48)
+    assert experiment_from_dict({}).out_dir() == Path("results/retrain-shapes")
+    camvid = experiment_from_dict({"data": "camvid:/d/camvid?size=90x120"})
+    assert camvid.out_dir() == Path("results/retrain-camvid-size-90x120")
+
+
+def test_train_needs_a_loss():
+    with pytest.raises(ValueError, match="train needs --loss"):
+        cli("train", *TINY)
