@@ -21,7 +21,6 @@ from autoloss.compare import (
     train_run,
 )
 from autoloss.data import load_dataset
-from autoloss.losses import loss_names
 from autoloss.metrics import METRIC_NAMES
 from autoloss.models import load_checkpoint
 from autoloss.trainer import TrainConfig
@@ -38,13 +37,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-
-
-def available(*names: str) -> list[str]:
-    """The requested losses; a baseline not (yet) in the package is replaced by a preset."""
-    known = set(loss_names()["presets"]) | set(loss_names()["baselines"])
-    fallback = iter(["soft-mdice", "soft-macc", "soft-fwiou"])
-    return [n if n in known else next(fallback) for n in names]
 
 
 class CountingFit:
@@ -75,7 +67,7 @@ def run_compare(losses, out, **kw):
 
 
 def test_interrupted_compare_resumes_and_does_not_redo_finished_runs(tmp_path, monkeypatch, capsys):
-    losses = available("cross_entropy", "soft-miou")
+    losses = ["cross_entropy", "soft-miou"]
     first = CountingFit(interrupt_call=2)
     monkeypatch.setattr(compare_mod, "fit", first)
     with pytest.raises(KeyboardInterrupt):
@@ -122,7 +114,7 @@ def test_interrupted_compare_resumes_and_does_not_redo_finished_runs(tmp_path, m
 def test_done_when_tiny(tmp_path):
     """`autoloss compare --losses cross_entropy,lovasz_softmax,asl-voc-miou --data shapes
     --seeds 2` in a tiny version (API level; the CLI is covered in test_train_cli)."""
-    losses = available("cross_entropy", "lovasz_softmax", "asl-voc-miou")
+    losses = ["cross_entropy", "lovasz_softmax", "asl-voc-miou"]
     result = run_compare(losses, tmp_path / "cmp")
     assert len(result.runs) == 6 and not any(r.cached for r in result.runs)
     rows = [line for line in result.table.splitlines() if line.startswith("| ")][1:]

@@ -45,12 +45,6 @@ def cli(*argv: str) -> int:
     return args.func(args)
 
 
-def available(*names: str) -> list[str]:
-    known = set(loss_names()["presets"]) | set(loss_names()["baselines"])
-    fallback = iter(["soft-mdice", "soft-macc", "soft-fwiou"])
-    return [n if n in known else next(fallback) for n in names]
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("train") / "run"
@@ -135,7 +129,7 @@ def test_evaluate_prints_metrics_and_per_class_iou(trained, capsys):
 
 
 def test_compare_done_when_command_tiny(tmp_path, capsys):
-    losses = available("cross_entropy", "lovasz_softmax", "asl-voc-miou")
+    losses = ["cross_entropy", "lovasz_softmax", "asl-voc-miou"]
     assert cli("compare", "--losses", ",".join(losses), "--seeds", "2", *TINY,
                "--out", tmp_path / "cmp") == 0
     out = capsys.readouterr().out
@@ -170,8 +164,7 @@ def test_experiment_files_load(name):
     assert exp.data.split(":")[0].split("?")[0] == name[len("retrain_"):-len(".yaml")]
     exp.train_config(seed=0)  # a valid TrainConfig
     known = set(loss_names()["presets"]) | set(loss_names()["baselines"])
-    assert all(loss in known or Path(loss).suffix == ".yaml" for loss in exp.losses
-               if loss not in ("cross_entropy", "lovasz_softmax"))  # baselines being added
+    assert all(loss in known or Path(loss).suffix == ".yaml" for loss in exp.losses)
 
 
 def test_experiment_errors(tmp_path):
