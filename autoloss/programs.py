@@ -165,13 +165,14 @@ def _miou_image_score(s: dict[str, Tensor], ops: Any) -> tuple[Tensor, None]:
 # --------------------------------------------------------------------- boundary metrics
 _EDGE_CURVES = ("edge_and_x", "edge_and_eroded", "edge_or_x", "edge_or_eroded")
 def _trimap(G: Tensor, tol: int, drop_bg: bool) -> Tensor:
-    """``[N,1,H,W]`` band of width ``tol`` around the ground-truth class boundaries."""
-    band = dilate(exact_edge(G), tol)
+    """``[N,1,H,W]`` band of width ``tol`` around the ground-truth class boundaries (dilating
+    the union of the class edges equals the union of the dilated edges, and is C times cheaper)."""
+    edge = exact_edge(G)
     if drop_bg:
-        band = band[:, 1:]
-    if band.shape[1] == 0:
+        edge = edge[:, 1:]
+    if edge.shape[1] == 0:
         return torch.zeros_like(G[:, :1])
-    return (band.amax(dim=1, keepdim=True) > 0.5).to(G.dtype)
+    return (dilate(edge.amax(dim=1, keepdim=True), tol) > 0.5).to(G.dtype)
 
 
 def _biou_stats(ops: Any, P: Tensor, G: Tensor, valid: Tensor, *, tol: int,

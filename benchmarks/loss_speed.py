@@ -82,7 +82,7 @@ def _status_kib(field: str) -> int:
 
 
 def peak_memory_child(name: str, workload: str) -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     shape, ignore = WORKLOADS[workload]
     logits, labels = make_inputs(shape, ignore)
     loss_fn = build(name, ignore)
@@ -107,12 +107,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "loss_speed.md")
     parser.add_argument("--only", nargs="*", help="subset of loss names")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         peak_memory_child(*args.memory_child)
         return
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     names = args.only or loss_names()
     if "cross_entropy_torch" not in names:
         names = ["cross_entropy_torch", *names]
@@ -121,8 +122,10 @@ def main() -> None:
     lines = [
         "# Loss speed: forward+backward against cross-entropy",
         "",
-        f"Measured {date.today()} on {cpu}, torch {torch.__version__}, 2 threads, median of "
-        f"{args.reps} repetitions. Rerun: `python benchmarks/loss_speed.py`.",
+        f"Measured {date.today()} on {cpu}, torch {torch.__version__}, {args.threads} thread(s), "
+        f"median of {args.reps} repetitions, load average before the run "
+        f"{Path('/proc/loadavg').read_text().split()[0]} on 2 cores. Rerun: "
+        f"`python benchmarks/loss_speed.py --threads {args.threads}`.",
         "Ratio = time / time of `F.cross_entropy` measured in the same run. Memory = peak RSS growth "
         "of one forward+backward in a fresh process (MiB).",
         "",
