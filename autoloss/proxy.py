@@ -153,7 +153,8 @@ class ProxyConfig:
             if is_int(value, 1):
                 value = (value, value)
             if value is not None:
-                if isinstance(value, str) or len(value) != 2 or not all(is_int(v, 1) for v in value):
+                if isinstance(value, str) or len(value) != 2 or \
+                        not all(is_int(v, 1) for v in value):
                     fail(name, "(height, width) with positive ints, an int, or None")
                 object.__setattr__(self, name, (int(value[0]), int(value[1])))
         if not isinstance(self.data, str) or not self.data.strip():
@@ -402,7 +403,10 @@ class Proxy:
 
     def key(self) -> str:
         """Digest of every setting that changes the warm-start weights."""
-        ident = {"version": _CACHE_VERSION, "data": self.data,
+        spec = parse_spec(self.data)  # a relative and an absolute path give the same key
+        data = {"kind": spec.kind, "options": spec.options,
+                "path": str(spec.path.resolve()) if spec.path is not None else None}
+        ident = {"version": _CACHE_VERSION, "data": data,
                  "model": dataclasses.asdict(self.model_config()),
                  "train": {k: v for k, v in dataclasses.asdict(self.warm_start_config()).items()
                            if k not in ("device", "num_threads", "eval_every")}}

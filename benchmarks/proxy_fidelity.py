@@ -20,6 +20,7 @@ import argparse
 import concurrent.futures as cf
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import time
@@ -37,7 +38,11 @@ METRICS = ["miou", "bf1"]
 VARIANTS: dict[str, dict[str, Any]] = {
     "all": {"finetune": "all", "steps": 60, "eval_every": 20, "lr": 0.02},
     "last": {"finetune": "last", "steps": 150, "eval_every": 50, "lr": 0.05},
+    # from scratch: no warm start; seeds offset by 10 so no proxy run shares its initial weights
+    # and batch order with the full run of seed 0
+    "scratch": {"warm_start": False, "steps": 100, "eval_every": 50, "lr": 0.05},
 }
+SEED_OFFSET = {"scratch": 10}
 FULL = {"model": "unet", "width": 16, "depth": 3, "steps": 400, "batch_size": 8, "lr": 0.05,
         "size": [90, 120]}
 
@@ -131,8 +136,9 @@ def _tasks(args: argparse.Namespace) -> list[tuple[str, str, Any, tuple]]:
     for name in args.variants:
         variant = VARIANTS[name]
         digest = _digest({**variant, "data": args.data, "metrics": METRICS})
-        proxies += [(f"proxy-{name}/{loss}/seed{s}", digest, _proxy_task,
-                     (args.data, str(args.cache), variant, loss, s))
+        offset = SEED_OFFSET.get(name, 0)
+        proxies += [(f"proxy-{name}/{loss}/seed{s + offset}", digest, _proxy_task,
+                     (args.data, str(args.cache), variant, loss, s + offset))
                     for s in range(args.seeds) for loss in args.losses]
     out: list[tuple[str, str, Any, tuple]] = []
     ratio = max(1, round(len(proxies) / max(1, len(fulls))))
@@ -195,19 +201,22 @@ def summarize(state: dict[str, Any]) -> dict[str, Any]:
         for metric in METRICS:
             rows = []
             for loss in losses:
-                proxy = [runs[k]["metrics"][metric] for s in range(settings["seeds"])
-                         if (k := f"proxy-{name}/{loss}/seed{s}") in runs]
-                full = [runs[k]["metrics"][metric] for s in range(settings["full_seeds"])
-                        if (k := f"full/{loss}/seed{s}") in runs]
-                full_val = [runs[k]["val_metrics"][metric] for s in range(settings["full_seeds"])
-                            if (k := f"full/{loss}/seed{s}") in runs]
-                if proxy and full:
-                    rows.append({"loss": loss, "proxy_mean": float(np.mean(proxy)),
-                                 "proxy_std": float(np.std(proxy, ddof=1)) if len(proxy) > 1
-                                 else float("nan"), "proxy_n": len(proxy),
-                                 "full": float(np.mean(full)), "full_val": float(np.mean(full_val)),
-                                 "proxy_wall": float(np.mean([runs[f"proxy-{name}/{loss}/seed{s}"]
-                                                              ["wall"] for s in range(len(proxy))]))})
+                offset = SEED_OFFSET.get(name, 0)
+                proxy_runs = [runs[k] for s in range(offset, offset + settings["seeds"])
+                              if (k := f"proxy-{name}/{loss}/seed{s}") in runs]
+                full_runs = [runs[k] for s in range(settings["full_seeds"])
+                             if (k := f"full/{loss}/seed{s}") in runs]
+                if not proxy_runs or not full_runs:
+                    continue
+                proxy = [r["metrics"][metric] for r in proxy_runs]
+                rows.append({
+                    "loss": loss, "proxy_mean": float(np.mean(proxy)), "proxy_n": len(proxy),
+                    "proxy_std": float(np.std(proxy, ddof=1)) if len(proxy) > 1 else math.nan,
+                    "full": float(np.mean([r["metrics"][metric] for r in full_runs])),
+                    "full_val": float(np.mean([r["val_metrics"][metric] for r in full_runs])),
+                    "proxy_wall": float(np.mean([r["wall"] for r in proxy_runs])),
+                    "proxy_cpu": float(np.mean([r["cpu"] for r in proxy_runs])),
+                })
             if len(rows) < 3:
                 continue
             pm, fm = [r["proxy_mean"] for r in rows], [r["full"] for r in rows]
