@@ -229,35 +229,90 @@ def summarize(state: dict[str, Any]) -> dict[str, Any]:
                 "rows": rows, "spearman": float(rho), "spearman_vs_full_val": float(rho_val),
                 "median_seed_std": float(np.nanmedian([r["proxy_std"] for r in rows])),
                 "median_gap_adjacent": float(np.median(gaps)),
-                "mean_abs_gap_pairs": float(np.mean([abs(a - b) for i, a in enumerate(pm)
-                                                      for b in pm[i + 1:]])),
+                "median_gap_pairs": float(np.median([abs(a - b) for i, a in enumerate(pm)
+                                                     for b in pm[i + 1:]])),
             }
         out[name] = per_metric
     return out
 
 
-def write_report(state: dict[str, Any], path: Path) -> None:
+START, END = "<!-- generated:start -->", "<!-- generated:end -->"
+
+
+def _full_self_agreement(state: dict[str, Any], metric: str) -> float:
+    """Spearman between the full runs' val and test scores (how well even the full run, scored on
+    the proxy-validation split, predicts its own test ranking)."""
+    from scipy.stats import spearmanr
+
+    rows = [r for k, r in state["runs"].items() if k.startswith("full/")
+            and k.split("/")[1] in state["settings"]["losses"]]
+    return float(spearmanr([r["val_metrics"][metric] for r in rows],
+                           [r["metrics"][metric] for r in rows]).statistic)
+
+
+def report_text(state: dict[str, Any]) -> str:
+    """The generated part of the report: verdicts, tables, budgets, wall and CPU time."""
     summary = summarize(state)
-    state_path = path.with_suffix(".summary.json")
-    state_path.write_text(json.dumps(summary, indent=1))
-    lines = ["# Proxy fidelity (generated; see the header of the hand-written report)", ""]
+    settings, runs = state["settings"], state["runs"]
+    pct = 100.0
+    lines = ["| proxy | metric | Spearman vs full (test) | vs full (val) | median seed std | "
+             "median pairwise gap | median adjacent gap | goal met | proxy CPU s / trial |",
+             "|---|---|---:|---:|---:|---:|---:|---|---:|"]
     for name, per_metric in summary.items():
         for metric, s in per_metric.items():
-            lines += [f"## proxy `{name}`, {metric}", "",
-                      f"Spearman (proxy mean vs full retraining on test): **{s['spearman']:.3f}**"
-                      f"; vs full retraining on val: {s['spearman_vs_full_val']:.3f}; median "
-                      f"seed std {100 * s['median_seed_std']:.2f} pts, median gap between "
-                      f"adjacent losses {100 * s['median_gap_adjacent']:.2f} pts, mean pairwise "
-                      f"gap {100 * s['mean_abs_gap_pairs']:.2f} pts", "",
-                      "| loss | proxy mean ± std (n) | proxy rank | full (test) | full rank | "
-                      "full (val) | proxy s/trial |", "|---|---|---:|---:|---:|---:|---:|"]
+            ok = s["spearman"] >= 0.7 and s["median_seed_std"] < s["median_gap_pairs"]
+            cpu = np.mean([r["proxy_cpu"] for r in s["rows"]])
+            lines.append(f"| `{name}` | {metric} | **{s['spearman']:.2f}** | "
+                         f"{s['spearman_vs_full_val']:.2f} | {pct * s['median_seed_std']:.2f} | "
+                         f"{pct * s['median_gap_pairs']:.2f} | "
+                         f"{pct * s['median_gap_adjacent']:.2f} | {'yes' if ok else 'no'} | "
+                         f"{cpu:.0f} |")
+    lines += ["", "Reference: Spearman between the full runs' own val and test scores: mIoU "
+              f"{_full_self_agreement(state, 'miou'):.2f}, BF1 "
+              f"{_full_self_agreement(state, 'bf1'):.2f} (val is one sequence, test two others).",
+              ""]
+    for name, per_metric in summary.items():
+        for metric, s in per_metric.items():
+            lines += [f"### proxy `{name}`, {metric} (points)", "",
+                      "| loss | proxy mean ± std (seeds) | proxy rank | full (test) | full rank | "
+                      "full (val) | proxy wall s | proxy CPU s |",
+                      "|---|---|---:|---:|---:|---:|---:|---:|"]
             for r in s["rows"]:
-                lines.append(f"| {r['loss']} | {100 * r['proxy_mean']:.2f} ± "
-                             f"{100 * r['proxy_std']:.2f} ({r['proxy_n']}) | {r['proxy_rank']} | "
-                             f"{100 * r['full']:.2f} | {r['full_rank']} | {100 * r['full_val']:.2f}"
-                             f" | {r['proxy_wall']:.0f} |")
+                lines.append(f"| {r['loss']} | {pct * r['proxy_mean']:.2f} ± "
+                             f"{pct * r['proxy_std']:.2f} ({r['proxy_n']}) | {r['proxy_rank']} | "
+                             f"{pct * r['full']:.2f} | {r['full_rank']} | "
+                             f"{pct * r['full_val']:.2f} | {r['proxy_wall']:.0f} | "
+                             f"{r['proxy_cpu']:.0f} |")
             lines.append("")
-    path.with_suffix(".generated.md").write_text("\n".join(lines))
+    fulls = [r for k, r in runs.items() if k.startswith("full/")]
+    proxies = [r for k, r in runs.items() if k.startswith("proxy-")]
+    lines += [
+        "### Budgets and time", "",
+        f"- data: `{settings['data']}`; losses: {', '.join(settings['losses'])}; proxy seeds: "
+        f"{settings['seeds']}; full-retraining seeds: {settings['full_seeds']}",
+        f"- full retraining: `{json.dumps(settings['full'])}` (from scratch, SGD momentum 0.9, "
+        "poly lr, random scale/crop/flip, whole train split, scored on test and val)",
+        *[f"- proxy `{n}`: `{json.dumps(v)}` (other options: ProxyConfig defaults)"
+          for n, v in settings["variants"].items()],
+        f"- runs stored: {len(fulls)} full, {len(proxies)} proxy; CPU time: full "
+        f"{sum(r['cpu'] for r in fulls) / 60:.1f} min, proxy "
+        f"{sum(r['cpu'] for r in proxies) / 60:.1f} min (one thread per run; warm starts and "
+        "feature caches not included)",
+        f"- wall time of the benchmark sessions: "
+        f"{', '.join(f'{w / 60:.1f} min' for w in state.get('wall_sessions', []))} "
+        f"(2 workers on a 2-core machine shared with other jobs)",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(state: dict[str, Any], path: Path) -> None:
+    """Replace the generated block of ``path`` (between the markers), keeping the rest."""
+    block = f"{START}\n{report_text(state)}\n{END}"
+    text = path.read_text() if path.is_file() else f"# Proxy fidelity\n\n{START}\n{END}\n"
+    if START not in text or END not in text:
+        text += f"\n{START}\n{END}\n"
+    head, rest = text.split(START, 1)
+    path.write_text(head + block + rest.split(END, 1)[1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             v.update(steps=3, eval_every=3, warm_start_steps=3, size=[32, 32])
     state = _load(args.json) if args.report_only else run(args)
     write_report(state, args.md)
-    print(f"wrote {args.md.with_suffix('.generated.md')}")
+    print(f"wrote {args.md}")
     return 0
 
 
