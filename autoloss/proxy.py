@@ -1,9 +1,9 @@
 """Proxy training: the cheap, repeatable run that scores one candidate loss during the search.
 
 A full training run per candidate is far too slow for a search on CPU (a 0.45M-parameter UNet
-takes ~1.75 s per step on CamVid at 180x240 on 2 cores), so a trial is a short **fine-tune** of a
-shared cross-entropy warm start (the Auto Seg-Loss recipe, Li et al., ICLR 2021, Sec. 4, trains
-its proxy briefly and scores it on held-out data):
+takes ~1.75 s per step on CamVid at 180x240 on 2 cores), so by default a trial is a short
+**fine-tune** of a shared cross-entropy warm start (Auto Seg-Loss, Li et al., ICLR 2021, Sec. 4,
+also scores candidates by short proxy training on held-out data):
 
 1. :meth:`Proxy.prepare` trains the proxy model with cross-entropy once per dataset + model
    config (``warm_start_steps`` steps on the whole train split) and caches the weights in
@@ -11,10 +11,17 @@ its proxy briefly and scores it on held-out data):
    them. Concurrent workers wait on a file lock; the file appears by atomic rename.
 2. :meth:`Proxy.run` copies the warm start, fine-tunes it for ``steps`` steps with the
    candidate loss (poly learning rate, augmentation, seeded batch order) at reduced resolution
-   (by default the largest side is halved until it is at most ``max_side``: CamVid
+   (by default the larger side is divided until it is at most ``max_side``: CamVid
    180x240 -> 90x120), and scores the **exact** metrics on the proxy-validation split
    (``eval_split``, default ``val``; the test split is refused) after every ``eval_every``
    steps and at the end, calling ``on_eval(step, metrics)`` (the search prunes there).
+
+Variants: ``finetune="last"`` freezes the trunk, caches its features once per proxy and trains
+only the last UNet block and the classifier (cheaper, nearly noiseless, but it ranked losses
+poorly); ``warm_start=False`` trains every trial from a seeded initialisation (ranks losses by
+boundary F1 much better than the warm start, too noisy for mIoU). ``results/proxy_fidelity.md``
+and ``results/proxy_cost.md`` give the measurements behind the defaults (CamVid: ~22 s per
+trial on 2 cores; Spearman 0.74 with full retraining for mIoU over 8 losses).
 
 The same seed gives the same scores (CPU), so the search can compare losses with common random
 numbers. Every option runs unchanged on a GPU (``device``).
@@ -40,28 +47,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from autoloss.data import dataset_splits, load_dataset, normalize, parse_spec
+from autoloss.data import dataset_splits, load_dataset, parse_spec
 from autoloss.metrics import METRIC_NAMES
 from autoloss.models import (
     DeepLabConfig,
-    UNet,
     UNetConfig,
     build_model,
     pick_device,
     read_checkpoint,
 )
+from autoloss.proxy_features import FeatureSplit, UNetTail
 from autoloss.trainer import NonFiniteLossError, TrainConfig, evaluate, fit
 
 __all__ = ["NonFiniteLossError", "Proxy", "ProxyConfig", "build_proxy"]
 
 _MODELS = {"unet": UNetConfig, "deeplab": DeepLabConfig}
-_FINETUNE = {"all": "fine-tune every layer on augmented images",
-             "last": "freeze the trunk, cache its features once, fine-tune the last UNet block"}
+_FINETUNE = ("all", "last")  # every layer on augmented images / last UNet block on cached features
 _CACHE_VERSION = 1  # bump when the warm-start recipe changes
 
 
@@ -104,10 +108,10 @@ class ProxyConfig:
     depth: int = 3
     norm: str = "batch"
     finetune: str = "all"
-    steps: int = 40
+    steps: int = 60
     batch_size: int = 8
     crop: tuple[int, int] | None = None
-    lr: float = 0.01
+    lr: float = 0.02
     optimizer: str = "sgd"
     grad_clip: float | None = None
     augment: bool = True
@@ -264,82 +268,6 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-# ---- frozen trunk + cached features (finetune="last") ----------------------------------------
-
-
-class _UNetTail(nn.Module):
-    """The trainable end of a UNet: its last decoder block and the classifier, applied to the
-    block's input ``[N, 2*width, H, W]`` (the upsampled deep features concatenated with the
-    full-resolution skip) -> logits ``[N, C, H, W]``. Shares the UNet's parameters."""
-
-    def __init__(self, unet: UNet) -> None:
-        super().__init__()
-        self.block = unet.up[-1]
-        self.head = unet.head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.block(x))
-
-
-@torch.no_grad()
-def unet_trunk(unet: UNet, x: torch.Tensor) -> torch.Tensor:
-    """Everything of ``unet.forward`` before its last decoder block: images ``[N, C_in, H, W]``
-    -> that block's input ``[N, 2*width, H, W]`` (so ``_UNetTail(unet)(trunk) == unet(x)``)."""
-    skips = []
-    for level, block in enumerate(unet.down):
-        if level > 0:
-            x = F.max_pool2d(x, 2, ceil_mode=True)
-        x = block(x)
-        skips.append(x)
-    x = skips.pop()
-    for i, (reduce, block) in enumerate(zip(unet.reduce, unet.up)):
-        skip = skips.pop()
-        up = F.interpolate(reduce(x), size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        x = torch.cat([up, skip], dim=1)
-        if i < len(unet.up) - 1:
-            x = block(x)
-    return x
-
-
-@dataclass
-class _FeatureSplit:
-    """Trunk features as a dataset for ``fit``: ``arrays()`` gives float16 ``[N, H, W, F]``
-    features and the split's labels; mean 0 and std 1 (no normalisation)."""
-
-    features: np.ndarray
-    labels: np.ndarray
-    num_classes: int
-    ignore_index: int | None
-    split: str
-
-    @property
-    def mean(self) -> tuple[float, ...]:
-        return (0.0,) * self.features.shape[-1]
-
-    @property
-    def std(self) -> tuple[float, ...]:
-        return (1.0,) * self.features.shape[-1]
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.features, self.labels
-
-    @classmethod
-    def of(cls, unet: UNet, data: Any, device: torch.device, batch_size: int = 16
-           ) -> _FeatureSplit:
-        images, labels = data.arrays()
-        unet = unet.to(device).eval()
-        out = []
-        for start in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
-            x = x.to(device).float()
-            x = x.div_(255) if images.dtype == np.uint8 else x
-            x = normalize(x.permute(0, 3, 1, 2), data.mean, data.std)
-            feats = unet_trunk(unet, x)
-            out.append(feats.permute(0, 2, 3, 1).to("cpu", torch.float16).numpy())
-        return cls(np.concatenate(out), labels, int(data.num_classes), data.ignore_index,
-                   str(data.split))
-
-
 @contextlib.contextmanager
 def _threads(n: int | None) -> Iterator[None]:
     old = torch.get_num_threads()
@@ -381,7 +309,7 @@ class Proxy:
         self.warm_start_path: Path | None = (self.cache_dir / f"warmstart-{self.key()}.pt"
                                              if config.warm_start else None)
         self._warm_state: dict[str, torch.Tensor] | None = None
-        self._cached: tuple[_FeatureSplit, _FeatureSplit] | None = None
+        self._cached: tuple[FeatureSplit, FeatureSplit] | None = None
         self.trained_warm_start = False  # set by prepare(): did this object train it?
         self.last_run: dict[str, float] = {}
 
@@ -434,7 +362,8 @@ class Proxy:
             loss = nn.CrossEntropyLoss(ignore_index=-100 if self.ignore_index is None
                                        else self.ignore_index)
             # checkpoints every 100 steps (an interrupted warm start resumes), no evaluation
-            result = fit(model, loss, self._train_full(), config=self.warm_start_config(),
+            train = self._train if self.config.subset is None else load_dataset(self.data, "train")
+            result = fit(model, loss, train, config=self.warm_start_config(),
                          checkpoint_path=partial, resume=True, progress=False)
             scores = evaluate(model, self._val, metrics=self.config.metrics, tol=self.config.tol)
             info = {"key": self.key(), "data": self.data, "proxy": self.config.to_dict(),
@@ -443,11 +372,6 @@ class Proxy:
             path.with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))
             os.replace(partial, path)
             self.trained_warm_start = True
-
-    def _train_full(self) -> Any:
-        if self.config.subset is None:
-            return self._train
-        return load_dataset(self.data, "train")
 
     def _initial_model(self, seed: int) -> nn.Module:
         model = build_model(self.model_config(), seed=seed)
@@ -461,14 +385,14 @@ class Proxy:
 
     # ---- one trial --------------------------------------------------------------------------
 
-    def _features(self) -> tuple[_FeatureSplit, _FeatureSplit]:
+    def _features(self) -> tuple[FeatureSplit, FeatureSplit]:
         """Trunk features of the train and eval splits (computed once per object)."""
         if self._cached is None:
             trunk = self._initial_model(self.config.warm_start_seed)
             device = pick_device(self.config.device)
             with _threads(self.config.num_threads):
-                self._cached = (_FeatureSplit.of(trunk, self._train, device),
-                                _FeatureSplit.of(trunk, self._val, device))
+                self._cached = (FeatureSplit.of(trunk, self._train, device),
+                                FeatureSplit.of(trunk, self._val, device))
         return self._cached
 
     def train_config(self, seed: int) -> TrainConfig:
@@ -497,7 +421,7 @@ class Proxy:
         train, val = self._train, self._val
         if self.config.finetune == "last":
             train, val = self._features()
-            model = _UNetTail(model)
+            model = UNetTail(model)
         result = fit(model, loss, train, config=self.train_config(seed), eval_data=val,
                      metrics=self.config.metrics, tol=self.config.tol, on_eval=on_eval,
                      progress=False)

@@ -209,7 +209,7 @@ def summarize(state: dict[str, Any]) -> dict[str, Any]:
                 if not proxy_runs or not full_runs:
                     continue
                 proxy = [r["metrics"][metric] for r in proxy_runs]
-                rows.append({
+                rows.append({"per_seed": proxy,
                     "loss": loss, "proxy_mean": float(np.mean(proxy)), "proxy_n": len(proxy),
                     "proxy_std": float(np.std(proxy, ddof=1)) if len(proxy) > 1 else math.nan,
                     "full": float(np.mean([r["metrics"][metric] for r in full_runs])),
@@ -225,8 +225,13 @@ def summarize(state: dict[str, Any]) -> dict[str, Any]:
             rho = spearmanr(pm, fm).statistic
             rho_val = spearmanr(pm, [r["full_val"] for r in rows]).statistic
             gaps = np.diff(sorted(pm))
+            n_seeds = min(len(r["per_seed"]) for r in rows)
+            single = [spearmanr([r["per_seed"][i] for r in rows], fm).statistic
+                      for i in range(n_seeds)]
             per_metric[metric] = {
-                "rows": rows, "spearman": float(rho), "spearman_vs_full_val": float(rho_val),
+                "rows": rows, "spearman": float(rho),
+                "spearman_single_seed": [float(v) for v in single],
+                "spearman_vs_full_val": float(rho_val),
                 "median_seed_std": float(np.nanmedian([r["proxy_std"] for r in rows])),
                 "median_gap_adjacent": float(np.median(gaps)),
                 "median_gap_pairs": float(np.median([abs(a - b) for i, a in enumerate(pm)
@@ -255,14 +260,15 @@ def report_text(state: dict[str, Any]) -> str:
     summary = summarize(state)
     settings, runs = state["settings"], state["runs"]
     pct = 100.0
-    lines = ["| proxy | metric | Spearman vs full (test) | vs full (val) | median seed std | "
-             "median pairwise gap | median adjacent gap | goal met | proxy CPU s / trial |",
-             "|---|---|---:|---:|---:|---:|---:|---|---:|"]
+    lines = ["| proxy | metric | Spearman vs full (test) | single seed (each) | vs full (val) | "
+             "median seed std | median pairwise gap | median adjacent gap | goal met | "
+             "proxy CPU s / trial |", "|---|---|---:|---|---:|---:|---:|---:|---|---:|"]
     for name, per_metric in summary.items():
         for metric, s in per_metric.items():
             ok = s["spearman"] >= 0.7 and s["median_seed_std"] < s["median_gap_pairs"]
             cpu = np.mean([r["proxy_cpu"] for r in s["rows"]])
-            lines.append(f"| `{name}` | {metric} | **{s['spearman']:.2f}** | "
+            each = ", ".join(f"{v:.2f}" for v in s["spearman_single_seed"])
+            lines.append(f"| `{name}` | {metric} | **{s['spearman']:.2f}** | {each} | "
                          f"{s['spearman_vs_full_val']:.2f} | {pct * s['median_seed_std']:.2f} | "
                          f"{pct * s['median_gap_pairs']:.2f} | "
                          f"{pct * s['median_gap_adjacent']:.2f} | {'yes' if ok else 'no'} | "

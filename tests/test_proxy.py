@@ -163,13 +163,13 @@ def test_pruning_exception_from_on_eval_propagates(tmp_path: Path) -> None:
 
 def test_trunk_then_tail_equals_the_unet() -> None:
     from autoloss.models import UNetConfig, build_model
-    from autoloss.proxy import _UNetTail, unet_trunk
+    from autoloss.proxy_features import UNetTail, unet_trunk
 
     for depth in (1, 3):
         unet = build_model(UNetConfig(num_classes=5, width=4, depth=depth), seed=0).eval()
         x = torch.randn(2, 3, 27, 38)
         with torch.no_grad():
-            assert torch.allclose(_UNetTail(unet)(unet_trunk(unet, x)), unet(x), atol=1e-6)
+            assert torch.allclose(UNetTail(unet)(unet_trunk(unet, x)), unet(x), atol=1e-6)
 
 
 def test_finetune_last_trains_only_the_tail_on_cached_features(tmp_path: Path,
@@ -262,3 +262,23 @@ def test_run_search_end_to_end_with_the_real_proxy(tmp_path: Path) -> None:
     assert isinstance(result.baseline_ce, float) and 0 <= result.baseline_ce <= 1
     assert result.loss_path is not None and result.loss_path.is_file()
     assert len(list((tmp_path / "run" / "cache").glob("warmstart-*.pt"))) == 1
+
+
+def test_cache_key_ignores_how_the_data_path_is_written(tmp_path: Path, monkeypatch) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for split in ("train", "val"):
+        np.savez(folder / f"{split}.npz", images=rng.integers(0, 255, (4, 16, 16, 3), np.uint8),
+                 labels=rng.integers(0, 3, (4, 16, 16), np.uint8))
+    monkeypatch.chdir(tmp_path)
+    options = {**TINY, "metrics": ["miou"]}
+    relative = build_proxy({**options, "data": "npz:data"}, cache_dir=tmp_path / "c")
+    absolute = build_proxy({**options, "data": f"npz:{folder}"}, cache_dir=tmp_path / "c")
+    assert relative.warm_start_path == absolute.warm_start_path
+    assert relative.num_classes == 3 and relative.ignore_index is None
+    relative.prepare()
+    absolute.prepare()
+    assert relative.trained_warm_start and not absolute.trained_warm_start
