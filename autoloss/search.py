@@ -196,22 +196,40 @@ def _load_or_create(cfg: SearchConfig, space: Any, sampler: Any, pruner: Any,
     return study
 
 
-def _identity(cfg: SearchConfig, space: Any) -> dict[str, Any]:
-    """What must not change when a study is resumed."""
-    return {"metric": cfg.metric, "data": cfg.data, "proxy": cfg.proxy,
+# proxy options that change how fast a trial runs, not its result
+_EXECUTION_OPTIONS = ("device", "num_threads")
+
+
+def resolved_proxy_config(cfg: SearchConfig, proxy: Proxy) -> dict[str, Any]:
+    """Every proxy setting a trial ran with: the proxy's own ``config.to_dict()`` (defaults
+    filled in) when it has one, else the overrides of ``cfg.proxy``."""
+    config = getattr(proxy, "config", None)
+    if hasattr(config, "to_dict"):
+        return dict(config.to_dict())
+    return dict(cfg.proxy)
+
+
+def _identity(cfg: SearchConfig, space: Any, proxy: Proxy) -> dict[str, Any]:
+    """What must not change when a study is resumed: the target, the data, every proxy setting
+    that affects the scores (so a change of autoloss's proxy defaults is caught too) and the
+    parameter bounds."""
+    settings = {k: v for k, v in resolved_proxy_config(cfg, proxy).items()
+                if k not in _EXECUTION_OPTIONS}
+    return {"metric": cfg.metric, "data": cfg.data, "proxy": settings,
             "params": {n: list(b) for n, b in space.bounds().items()}}
 
 
 def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Proxy) -> None:
     """Record or check the study's config, fail stale trials, compute the CE baseline once and
     enqueue the reference points into a new study."""
-    ident = _identity(cfg, space)
+    ident = _identity(cfg, space, proxy)
     stored = study.user_attrs.get("identity")
     if stored is None:
         config = {k: (str(v) if isinstance(v, Path) else v)
                   for k, v in dataclasses.asdict(cfg).items()}
         study.set_user_attr("identity", ident)
         study.set_user_attr("config", config)
+        study.set_user_attr("proxy_config", resolved_proxy_config(cfg, proxy))
         study.set_user_attr("storage", cfg.storage)
     elif json.loads(json.dumps(stored)) != json.loads(json.dumps(ident)):
         diff = [k for k in ident if json.dumps(stored.get(k)) != json.dumps(ident[k])]

@@ -7,6 +7,7 @@ import argparse
 import os
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -210,6 +211,34 @@ def test_resume_with_another_metric_is_refused(out):
     run_search(config(out, trials=2, study="s"), progress=False)
     with pytest.raises(ValueError, match="metric"):
         run_search(config(out, trials=3, study="s", metric="macc"), progress=False)
+
+
+def test_resume_with_other_proxy_settings_is_refused(out):
+    run_search(config(out, trials=2, study="s", proxy={"sleep": 0.0}), progress=False)
+    with pytest.raises(ValueError, match="proxy"):
+        run_search(config(out, trials=3, study="s", proxy={"sleep": 0.001}), progress=False)
+
+
+def test_identity_holds_every_proxy_setting_but_execution_ones(out):
+    """A resumed study is checked against the proxy's resolved settings (defaults included), so
+    a change of autoloss's proxy defaults is caught; threads and device may change."""
+    from autoloss.proxy import ProxyConfig
+    from autoloss.search import _identity, make_space, resolved_proxy_config
+
+    cfg = resolve_config(SearchConfig(out=out, proxy={"steps": 7, "num_threads": 1}))
+    space = make_space(cfg)
+
+    def proxy(**options):
+        return SimpleNamespace(config=ProxyConfig.from_dict({"data": "shapes", **options}))
+
+    ident = _identity(cfg, space, proxy(steps=7, num_threads=1))
+    assert ident["proxy"]["steps"] == 7 and ident["proxy"]["lr"] == ProxyConfig().lr
+    assert "num_threads" not in ident["proxy"] and "device" not in ident["proxy"]
+    assert _identity(cfg, space, proxy(steps=7, num_threads=2)) == ident
+    assert _identity(cfg, space, proxy(steps=7, lr=0.5)) != ident
+    assert resolved_proxy_config(cfg, proxy(steps=7, num_threads=1))["num_threads"] == 1
+    # a proxy without a config (a user's proxy_factory): the overrides stand for it
+    assert resolved_proxy_config(cfg, SimpleNamespace()) == {"steps": 7, "num_threads": 1}
 
 
 def test_progress_bar_and_summary(out, capsys):

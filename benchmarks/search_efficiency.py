@@ -1,0 +1,321 @@
+"""Search efficiency: the best proxy score each sampler reaches against trials and compute.
+
+Runs one complete ``autoloss.search.run_search`` per (arm, seed) on the same proxy and data set,
+then reports best-so-far curves, the trials each arm needs to reach the score PPO (the Auto
+Seg-Loss policy) reaches in ``--trials`` trials, and the compute spent. Arms: ``tpe+pruning``
+(the default search), ``tpe`` (no pruning), ``cmaes``, ``random``, ``ppo`` (G = 32, lr 0.2, clip
+0.2, 60 updates: the paper's settings); only the first prunes.
+
+Paired design: repeat ``s`` runs every arm with ``seed=s``, which seeds the sampler *and* the
+proxy training (common random numbers within a study), so in one repeat all arms optimise the
+same deterministic function; repeats differ in both.
+
+Resumable: each run is an optuna study under ``--work``; a rerun resumes unfinished studies
+and skips finished ones (``--report-only`` only reads them).
+
+    python benchmarks/search_efficiency.py                      # 5 arms x 3 seeds x 96 trials
+    python benchmarks/search_efficiency.py --seeds 0 1 2 3 4    # more repeats (resumes the rest)
+    python benchmarks/search_efficiency.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import math
+import multiprocessing
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ARMS: dict[str, tuple[str, bool]] = {  # arm -> (sampler, pruner)
+    "tpe+pruning": ("tpe", True),
+    "tpe": ("tpe", False),
+    "cmaes": ("cmaes", False),
+    "random": ("random", False),
+    "ppo": ("ppo", False),
+}
+# A cheap proxy with a real loss landscape: the embedded shapes data at 32x32, a small UNet
+# trained from a seeded initialisation for 40 SGD steps (no warm start: the candidate loss
+# shapes the whole training, so scores spread widely), mIoU on the 128 val images at steps 20
+# and 40 (the pruner decides at step 20). ~1.5 s per trial on one thread.
+PROXY: dict[str, Any] = {
+    "size": 32, "warm_start": False, "width": 8, "depth": 2, "steps": 40, "lr": 0.05,
+    "eval_every": 20, "metrics": ["miou"], "num_threads": 1,
+}
+
+
+def run_one(arm: str, seed: int, trials: int, work: Path, data: str) -> dict[str, Any]:
+    """One search (resumed if its study exists); returns where its study is."""
+    import torch
+
+    from autoloss.search import SearchConfig, run_search
+
+    torch.set_num_threads(1)
+    sampler, pruner = ARMS[arm]
+    out = work / f"{arm.replace('+', '_')}-seed{seed}"
+    cfg = SearchConfig(metric="miou", data=data, trials=trials, sampler=sampler, pruner=pruner,
+                       seed=seed, out=out, study=f"{arm}-seed{seed}", proxy=dict(PROXY))
+    started = time.perf_counter()
+    result = run_search(cfg, progress=False)
+    return {"arm": arm, "seed": seed, "storage": result.storage, "study": result.study,
+            "wall": time.perf_counter() - started}
+
+
+def read_run(storage: str, study_name: str) -> dict[str, Any]:
+    """Per-trial records of a finished study: number, state, value, seconds, reference label."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    records = []
+    for t in study.get_trials(deepcopy=False):
+        seconds = ((t.datetime_complete - t.datetime_start).total_seconds()
+                   if t.datetime_complete and t.datetime_start else None)
+        records.append({"number": t.number, "state": t.state.name, "value": t.value,
+                        "seconds": seconds, "reference": t.user_attrs.get("reference")})
+    return {"baseline_ce": study.user_attrs.get("baseline_ce"), "trials": records}
+
+
+def best_so_far(records: list[dict[str, Any]], n: int) -> np.ndarray:
+    """``[n]``: the best COMPLETE value among the first k+1 trials (NaN before the first)."""
+    best, out = -math.inf, np.full(n, np.nan)
+    for k, rec in enumerate(sorted(records, key=lambda r: r["number"])[:n]):
+        if rec["state"] == "COMPLETE" and rec["value"] is not None:
+            best = max(best, rec["value"])
+        if best > -math.inf:
+            out[k] = best
+    return out
+
+
+def cumulative_seconds(records: list[dict[str, Any]], n: int) -> np.ndarray:
+    """``[n]``: proxy seconds spent up to and including trial k."""
+    ordered = sorted(records, key=lambda r: r["number"])[:n]
+    return np.cumsum([rec["seconds"] or 0.0 for rec in ordered])
+
+
+def trials_to_reach(curve: np.ndarray, target: float) -> int | None:
+    """How many trials a best-so-far curve needs to reach ``target`` (None: never)."""
+    hits = np.nonzero(curve >= target - 1e-12)[0]
+    return int(hits[0]) + 1 if len(hits) else None
+
+
+def analyse(runs: dict[str, dict[int, dict[str, Any]]], trials: int) -> dict[str, Any]:
+    """Curves, per-seed trials to reach PPO's best in ``trials``, compute per arm."""
+    seeds = sorted(set.intersection(*(set(r) for r in runs.values())))
+    curves = {arm: {s: best_so_far(runs[arm][s]["trials"], trials) for s in seeds} for arm in runs}
+    targets = {s: float(curves["ppo"][s][-1]) for s in seeds}
+    arms: dict[str, Any] = {}
+    for arm in runs:
+        reach, reach_seconds, totals, states = {}, {}, {}, {}
+        for s in seeds:
+            recs = runs[arm][s]["trials"]
+            k = trials_to_reach(curves[arm][s], targets[s])
+            reach[s] = k
+            cum = cumulative_seconds(recs, trials)
+            reach_seconds[s] = float(cum[k - 1]) if k else None
+            totals[s] = float(cum[-1])
+            states[s] = {st: sum(r["state"] == st for r in recs[:trials])
+                         for st in ("COMPLETE", "PRUNED", "FAIL")}
+        stacked = np.stack([curves[arm][s] for s in seeds])
+        arms[arm] = {
+            "mean_curve": np.nanmean(stacked, axis=0).tolist(),
+            "min_curve": np.nanmin(stacked, axis=0).tolist(),
+            "max_curve": np.nanmax(stacked, axis=0).tolist(),
+            "final": {s: float(curves[arm][s][-1]) for s in seeds},
+            "trials_to_ppo_best": reach, "seconds_to_ppo_best": reach_seconds,
+            "total_seconds": totals, "states": states,
+        }
+    baseline = {s: runs["ppo"][s]["baseline_ce"] for s in seeds}
+    return {"seeds": seeds, "trials": trials, "ppo_best": targets, "baseline_ce": baseline,
+            "arms": arms}
+
+
+def _fmt_reach(values: dict[int, int | None]) -> str:
+    return ", ".join("-" if v is None else str(v) for v in values.values())
+
+
+def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    n, seeds = summary["trials"], summary["seeds"]
+    marks = [m for m in (12, 24, 48, n) if m <= n]
+    lines = [
+        "# Search efficiency: best proxy score against trials and compute",
+        "",
+        "Command (resumable; the studies live in the work folder, not committed):",
+        "",
+        f"    {meta['command']}",
+        "",
+        f"**Protocol.** Target: mIoU on the embedded `shapes` data (6 classes), proxy "
+        f"`{json.dumps(PROXY)}` (from scratch, one thread per run), search space "
+        f"`search_spaces/miou.yaml`. {n} trials per run, seeds {seeds}; in each run the first "
+        "two trials are the enqueued reference points (identity curves, published Auto Seg-Loss "
+        "curves), the same for every arm. Repeat `s` gives every arm `seed=s` (sampler and proxy "
+        "training), so within a repeat all arms optimise the same deterministic function. "
+        "`tpe+pruning` is the default search (multivariate TPE, percentile pruner at step 20 "
+        "of 40); the other arms do not prune; `ppo` uses the paper's settings (G = 32, lr 0.2, "
+        f"clip 0.2, 60 updates), i.e. {n // 32} generations.",
+        "",
+        f"**Goal**: `tpe+pruning` reaches the best score `ppo` reaches in N = {n} trials within "
+        f"N/2 = {n // 2} trials.",
+        "",
+    ]
+    reach = summary["arms"]["tpe+pruning"]["trials_to_ppo_best"]
+    met = all(k is not None and k <= n // 2 for k in reach.values())
+    lines += [f"**Result: goal {'met' if met else 'not met'}**: trials `tpe+pruning` needed per "
+              f"seed: {_fmt_reach(reach)} (PPO's best in {n}: "
+              + ", ".join(f"{v:.4f}" for v in summary["ppo_best"].values())
+              + "; cross-entropy baseline: "
+              + ", ".join(f"{v:.4f}" for v in summary["baseline_ce"].values()) + ").", ""]
+    head = " | ".join(f"best @ {m}" for m in marks)
+    lines += [f"| arm | {head} | trials to PPO's best @ {n} (per seed) | proxy s per run "
+              "(mean) | s to PPO's best (mean) | complete / pruned / failed |",
+              "|---|" + "---:|" * len(marks) + "---|---:|---:|---|"]
+    for arm, a in summary["arms"].items():
+        curves = [summary_curve(summary, arm, s) for s in seeds]
+        cells = [f"{np.mean([c[m - 1] for c in curves]):.4f} ± {np.std([c[m - 1] for c in curves]):.4f}"
+                 for m in marks]
+        secs = [v for v in a["seconds_to_ppo_best"].values() if v is not None]
+        to_best = f"{np.mean(secs):.0f}" if secs else "-"
+        counts = "/".join(str(sum(a["states"][s][k] for s in seeds))
+                          for k in ("COMPLETE", "PRUNED", "FAIL"))
+        lines.append(f"| {arm} | " + " | ".join(cells)
+                     + f" | {_fmt_reach(a['trials_to_ppo_best'])}"
+                     + f" | {np.mean(list(a['total_seconds'].values())):.0f} | {to_best}"
+                     + f" | {counts} |")
+    lines += [
+        "",
+        "best @ k: mean ± std over seeds of the best mIoU among the first k trials. Trials to "
+        "PPO's best: the first k at which the arm's best reaches that seed's PPO best @ N "
+        "('-': not within N). Proxy seconds: the sum of the trials' wall times (one thread "
+        "each; pruned trials stop at step 20).",
+        "",
+        "![best so far](search_efficiency.png)",
+        "",
+        f"Machine: {meta['machine']}; {meta['jobs']} runs in parallel (one thread each); load "
+        f"average before / after: {meta['load_before']} / {meta['load_after']}; "
+        f"wall time of this invocation {meta['wall'] / 60:.1f} min; {meta['date']}. Raw "
+        "per-trial records: `search_efficiency.json`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def summary_curve(summary: dict[str, Any], arm: str, seed: int) -> list[float]:
+    return summary["curves"][arm][str(seed)]
+
+
+def plot(summary: dict[str, Any], runs: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n, seeds = summary["trials"], summary["seeds"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    x = np.arange(1, n + 1)
+    for arm, a in summary["arms"].items():
+        (line,) = ax1.plot(x, a["mean_curve"], label=arm, lw=1.8)
+        ax1.fill_between(x, a["min_curve"], a["max_curve"], color=line.get_color(), alpha=0.12)
+        for s in seeds:
+            cum = cumulative_seconds(runs[arm][s]["trials"], n) / 60
+            ax2.plot(cum, summary_curve(summary, arm, s), color=line.get_color(), lw=1,
+                     alpha=0.8, label=arm if s == seeds[0] else None)
+    ce = float(np.mean(list(summary["baseline_ce"].values())))
+    for ax in (ax1, ax2):
+        ax.axhline(ce, color="k", ls=":", lw=1, label="cross-entropy (mean)")
+        ax.set_ylabel("best proxy mIoU so far")
+        ax.grid(alpha=0.3)
+    ax1.axvline(n // 2, color="grey", ls="--", lw=0.8)
+    ax1.set_xlabel("trials")
+    ax1.set_title(f"mean over seeds {seeds} (band: min-max)")
+    ax2.set_xlabel("proxy compute (CPU minutes, one thread)")
+    ax2.set_title("each seed against compute")
+    ax1.legend(loc="lower right", fontsize=8)
+    fig.suptitle("Search efficiency on the shapes proxy (mIoU)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _machine() -> str:
+    import torch
+
+    cpu = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, Python " \
+           f"{platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--trials", type=int, default=96, help="trials per run (N)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
+    p.add_argument("--data", default="shapes")
+    p.add_argument("--work", type=Path, default=ROOT / "results" / "search_efficiency_runs",
+                   help="folder of the studies (resumable)")
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "search_efficiency.md")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args(argv)
+    if "ppo" not in args.arms:
+        p.error("--arms must include ppo (the reference of the goal)")
+    if args.trials < 2:
+        p.error(f"--trials must be >= 2, but got {args.trials}")
+
+    started, load_before = time.perf_counter(), os.getloadavg()
+    jobs = [(arm, s) for s in args.seeds for arm in args.arms]
+    located: dict[tuple[str, int], dict[str, Any]] = {}
+    if args.report_only:
+        for arm, s in jobs:
+            out = args.work / f"{arm.replace('+', '_')}-seed{s}"
+            located[arm, s] = {"storage": f"sqlite:///{out / 'study.db'}",
+                               "study": f"{arm}-seed{s}"}
+    else:
+        from tqdm import tqdm
+
+        context = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            futures = [pool.submit(run_one, arm, s, args.trials, args.work, args.data)
+                       for arm, s in jobs]
+            for fut in tqdm(cf.as_completed(futures), total=len(futures), desc="runs",
+                            unit="run"):
+                res = fut.result()
+                located[res["arm"], res["seed"]] = res
+                tqdm.write(f"{res['arm']} seed {res['seed']}: {res['wall']:.0f} s")
+    runs: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in args.arms}
+    for (arm, s), where in located.items():
+        runs[arm][s] = read_run(where["storage"], where["study"])
+    summary = analyse(runs, args.trials)
+    summary["curves"] = {arm: {str(s): best_so_far(runs[arm][s]["trials"], args.trials).tolist()
+                               for s in summary["seeds"]} for arm in runs}
+    command = "python benchmarks/search_efficiency.py"
+    if args.trials != 96 or args.seeds != [0, 1, 2]:
+        command += f" --trials {args.trials} --seeds {' '.join(map(str, args.seeds))}"
+    meta = {"command": command, "machine": _machine(), "jobs": args.jobs,
+            "load_before": [round(v, 2) for v in load_before],
+            "load_after": [round(v, 2) for v in os.getloadavg()],
+            "wall": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d %H:%M %Z")}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    raw = {"meta": meta, "proxy": PROXY, "summary": summary,
+           "runs": {arm: {str(s): r for s, r in v.items()} for arm, v in runs.items()}}
+    args.out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
+    plot(summary, runs, args.out.with_suffix(".png"))
+    args.out.write_text(report(summary, meta))
+    print(args.out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
