@@ -16,11 +16,12 @@ Choices:
   worker died is failed once its heartbeat is ``3 * heartbeat`` seconds old, and re-queued once
   with the same parameters. (``journal:PATH`` storages have no heartbeat: a killed worker's trial
   stays RUNNING and is simply not counted.)
-- **Pruner**: ``PercentilePruner(25)`` -- a trial is stopped at an evaluation only when it is in
-  the bottom quarter of the completed trials at that step (after 5 completed trials). Proxy scores
-  are noisy and early ranks only loosely predict final ones, so the median rule (which stops half
-  of the below-median trials) wastes good losses; the bottom quarter catches the broken ones
-  (collapsed predictions) early. The last evaluation never prunes.
+- **Pruner**: ``PercentilePruner(75)`` (optuna's argument is the share kept) -- a trial is
+  stopped at an evaluation only when it is in the bottom quarter of the completed trials at that
+  step (after 5 completed trials). Proxy scores are noisy and early ranks only loosely predict
+  final ones, so the median rule (which stops half of the below-median trials) wastes good
+  losses; the bottom quarter catches the broken ones (collapsed predictions) early. The last
+  evaluation never prunes.
 - **Seeds**: every trial trains the proxy with the same seed (common random numbers), so score
   differences between trials come from the losses, not from the initialisation.
 - **Targets**: ``"miou"``; a weighted sum ``"miou+0.5*bf1"`` (one objective; the loss mixes the
@@ -119,7 +120,7 @@ def make_pruner(cfg: SearchConfig, eval_steps: list[int]) -> optuna.pruners.Base
     """See the module docstring for the choice."""
     if not cfg.pruner or cfg.multi_objective or not eval_steps:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.PercentilePruner(25.0, n_startup_trials=5,
+    return optuna.pruners.PercentilePruner(75.0, n_startup_trials=5,
                                            n_warmup_steps=min(eval_steps), n_min_trials=5)
 
 

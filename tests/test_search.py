@@ -199,6 +199,23 @@ def test_pruner_prunes_bad_trials_and_can_be_off(out):
     assert off.counts["pruned"] == 0
 
 
+def test_pruner_stops_only_the_bottom_quarter(out):
+    """With 8 completed trials scoring 0..7 at the first evaluation, a trial at 1.0 (bottom
+    quarter) is pruned there and one at 2.5 is not; the last evaluation never prunes."""
+    from autoloss.search import make_pruner
+
+    study = optuna.create_study(direction="maximize",
+                                pruner=make_pruner(config(out), eval_steps=[20, 40]))
+    for value in range(8):
+        trial = study.ask()
+        trial.report(float(value), 20)
+        study.tell(trial, float(value))
+    low, middle = study.ask(), study.ask()
+    low.report(1.0, 20)
+    middle.report(2.5, 20)
+    assert low.should_prune() and not middle.should_prune()
+
+
 def test_journal_storage_resumes(out):
     storage = f"journal:{out / 'journal.log'}"
     run_search(config(out, trials=3, storage=storage), progress=False)
