@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autoloss.data import dataset_splits, load_dataset, parse_spec
+from autoloss.data import data_slug, dataset_splits, load_dataset
 from autoloss.losses import load_loss
 from autoloss.metrics import METRIC_NAMES, MetricAccumulator
 from autoloss.models import (
@@ -401,13 +401,3 @@ def format_table(runs: Sequence[RunResult], *, metrics: Sequence[str] | None = N
         lines.append(f"| {loss} | " + " | ".join(cells)
                      + f" | {np.mean(times):.0f} | {len(times)} |")
     return "\n".join(lines) + "\n"
-
-
-def data_slug(data: str) -> str:
-    """A folder name for a dataset spec: ``camvid:/x/camvid?size=90x120`` -> ``camvid-size-90x120``."""
-    spec = parse_spec(data)
-    parts = [spec.kind]
-    if spec.path is not None and spec.path.name not in ("", spec.kind):
-        parts.append(spec.path.name)
-    parts += [f"{k}-{v}" for k, v in spec.options.items()]
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-.")

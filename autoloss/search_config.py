@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import yaml
 from torch import nn
 
+from autoloss.data import data_slug
 from autoloss.spaces import SearchSpace, load_space
 
 __all__ = ["SAMPLERS", "CompositeSpace", "Proxy", "SearchConfig", "SearchResult",
@@ -160,12 +161,12 @@ def resolve_config(cfg: SearchConfig) -> SearchConfig:
         raise ValueError("space applies to a single-metric search; a composite target uses "
                          "each metric's search_spaces/<metric>.yaml")
     name = "+".join(metrics) if cfg.multi_objective else metrics[0]
-    out = Path(cfg.out) if cfg.out is not None else Path("results") / (
-        f"search-{_slug(name)}-{_slug(cfg.data)}")
+    data = data_slug(cfg.data)
+    out = Path(cfg.out) if cfg.out is not None else Path("results") / f"search-{_slug(name)}-{data}"
     out = out.expanduser().resolve()
     return dataclasses.replace(
         cfg, out=out, storage=cfg.storage or f"sqlite:///{out / 'study.db'}",
-        study=cfg.study or f"{_slug(name)}-{_slug(cfg.data)}",
+        study=cfg.study or f"{_slug(name)}-{data}",
         cache=Path(cfg.cache).expanduser().resolve() if cfg.cache else out / "cache")
 
 

@@ -258,6 +258,13 @@ def test_identity_holds_every_proxy_setting_but_execution_ones(out):
     assert resolved_proxy_config(cfg, SimpleNamespace()) == {"steps": 7, "num_threads": 1}
 
 
+def test_default_study_and_folder_names_come_from_the_dataset_name():
+    cfg = resolve_config(SearchConfig(metric="miou", data="camvid:../shared/datasets/camvid"))
+    assert cfg.study == "miou-camvid" and cfg.out.name == "search-miou-camvid"
+    cfg = resolve_config(SearchConfig(metric="bf1", data="npz:/data/roads.npz?num_classes=3"))
+    assert cfg.study == "bf1-npz-roads.npz-num_classes-3"
+
+
 def test_progress_bar_and_summary(out, capsys):
     result = run_search(config(out, trials=3), progress=True)
     captured = capsys.readouterr()

@@ -21,7 +21,14 @@ from autoloss.data.layouts import (
     CITYSCAPES_TRAIN_IDS,
     VOC_CLASSES,
 )
-from autoloss.data.spec import DATASET_KINDS, DatasetSpec, dataset_splits, load_dataset, parse_spec
+from autoloss.data.spec import (
+    DATASET_KINDS,
+    DatasetSpec,
+    data_slug,
+    dataset_splits,
+    load_dataset,
+    parse_spec,
+)
 
 __all__ = [
     "Augment",
@@ -30,6 +37,7 @@ __all__ = [
     "CITYSCAPES_TRAIN_IDS",
     "DATASET_KINDS",
     "DatasetSpec",
+    "data_slug",
     "SHAPES_CLASSES",
     "SegmentationDataset",
     "VOC_CLASSES",

@@ -20,6 +20,7 @@ Options (the path may not contain ``?``):
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache, partial
@@ -45,7 +46,7 @@ from autoloss.data.layouts import (
     voc_splits,
 )
 
-__all__ = ["DATASET_KINDS", "DatasetSpec", "dataset_splits", "load_dataset", "parse_spec",
+__all__ = ["DATASET_KINDS", "DatasetSpec", "data_slug", "dataset_splits", "load_dataset", "parse_spec",
            "train_stats"]
 
 _COMMON_OPTIONS = ("size", "mean", "std")
@@ -217,6 +218,16 @@ def parse_spec(spec: str) -> DatasetSpec:
         raise ValueError(f"dataset kind {kind!r} takes no path, but got {text!r}; options go "
                          f"after '?', e.g. 'shapes?n=256&seed=1'")
     return DatasetSpec(text, kind, Path(path).expanduser() if path else None, options)
+
+
+def data_slug(data: str) -> str:
+    """A folder name for a dataset spec: ``camvid:/x/camvid?size=90x120`` -> ``camvid-size-90x120``."""
+    spec = parse_spec(data)
+    parts = [spec.kind]
+    if spec.path is not None and spec.path.name not in ("", spec.kind):
+        parts.append(spec.path.name)
+    parts += [f"{k}-{v}" for k, v in spec.options.items()]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-.")
 
 
 def dataset_splits(spec: str) -> list[str]:
