@@ -170,6 +170,11 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(chans[0], config.num_classes, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.up[-1](self.trunk(x)))
+
+    def trunk(self, x: Tensor) -> Tensor:
+        """Everything before the last decoder block: images ``[N, C_in, H, W]`` -> that block's
+        input ``[N, 2*width, H, W]`` (upsampled deep features and the full-resolution skip)."""
         if x.dim() != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"input must be [N,{self.config.in_channels},H,W], but got shape "
                              f"{tuple(x.shape)}")
@@ -180,11 +185,12 @@ class UNet(nn.Module):
             x = block(x)
             skips.append(x)
         x = skips.pop()
-        for reduce, block in zip(self.reduce, self.up):
+        for i, (reduce, block) in enumerate(zip(self.reduce, self.up)):
             skip = skips.pop()
-            x = _up(reduce(x), skip.shape[-2:])
-            x = block(torch.cat([x, skip], dim=1))
-        return self.head(x)
+            x = torch.cat([_up(reduce(x), skip.shape[-2:]), skip], dim=1)
+            if i < len(self.up) - 1:
+                x = block(x)
+        return x
 
 
 class DeepLab(nn.Module):

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from autoloss.data import normalize
@@ -37,22 +36,9 @@ class UNetTail(nn.Module):
 
 @torch.no_grad()
 def unet_trunk(unet: UNet, x: torch.Tensor) -> torch.Tensor:
-    """Everything of ``unet.forward`` before its last decoder block: images ``[N, C_in, H, W]``
-    -> that block's input ``[N, 2*width, H, W]`` (so ``UNetTail(unet)(trunk) == unet(x)``)."""
-    skips = []
-    for level, block in enumerate(unet.down):
-        if level > 0:
-            x = F.max_pool2d(x, 2, ceil_mode=True)
-        x = block(x)
-        skips.append(x)
-    x = skips.pop()
-    for i, (reduce, block) in enumerate(zip(unet.reduce, unet.up)):
-        skip = skips.pop()
-        up = F.interpolate(reduce(x), size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        x = torch.cat([up, skip], dim=1)
-        if i < len(unet.up) - 1:
-            x = block(x)
-    return x
+    """``unet.trunk(x)`` without autograd: images ``[N, C_in, H, W]`` -> the last decoder
+    block's input ``[N, 2*width, H, W]`` (so ``UNetTail(unet)(trunk) == unet(x)``)."""
+    return unet.trunk(x)
 
 
 @dataclass
