@@ -199,6 +199,9 @@ def _load_or_create(cfg: SearchConfig, space: Any, sampler: Any, pruner: Any,
 
 # proxy options that change how fast a trial runs, not its result
 _EXECUTION_OPTIONS = ("device", "num_threads")
+# 2: the identity's proxy entry holds every resolved proxy setting (1, unversioned: only the
+# overrides of the search config)
+_IDENTITY_VERSION = 2
 
 
 def resolved_proxy_config(cfg: SearchConfig, proxy: Proxy) -> dict[str, Any]:
@@ -216,8 +219,29 @@ def _identity(cfg: SearchConfig, space: Any, proxy: Proxy) -> dict[str, Any]:
     parameter bounds."""
     settings = {k: v for k, v in resolved_proxy_config(cfg, proxy).items()
                 if k not in _EXECUTION_OPTIONS}
-    return {"metric": cfg.metric, "data": cfg.data, "proxy": settings,
-            "params": {n: list(b) for n, b in space.bounds().items()}}
+    return {"version": _IDENTITY_VERSION, "metric": cfg.metric, "data": cfg.data,
+            "proxy": settings, "params": {n: list(b) for n, b in space.bounds().items()}}
+
+
+def _check_identity(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any]) -> None:
+    """Refuse to resume a study made with another target, data, proxy or space. A study made by
+    an older autoloss (unversioned identity: proxy overrides only) is checked the old way,
+    with a warning, and its identity upgraded."""
+    stored = json.loads(json.dumps(study.user_attrs["identity"]))
+    current = json.loads(json.dumps(ident))
+    if "version" not in stored:
+        current = {**{k: v for k, v in current.items() if k != "version"},
+                   "proxy": json.loads(json.dumps(cfg.proxy))}
+    if stored != current:
+        diff = [k for k in current if json.dumps(stored.get(k)) != json.dumps(current[k])]
+        raise ValueError(f"study {cfg.study!r} in {cfg.storage} was created with other "
+                         f"{diff} ({ {k: stored.get(k) for k in diff} }); use another --study "
+                         "or --out to start a new search")
+    if "version" not in stored:
+        warnings.warn(f"study {cfg.study!r} was made by an older autoloss that recorded only the "
+                      "proxy overrides; resuming it with the current proxy defaults "
+                      f"({ident['proxy']})", stacklevel=3)
+        study.set_user_attr("identity", ident)
 
 
 def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Proxy) -> None:
@@ -232,11 +256,8 @@ def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Prox
         study.set_user_attr("config", config)
         study.set_user_attr("proxy_config", resolved_proxy_config(cfg, proxy))
         study.set_user_attr("storage", cfg.storage)
-    elif json.loads(json.dumps(stored)) != json.loads(json.dumps(ident)):
-        diff = [k for k in ident if json.dumps(stored.get(k)) != json.dumps(ident[k])]
-        raise ValueError(f"study {cfg.study!r} in {cfg.storage} was created with other "
-                         f"{diff} ({ {k: stored.get(k) for k in diff} }); use another --study "
-                         "or --out to start a new search")
+    else:
+        _check_identity(cfg, study, ident)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)

@@ -236,6 +236,21 @@ def test_resume_with_other_proxy_settings_is_refused(out):
         run_search(config(out, trials=3, study="s", proxy={"sleep": 0.001}), progress=False)
 
 
+def test_study_of_an_older_autoloss_resumes_with_a_warning(out):
+    """An unversioned identity (proxy overrides only) is checked the old way and upgraded."""
+    first = run_search(config(out, trials=2, study="s", proxy={"sleep": 0.0}), progress=False)
+    study = load(first)
+    legacy = {k: v for k, v in study.user_attrs["identity"].items() if k != "version"}
+    study.set_user_attr("identity", {**legacy, "proxy": {"sleep": 0.0}})
+    with pytest.warns(UserWarning, match="older autoloss"):
+        result = run_search(config(out, trials=3, study="s", proxy={"sleep": 0.0}), progress=False)
+    assert result.counts["complete"] + result.counts["pruned"] == 3
+    assert load(result).user_attrs["identity"]["version"] == 2
+    study.set_user_attr("identity", {**legacy, "proxy": {"sleep": 0.0}})
+    with pytest.raises(ValueError, match="proxy"):
+        run_search(config(out, trials=4, study="s", proxy={"sleep": 0.001}), progress=False)
+
+
 def test_identity_holds_every_proxy_setting_but_execution_ones(out):
     """A resumed study is checked against the proxy's resolved settings (defaults included), so
     a change of autoloss's proxy defaults is caught; threads and device may change."""
