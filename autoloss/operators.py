@@ -20,13 +20,15 @@ separable 1-D passes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from autoloss.relaxations import Curve, IdentityCurve
 
 __all__ = [
     "CurveFn",
@@ -61,58 +63,64 @@ def one_hot(labels: Tensor, num_classes: int, *, valid: Tensor | None = None,
     return out
 
 
-def _square_filter(x: Tensor, radius: int, pick: Callable[[Tensor, Tensor], Tensor],
-                   fill: float) -> Tensor:
-    """``pick``-filter (torch.maximum or torch.minimum) of ``x [N,C,H,W]`` over the in-image
-    ``(2r+1)^2`` square, by window doubling: after padding by ``r`` with ``fill``,
-    windows of width 1, 2, 4, ... are merged by shifted comparisons (about 2 log2(2r+1) calls
-    instead of a ``2r+1``-wide pooling kernel)."""
-    width = 2 * radius + 1
-    n, c, h, w = x.shape
-    out = x.new_full((n, c, h + 2 * radius, w + 2 * radius), fill)  # faster than F.pad on CPU
-    out[:, :, radius:radius + h, radius:radius + w] = x
-    for dim in (3, 2):
-        step = 1
-        while step < width:
-            shift = min(step, width - step)  # the window grows from ``step`` to ``step + shift``
-            size = out.shape[dim] - shift
-            out = pick(out.narrow(dim, 0, size), out.narrow(dim, shift, size))
-            step += shift
-    return out
-
-
-def _square_filter_with_index(x: Tensor, radius: int, largest: bool) -> tuple[Tensor, Tensor]:
-    """Like :func:`_square_filter`, plus the ``[N,C,H,W]`` flat in-plane index ``row * W + col``
-    of the element each output was taken from (held exactly as float32, or float64 for float64
-    ``x`` or planes over ``2^24`` pixels): the **first** extreme of its window in row-major
-    order, as ``F.max_pool2d`` picks it. Merging two windows keeps the earlier one unless the
-    later one is strictly better, and rows are merged after columns, so the earliest row wins,
-    then its earliest column. Padding carries the index of the nearest in-image pixel, so even a
-    window of only ``-inf`` points inside the image. (``torch.lerp`` with a 0/1 weight selects
-    exactly and is about 5x faster than ``torch.where`` on CPU.)"""
-    width = 2 * radius + 1
-    n, c, h, w = x.shape
-    fill = float("-inf") if largest else float("inf")
-    pick, better = (torch.maximum, torch.gt) if largest else (torch.minimum, torch.lt)
-    out = x.new_full((n, c, h + 2 * radius, w + 2 * radius), fill)
-    out[:, :, radius:radius + h, radius:radius + w] = x
-    rows = torch.arange(-radius, h + radius, device=x.device).clamp_(0, h - 1)
-    cols = torch.arange(-radius, w + radius, device=x.device).clamp_(0, w - 1)
-    exact32 = x.dtype != torch.float64 and h * w <= 2 ** 24
-    index = (rows.unsqueeze(1) * w + cols).to(torch.float32 if exact32 else torch.float64)
-    index = index.expand(out.shape)  # a view
+def _merge_steps(radius: int) -> list[tuple[int, int]]:
+    """``(dim, shift)`` of each window-doubling merge of a ``(2r+1)^2`` square filter: along the
+    width (dim 3) first, then the height; the window grows from ``step`` to ``step + shift``."""
+    width, steps = 2 * radius + 1, []
     for dim in (3, 2):
         step = 1
         while step < width:
             shift = min(step, width - step)
-            size = out.shape[dim] - shift
-            early, late = out.narrow(dim, 0, size), out.narrow(dim, shift, size)
-            take_late = better(late, early, out=torch.empty(early.shape, dtype=index.dtype,
-                                                            device=x.device))
-            index = torch.lerp(index.narrow(dim, 0, size), index.narrow(dim, shift, size), take_late)
-            out = pick(early, late)
+            steps.append((dim, shift))
             step += shift
-    return out, index
+    return steps
+
+
+def _square_filter(x: Tensor, radius: int, *, largest: bool,
+                   with_index: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Max- (min-) filter of ``x [N,C,H,W]`` over the in-image ``(2r+1)^2`` square, by window
+    doubling: after padding by ``r`` with ``-inf`` (``+inf``), windows of width 1, 2, 4, ... are
+    merged by shifted comparisons (about ``2 log2(2r+1)`` elementwise calls instead of a
+    ``2r+1``-wide pooling kernel). Intermediate merges alternate between two buffers, so the
+    filter allocates about three full-size tensors whatever ``r``.
+
+    With ``with_index``, also returns the ``[N,C,H,W]`` flat in-plane index ``row * W + col`` of
+    the element each output was taken from (exact in float32, float64 for float64 ``x`` or
+    planes over ``2^24`` pixels): the **first** extreme of its window in row-major order, as
+    ``F.max_pool2d`` picks it. A merge keeps the earlier window unless the later one is strictly
+    better, and rows are merged after columns, so the earliest row wins, then its earliest
+    column. Padding carries the index of the nearest in-image pixel, so even a window of only
+    ``-inf`` points inside the image. (``torch.lerp`` with a 0/1 weight selects exactly and is
+    about 5x faster than ``torch.where`` on CPU.)
+    """
+    n, c, h, w = x.shape
+    pick, better = (torch.maximum, torch.gt) if largest else (torch.minimum, torch.lt)
+    values = x.new_full((n, c, h + 2 * radius, w + 2 * radius), float("-inf" if largest else "inf"))
+    values[:, :, radius:radius + h, radius:radius + w] = x
+    buffers = (values, torch.empty_like(values))  # merge k reads buffers[k % 2]
+    index = None
+    if with_index:
+        exact32 = x.dtype != torch.float64 and h * w <= 2 ** 24
+        idtype = torch.float32 if exact32 else torch.float64
+        rows = torch.arange(-radius, h + radius, device=x.device).clamp_(0, h - 1)
+        cols = torch.arange(-radius, w + radius, device=x.device).clamp_(0, w - 1)
+        index = (rows.unsqueeze(1) * w + cols).to(idtype).expand(values.shape)  # a view
+        ibuffers = (torch.empty(values.shape, dtype=idtype, device=x.device),
+                    torch.empty(values.shape, dtype=idtype, device=x.device))  # merge k writes [k % 2]
+        mask = torch.empty(values.numel(), dtype=idtype, device=x.device)
+    steps = _merge_steps(radius)
+    for k, (dim, shift) in enumerate(steps):
+        size = values.shape[dim] - shift
+        early, late = values.narrow(dim, 0, size), values.narrow(dim, shift, size)
+        last = k == len(steps) - 1  # the last merge writes fresh, contiguous [N,C,H,W] tensors
+        rows_, cols_ = early.shape[2], early.shape[3]
+        if index is not None:
+            take_late = better(late, early, out=mask[:early.numel()].view(early.shape))
+            itarget = None if last else ibuffers[k % 2][:, :, :rows_, :cols_]
+            index = torch.lerp(index.narrow(dim, 0, size), index.narrow(dim, shift, size),
+                               take_late, out=itarget)
+        values = pick(early, late, out=None if last else buffers[(k + 1) % 2][:, :, :rows_, :cols_])
+    return values, index
 
 
 class _SquareFilterFunction(torch.autograd.Function):
@@ -123,7 +131,7 @@ class _SquareFilterFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, radius: int, largest: bool) -> Tensor:
-        out, index = _square_filter_with_index(x.detach(), radius, largest)
+        out, index = _square_filter(x.detach(), radius, largest=largest, with_index=True)
         ctx.save_for_backward(index)
         ctx.in_shape = x.shape
         return out
@@ -146,9 +154,7 @@ def _filter(x: Tensor, radius: int, *, largest: bool) -> Tensor:
         return _pool_filter(x, radius) if largest else -_pool_filter(-x, radius)
     if x.requires_grad and torch.is_grad_enabled():
         return _SquareFilterFunction.apply(x, radius, largest)
-    if largest:
-        return _square_filter(x, radius, torch.maximum, float("-inf"))
-    return _square_filter(x, radius, torch.minimum, float("inf"))
+    return _square_filter(x, radius, largest=largest)[0]
 
 
 def _pool_filter(x: Tensor, radius: int) -> Tensor:
@@ -225,6 +231,76 @@ def total(x: Tensor, valid: Tensor | None = None, *, per_image: bool = False) ->
     return sums if per_image else sums.sum(dim=0)
 
 
+def _in_unit_interval(x: Tensor) -> bool:
+    """Whether every entry of ``x`` is in ``[0, 1]`` (False for NaN or an empty tensor)."""
+    if x.numel() == 0:
+        return False
+    lo, hi = torch.aminmax(x.detach())
+    return bool(lo >= 0) and bool(hi <= 1)
+
+
+class _CurveTruthFunction(torch.autograd.Function):
+    """``AND(a, b) = h(a) b`` or ``OR(a, b) = h(a) + b - h(a) b`` for ``a [N,C,H,W]`` and a
+    constant ``b`` of the same shape (no gradient), in one node: ``h(a)`` and ``h'(a)`` come
+    from one curve evaluation and are updated in place, and only the gradient factor
+    ``d out / d a`` (``h'(a) b``, or ``h'(a) - h'(a) b``) is kept for the backward, which is one
+    product. The values are bit-identical to the unfused operators; the gradient too for a
+    binary ``b`` (otherwise within a rounding)."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, curve: Curve, kind: str) -> Tensor:
+        ctx.in_dtype = a.dtype
+        if isinstance(curve, IdentityCurve) and _in_unit_interval(a):
+            value, slope = a.detach(), None  # h(a) = a: read only, h' = 1
+        else:
+            value, slope = curve._value_and_slope(a)
+        if kind == "and":
+            out = value.mul_(b) if slope is not None else value * b
+            factor = slope.mul_(b) if slope is not None else b
+        else:
+            prod = value * b
+            out = (value if slope is not None else value.clone()).add_(b).sub_(prod)
+            if slope is not None:
+                factor = slope.sub_(torch.mul(slope, b, out=prod))
+            else:
+                factor = torch.sub(1, b, out=prod)
+        ctx.save_for_backward(factor)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        (factor,) = ctx.saved_tensors
+        return (grad * factor).to(ctx.in_dtype), None, None, None
+
+
+class _SoftEdgeFunction(torch.autograd.Function):
+    """Soft ``XOR(x, e) = OR(x, e) - AND(x, e) = h3(x) + h4(e) - h3(x) h4(e) - h1(x) h2(e)`` of
+    ``x`` and its erosion ``e`` (both ``[N,C,H,W]``) in one node: the four curves are evaluated
+    with their slopes once, the value is formed as the unfused operators form it (same bits), and
+    only the two gradient factors ``h3' (1 - h4) - h1' h2`` (for ``x``) and
+    ``h4' (1 - h3) - h2' h1`` (for ``e``) are kept instead of eight curve tensors."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, e: Tensor, curves: tuple[Curve, Curve, Curve, Curve]) -> Tensor:
+        (h1, d1), (h2, d2), (h3, d3), (h4, d4) = (
+            curve._value_and_slope(arg) for curve, arg in zip(curves, (x, e, x, e)))
+        tmp = h3 * h4
+        out = (h3 + h4).sub_(tmp)                      # OR
+        out.sub_(torch.mul(h1, h2, out=tmp))           # - AND
+        factor_x = d3.sub_(torch.mul(d3, h4, out=tmp)).sub_(torch.mul(d1, h2, out=tmp))
+        factor_e = d4.sub_(torch.mul(d4, h3, out=tmp)).sub_(torch.mul(d2, h1, out=tmp))
+        ctx.save_for_backward(factor_x, factor_e)
+        ctx.dtypes = (x.dtype, e.dtype)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        factor_x, factor_e = ctx.saved_tensors
+        return (grad * factor_x).to(ctx.dtypes[0]), (grad * factor_e).to(ctx.dtypes[1]), None
+
+
 class ExactOps:
     """Logical operators on binary maps: the program computes the evaluation metric.
 
@@ -281,29 +357,56 @@ class RelaxedOps:
         self.eps = float(eps)
         self.float32_dilation = bool(float32_dilation)
 
-    def _h(self, name: str | None, x: Tensor) -> Tensor:
-        if name is None:
-            return x
+    def _curve(self, name: str) -> CurveFn:
         try:
-            curve = self.curves[name]
+            return self.curves[name]
         except KeyError:
             raise KeyError(
                 f"the metric program asks for curve {name!r}, but only {sorted(self.curves)} "
                 "were given"
             ) from None
+
+    def _h(self, name: str | None, x: Tensor) -> Tensor:
+        if name is None:
+            return x
+        curve = self._curve(name)
+        if isinstance(curve, IdentityCurve) and _in_unit_interval(x):
+            return x  # clamp would copy x, and its backward costs two comparisons and a where
         return curve(x)
 
+    def _fused(self, a: Tensor, b: Tensor, curves: tuple[str | None, str | None],
+               kind: str) -> Tensor | None:
+        """``AND`` / ``OR`` of a curved ``a`` and a constant, un-curved ``b`` (the ground truth)
+        as one autograd node (:class:`_CurveTruthFunction`), or None where that does not apply."""
+        if curves[0] is None or curves[1] is not None or not torch.is_grad_enabled():
+            return None
+        if not a.requires_grad or b.requires_grad or a.shape != b.shape or a.dtype != b.dtype:
+            return None
+        curve = self._curve(curves[0])
+        if not isinstance(curve, Curve):
+            return None
+        return _CurveTruthFunction.apply(a, b, curve, kind)
+
     def and_(self, a: Tensor, b: Tensor, curves: tuple[str | None, str | None]) -> Tensor:
+        fused = self._fused(a, b, curves, "and")
+        if fused is not None:
+            return fused
         return self._h(curves[0], a) * self._h(curves[1], b)
 
     def or_(self, a: Tensor, b: Tensor, curves: tuple[str | None, str | None]) -> Tensor:
+        fused = self._fused(a, b, curves, "or")
+        if fused is not None:
+            return fused
         ha, hb = self._h(curves[0], a), self._h(curves[1], b)
-        return ha + hb - ha * hb
+        return (ha + hb).sub_(ha * hb)  # = ha + hb - ha hb, one full-size temporary fewer
 
     def edge(self, x: Tensor, curves: tuple[str, str, str, str]) -> Tensor:
         """Soft XOR(x, erode x) = OR(x, erode x) - AND(x, erode x); ``curves`` are the curve names
         of (AND on x, AND on erode x, OR on x, OR on erode x)."""
         eroded = erode(x)
+        fns = [self._curve(name) for name in curves]
+        if x.requires_grad and torch.is_grad_enabled() and all(isinstance(f, Curve) for f in fns):
+            return _SoftEdgeFunction.apply(x, eroded, tuple(fns))
         return self.or_(x, eroded, (curves[2], curves[3])) - self.and_(x, eroded, (curves[0], curves[1]))
 
     def dilate(self, x: Tensor, radius: int) -> Tensor:

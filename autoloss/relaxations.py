@@ -127,6 +127,15 @@ class Curve:
         args = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k != "kind")
         return f"{type(self).__name__}({args})"
 
+    def _value_and_slope(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(h(x), h'(x))`` for ``x`` of any shape, outside autograd, as new tensors the caller
+        may change in place: ``h`` in ``x``'s dtype, ``h'`` in the compute dtype (float64 for
+        float64 ``x``, else float32) and 0 where ``x`` was clamped, exactly what ``__call__``'s
+        backward multiplies by. (Lets fused operators keep one gradient factor.)"""
+        _check_x(x)
+        out, dout = self._evaluate(x.detach(), need_grad=True)
+        return out, dout  # type: ignore[return-value]  # need_grad: dout is a tensor
+
     def _cached_plan(self, dtype: torch.dtype, device: torch.device) -> _Plan:
         plan = self._plans.get((dtype, device)) or self._plan(dtype, device)
         return self._plans.setdefault((dtype, device), plan)
@@ -164,7 +173,8 @@ class _Plan:
         self.bounds = [min(b, below_one.item()) for b in bounds]
 
     def run(self, flat: Tensor, *, need_grad: bool) -> tuple[Tensor, Tensor | None]:
-        n, p, rows = flat.numel(), self.pieces, len(self.varying)
+        """``(h, h' or None)`` of a flat tensor (computation dtype), chunk by chunk."""
+        n = flat.numel()
         out = torch.empty_like(flat)
         dout = torch.empty_like(flat) if need_grad else None
         if n == 0:
@@ -172,29 +182,48 @@ class _Plan:
         lo, hi = torch.aminmax(flat) if need_grad else (0, 1)
         outside = not (bool(lo >= 0) and bool(hi <= 1))  # NaN counts as outside
         chunk = min(n, _CHUNK if flat.device.type == "cpu" else _CHUNK_GPU)
-        work = torch.empty(((6 + p + rows), chunk), dtype=self.dtype, device=self.device)
-        coefs = dict(self.scalars)
+        work = torch.empty((6 + self.pieces + len(self.varying), chunk), dtype=self.dtype,
+                           device=self.device)
+        slots = self._slots(work, chunk)
         for start in range(0, n, chunk):
             c = min(chunk, n - start)
-            stop, src, xb = start + c, flat[start:start + c], work[0, :c]
-            torch.clamp(src, 0.0, 1.0, out=xb)
-            if rows:
-                onehot = work[6:6 + p, :c]
-                torch.le(xb, self.bounds[0], out=onehot[0])
-                for j in range(1, p):  # cumulative [x > b_j], then differences -> one-hot
-                    torch.gt(xb, self.bounds[j - 1], out=onehot[j])
-                for j in range(1, p - 1):
-                    onehot[j].sub_(onehot[j + 1])
-                selected = work[6 + p:, :c]  # = table @ onehot, exact; faster than mm here
-                torch.mul(self.columns[0], onehot[0], out=selected)
-                for j in range(1, p):
-                    selected.addcmul_(self.columns[j], onehot[j])
-                coefs.update(zip(self.varying, selected.unbind(0)))
+            if c < chunk:  # the last, shorter chunk
+                slots = self._slots(work, c)
+            stop, src = start + c, flat[start:start + c]
             d = dout[start:stop] if dout is not None else None
-            self.kernel(xb, out[start:stop], d, coefs, work[1:6, :c])
-            if outside and d is not None:
-                d.mul_(torch.eq(src, xb, out=work[1, :c]))  # clamped (or NaN) input: no gradient
+            self._chunk(src, out[start:stop], d, slots, outside)
         return out, dout
+
+    def _slots(self, work: Tensor, c: int) -> dict[str, Any]:
+        """Views of the ``work [6 + pieces + rows, chunk]`` buffer for a chunk of ``c`` elements
+        (made once per chunk size: the per-chunk loop then only calls kernels)."""
+        p = self.pieces
+        selected = work[6 + p:, :c]
+        coefs = dict(self.scalars)
+        coefs.update(zip(self.varying, selected.unbind(0)))
+        return {"x": work[0, :c], "temps": work[1:6, :c].unbind(0), "onehot": work[6:6 + p, :c].unbind(0),
+                "selected": selected, "coefs": coefs, "same": work[1, :c]}
+
+    def _chunk(self, src: Tensor, out: Tensor, dout: Tensor | None, slots: dict[str, Any],
+               outside: bool) -> None:
+        """Evaluate one chunk: clamp into ``slots["x"]``, pick the per-piece coefficient rows
+        (``sum_j column_j * onehot_j``, exact), run the kernel."""
+        xb, onehot = slots["x"], slots["onehot"]
+        torch.clamp(src, 0.0, 1.0, out=xb)
+        if self.varying:
+            p = self.pieces
+            torch.le(xb, self.bounds[0], out=onehot[0])
+            for j in range(1, p):  # cumulative [x > b_j], then differences -> one-hot
+                torch.gt(xb, self.bounds[j - 1], out=onehot[j])
+            for j in range(1, p - 1):
+                onehot[j].sub_(onehot[j + 1])
+            selected = slots["selected"]  # = table @ onehot, exact; faster than mm here
+            torch.mul(self.columns[0], onehot[0], out=selected)
+            for j in range(1, p):
+                selected.addcmul_(self.columns[j], onehot[j])
+        self.kernel(xb, out, dout, slots["coefs"], slots["temps"])
+        if outside and dout is not None:
+            dout.mul_(torch.eq(src, xb, out=slots["same"]))  # clamped (or NaN) input: no gradient
 
 
 class _CurveFunction(torch.autograd.Function):
@@ -223,9 +252,9 @@ def _axpy(buf: Tensor, v: Tensor, c: Coef) -> None:
 
 
 def _bezier_kernel(x: Tensor, out: Tensor, dout: Tensor | None, co: dict[str, Coef],
-                   work: Tensor) -> None:
+                   work: Sequence[Tensor]) -> None:
     """One quadratic piece, elementwise (see :class:`BezierCurve` for the formulas)."""
-    v, sq, t, s, tmp = work.unbind(0)
+    v, sq, t, s, tmp = work
     one = co["one"]
     torch.sub(x, co["a"], out=v).div_(co["w"])                    # v in [0, 1]
     torch.sub(one, v, out=sq).mul_(co["slope"]).add_(co["base"]).sqrt_()   # S
@@ -252,7 +281,7 @@ def _bezier_kernel(x: Tensor, out: Tensor, dout: Tensor | None, co: dict[str, Co
 
 
 def _linear_kernel(x: Tensor, out: Tensor, dout: Tensor | None, co: dict[str, Coef],
-                   work: Tensor) -> None:
+                   work: Sequence[Tensor]) -> None:
     torch.sub(x, co["a"], out=out).div_(co["w"]).mul_(co["dy"]).add_(co["y0"])  # y0 + dy u
     if dout is not None:
         dout.zero_().add_(co["slope"])
@@ -266,6 +295,11 @@ class IdentityCurve(Curve):
     def __call__(self, x: Tensor) -> Tensor:
         _check_x(x)
         return x.clamp(0.0, 1.0)
+
+    def _value_and_slope(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = x.detach()
+        cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        return x.clamp(0.0, 1.0), ((x >= 0) & (x <= 1)).to(cdtype)  # clamp's gradient
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "identity"}

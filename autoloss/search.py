@@ -12,10 +12,10 @@ Choices:
   parent process first (SQLite has no row locks, so two workers could take the same one).
 - **Resumable**: the study lives in a storage (default ``sqlite:///<out>/study.db``); running the
   same command again loads it and runs only the trials missing to reach ``trials`` finished ones
-  (COMPLETE + PRUNED + FAIL). SQL storages record a heartbeat per running trial; a trial whose
-  worker died is failed once its heartbeat is ``3 * heartbeat`` seconds old, and re-queued once
-  with the same parameters. (``journal:PATH`` storages have no heartbeat: a killed worker's trial
-  stays RUNNING and is simply not counted.)
+  (COMPLETE + PRUNED + FAIL with a reason; an interrupted trial does not count). SQL storages
+  record a heartbeat per running trial; a trial whose worker died is failed once its heartbeat is
+  ``3 * heartbeat`` seconds old, and re-queued once with the same parameters. (``journal:PATH``
+  storages have no heartbeat: a killed worker's trial stays RUNNING and is simply not counted.)
 - **Pruner**: ``PercentilePruner(75)`` (optuna's argument is the share kept) -- a trial is
   stopped at an evaluation only when it is in the bottom quarter of the completed trials at that
   step (after 5 completed trials). Proxy scores are noisy and early ranks only loosely predict
@@ -299,13 +299,19 @@ def _worker(cfg: SearchConfig, n_trials: int, worker: int) -> None:
 
 def _optimize(study: optuna.Study, cfg: SearchConfig, objective: Callable[[Any], Any],
               n_trials: int, callbacks: list[Any]) -> None:
-    stop = optuna.study.MaxTrialsCallback(cfg.trials, states=FINISHED)
+    def stop(study: optuna.Study, trial: Any) -> None:
+        if _finished(study) >= cfg.trials:
+            study.stop()
+
     study.optimize(objective, n_trials=n_trials, timeout=cfg.timeout, catch=(Exception,),
                    callbacks=[stop, *callbacks], gc_after_trial=False)
 
 
 def _finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    """Trials that count toward ``trials``: complete, pruned, and failed with a reason (a crash
+    or a non-finite loss). A trial interrupted with its worker does not count; its retry does."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED)
+               if t.state != TrialState.FAIL or "fail_reason" in t.user_attrs)
 
 
 def _best_text(study: optuna.Study) -> str:

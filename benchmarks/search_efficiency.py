@@ -69,7 +69,8 @@ def run_one(arm: str, seed: int, trials: int, work: Path, data: str) -> dict[str
 
 
 def read_run(storage: str, study_name: str) -> dict[str, Any]:
-    """Per-trial records of a finished study: number, state, value, seconds, reference label."""
+    """Per-trial records of a finished study: number, state, value, seconds, reference label.
+    Trials interrupted by killing the benchmark are left out: they are not search trials."""
     import optuna
 
     study = optuna.load_study(study_name=study_name, storage=storage)
@@ -77,6 +78,10 @@ def read_run(storage: str, study_name: str) -> dict[str, Any]:
     for t in study.get_trials(deepcopy=False):
         seconds = ((t.datetime_complete - t.datetime_start).total_seconds()
                    if t.datetime_complete and t.datetime_start else None)
+        if t.state.name in ("RUNNING", "WAITING"):
+            continue  # a trial of a killed run that was never finished
+        if t.state.name == "FAIL" and "fail_reason" not in t.user_attrs:
+            continue  # a killed worker's trial (failed by heartbeat, then retried)
         records.append({"number": t.number, "state": t.state.name, "value": t.value,
                         "seconds": seconds, "reference": t.user_attrs.get("reference")})
     return {"baseline_ce": study.user_attrs.get("baseline_ce"), "trials": records}
