@@ -15,7 +15,9 @@ operand is used as it is (the ground truth is never bent).
 
 Morphology is shared by both sets: erosion is a 3x3 min-filter over in-image neighbours (so the
 image border is not an edge) and dilation a square ``(2r+1) x (2r+1)`` max-filter, computed as two
-separable 1-D passes.
+separable 1-D passes of shifted comparisons, with max-pooling's gradient (to the first arg-max).
+The relaxed operators fuse the common cases (a curve of the prediction with the ground truth, the
+soft edge) into single autograd nodes that keep one gradient factor instead of every curve value.
 """
 
 from __future__ import annotations
@@ -222,7 +224,9 @@ def total(x: Tensor, valid: Tensor | None = None, *, per_image: bool = False) ->
     """
     if valid is None:
         return x.sum(dim=(2, 3) if per_image else (0, 2, 3))
-    if valid.requires_grad and torch.is_grad_enabled():
+    same_layout = (x.dim() == valid.dim() == 4 and valid.shape[0] == x.shape[0]
+                   and valid.shape[1] in (1, x.shape[1]) and valid.shape[2:] == x.shape[2:])
+    if not same_layout or (valid.requires_grad and torch.is_grad_enabled()):
         sums = (x * valid).sum(dim=(2, 3))
     elif x.requires_grad and torch.is_grad_enabled():
         sums = _MaskedTotalFunction.apply(x, valid)

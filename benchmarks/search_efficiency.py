@@ -21,12 +21,13 @@ and skips finished ones (``--report-only`` only reads them).
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
 import math
 import multiprocessing
 import os
 import platform
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,10 @@ def run_one(arm: str, seed: int, trials: int, work: Path, data: str) -> dict[str
             "wall": time.perf_counter() - started}
 
 
+def _run_task(task: tuple[str, int, int, Path, str]) -> dict[str, Any]:
+    return run_one(*task)
+
+
 def read_run(storage: str, study_name: str) -> dict[str, Any]:
     """Per-trial records of a finished study: number, state, value, seconds, reference label.
     Trials interrupted by killing the benchmark are left out: they are not search trials."""
@@ -82,8 +87,10 @@ def read_run(storage: str, study_name: str) -> dict[str, Any]:
             continue  # a trial of a killed run that was never finished
         if t.state.name == "FAIL" and "fail_reason" not in t.user_attrs:
             continue  # a killed worker's trial (failed by heartbeat, then retried)
+        steps = max(t.intermediate_values) if t.intermediate_values else None
         records.append({"number": t.number, "state": t.state.name, "value": t.value,
-                        "seconds": seconds, "reference": t.user_attrs.get("reference")})
+                        "seconds": seconds, "steps": steps,
+                        "reference": t.user_attrs.get("reference")})
     return {"baseline_ce": study.user_attrs.get("baseline_ce"), "trials": records}
 
 
@@ -104,6 +111,14 @@ def cumulative_seconds(records: list[dict[str, Any]], n: int) -> np.ndarray:
     return np.cumsum([rec["seconds"] or 0.0 for rec in ordered])
 
 
+def cumulative_compute(records: list[dict[str, Any]], n: int) -> np.ndarray:
+    """``[n]``: proxy compute up to and including trial k, in full trials (a trial pruned after
+    20 of 40 steps counts 0.5): the load-independent measure of what pruning saves."""
+    ordered = sorted(records, key=lambda r: r["number"])[:n]
+    full = PROXY["steps"]
+    return np.cumsum([(rec["steps"] or full) / full for rec in ordered])
+
+
 def trials_to_reach(curve: np.ndarray, target: float) -> int | None:
     """How many trials a best-so-far curve needs to reach ``target`` (None: never)."""
     hits = np.nonzero(curve >= target - 1e-12)[0]
@@ -117,14 +132,15 @@ def analyse(runs: dict[str, dict[int, dict[str, Any]]], trials: int) -> dict[str
     targets = {s: float(curves["ppo"][s][-1]) for s in seeds}
     arms: dict[str, Any] = {}
     for arm in runs:
-        reach, reach_seconds, totals, states = {}, {}, {}, {}
+        reach, reach_compute, compute, seconds, states = {}, {}, {}, {}, {}
         for s in seeds:
             recs = runs[arm][s]["trials"]
             k = trials_to_reach(curves[arm][s], targets[s])
             reach[s] = k
-            cum = cumulative_seconds(recs, trials)
-            reach_seconds[s] = float(cum[k - 1]) if k else None
-            totals[s] = float(cum[-1])
+            cum = cumulative_compute(recs, trials)
+            reach_compute[s] = float(cum[k - 1]) if k else None
+            compute[s] = float(cum[-1])
+            seconds[s] = float(cumulative_seconds(recs, trials)[-1])
             states[s] = {st: sum(r["state"] == st for r in recs[:trials])
                          for st in ("COMPLETE", "PRUNED", "FAIL")}
         stacked = np.stack([curves[arm][s] for s in seeds])
@@ -133,8 +149,8 @@ def analyse(runs: dict[str, dict[int, dict[str, Any]]], trials: int) -> dict[str
             "min_curve": np.nanmin(stacked, axis=0).tolist(),
             "max_curve": np.nanmax(stacked, axis=0).tolist(),
             "final": {s: float(curves[arm][s][-1]) for s in seeds},
-            "trials_to_ppo_best": reach, "seconds_to_ppo_best": reach_seconds,
-            "total_seconds": totals, "states": states,
+            "trials_to_ppo_best": reach, "compute_to_ppo_best": reach_compute,
+            "compute": compute, "seconds": seconds, "states": states,
         }
     baseline = {s: runs["ppo"][s]["baseline_ce"] for s in seeds}
     return {"seeds": seeds, "trials": trials, "ppo_best": targets, "baseline_ce": baseline,
@@ -177,27 +193,31 @@ def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
               + "; cross-entropy baseline: "
               + ", ".join(f"{v:.4f}" for v in summary["baseline_ce"].values()) + ").", ""]
     head = " | ".join(f"best @ {m}" for m in marks)
-    lines += [f"| arm | {head} | trials to PPO's best @ {n} (per seed) | proxy s per run "
-              "(mean) | s to PPO's best (mean) | complete / pruned / failed |",
-              "|---|" + "---:|" * len(marks) + "---|---:|---:|---|"]
+    lines += [f"| arm | {head} | trials to PPO's best @ {n} (per seed) | compute to PPO's best "
+              "(mean, full trials) | compute per run (mean, full trials) | trial wall s per run "
+              "(mean) | complete / pruned / failed |",
+              "|---|" + "---:|" * len(marks) + "---|---:|---:|---:|---|"]
     for arm, a in summary["arms"].items():
         curves = [summary_curve(summary, arm, s) for s in seeds]
         cells = [f"{np.mean([c[m - 1] for c in curves]):.4f} ± {np.std([c[m - 1] for c in curves]):.4f}"
                  for m in marks]
-        secs = [v for v in a["seconds_to_ppo_best"].values() if v is not None]
-        to_best = f"{np.mean(secs):.0f}" if secs else "-"
+        hits = [v for v in a["compute_to_ppo_best"].values() if v is not None]
+        to_best = f"{np.mean(hits):.1f}" + (f" ({len(hits)} of {len(seeds)} seeds)"
+                                             if len(hits) < len(seeds) else "") if hits else "-"
         counts = "/".join(str(sum(a["states"][s][k] for s in seeds))
                           for k in ("COMPLETE", "PRUNED", "FAIL"))
         lines.append(f"| {arm} | " + " | ".join(cells)
-                     + f" | {_fmt_reach(a['trials_to_ppo_best'])}"
-                     + f" | {np.mean(list(a['total_seconds'].values())):.0f} | {to_best}"
-                     + f" | {counts} |")
+                     + f" | {_fmt_reach(a['trials_to_ppo_best'])} | {to_best}"
+                     + f" | {np.mean(list(a['compute'].values())):.1f}"
+                     + f" | {np.mean(list(a['seconds'].values())):.0f} | {counts} |")
     lines += [
         "",
         "best @ k: mean ± std over seeds of the best mIoU among the first k trials. Trials to "
         "PPO's best: the first k at which the arm's best reaches that seed's PPO best @ N "
-        "('-': not within N). Proxy seconds: the sum of the trials' wall times (one thread "
-        "each; pruned trials stop at step 20).",
+        "('-': not within N). Compute in full trials: a trial pruned at step 20 of 40 counts "
+        "0.5 (load-independent). Trial wall seconds: the sum of the trials' wall times with "
+        "one thread each; they depend on the machine's load at the time (the runs of a first, "
+        "interrupted invocation shared the 2 cores with up to 4 processes).",
         "",
         "![best so far](search_efficiency.png)",
         "",
@@ -227,7 +247,7 @@ def plot(summary: dict[str, Any], runs: dict[str, Any], path: Path) -> None:
         (line,) = ax1.plot(x, a["mean_curve"], label=arm, lw=1.8)
         ax1.fill_between(x, a["min_curve"], a["max_curve"], color=line.get_color(), alpha=0.12)
         for s in seeds:
-            cum = cumulative_seconds(runs[arm][s]["trials"], n) / 60
+            cum = cumulative_compute(runs[arm][s]["trials"], n)
             ax2.plot(cum, summary_curve(summary, arm, s), color=line.get_color(), lw=1,
                      alpha=0.8, label=arm if s == seeds[0] else None)
     ce = float(np.mean(list(summary["baseline_ce"].values())))
@@ -238,7 +258,7 @@ def plot(summary: dict[str, Any], runs: dict[str, Any], path: Path) -> None:
     ax1.axvline(n // 2, color="grey", ls="--", lw=0.8)
     ax1.set_xlabel("trials")
     ax1.set_title(f"mean over seeds {seeds} (band: min-max)")
-    ax2.set_xlabel("proxy compute (CPU minutes, one thread)")
+    ax2.set_xlabel("proxy compute (full trials; a trial pruned halfway counts 0.5)")
     ax2.set_title("each seed against compute")
     ax1.legend(loc="lower right", fontsize=8)
     fig.suptitle("Search efficiency on the shapes proxy (mIoU)")
@@ -290,13 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from tqdm import tqdm
 
+        # a killed benchmark (SIGTERM, Ctrl-C) takes its worker processes with it: Pool.__exit__
+        # terminates them (a ProcessPoolExecutor's workers would go on with queued runs)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         context = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-            futures = [pool.submit(run_one, arm, s, args.trials, args.work, args.data)
-                       for arm, s in jobs]
-            for fut in tqdm(cf.as_completed(futures), total=len(futures), desc="runs",
-                            unit="run"):
-                res = fut.result()
+        with context.Pool(args.jobs, maxtasksperchild=1) as pool:
+            tasks = [(arm, s, args.trials, args.work, args.data) for arm, s in jobs]
+            for res in tqdm(pool.imap_unordered(_run_task, tasks), total=len(tasks),
+                            desc="runs", unit="run"):
                 located[res["arm"], res["seed"]] = res
                 tqdm.write(f"{res['arm']} seed {res['seed']}: {res['wall']:.0f} s")
     runs: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in args.arms}
