@@ -13,8 +13,8 @@ same deterministic function; repeats differ in both.
 Resumable: each run is an optuna study under ``--work``; a rerun resumes unfinished studies
 and skips finished ones (``--report-only`` only reads them).
 
-    python benchmarks/search_efficiency.py                      # 5 arms x 3 seeds x 96 trials
-    python benchmarks/search_efficiency.py --seeds 0 1 2 3 4    # more repeats (resumes the rest)
+    python benchmarks/search_efficiency.py                      # 5 arms x 5 seeds x 96 trials
+    python benchmarks/search_efficiency.py --seeds 0 1 2 5      # other repeats (resumes the rest)
     python benchmarks/search_efficiency.py --report-only
 """
 
@@ -177,9 +177,10 @@ def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "two trials are the enqueued reference points (identity curves, published Auto Seg-Loss "
         "curves), the same for every arm. Repeat `s` gives every arm `seed=s` (sampler and proxy "
         "training), so within a repeat all arms optimise the same deterministic function. "
-        "`tpe+pruning` is the default search (multivariate TPE, percentile pruner at step 20 "
-        "of 40); the other arms do not prune; `ppo` uses the paper's settings (G = 32, lr 0.2, "
-        f"clip 0.2, 60 updates), i.e. {n // 32} generations.",
+        "`tpe+pruning` is the default search (multivariate TPE, bottom-quarter pruner "
+        "`autoloss.pruning.BottomQuantilePruner` at step 20 of 40); the other arms do not "
+        "prune; `ppo` uses the paper's settings (G = 32, lr 0.2, clip 0.2, 60 updates), i.e. "
+        f"{n // 32} generations.",
         "",
         f"**Goal**: `tpe+pruning` reaches the best score `ppo` reaches in N = {n} trials within "
         f"N/2 = {n // 2} trials.",
@@ -192,6 +193,16 @@ def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
               + ", ".join(f"{v:.4f}" for v in summary["ppo_best"].values())
               + "; cross-entropy baseline: "
               + ", ".join(f"{v:.4f}" for v in summary["baseline_ce"].values()) + ").", ""]
+    total_minutes = sum(sum(a["seconds"].values()) for a in summary["arms"].values()) / 60
+    ppo_mean = float(np.mean(list(summary["ppo_best"].values())))
+    within = sum(k is not None and k <= n // 2 for k in reach.values())
+    mean_reach = {arm: trials_to_reach(np.asarray(a["mean_curve"]), ppo_mean)
+                  for arm, a in summary["arms"].items()}
+    lines += [f"Per seed, `tpe+pruning` reached that seed's PPO best within N/2 trials in {within} "
+              f"of {len(reach)} seeds. On the mean over seeds, the mean best-so-far reaches PPO's "
+              f"mean best @ {n} ({ppo_mean:.4f}) after: "
+              + ", ".join(f"{arm} {'-' if k is None else k}" for arm, k in mean_reach.items())
+              + " trials.", ""]
     head = " | ".join(f"best @ {m}" for m in marks)
     lines += [f"| arm | {head} | trials to PPO's best @ {n} (per seed) | compute to PPO's best "
               "(mean, full trials) | compute per run (mean, full trials) | trial wall s per run "
@@ -223,8 +234,9 @@ def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "",
         f"Machine: {meta['machine']}; {meta['jobs']} runs in parallel (one thread each); load "
         f"average before / after: {meta['load_before']} / {meta['load_after']}; "
-        f"wall time of this invocation {meta['wall'] / 60:.1f} min; {meta['date']}. Raw "
-        "per-trial records: `search_efficiency.json`.",
+        f"wall time of the last invocation {meta['wall'] / 60:.1f} min; {meta['date']}. All "
+        f"runs together: {total_minutes:.0f} min of trial time (one thread each). Raw per-trial "
+        "records: `search_efficiency.json`.",
         "",
     ]
     return "\n".join(lines)
@@ -234,7 +246,18 @@ def summary_curve(summary: dict[str, Any], arm: str, seed: int) -> list[float]:
     return summary["curves"][arm][str(seed)]
 
 
+def _gap_on_grid(curve: list[float], compute: np.ndarray, grid: np.ndarray,
+                 target: float) -> np.ndarray:
+    """A best-so-far curve minus ``target``, as a step function of compute sampled on ``grid``
+    (NaN before the first trial's compute)."""
+    index = np.searchsorted(compute, grid, side="right") - 1
+    values = np.asarray(curve, dtype=float) - target
+    return np.where(index >= 0, values[np.clip(index, 0, None)], np.nan)
+
+
 def plot(summary: dict[str, Any], runs: dict[str, Any], path: Path) -> None:
+    """Left: mean best-so-far against trials. Right: mean gap to each seed's PPO best @ N
+    against compute in full trials (0 = the goal's target reached)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -243,24 +266,28 @@ def plot(summary: dict[str, Any], runs: dict[str, Any], path: Path) -> None:
     n, seeds = summary["trials"], summary["seeds"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     x = np.arange(1, n + 1)
+    grid = np.linspace(0, n, 4 * n + 1)
     for arm, a in summary["arms"].items():
-        (line,) = ax1.plot(x, a["mean_curve"], label=arm, lw=1.8)
-        ax1.fill_between(x, a["min_curve"], a["max_curve"], color=line.get_color(), alpha=0.12)
-        for s in seeds:
-            cum = cumulative_compute(runs[arm][s]["trials"], n)
-            ax2.plot(cum, summary_curve(summary, arm, s), color=line.get_color(), lw=1,
-                     alpha=0.8, label=arm if s == seeds[0] else None)
+        (line,) = ax1.step(x, a["mean_curve"], where="post", label=arm, lw=1.8)
+        gaps = [_gap_on_grid(summary_curve(summary, arm, s),
+                             cumulative_compute(runs[arm][s]["trials"], n), grid,
+                             summary["ppo_best"][s]) for s in seeds]
+        with np.errstate(all="ignore"):
+            ax2.plot(grid, 100 * np.nanmean(np.stack(gaps), axis=0), color=line.get_color(),
+                     lw=1.8, label=arm)
     ce = float(np.mean(list(summary["baseline_ce"].values())))
+    ax1.axhline(ce, color="k", ls=":", lw=1, label="cross-entropy (mean)")
+    ax1.axvline(n // 2, color="grey", ls="--", lw=0.8, label=f"N/2 = {n // 2}")
+    ax1.set(xlabel="trials", ylabel="best proxy mIoU so far",
+            title=f"mean over seeds {seeds}")
+    ax2.axhline(0, color="k", lw=0.8)
+    ax2.set(xlabel="proxy compute (full trials; a trial pruned halfway counts 0.5)",
+            ylabel=f"best so far - PPO's best in {n} (points)",
+            title="mean gap to the target of the goal")
+    ax2.set_ylim(-5, 1.5)
     for ax in (ax1, ax2):
-        ax.axhline(ce, color="k", ls=":", lw=1, label="cross-entropy (mean)")
-        ax.set_ylabel("best proxy mIoU so far")
         ax.grid(alpha=0.3)
-    ax1.axvline(n // 2, color="grey", ls="--", lw=0.8)
-    ax1.set_xlabel("trials")
-    ax1.set_title(f"mean over seeds {seeds} (band: min-max)")
-    ax2.set_xlabel("proxy compute (full trials; a trial pruned halfway counts 0.5)")
-    ax2.set_title("each seed against compute")
-    ax1.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="lower right", fontsize=8)
     fig.suptitle("Search efficiency on the shapes proxy (mIoU)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -285,7 +312,7 @@ def _machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=96, help="trials per run (N)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
     p.add_argument("--data", default="shapes")
@@ -327,12 +354,15 @@ def main(argv: list[str] | None = None) -> int:
     summary["curves"] = {arm: {str(s): best_so_far(runs[arm][s]["trials"], args.trials).tolist()
                                for s in summary["seeds"]} for arm in runs}
     command = "python benchmarks/search_efficiency.py"
-    if args.trials != 96 or args.seeds != [0, 1, 2]:
+    if args.trials != 96 or args.seeds != [0, 1, 2, 3, 4]:
         command += f" --trials {args.trials} --seeds {' '.join(map(str, args.seeds))}"
     meta = {"command": command, "machine": _machine(), "jobs": args.jobs,
             "load_before": [round(v, 2) for v in load_before],
             "load_after": [round(v, 2) for v in os.getloadavg()],
             "wall": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d %H:%M %Z")}
+    previous = args.out.with_suffix(".json")
+    if args.report_only and previous.is_file():  # keep the machine facts of the run itself
+        meta = {**json.loads(previous.read_text()).get("meta", meta), "command": command}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     raw = {"meta": meta, "proxy": PROXY, "summary": summary,
            "runs": {arm: {str(s): r for s, r in v.items()} for arm, v in runs.items()}}
