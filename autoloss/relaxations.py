@@ -134,7 +134,7 @@ class Curve:
         backward multiplies by. (Lets fused operators keep one gradient factor.)"""
         _check_x(x)
         out, dout = self._evaluate(x.detach(), need_grad=True)
-        return out, dout  # type: ignore[return-value]  # need_grad: dout is a tensor
+        return out, dout  # need_grad=True, so dout is a tensor
 
     def _cached_plan(self, dtype: torch.dtype, device: torch.device) -> _Plan:
         plan = self._plans.get((dtype, device)) or self._plan(dtype, device)
