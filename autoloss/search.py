@@ -322,9 +322,20 @@ def _best_text(study: optuna.Study) -> str:
     return f"{max(t.value for t in done):.4f}"
 
 
+def _draw_plots(out: Path) -> None:
+    """The run's plots under ``<out>/plots``; a plotting error is a warning, never a lost search."""
+    from autoloss.plot_cli import plot_run
+
+    try:
+        plot_run(out)
+    except Exception as err:  # the search itself has succeeded
+        warnings.warn(f"the search finished, but drawing its plots failed: {err!r}; retry with "
+                      f"autoloss plot {out}", stacklevel=3)
+
+
 def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
-    """Run (or resume) a search; export the best trial to ``<out>/best_loss.yaml`` and write
-    ``<out>/summary.md``."""
+    """Run (or resume) a search; export the best trial to ``<out>/best_loss.yaml``, write
+    ``<out>/summary.md`` and (``plots``) draw the plots into ``<out>/plots``."""
     from tqdm.auto import tqdm
 
     from autoloss.artifact import export_trial, summarize
@@ -372,6 +383,8 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
         (cfg.out / "summary.md").write_text(text)
         if progress:
             print(text)
+        if cfg.plots:
+            _draw_plots(cfg.out)
     finally:
         optuna.logging.set_verbosity(verbosity)
     return _result(cfg, study, loss_path, wall)

@@ -39,7 +39,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     given: dict[str, Any] = {}
     for name in ("data", "trials", "timeout", "sampler", "storage", "study", "workers", "seed",
                  "out", "space", "cache", "proxy_factory", "multi_objective",
-                 "enqueue_references"):
+                 "enqueue_references", "plots"):
         value = getattr(args, name)
         if value is not None:
             given[name] = value
@@ -67,6 +67,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if result.loss_path is not None:
         print(f"best loss (trial {result.best_trial}): {result.loss_path}")
     print(f"summary: {result.out / 'summary.md'}")
+    if (result.out / "plots").is_dir():
+        print(f"plots: {result.out / 'plots'}")
     return 0
 
 
@@ -129,6 +131,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="any other proxy option (repeatable)")
     p.add_argument("--proxy-factory", help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bar or summary print")
+    p.add_argument("--no-plots", dest="plots", action="store_const", const=False,
+                   help="do not draw the plots into OUT/plots at the end")
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("export", help="export a search trial (default: the best) as a loss YAML")

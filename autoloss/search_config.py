@@ -51,6 +51,8 @@ class SearchConfig:
     ``autoloss.proxy.build_proxy``. ``cache``: proxy cache folder (default ``<out>/cache``).
     ``heartbeat``: seconds between heartbeats of a running trial (SQL storages). ``ppo``:
     options of :class:`~autoloss.ppo.PPOSampler` (``sigma``, ``generation_size``, ...).
+    ``plots``: draw the run's plots (``autoloss.plot_cli.plot_run``) into ``<out>/plots`` at the
+    end.
     """
 
     metric: str | list[str] = "miou"
@@ -72,6 +74,7 @@ class SearchConfig:
     cache: Path | None = None
     heartbeat: int = 30
     ppo: dict[str, Any] = field(default_factory=dict)
+    plots: bool = True
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -81,7 +84,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "out": (str, Path, type(None)), "space": (str, type(None)), "proxy": (dict,),
     "multi_objective": (bool,), "enqueue_references": (bool,),
     "proxy_factory": (str, type(None)), "cache": (str, Path, type(None)), "heartbeat": (int,),
-    "ppo": (dict,),
+    "ppo": (dict,), "plots": (bool,),
 }
 
 

@@ -37,6 +37,7 @@ def out():
 
 def config(out: Path, **kw) -> SearchConfig:
     kw.setdefault("sampler", "random")
+    kw.setdefault("plots", False)  # drawing costs ~2 s; test_search_draws_its_plots checks it
     return SearchConfig(out=out, proxy_factory=FACTORY, **kw)
 
 
@@ -293,6 +294,24 @@ def test_progress_bar_and_summary(out, capsys):
     assert result.loss_path == out / "best_loss.yaml"
 
 
+def test_search_draws_its_plots(out):
+    result = run_search(config(out, trials=8, plots=True), progress=False)
+    names = {p.name for p in (result.out / "plots").iterdir()}
+    assert {"curves.png", "history.png", "curves.svg", "history.svg"} <= names
+
+
+def test_failed_plots_are_a_warning_not_a_lost_search(out, monkeypatch):
+    import autoloss.plot_cli
+
+    def broken(run_dir):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(autoloss.plot_cli, "plot_run", broken)
+    with pytest.warns(UserWarning, match="drawing its plots failed"):
+        result = run_search(config(out, trials=3, plots=True), progress=False)
+    assert result.loss_path is not None and result.loss_path.is_file()
+
+
 def test_parse_target():
     assert parse_target("miou") == [("miou", 1.0)]
     assert parse_target("miou+0.5*bf1") == [("miou", 1.0), ("bf1", 0.5)]
@@ -360,6 +379,7 @@ def test_cli_search_and_export(out, tmp_path, capsys):
     assert args.func(args) == 0
     study = open_study(f"sqlite:///{out / 'study.db'}")
     assert len(study.trials) == 3  # the explicit --trials overrides the file
+    assert (out / "plots" / "history.png").is_file()  # the command draws the run's plots
     target = tmp_path / "trial1.yaml"
     args = parser.parse_args(["export", str(out), "--trial", "1", "--out", str(target)])
     assert args.func(args) == 0
