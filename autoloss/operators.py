@@ -192,47 +192,16 @@ def exact_edge(x: Tensor) -> Tensor:
     return x - erode(x)
 
 
-def _masked_sums(x: Tensor, valid: Tensor) -> Tensor:
-    """``[N,C]`` sums of ``x [N,C,H,W] * valid [N,1,H,W]`` over pixels, one image at a time (so
-    the product never exists at full size)."""
-    if x.shape[0] == 0:
-        return (x * valid).sum(dim=(2, 3))
-    return torch.stack([(x[i] * valid[i]).sum(dim=(1, 2)) for i in range(x.shape[0])])
-
-
-class _MaskedTotalFunction(torch.autograd.Function):
-    """``(x * valid).sum(pixels)`` without the full-size product in the forward; the backward is
-    the product's, ``grad * valid`` (``valid`` is a constant)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, valid: Tensor) -> Tensor:
-        ctx.save_for_backward(valid)
-        return _masked_sums(x.detach(), valid)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        (valid,) = ctx.saved_tensors
-        return grad[:, :, None, None] * valid, None
-
-
 def total(x: Tensor, valid: Tensor | None = None, *, per_image: bool = False) -> Tensor:
     """Per-class sum of ``x [N,C,H,W]`` over valid pixels.
 
     ``valid`` is ``[N,1,H,W]`` (0/1) or None. Returns ``[C]`` (summed over the batch too) or
     ``[N,C]`` with ``per_image``.
     """
-    if valid is None:
-        return x.sum(dim=(2, 3) if per_image else (0, 2, 3))
-    same_layout = (x.dim() == valid.dim() == 4 and valid.shape[0] == x.shape[0]
-                   and valid.shape[1] in (1, x.shape[1]) and valid.shape[2:] == x.shape[2:])
-    if not same_layout or (valid.requires_grad and torch.is_grad_enabled()):
-        sums = (x * valid).sum(dim=(2, 3))
-    elif x.requires_grad and torch.is_grad_enabled():
-        sums = _MaskedTotalFunction.apply(x, valid)
-    else:
-        sums = _masked_sums(x, valid)
-    return sums if per_image else sums.sum(dim=0)
+    if valid is not None:
+        x = x * valid
+    dims = (2, 3) if per_image else (0, 2, 3)
+    return x.sum(dim=dims)
 
 
 def _in_unit_interval(x: Tensor) -> bool:
