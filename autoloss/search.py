@@ -40,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 from torch import nn
@@ -90,12 +91,36 @@ def make_storage(url: str, *, heartbeat: int = 30) -> optuna.storages.BaseStorag
                                    grace_period=3 * heartbeat, **{callback_arg: retry})
 
 
+def tpe_startup_trials(cfg: SearchConfig) -> int:
+    """Trials before TPE models the results (random ones; references and ``prior`` points
+    included): a quarter of the budget, 3 to 10."""
+    return min(10, max(3, cfg.trials // 4))
+
+
+def prior_points(space: Any, n: int, *, seed: int, sigma: float = 0.2) -> list[dict[str, float]]:
+    """``n`` points drawn like PPO's first generation: every parameter from a normal with std
+    ``sigma`` around ``space.initial_params()``, truncated to its bounds (seeded)."""
+    from scipy.stats import truncnorm
+
+    rng = np.random.default_rng([seed, 20211])
+    center, bounds = space.initial_params(), space.bounds()
+    points = []
+    for _ in range(n):
+        point = {}
+        for name, (low, high) in bounds.items():
+            mean = min(max(center[name], low), high)
+            a, b = (low - mean) / sigma, (high - mean) / sigma
+            point[name] = float(truncnorm.rvs(a, b, loc=mean, scale=sigma, random_state=rng))
+        points.append(point)
+    return points
+
+
 def make_sampler(cfg: SearchConfig, space: Any, *, worker: int = 0) -> optuna.samplers.BaseSampler:
     """The sampler named by ``cfg.sampler`` (worker ``k`` uses seed ``seed + k``)."""
     seed = cfg.seed + worker
     if cfg.sampler == "tpe":
-        startup = min(10, max(3, cfg.trials // 4))
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup,
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True,
+                                          n_startup_trials=tpe_startup_trials(cfg),
                                           constant_liar=cfg.workers > 1)
     if cfg.sampler == "cmaes":
         try:
@@ -267,9 +292,16 @@ def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Prox
         values = _objective_values(metrics, cfg)
         study.set_user_attr("baseline_ce", values if cfg.multi_objective else values[0])
         study.set_user_attr("baseline_ce_metrics", metrics)
-    if cfg.enqueue_references and not study.get_trials(deepcopy=False):
-        for label, params in space.reference_points().items():
-            study.enqueue_trial(params, user_attrs={"reference": label})
+    if not study.get_trials(deepcopy=False):
+        queued = 0
+        if cfg.enqueue_references:
+            for label, params in space.reference_points().items():
+                study.enqueue_trial(params, user_attrs={"reference": label})
+                queued += 1
+        if cfg.startup == "prior" and cfg.sampler == "tpe":
+            for params in prior_points(space, max(0, tpe_startup_trials(cfg) - queued),
+                                       seed=cfg.seed):
+                study.enqueue_trial(params, user_attrs={"startup": "prior"})
 
 
 def _cross_entropy(proxy: Proxy) -> nn.Module:

@@ -39,7 +39,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     given: dict[str, Any] = {}
     for name in ("data", "trials", "timeout", "sampler", "storage", "study", "workers", "seed",
                  "out", "space", "cache", "proxy_factory", "multi_objective",
-                 "enqueue_references", "plots"):
+                 "enqueue_references", "plots", "startup"):
         value = getattr(args, name)
         if value is not None:
             given[name] = value
@@ -131,6 +131,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="any other proxy option (repeatable)")
     p.add_argument("--proxy-factory", help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bar or summary print")
+    p.add_argument("--startup", choices=("uniform", "prior"),
+                   help="tpe's first trials: uniform in the bounds (default) or around the "
+                   "space's initial point, like PPO's first generation")
     p.add_argument("--no-plots", dest="plots", action="store_const", const=False,
                    help="do not draw the plots into OUT/plots at the end")
     p.set_defaults(func=_cmd_search)

@@ -23,6 +23,7 @@ __all__ = ["SAMPLERS", "CompositeSpace", "Proxy", "SearchConfig", "SearchResult"
            "load_experiment", "make_proxy", "make_space", "parse_target", "resolve_config"]
 
 SAMPLERS = ("tpe", "cmaes", "random", "qmc", "ppo")
+STARTUPS = ("uniform", "prior")
 _PPO_OPTIONS = ("sigma", "generation_size", "clip", "lr", "update_steps", "include_pruned")
 
 
@@ -52,7 +53,9 @@ class SearchConfig:
     ``heartbeat``: seconds between heartbeats of a running trial (SQL storages). ``ppo``:
     options of :class:`~autoloss.ppo.PPOSampler` (``sigma``, ``generation_size``, ...).
     ``plots``: draw the run's plots (``autoloss.plot_cli.plot_run``) into ``<out>/plots`` at the
-    end.
+    end. ``startup``: how a ``tpe`` study's first (random) trials are drawn: ``uniform`` in the
+    bounds (optuna's default) or ``prior``, from the distribution PPO starts with (a truncated
+    normal with std 0.2 around the space's initial point; see :func:`prior_points`).
     """
 
     metric: str | list[str] = "miou"
@@ -75,6 +78,7 @@ class SearchConfig:
     heartbeat: int = 30
     ppo: dict[str, Any] = field(default_factory=dict)
     plots: bool = True
+    startup: str = "uniform"
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -84,7 +88,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "out": (str, Path, type(None)), "space": (str, type(None)), "proxy": (dict,),
     "multi_objective": (bool,), "enqueue_references": (bool,),
     "proxy_factory": (str, type(None)), "cache": (str, Path, type(None)), "heartbeat": (int,),
-    "ppo": (dict,), "plots": (bool,),
+    "ppo": (dict,), "plots": (bool,), "startup": (str,),
 }
 
 
@@ -138,6 +142,9 @@ def resolve_config(cfg: SearchConfig) -> SearchConfig:
                          f"{cfg.trials}, workers={cfg.workers}, heartbeat={cfg.heartbeat}")
     if cfg.timeout is not None and cfg.timeout <= 0:
         raise ValueError(f"timeout must be > 0 seconds or None, but got {cfg.timeout}")
+    if cfg.startup not in STARTUPS:
+        raise ValueError(f"startup must be one of {list(STARTUPS)}, but got {cfg.startup!r}"
+                         f"{_hint(cfg.startup, STARTUPS)}")
     if cfg.sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {list(SAMPLERS)}, but got {cfg.sampler!r}"
                          f"{_hint(cfg.sampler, SAMPLERS)}")

@@ -3,8 +3,10 @@
 Runs one complete ``autoloss.search.run_search`` per (arm, seed) on the same proxy and data set,
 then reports best-so-far curves, the trials each arm needs to reach the score PPO (the Auto
 Seg-Loss policy) reaches in ``--trials`` trials, and the compute spent. Arms: ``tpe+pruning``
-(the default search), ``tpe`` (no pruning), ``cmaes``, ``random``, ``ppo`` (G = 32, lr 0.2, clip
-0.2, 60 updates: the paper's settings); only the first prunes.
+(the default search), ``tpe+pruning+prior`` (its startup trials drawn around the space's initial
+point like PPO's first generation: ``startup: prior``), ``tpe`` (no pruning), ``cmaes``,
+``random``, ``ppo`` (G = 32, lr 0.2, clip 0.2, 60 updates: the paper's settings); only the
+first two prune.
 
 Paired design: repeat ``s`` runs every arm with ``seed=s``, which seeds the sampler *and* the
 proxy training (common random numbers within a study), so in one repeat all arms optimise the
@@ -35,12 +37,13 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-ARMS: dict[str, tuple[str, bool]] = {  # arm -> (sampler, pruner)
-    "tpe+pruning": ("tpe", True),
-    "tpe": ("tpe", False),
-    "cmaes": ("cmaes", False),
-    "random": ("random", False),
-    "ppo": ("ppo", False),
+ARMS: dict[str, dict[str, Any]] = {  # arm -> search config options
+    "tpe+pruning": {"sampler": "tpe", "pruner": True},
+    "tpe+pruning+prior": {"sampler": "tpe", "pruner": True, "startup": "prior"},
+    "tpe": {"sampler": "tpe", "pruner": False},
+    "cmaes": {"sampler": "cmaes", "pruner": False},
+    "random": {"sampler": "random", "pruner": False},
+    "ppo": {"sampler": "ppo", "pruner": False},
 }
 # A cheap proxy with a real loss landscape: the embedded shapes data at 32x32, a small UNet
 # trained from a seeded initialisation for 40 SGD steps (no warm start: the candidate loss
@@ -59,10 +62,9 @@ def run_one(arm: str, seed: int, trials: int, work: Path, data: str) -> dict[str
     from autoloss.search import SearchConfig, run_search
 
     torch.set_num_threads(1)
-    sampler, pruner = ARMS[arm]
     out = work / f"{arm.replace('+', '_')}-seed{seed}"
-    cfg = SearchConfig(metric="miou", data=data, trials=trials, sampler=sampler, pruner=pruner,
-                       seed=seed, out=out, study=f"{arm}-seed{seed}", proxy=dict(PROXY))
+    cfg = SearchConfig(metric="miou", data=data, trials=trials, seed=seed, out=out,
+                       study=f"{arm}-seed{seed}", proxy=dict(PROXY), plots=False, **ARMS[arm])
     started = time.perf_counter()
     result = run_search(cfg, progress=False)
     return {"arm": arm, "seed": seed, "storage": result.storage, "study": result.study,
@@ -178,9 +180,11 @@ def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "curves), the same for every arm. Repeat `s` gives every arm `seed=s` (sampler and proxy "
         "training), so within a repeat all arms optimise the same deterministic function. "
         "`tpe+pruning` is the default search (multivariate TPE, bottom-quarter pruner "
-        "`autoloss.pruning.BottomQuantilePruner` at step 20 of 40); the other arms do not "
-        "prune; `ppo` uses the paper's settings (G = 32, lr 0.2, clip 0.2, 60 updates), i.e. "
-        f"{n // 32} generations.",
+        "`autoloss.pruning.BottomQuantilePruner` at step 20 of 40); `tpe+pruning+prior` is "
+        "the same with `startup: prior` (after the two references, TPE's 8 startup trials are "
+        "drawn around the space's initial point like PPO's first generation instead of "
+        "uniformly); the other arms do not prune; `ppo` uses the paper's settings (G = 32, "
+        f"lr 0.2, clip 0.2, 60 updates), i.e. {n // 32} generations.",
         "",
         f"**Goal**: `tpe+pruning` reaches the best score `ppo` reaches in N = {n} trials within "
         f"N/2 = {n // 2} trials.",

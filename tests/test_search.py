@@ -312,6 +312,26 @@ def test_failed_plots_are_a_warning_not_a_lost_search(out, monkeypatch):
     assert result.loss_path is not None and result.loss_path.is_file()
 
 
+def test_prior_startup_draws_tpe_startup_trials_around_the_initial_point(out):
+    from autoloss.search import make_space, prior_points, tpe_startup_trials
+
+    cfg = config(out, trials=12, sampler="tpe", startup="prior", pruner=False)
+    result = run_search(cfg, progress=False)
+    trials = load(result).trials
+    prior = [t for t in trials if t.user_attrs.get("startup") == "prior"]
+    references = [t for t in trials if "reference" in t.user_attrs]
+    assert len(prior) + len(references) == tpe_startup_trials(resolve_config(cfg))
+    space = make_space(resolve_config(cfg))
+    center, bounds = space.initial_params(), space.bounds()
+    for t in prior:
+        assert all(bounds[k][0] <= v <= bounds[k][1] for k, v in t.params.items())
+    spread = [abs(t.params[k] - center[k]) for t in prior for k in center]
+    assert sum(spread) / len(spread) < 0.2  # uniform draws would average ~0.3 here
+    assert prior_points(space, 3, seed=1) == prior_points(space, 3, seed=1)
+    with pytest.raises(ValueError, match="startup"):
+        resolve_config(config(out, startup="normal"))
+
+
 def test_parse_target():
     assert parse_target("miou") == [("miou", 1.0)]
     assert parse_target("miou+0.5*bf1") == [("miou", 1.0), ("bf1", 0.5)]
