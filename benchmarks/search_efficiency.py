@@ -272,13 +272,14 @@ def plot(summary: dict[str, Any], runs: dict[str, Any], path: Path) -> None:
     x = np.arange(1, n + 1)
     grid = np.linspace(0, n, 4 * n + 1)
     for arm, a in summary["arms"].items():
-        (line,) = ax1.step(x, a["mean_curve"], where="post", label=arm, lw=1.8)
+        style = "--" if arm == "tpe" else "-"  # drawn over tpe+pruning, which it nearly equals
+        (line,) = ax1.step(x, a["mean_curve"], where="post", label=arm, lw=1.8, ls=style)
         gaps = [_gap_on_grid(summary_curve(summary, arm, s),
                              cumulative_compute(runs[arm][s]["trials"], n), grid,
                              summary["ppo_best"][s]) for s in seeds]
         with np.errstate(all="ignore"):
             ax2.plot(grid, 100 * np.nanmean(np.stack(gaps), axis=0), color=line.get_color(),
-                     lw=1.8, label=arm)
+                     lw=1.8, ls=style, label=arm)
     ce = float(np.mean(list(summary["baseline_ce"].values())))
     ax1.axhline(ce, color="k", ls=":", lw=1, label="cross-entropy (mean)")
     ax1.axvline(n // 2, color="grey", ls="--", lw=0.8, label=f"N/2 = {n // 2}")
