@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from machine_info import cpu_model  # noqa: E402
 
 from autoloss.losses import PRESETS, load_loss  # noqa: E402
 from autoloss.losses.baselines import BASELINES  # noqa: E402
@@ -117,8 +118,7 @@ def main() -> None:
     names = args.only or loss_names()
     if "cross_entropy_torch" not in names:
         names = ["cross_entropy_torch", *names]
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     lines = [
         "# Loss speed: forward+backward against cross-entropy",
         "",

@@ -28,21 +28,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmark this checkout, installed or not
 
+from machine_info import cpu_model  # noqa: E402
+
 from autoloss.metrics import METRIC_NAMES, evaluate  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "camvid" / "test.npz"
 DEFAULT_OUT = ROOT / "results" / "benchmarks" / "metrics_speed.md"
 NUM_CLASSES, IGNORE_INDEX, TOL = 11, 11, 5
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def load_average() -> str:

@@ -22,20 +22,11 @@ from pathlib import Path
 
 import torch
 import yaml
+from machine_info import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = f"camvid:{ROOT.parent / 'shared' / 'datasets' / 'camvid'}"
 LOSSES = ["cross_entropy", "soft-miou", "asl-voc-bf1"]
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_wall": statistics.median(walls), "max_wall": max(walls),
         "median_cpu": statistics.median(t["cpu"] for t in trials),
         "trials_per_hour": 3600 / statistics.median(walls),
-        "machine": {"cpu": _cpu_name(), "logical_cpus": os.cpu_count(),
+        "machine": {"cpu": cpu_model(), "logical_cpus": os.cpu_count(),
                     "torch": torch.__version__, "python": platform.python_version()},
         "load_before": load_before, "load_after": os.getloadavg(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -27,14 +27,15 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine_info import machine_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS: dict[str, dict[str, Any]] = {  # arm -> search config options
@@ -277,7 +278,8 @@ def plot(summary: dict[str, Any], runs: dict[str, Any], path: Path) -> None:
         gaps = [_gap_on_grid(summary_curve(summary, arm, s),
                              cumulative_compute(runs[arm][s]["trials"], n), grid,
                              summary["ppo_best"][s]) for s in seeds]
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # NaN before an arm's first trial: "mean of empty slice"
+            warnings.simplefilter("ignore", RuntimeWarning)
             ax2.plot(grid, 100 * np.nanmean(np.stack(gaps), axis=0), color=line.get_color(),
                      lw=1.8, ls=style, label=arm)
     ce = float(np.mean(list(summary["baseline_ce"].values())))
@@ -297,21 +299,6 @@ def plot(summary: dict[str, Any], runs: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _machine() -> str:
-    import torch
-
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, Python " \
-           f"{platform.python_version()}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -361,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/search_efficiency.py"
     if args.trials != 96 or args.seeds != [0, 1, 2, 3, 4]:
         command += f" --trials {args.trials} --seeds {' '.join(map(str, args.seeds))}"
-    meta = {"command": command, "machine": _machine(), "jobs": args.jobs,
+    meta = {"command": command, "machine": machine_summary(), "jobs": args.jobs,
             "load_before": [round(v, 2) for v in load_before],
             "load_after": [round(v, 2) for v in os.getloadavg()],
             "wall": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d %H:%M %Z")}
