@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
 from torch import nn
 
 from autoloss.data import data_slug
 from autoloss.spaces import SearchSpace, load_space
+from autoloss.yaml_files import read_mapping
 
 __all__ = ["SAMPLERS", "CompositeSpace", "Proxy", "SearchConfig", "SearchResult",
            "load_experiment", "make_proxy", "make_space", "parse_target", "resolve_config"]
@@ -188,18 +188,7 @@ def _hint(name: str, choices: Any) -> str:
 def load_experiment(path: str | Path) -> SearchConfig:
     """Read and check a flat experiment YAML (keys: the :class:`SearchConfig` fields). Derived
     defaults stay unset (see :func:`resolve_config`), so command-line overrides can change them."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"experiment file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f", line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{path}{line}: invalid YAML: {getattr(err, 'problem', err)}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: an experiment must be a mapping of options, but got "
-                         f"{type(data).__name__}")
+    data = read_mapping(path)
     for key in data:
         if key not in _TYPES:
             raise ValueError(f"{path}: unknown option {key!r}, expected one of {list(_TYPES)}"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from autoloss.yaml_files import read_mapping
 
 __all__ = ["DEFAULT_TRAIN", "EXPERIMENT_KEYS", "Experiment", "experiment_from_dict",
            "format_scores", "read_experiment", "register"]
@@ -149,16 +149,7 @@ def experiment_from_dict(values: Mapping[str, Any], *, source: str = "experiment
 def read_experiment(path: str | Path) -> dict[str, Any]:
     """The raw options of a flat experiment YAML (checked for unknown keys; see
     :func:`experiment_from_dict` to build an :class:`Experiment`)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"experiment file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: invalid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: an experiment must be a mapping of options, but got "
-                         f"{type(data).__name__}")
+    data = read_mapping(path)
     experiment_from_dict(data, source=str(path))
     return data
 
