@@ -229,9 +229,9 @@ class _RegionLoss(nn.Module):
     alpha: float
     beta: float
 
-    def __init__(self, *, gamma: float, smooth: float, per_image: bool,
-                 classes: str | Sequence[int], ignore_index: int | None,
-                 class_weights: Sequence[float] | None, reduction: str) -> None:
+    def __init__(self, *, gamma: float = 1.0, smooth: float = 1.0, per_image: bool = False,
+                 classes: str | Sequence[int] = "present", ignore_index: int | None = None,
+                 class_weights: Sequence[float] | None = None, reduction: str = "mean") -> None:
         super().__init__()
         self.gamma = check_number("gamma", gamma, low=0.0, low_open=True)
         self.smooth = check_number("smooth", smooth, low=0.0, low_open=True)
@@ -289,23 +289,9 @@ class DiceLoss(_RegionLoss):
     name: ClassVar[str] = "dice"
     alpha = beta = 0.5
 
-    def __init__(self, *, gamma: float = 1.0, smooth: float = 1.0, per_image: bool = False,
-                 classes: str | Sequence[int] = "present", ignore_index: int | None = None,
-                 class_weights: Sequence[float] | None = None, reduction: str = "mean") -> None:
-        super().__init__(gamma=gamma, smooth=smooth, per_image=per_image, classes=classes,
-                         ignore_index=ignore_index, class_weights=class_weights,
-                         reduction=reduction)
-
 
 class JaccardLoss(_RegionLoss):
     """Soft Jaccard loss module (:func:`jaccard_loss`, ``alpha = beta = 1``)."""
 
     name: ClassVar[str] = "jaccard"
     alpha = beta = 1.0
-
-    def __init__(self, *, gamma: float = 1.0, smooth: float = 1.0, per_image: bool = False,
-                 classes: str | Sequence[int] = "present", ignore_index: int | None = None,
-                 class_weights: Sequence[float] | None = None, reduction: str = "mean") -> None:
-        super().__init__(gamma=gamma, smooth=smooth, per_image=per_image, classes=classes,
-                         ignore_index=ignore_index, class_weights=class_weights,
-                         reduction=reduction)
