@@ -9,7 +9,6 @@ import statistics
 from pathlib import Path
 
 import pytest
-import torch
 
 import autoloss.compare as compare_mod
 from autoloss.compare import (
@@ -31,12 +30,7 @@ TINY = {"width": 4, "depth": 2}
 CONFIG = TrainConfig(steps=4, batch_size=2, eval_every=2, log_every=1, num_threads=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread
 
 
 class CountingFit:

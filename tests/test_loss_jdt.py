@@ -27,15 +27,6 @@ _RENAME = {"mIoUD": "miou_d", "mIoUI": "miou_i", "mIoUC": "miou_c",
            "active_classes_mode_hard": "classes", "active_classes_mode_soft": "soft_classes"}
 
 
-@pytest.fixture
-def single_thread():
-    """Tiny tensors: one thread avoids thread-pool wake-ups dominating gradcheck's many calls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def from_reference_kwargs(cfg: dict) -> dict:
     """Translate reference ``JDTLoss(**cfg)`` keyword arguments into ``jdt_loss`` options."""
     out = {}

@@ -21,15 +21,6 @@ SOFTMAX_FILES = sorted(GOLDEN.glob("lovasz_softmax_*.npz")) if GOLDEN.is_dir() e
 HINGE_FILES = sorted(GOLDEN.glob("lovasz_hinge_*.npz")) if GOLDEN.is_dir() else []
 
 
-@pytest.fixture
-def single_thread():
-    """Tiny tensors: one thread avoids thread-pool wake-ups dominating gradcheck's many calls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------- independent loop reference
 def _lovasz_1d(errors: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
     """sum_k e_(k) w_k for one set and class, straight from the definition."""

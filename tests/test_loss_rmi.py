@@ -18,15 +18,6 @@ RMI_FILES = sorted(GOLDEN.glob("rmi_*.npz")) if GOLDEN.is_dir() else []
 _POOL = {0: "max", 1: "avg", 2: "resize"}
 
 
-@pytest.fixture
-def single_thread():
-    """Tiny tensors: one thread avoids thread-pool wake-ups dominating gradcheck's many calls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def from_reference_kwargs(cfg: dict) -> dict:
     """Translate reference ``RMILoss(**cfg)`` keyword arguments into ``rmi_loss`` options."""
     return {"radius": cfg["rmi_radius"], "pool": _POOL[cfg["rmi_pool_way"]],

@@ -33,15 +33,6 @@ MODULES = [CrossEntropyLoss, BinaryCrossEntropyLoss, FocalLoss, DiceLoss, Jaccar
 MULTICLASS = [cross_entropy, focal_loss, dice_loss, jaccard_loss, tversky_loss]
 
 
-@pytest.fixture
-def single_thread():
-    """Tiny tensors: one thread avoids thread-pool wake-ups dominating gradcheck's many calls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _case(seed=0, n=2, c=4, h=5, w=6, ignore=None, dtype=torch.float64):
     gen = torch.Generator().manual_seed(seed)
     logits = torch.randn(n, c, h, w, generator=gen, dtype=dtype)

@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 import autoloss.compare as compare_mod
 from autoloss.data import load_dataset
@@ -29,12 +28,7 @@ TINY = ["--data", DATA, "--width", "4", "--depth", "2", "--steps", "4", "--batch
         "--eval-every", "2", "--num-threads", "1", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread
 
 
 def cli(*argv: str) -> int:

@@ -24,14 +24,7 @@ from autoloss.models import (
 )
 from autoloss.trainer import NonFiniteLossError, TrainConfig, evaluate, fit
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread
 
 
 QUICK = {"steps": 6, "batch_size": 2, "crop": (32, 32), "eval_every": 3, "log_every": 1}
