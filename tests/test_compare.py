@@ -138,11 +138,11 @@ def test_changed_setup_in_a_finished_run_folder_is_an_error(tmp_path):
 
 
 def run(loss: str, values: list[float], times: float = 10.0) -> list[RunResult]:
-    return [RunResult(loss, s, Path("."), {"miou": v, "bf1": 1 - v}, times, False)
+    return [RunResult(loss, s, Path("."), {"miou": v, "bf1": 1 - v}, times, cached=False)
             for s, v in enumerate(values)]
 
 
-def test_format_table_mean_std_in_points_and_best_in_bold():
+def test_format_table_mean_std_in_points_and_no_marks_without_reference():
     runs = run("a", [0.40, 0.50, 0.60]) + run("b", [0.70, 0.72], times=20.0) + run("c", [0.1])
     table = format_table(runs)
     lines = table.splitlines()
@@ -151,16 +151,27 @@ def test_format_table_mean_std_in_points_and_best_in_bold():
     sd_a = statistics.stdev([40.0, 50.0, 60.0])  # sample std, in points
     sd_b = statistics.stdev([70.0, 72.0])
     assert a == f"| a | 50.00 ± {sd_a:.2f} | 50.00 ± {sd_a:.2f} | 10 | 3 |"
-    assert b == f"| b | **71.00 ± {sd_b:.2f}** | 29.00 ± {sd_b:.2f} | 20 | 2 |"
-    assert c == "| c | 10.00 | **90.00** | 10 | 1 |"  # one run: no std
+    assert b == f"| b | 71.00 ± {sd_b:.2f} | 29.00 ± {sd_b:.2f} | 20 | 2 |"
+    assert c == "| c | 10.00 | 90.00 | 10 | 1 |"  # one run: no std
 
 
-def test_format_table_ties_nan_and_metric_order():
+def test_format_table_bold_only_where_the_paired_interval_excludes_zero():
+    # "up" beats the reference by 10 +- 1 points on every seed (significant); "noisy" has a
+    # higher mean than "up" but its paired differences straddle zero (not significant)
+    runs = (run("ref", [0.50, 0.60, 0.70]) + run("up", [0.61, 0.69, 0.81])
+            + run("noisy", [0.90, 0.40, 0.80]))
+    lines = format_table(runs, reference="ref", metrics=["miou", "bf1"]).splitlines()
+    assert lines[2].startswith("| ref | 60.00 ± 10.00 | 40.00 ± 10.00 |")
+    assert lines[3].startswith("| up | **70.33 ± 10.07** | 29.67 ± 10.07 ▾ |")
+    assert "**" not in lines[4] and "▾" not in lines[4]
+
+
+def test_format_table_nan_and_metric_order():
     runs = run("a", [0.5]) + run("b", [0.5])
-    runs.append(RunResult("c", 0, Path("."), {"miou": float("nan"), "bf1": 0.2}, 1.0, False))
+    runs.append(RunResult("c", 0, Path("."), {"miou": float("nan"), "bf1": 0.2}, 1.0,
+                          cached=False))
     lines = format_table(runs, metrics=["bf1", "miou"]).splitlines()
-    assert lines[2] == "| a | **50.00** | **50.00** | 10 | 1 |"
-    assert lines[3] == "| b | **50.00** | **50.00** | 10 | 1 |"
+    assert lines[2] == "| a | 50.00 | 50.00 | 10 | 1 |"
     assert lines[4] == "| c | 20.00 | n/a | 1 | 1 |"
 
 

@@ -129,9 +129,12 @@ def test_compare_done_when_command_tiny(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "[6/6] " + losses[2] + " seed 1 ..." in out
     md = (tmp_path / "cmp" / "compare.md").read_text()
-    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert "Produced by `autoloss compare --data " in md and " --losses cross_entropy," in md
+    scores = md.split("## Test scores")[1].split("##")[0]
+    rows = [line for line in scores.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + 3 and all(f"| {loss} |" in md for loss in losses)
     assert all(row.endswith("| 2 |") for row in rows[1:])  # 2 runs each
+    assert "## Paired difference to cross_entropy" in md and "## Test IoU per class" in md
     assert len(list((tmp_path / "cmp" / "runs").glob("*/seed*/metrics.json"))) == 6
 
 
