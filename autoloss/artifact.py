@@ -69,9 +69,32 @@ def fail_reason(trial: Any) -> str:
     return trial.user_attrs.get("fail_reason", "interrupted (its worker stopped)")
 
 
+def _travel(spec: dict[str, Any], info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The spec of a loss file that means the same on other data: without the search dataset's
+    ignore index (returned, for the provenance), and with the boundary tolerance of a surrogate
+    pinned to the image size it was searched at (``tol_at``: it scales with the diagonal)."""
+    from autoloss.losses import portable_spec
+    from autoloss.programs import get_program
+
+    spec, dataset_options = portable_spec(spec)
+    size = info.get("train_size")
+    for part in spec.get("combine", [spec]):
+        if part.get("name") != "surrogate" or size is None or "tol_at" in part:
+            continue
+        if "tol" in get_program(part["metric"]).options:
+            part["tol_at"] = [int(v) for v in size]
+            part.setdefault("tol", 5)
+    return spec, dataset_options
+
+
 def export_trial(study: Any, trial_number: int | None, path: str | Path, *,
                  storage: str | None = None) -> Path:
-    """Write trial ``trial_number`` (None: :func:`best_trial`) of ``study`` as a loss YAML."""
+    """Write trial ``trial_number`` (None: :func:`best_trial`) of ``study`` as a loss YAML.
+
+    The file carries no setting of the search dataset that would silently change training
+    elsewhere: its ignore index is recorded under ``provenance.dataset_options`` only (pass
+    your own to ``load_loss``), and a boundary tolerance is stored with the image size it was
+    searched at (``tol_at``), so it scales with the image diagonal."""
     from autoloss import __version__
     from autoloss.losses import save_loss
 
@@ -81,6 +104,8 @@ def export_trial(study: Any, trial_number: int | None, path: str | Path, *,
         raise ValueError(f"trial {trial.number} of study {study.study_name!r} has no recorded "
                          "loss (user attr 'loss'); was it made by autoloss search?")
     config = study.user_attrs.get("config", {})
+    info = dict(study.user_attrs.get("data_info") or {})
+    spec, dataset_options = _travel(dict(spec), info)
     value = _value(trial)
     baseline = study.user_attrs.get("baseline_ce")
     provenance: dict[str, Any] = {
@@ -91,6 +116,9 @@ def export_trial(study: Any, trial_number: int | None, path: str | Path, *,
         "metrics": trial.user_attrs.get("metrics"),
         "baseline_ce": baseline,
         "dataset": config.get("data"),
+        "dataset_options": dataset_options,
+        "dataset_classes": info.get("num_classes"),
+        "train_size": info.get("train_size"),
         "reward_split": "val",
         "proxy": study.user_attrs.get("proxy_config", config.get("proxy")),
         "study": study.study_name,

@@ -387,7 +387,7 @@ def _execute(setup: _Setup, pretrain: list[_Task], runs: list[_Task], *, jobs: i
 
         def submit(tasks: list[_Task]) -> None:
             for task in tasks:
-                print(f"      started {task.label}", flush=True)
+                print(f"      queued {task.label}", flush=True)
                 pending[pool.submit(_do_task, setup, task, False)] = task
 
         submit([*pretrain, *ready])

@@ -283,7 +283,8 @@ class Proxy:
     """A built proxy (see the module docstring); make it with :func:`build_proxy`.
 
     Attributes: ``config`` (:class:`ProxyConfig`), ``data`` (the resolved spec), ``num_classes``,
-    ``ignore_index``, ``eval_steps`` (steps at which ``run`` evaluates), ``warm_start_path``,
+    ``ignore_index``, ``image_size`` (``(H, W)`` of the train images), ``eval_steps`` (steps at
+    which ``run`` evaluates), ``warm_start_path``,
     ``last_run`` (timings of the latest :meth:`run`: ``wall_time``, ``seconds_per_step``,
     ``eval_time``, seconds).
     """
@@ -303,6 +304,8 @@ class Proxy:
         self._val = load_dataset(self.data, config.eval_split, subset=config.eval_subset)
         self.num_classes: int = int(self._train.num_classes)
         self.ignore_index: int | None = self._train.ignore_index
+        self.image_size: tuple[int, int] = tuple(int(v) for v in
+                                                 self._train.arrays()[0].shape[1:3])
         every = config.eval_every
         self.eval_steps: list[int] = sorted(set(range(every, config.steps + 1, every))
                                             | {config.steps})

@@ -239,6 +239,17 @@ def resolved_proxy_config(cfg: SearchConfig, proxy: Proxy) -> dict[str, Any]:
     return dict(cfg.proxy)
 
 
+def data_info(proxy: Proxy) -> dict[str, Any]:
+    """What an exported loss records of the data it was searched on: ``num_classes``,
+    ``ignore_index`` and ``train_size`` (``[H, W]`` the loss saw: the crop, else the images)."""
+    config = getattr(proxy, "config", None)
+    crop = getattr(config, "crop", None)
+    size = getattr(proxy, "image_size", None)
+    train_size = list(crop) if crop is not None else (list(size) if size is not None else None)
+    return {"num_classes": getattr(proxy, "num_classes", None),
+            "ignore_index": getattr(proxy, "ignore_index", None), "train_size": train_size}
+
+
 def _identity(cfg: SearchConfig, space: Any, proxy: Proxy) -> dict[str, Any]:
     """What must not change when a study is resumed: the target, the data, every proxy setting
     that affects the scores (so a change of autoloss's proxy defaults is caught too) and the
@@ -284,6 +295,8 @@ def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Prox
         study.set_user_attr("storage", cfg.storage)
     else:
         _check_identity(cfg, study, ident)
+    if "data_info" not in study.user_attrs:
+        study.set_user_attr("data_info", data_info(proxy))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)

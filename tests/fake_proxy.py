@@ -72,6 +72,7 @@ class FakeProxy:
         self.cache_dir = Path(cache_dir)
         self.num_classes = 3
         self.ignore_index: int | None = 255
+        self.image_size = (32, 48)
         self.eval_steps = [10, 20, 30]
 
     def prepare(self) -> None:

@@ -37,7 +37,7 @@ def test_best_loss_round_trip(searched):
     assert result.loss_path == result.out / "best_loss.yaml"
     loss = load_loss(result.loss_path)
     assert isinstance(loss, SurrogateLoss) and loss.metric == "miou"
-    assert loss.ignore_index == 255  # from the proxy
+    assert loss.ignore_index is None  # the proxy's 255 is the data's: in provenance only
     assert all(r.passed for r in check_loss(loss, trials=2))
     best = study.best_trial
     assert loss.to_dict()["curves"] == best.user_attrs["loss"]["curves"]
@@ -52,6 +52,7 @@ def test_best_loss_round_trip(searched):
         "shapes", "val", "random", 1)
     assert prov["proxy"] == {"crash_above": 0.75}
     assert set(prov["versions"]) == {"autoloss", "torch", "optuna", "python"}
+    assert prov["dataset_options"] == {"ignore_index": 255}
     assert prov["params"] == pytest.approx(best.params)
     assert prov["metrics"]["miou"] == pytest.approx(best.value)
 

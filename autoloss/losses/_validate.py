@@ -156,7 +156,9 @@ def _check_hard_values(target: Tensor, *, num_classes: int, ignore_index: int | 
                else f"[0, {num_classes}) or >= {num_classes} (ignored)")
     raise ValueError(
         f"target has label values {shown}{more} outside the allowed range {allowed} that are "
-        f"not the ignore index ({ignore_index=}); logits have C={num_classes} channels"
+        f"not the ignore index ({ignore_index=}); logits have C={num_classes} channels. If "
+        f"{shown[0]} marks void pixels in your data, pass it as the loss's ignore_index "
+        f"(load_loss(spec, ignore_index={shown[0]}))"
     )
 
 

@@ -20,6 +20,13 @@ Schema (version 1; every YAML file is readable on its own, there are no includes
     provenance: {...}               # optional, free-form (dataset, study, trial, score, ...)
 
 or a weighted combination ``{"combine": [{"name": ..., "weight": 0.2, ...}, ...]}``.
+
+The ignore index belongs to the data, not to the loss: a loss file exported by ``autoloss
+search`` carries none (its search dataset's is under ``provenance.dataset_options``), so pass
+your data's at use time, ``load_loss(path, ignore_index=255)``; without one, a target label
+outside ``[0, C)`` is an error that says so. A file that does fix the ignore index of the
+dataset it was searched on (older exports) loads with a warning unless ``ignore_index`` is
+passed.
 ``overrides`` replace top-level options (for a combination: in every component that has them).
 """
 
@@ -28,6 +35,7 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,10 +48,50 @@ from autoloss.losses.combine import CombinedLoss
 from autoloss.losses.presets import PRESETS
 from autoloss.losses.surrogate import SurrogateLoss
 
-__all__ = ["SCHEMA_VERSION", "load_loss", "loss_names", "read_spec", "save_loss"]
+__all__ = ["DATASET_OPTIONS", "SCHEMA_VERSION", "load_loss", "loss_names", "portable_spec",
+           "read_spec", "save_loss"]
 
 SCHEMA_VERSION = 1
 _META_KEYS = ("autoloss_schema", "provenance", "description")
+#: options that belong to the data a loss is used on, not to the loss: an exported loss file
+#: records them under ``provenance.dataset_options`` only, and the user passes their own
+DATASET_OPTIONS = ("ignore_index",)
+
+
+def _parts(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    parts = spec.get("combine") if "combine" in spec else [spec]
+    return [p for p in parts if isinstance(p, dict)] if isinstance(parts, list) else []
+
+
+def portable_spec(spec: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A copy of ``spec`` without the dataset-bound options (:data:`DATASET_OPTIONS`, in every
+    part of a combination), and those options as found (the first non-None value of each)."""
+    out = copy.deepcopy(dict(spec))
+    found: dict[str, Any] = {}
+    for part in _parts(out):
+        for key in DATASET_OPTIONS:
+            if key in part:
+                value = part.pop(key)
+                if value is not None:
+                    found.setdefault(key, value)
+    return out, found
+
+
+def _warn_dataset_bound(data: Mapping[str, Any], meta: Mapping[str, Any], spec: Any,
+                        overrides: Mapping[str, Any]) -> None:
+    """A loss file exported by an older autoloss search fixes its dataset's ignore index; say
+    so unless the caller sets one."""
+    provenance = meta.get("provenance")
+    if not isinstance(provenance, Mapping) or provenance.get("source") != "autoloss search":
+        return
+    for key in DATASET_OPTIONS:
+        values = [part[key] for part in _parts(data) if part.get(key) is not None]
+        if values and key not in overrides:
+            warnings.warn(
+                f"loss {str(spec)!r} sets {key}={values[0]}, recorded from the dataset it was "
+                f"searched on ({provenance.get('dataset')}); on other data pixels labelled "
+                f"{values[0]} get no gradient. Pass your data's: load_loss(path, {key}=<your "
+                f"void label, or None>)", stacklevel=3)
 
 
 def loss_names() -> dict[str, list[str]]:
@@ -149,6 +197,7 @@ def load_loss(spec: str | Path | Mapping[str, Any], **overrides: Any) -> nn.Modu
             "(written by a newer autoloss?)"
         )
     meta = {key: data.pop(key) for key in _META_KEYS if key in data}
+    _warn_dataset_bound(data, meta, spec, overrides)
     _apply_overrides(data, overrides)
     if "combine" in data:
         extra = sorted(set(data) - {"combine"})

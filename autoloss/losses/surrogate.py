@@ -23,7 +23,9 @@ Conventions (defaults) and the Auto Seg-Loss reference conventions (used by the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -73,7 +75,11 @@ class SurrogateLoss(nn.Module):
             :class:`~autoloss.programs.MetricProgram`.
         curves: curve name -> :class:`~autoloss.relaxations.Curve` (or its dict form). Curves the
             program uses but that are not given are the identity (the plain soft metric).
-        ignore_index: label excluded from the loss. tol: boundary tolerance in pixels.
+        ignore_index: label excluded from the loss (the void label of *your* data: a loss file
+            carries none, see ``load_loss``). tol: boundary tolerance in pixels.
+        tol_at: ``(H, W)``: ``tol`` is in pixels at images of this size and scales with the image
+            diagonal elsewhere (``round(tol * diag(input) / diag(tol_at))``), so that a loss
+            searched at one resolution means the same at another. None: ``tol`` pixels always.
         drop_bg: leave class 0's boundaries out (BIoU band, BF1 mean).
         classes: ``"present"`` or ``"all"`` (see the module docstring).
         eps: added to prediction-dependent denominators.
@@ -90,7 +96,7 @@ class SurrogateLoss(nn.Module):
                  curves: Mapping[str, Curve | Mapping[str, Any]] | None = None,
                  ignore_index: int | None = None, tol: int = 5, drop_bg: bool = False,
                  classes: str = "present", eps: float = 1e-8,
-                 float32_dilation: bool = False) -> None:
+                 float32_dilation: bool = False, tol_at: Sequence[int] | None = None) -> None:
         super().__init__()
         self.program = get_program(metric)
         self.metric = metric if isinstance(metric, str) else (self.program.reference or
@@ -110,20 +116,45 @@ class SurrogateLoss(nn.Module):
             raise ValueError(f"ignore_index must be an int or None, but got {ignore_index=}")
         if not isinstance(tol, int) or tol < 0:
             raise ValueError(f"tol must be a non-negative int, but got {tol=}")
+        if tol_at is not None:
+            if (isinstance(tol_at, (str, bytes)) or len(tol_at) != 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                               for v in tol_at)):
+                raise ValueError(f"tol_at must be (height, width) with positive ints or None, "
+                                 f"but got {tol_at=}")
+            tol_at = (int(tol_at[0]), int(tol_at[1]))
         check_choice("classes", classes, ("present", "all"))
         if not (isinstance(eps, (int, float)) and eps > 0):
             raise ValueError(f"eps must be a positive number, but got {eps=}")
         self.ignore_index = ignore_index
         self.tol = tol
+        self.tol_at = tol_at
+        self._warned_ignore = False
         self.drop_bg = bool(drop_bg)
         self.classes = classes
         self.eps = float(eps)
         self.float32_dilation = bool(float32_dilation)
 
+    def tol_for(self, height: int, width: int) -> int:
+        """The boundary tolerance in pixels for images of ``height x width``."""
+        if self.tol_at is None:
+            return self.tol
+        return int(round(self.tol * math.hypot(height, width) / math.hypot(*self.tol_at)))
+
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        num_classes = logits.shape[1] if logits.dim() == 4 else None
+        if (not self._warned_ignore and num_classes is not None and self.ignore_index is not None
+                and 0 <= self.ignore_index < num_classes):
+            self._warned_ignore = True
+            warnings.warn(
+                f"ignore_index={self.ignore_index} is one of the C={num_classes} classes of these "
+                f"logits: class {self.ignore_index} gets no gradient from this loss. If it was the "
+                f"void label of the dataset a loss file was searched on, pass your data's: "
+                f"load_loss(path, ignore_index=<your void label, or None>)", stacklevel=2)
         return surrogate_loss(
             logits, target, program=self.program, curves=self.curves,
-            ignore_index=self.ignore_index, tol=self.tol, drop_bg=self.drop_bg,
+            ignore_index=self.ignore_index, tol=self.tol_for(*logits.shape[-2:]),
+            drop_bg=self.drop_bg,
             classes=self.classes, eps=self.eps, float32_dilation=self.float32_dilation,
         )
 
@@ -138,6 +169,7 @@ class SurrogateLoss(nn.Module):
             "classes": self.classes,
             "eps": self.eps,
             "float32_dilation": self.float32_dilation,
+            **({"tol_at": list(self.tol_at)} if self.tol_at is not None else {}),
             "curves": {name: curve.to_dict() for name, curve in self.curves.items()},
         }
 
