@@ -89,7 +89,9 @@ def _travel(spec: dict[str, Any], info: dict[str, Any]) -> tuple[dict[str, Any],
 
 def export_trial(study: Any, trial_number: int | None, path: str | Path, *,
                  storage: str | None = None) -> Path:
-    """Write trial ``trial_number`` (None: :func:`best_trial`) of ``study`` as a loss YAML.
+    """Write trial ``trial_number`` of ``study`` as a loss YAML. None: the trial a current
+    re-scoring chose (:mod:`autoloss.rescore`, recorded under ``provenance.rescore``), else
+    :func:`best_trial`.
 
     The file carries no setting of the search dataset that would silently change training
     elsewhere: its ignore index is recorded under ``provenance.dataset_options`` only (pass
@@ -97,8 +99,10 @@ def export_trial(study: Any, trial_number: int | None, path: str | Path, *,
     searched at (``tol_at``), so it scales with the image diagonal."""
     from autoloss import __version__
     from autoloss.losses import save_loss
+    from autoloss.rescore import chosen_trial, rescore_summary
 
-    trial = _trial(study, trial_number)
+    rescored = rescore_summary(study) if trial_number is None else None
+    trial = _trial(study, chosen_trial(study) if rescored is not None else trial_number)
     spec = trial.user_attrs.get("loss")
     if spec is None:
         raise ValueError(f"trial {trial.number} of study {study.study_name!r} has no recorded "
@@ -133,6 +137,13 @@ def export_trial(study: Any, trial_number: int | None, path: str | Path, *,
     }
     if isinstance(value, float) and isinstance(baseline, (int, float)):
         provenance["gain_over_ce_points"] = round(100 * (value - baseline), 4)
+    if rescored is not None:
+        provenance["rescore"] = rescored
+        mean = rescored["trials"][str(trial.number)]["mean"]
+        base = (rescored.get("baseline") or {}).get("mean")
+        provenance["rescored_score"] = mean
+        if base is not None:
+            provenance["rescored_gain_over_ce_points"] = round(100 * (mean - base), 4)
     return save_loss(spec, path, provenance=provenance)
 
 
@@ -159,6 +170,29 @@ def _table(header: Sequence[str], rows: list[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return lines
+
+
+def _rescore_lines(study: Any) -> list[str]:
+    from autoloss.rescore import rescore_summary
+
+    summary = rescore_summary(study)
+    if summary is None:
+        return []
+    seeds = summary["seeds"]
+    lines = ["", f"## Re-scoring: the top {summary['top']} trials with proxy seeds {seeds}", "",
+             "The search scored each trial once (seed of the search); the best of many noisy "
+             "scores is biased upward, so the top trials were scored again with other seeds, "
+             f"and the export is the best mean: trial {summary['chosen']}.", ""]
+    rows = []
+    for number, t in summary["trials"].items():
+        mark = " (exported)" if int(number) == summary["chosen"] else ""
+        rows.append((f"{number}{mark}", _fmt(t["search_value"]), _fmt(t["mean"]),
+                     _fmt(t["std"]), " ".join(_fmt(v) for v in t["values"])))
+    base = summary.get("baseline")
+    if base is not None:
+        rows.append(("cross-entropy", "-", _fmt(base["mean"]), _fmt(base["std"]),
+                     " ".join(_fmt(v) for v in base["values"])))
+    return lines + _table(["trial", "search score", "re-scored mean", "std", "per seed"], rows)
 
 
 def summarize(study: Any, *, wall_time: float | None = None, top: int = 5) -> str:
@@ -196,6 +230,7 @@ def summarize(study: Any, *, wall_time: float | None = None, top: int = 5) -> st
                          for t in ranked[:top if not multi else None]])
     else:
         lines.append("- best: none (no complete trial)")
+    lines += _rescore_lines(study)
     refs = [t for t in trials if "reference" in t.user_attrs]
     if refs:
         lines += ["", "## Reference points", ""]

@@ -46,6 +46,7 @@ from optuna.trial import TrialState
 from torch import nn
 
 from autoloss.pruning import BottomQuantilePruner
+from autoloss.rescore import rescore_seeds, rescore_top
 from autoloss.search_config import (
     SAMPLERS,
     Proxy,
@@ -59,7 +60,7 @@ from autoloss.search_config import (
     resolve_config,
 )
 
-__all__ = ["SAMPLERS", "Proxy", "SearchConfig", "SearchResult", "build_objective",
+__all__ = ["SAMPLERS", "Proxy", "SearchConfig", "SearchResult", "build_objective", "make_proxy", "rescore",
            "load_experiment", "make_storage", "open_study", "parse_target", "resolve_config",
            "run_search"]
 
@@ -421,6 +422,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
             bar.close()
         loss_path = None
         if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            rescore(cfg, study, proxy, progress=progress)
             loss_path = export_trial(study, None, cfg.out / "best_loss.yaml",
                                      storage=cfg.storage)
         wall = time.monotonic() - started
@@ -433,6 +435,22 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
     finally:
         optuna.logging.set_verbosity(verbosity)
     return _result(cfg, study, loss_path, wall)
+
+
+def rescore(cfg: SearchConfig, study: optuna.Study, proxy: Proxy, *,
+            progress: bool = True) -> dict[str, Any] | None:
+    """Re-score the study's ``cfg.rescore_top`` best trials with ``cfg.rescore_seeds`` other
+    proxy seeds (:func:`autoloss.rescore.rescore_top`); the export takes the best mean."""
+    if cfg.multi_objective or cfg.rescore_top < 1 or cfg.rescore_seeds < 1:
+        return None
+
+    def run_proxy(loss: nn.Module, seed: int) -> float:
+        return _objective_values({k: float(v) for k, v in proxy.run(loss, seed=seed).items()},
+                                 cfg)[0]
+
+    say = (lambda text: print(text, flush=True)) if progress else None
+    return rescore_top(study, run_proxy, baseline=_cross_entropy(proxy), top=cfg.rescore_top,
+                       seeds=rescore_seeds(cfg.seed, cfg.rescore_seeds), progress=say)
 
 
 def _run_workers(cfg: SearchConfig, study: optuna.Study, remaining: int, bar: Any) -> None:

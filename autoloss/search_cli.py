@@ -39,7 +39,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     given: dict[str, Any] = {}
     for name in ("data", "trials", "timeout", "sampler", "storage", "study", "workers", "seed",
                  "out", "space", "cache", "proxy_factory", "multi_objective",
-                 "enqueue_references", "plots", "startup"):
+                 "enqueue_references", "plots", "startup", "rescore_top", "rescore_seeds"):
         value = getattr(args, name)
         if value is not None:
             given[name] = value
@@ -88,12 +88,45 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if storage is None:
         raise ValueError("export needs a run folder or --storage URL")
     study = open_study(storage, study_name)
+    if args.rescore_top is not None or args.rescore_seeds is not None:
+        if args.trial is not None:
+            raise ValueError("--trial exports that trial as it is; re-scoring (--rescore-top, "
+                             "--rescore-seeds) chooses the trial, so pass one or the other")
+        _rescore_for_export(study, storage, folder, args)
     name = "best_loss.yaml" if args.trial is None else f"trial_{args.trial}_loss.yaml"
     path = export_trial(study, args.trial, Path(args.out) if args.out else folder / name,
                         storage=storage)
     print(f"exported {study.study_name} trial "
           f"{'best' if args.trial is None else args.trial} to {path}")
     return 0
+
+
+def _rescore_for_export(study: Any, storage: str, folder: Path, args: argparse.Namespace) -> None:
+    """Re-score ``study``'s top trials with the proxy it was searched with (its recorded
+    config; the proxy cache in ``folder/cache``), before the export picks the best mean."""
+    from autoloss.search import SearchConfig, make_proxy, rescore, resolve_config
+
+    stored = dict(study.user_attrs.get("config") or {})
+    if not stored:
+        raise ValueError(f"study {study.study_name!r} records no search config (user attr "
+                         "'config'); was it made by autoloss search?")
+    fields = {f.name for f in dataclasses.fields(SearchConfig)}
+    values = {k: v for k, v in stored.items() if k in fields}
+    values.update(storage=storage, study=study.study_name, out=folder, cache=folder / "cache")
+    for name in ("rescore_top", "rescore_seeds"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    cfg = resolve_config(SearchConfig(**values))
+    proxy = make_proxy(cfg)
+    proxy.prepare()
+    rescore(cfg, study, proxy, progress=True)
+
+
+def _add_rescore_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rescore-top", type=int, help="before exporting, score the best K trials "
+                   "again with other proxy seeds and export the best mean (default 5; 0: the "
+                   "single best trial as scored)")
+    p.add_argument("--rescore-seeds", type=int, help="proxy seeds of the re-scoring (default 3)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -136,6 +169,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "space's initial point, like PPO's first generation")
     p.add_argument("--no-plots", dest="plots", action="store_const", const=False,
                    help="do not draw the plots into OUT/plots at the end")
+    _add_rescore_flags(p)
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("export", help="export a search trial (default: the best) as a loss YAML")
@@ -145,4 +179,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trial", type=int, help="trial number (default: the best trial)")
     p.add_argument("--out", help="output YAML (default RUN_DIR/best_loss.yaml or "
                    "trial_N_loss.yaml)")
+    _add_rescore_flags(p)
     p.set_defaults(func=_cmd_export)

@@ -56,6 +56,9 @@ class SearchConfig:
     end. ``startup``: how a ``tpe`` study's first (random) trials are drawn: ``uniform`` in the
     bounds (optuna's default) or ``prior``, from the distribution PPO starts with (a truncated
     normal with std 0.2 around the space's initial point; see :func:`prior_points`).
+    ``rescore_top`` / ``rescore_seeds``: before exporting, score the best ``rescore_top``
+    trials again with ``rescore_seeds`` other proxy seeds and export the best mean
+    (:mod:`autoloss.rescore`; 0 exports the single best trial as scored).
     """
 
     metric: str | list[str] = "miou"
@@ -79,6 +82,8 @@ class SearchConfig:
     ppo: dict[str, Any] = field(default_factory=dict)
     plots: bool = True
     startup: str = "uniform"
+    rescore_top: int = 5
+    rescore_seeds: int = 3
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -88,7 +93,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "out": (str, Path, type(None)), "space": (str, type(None)), "proxy": (dict,),
     "multi_objective": (bool,), "enqueue_references": (bool,),
     "proxy_factory": (str, type(None)), "cache": (str, Path, type(None)), "heartbeat": (int,),
-    "ppo": (dict,), "plots": (bool,), "startup": (str,),
+    "ppo": (dict,), "plots": (bool,), "startup": (str,), "rescore_top": (int,),
+    "rescore_seeds": (int,),
 }
 
 
@@ -140,6 +146,9 @@ def resolve_config(cfg: SearchConfig) -> SearchConfig:
     if cfg.trials < 1 or cfg.workers < 1 or cfg.heartbeat < 1:
         raise ValueError(f"trials, workers and heartbeat must be >= 1, but got trials="
                          f"{cfg.trials}, workers={cfg.workers}, heartbeat={cfg.heartbeat}")
+    if cfg.rescore_top < 0 or cfg.rescore_seeds < 0:
+        raise ValueError(f"rescore_top and rescore_seeds must be >= 0 (0: no re-scoring), but "
+                         f"got rescore_top={cfg.rescore_top}, rescore_seeds={cfg.rescore_seeds}")
     if cfg.timeout is not None and cfg.timeout <= 0:
         raise ValueError(f"timeout must be > 0 seconds or None, but got {cfg.timeout}")
     if cfg.startup not in STARTUPS:
