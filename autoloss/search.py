@@ -98,13 +98,31 @@ def tpe_startup_trials(cfg: SearchConfig) -> int:
     return min(10, max(3, cfg.trials // 4))
 
 
-def prior_points(space: Any, n: int, *, seed: int, sigma: float = 0.2) -> list[dict[str, float]]:
+def initial_params(cfg: SearchConfig, space: Any) -> dict[str, float]:
+    """Where a search starts: the curves of ``cfg.init_from`` (a loss file), else the space's
+    initial point."""
+    if cfg.init_from is None:
+        return space.initial_params()
+    from autoloss.losses import read_spec
+
+    if not hasattr(space, "params_of_loss"):
+        raise ValueError(f"init_from needs a single-metric search space, but the target "
+                         f"{cfg.metric!r} combines several")
+    try:
+        return space.params_of_loss(read_spec(cfg.init_from))
+    except ValueError as err:
+        raise ValueError(f"init_from={str(cfg.init_from)!r}: {err}") from None
+
+
+def prior_points(space: Any, n: int, *, seed: int, sigma: float = 0.2,
+                 center: dict[str, float] | None = None) -> list[dict[str, float]]:
     """``n`` points drawn like PPO's first generation: every parameter from a normal with std
-    ``sigma`` around ``space.initial_params()``, truncated to its bounds (seeded)."""
+    ``sigma`` around ``center`` (default ``space.initial_params()``), truncated to its bounds
+    (seeded)."""
     from scipy.stats import truncnorm
 
     rng = np.random.default_rng([seed, 20211])
-    center, bounds = space.initial_params(), space.bounds()
+    center, bounds = (space.initial_params() if center is None else center), space.bounds()
     points = []
     for _ in range(n):
         point = {}
@@ -141,7 +159,7 @@ def make_sampler(cfg: SearchConfig, space: Any, *, worker: int = 0) -> optuna.sa
                                               warn_asynchronous_seeding=False)
     from autoloss.ppo import PPOSampler
 
-    return PPOSampler(initial_params=space.initial_params(), seed=seed, **cfg.ppo)
+    return PPOSampler(initial_params=initial_params(cfg, space), seed=seed, **cfg.ppo)
 
 
 def make_pruner(cfg: SearchConfig, eval_steps: list[int]) -> optuna.pruners.BasePruner:
@@ -308,13 +326,17 @@ def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Prox
         study.set_user_attr("baseline_ce_metrics", metrics)
     if not study.get_trials(deepcopy=False):
         queued = 0
+        if cfg.init_from is not None:
+            study.enqueue_trial(initial_params(cfg, space),
+                                user_attrs={"reference": f"init:{Path(cfg.init_from).name}"})
+            queued += 1
         if cfg.enqueue_references:
             for label, params in space.reference_points().items():
                 study.enqueue_trial(params, user_attrs={"reference": label})
                 queued += 1
         if cfg.startup == "prior" and cfg.sampler == "tpe":
             for params in prior_points(space, max(0, tpe_startup_trials(cfg) - queued),
-                                       seed=cfg.seed):
+                                       seed=cfg.seed, center=initial_params(cfg, space)):
                 study.enqueue_trial(params, user_attrs={"startup": "prior"})
 
 
@@ -394,6 +416,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         space = make_space(cfg)
+        initial_params(cfg, space)  # a bad init_from fails before the warm start trains
         proxy = make_proxy(cfg)
         proxy.prepare()
         storage = make_storage(cfg.storage, heartbeat=cfg.heartbeat)

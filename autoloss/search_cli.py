@@ -39,7 +39,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     given: dict[str, Any] = {}
     for name in ("data", "trials", "timeout", "sampler", "storage", "study", "workers", "seed",
                  "out", "space", "cache", "proxy_factory", "multi_objective",
-                 "enqueue_references", "plots", "startup", "rescore_top", "rescore_seeds"):
+                 "enqueue_references", "plots", "startup", "rescore_top", "rescore_seeds", "init_from"):
         value = getattr(args, name)
         if value is not None:
             given[name] = value
@@ -169,6 +169,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "space's initial point, like PPO's first generation")
     p.add_argument("--no-plots", dest="plots", action="store_const", const=False,
                    help="do not draw the plots into OUT/plots at the end")
+    p.add_argument("--init-from", help="loss file (e.g. searched on another dataset) whose "
+                   "curves are the first trial and the centre of PPO's policy")
     _add_rescore_flags(p)
     p.set_defaults(func=_cmd_search)
 

@@ -58,7 +58,9 @@ class SearchConfig:
     normal with std 0.2 around the space's initial point; see :func:`prior_points`).
     ``rescore_top`` / ``rescore_seeds``: before exporting, score the best ``rescore_top``
     trials again with ``rescore_seeds`` other proxy seeds and export the best mean
-    (:mod:`autoloss.rescore`; 0 exports the single best trial as scored).
+    (:mod:`autoloss.rescore`; 0 exports the single best trial as scored). ``init_from``: a loss
+    file (e.g. searched on another dataset) whose curves are the first trial of a new study and
+    the centre of PPO's policy and of ``prior`` startup points.
     """
 
     metric: str | list[str] = "miou"
@@ -84,6 +86,7 @@ class SearchConfig:
     startup: str = "uniform"
     rescore_top: int = 5
     rescore_seeds: int = 3
+    init_from: str | None = None
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -94,7 +97,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "multi_objective": (bool,), "enqueue_references": (bool,),
     "proxy_factory": (str, type(None)), "cache": (str, Path, type(None)), "heartbeat": (int,),
     "ppo": (dict,), "plots": (bool,), "startup": (str,), "rescore_top": (int,),
-    "rescore_seeds": (int,),
+    "rescore_seeds": (int,), "init_from": (str, Path, type(None)),
 }
 
 

@@ -244,13 +244,40 @@ class SearchSpace:
     def _reference_raw(self) -> dict[str, list[float]]:
         from autoloss.losses.presets import PRESETS
 
-        curves = PRESETS[self.reference]["curves"]
+        return self._raw_of_curves(PRESETS[self.reference]["curves"])
+
+    def _raw_of_curves(self, curves: Mapping[str, Any]) -> dict[str, list[float]]:
         raw = {}
         for name, cs in self.curves.items():
             spec = curves.get(name)
-            if spec is not None and cs.kind == "bezier" and len(spec["points"]) == cs.size:
+            if (isinstance(spec, Mapping) and spec.get("kind") == "bezier" == cs.kind
+                    and len(spec.get("points", ())) == cs.size):
                 raw[name] = bezier_raw_from_points(spec["points"])
         return raw
+
+    def params_of_loss(self, spec: Mapping[str, Any]) -> dict[str, float]:
+        """Flat parameters of a loss spec (e.g. a loss file searched elsewhere): the Bezier
+        curves of its surrogate whose name and size match this space's, the weight of a
+        cross-entropy part as ``ce_weight``; the rest as :meth:`params_of` fills it in.
+
+        Raises if the loss has no surrogate for this space's metric or no curve matches."""
+        parts = spec["combine"] if "combine" in spec else [spec]
+        surrogate = next((p for p in parts if p.get("name") == "surrogate"), None)
+        if surrogate is None or surrogate.get("metric") != self.metric:
+            found = None if surrogate is None else surrogate.get("metric")
+            raise ValueError(f"the loss has no surrogate of metric {self.metric!r} (found "
+                             f"{found!r}), so it cannot start a search of this space")
+        raw = self._raw_of_curves(surrogate.get("curves") or {})
+        if not raw:
+            raise ValueError(f"none of the loss's curves {sorted(surrogate.get('curves') or {})} "
+                             f"is a Bezier curve that fits this space's "
+                             f"{ {n: (c.kind, c.size) for n, c in self.curves.items()} }")
+        ce = next((p for p in parts if p.get("name") == "cross_entropy"), None)
+        weight = None  # the cross-entropy weight next to a surrogate of weight 1 (loss_spec)
+        if ce is not None and "combine" in spec:
+            base = float(surrogate.get("weight", 1.0))
+            weight = float(ce.get("weight", 1.0)) / base if base > 0 else None
+        return self.params_of(raw, ce_weight=weight)
 
     def curve_specs(self, params: Mapping[str, float]) -> dict[str, dict[str, Any]]:
         """Curve name -> curve dict (absolute points) of flat parameters ``params``."""
