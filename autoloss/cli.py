@@ -43,6 +43,18 @@ def _cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from autoloss.study import run_study
+
+    try:
+        run_study(args.config, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: run the same command again to continue ({args.config}); finished "
+              f"trials and runs are kept")
+        raise
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoloss",
@@ -62,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("losses", help="list the loss presets, baselines and metrics")
     p.set_defaults(func=_cmd_losses)
+
+    p = sub.add_parser("study", help="search a loss, retrain it against the baselines, report",
+                       description="The whole job in one resumable command: search (with "
+                       "re-scoring and export), retraining of the exported loss against "
+                       "cross-entropy and the baselines, and OUT/report.md with the verdict.")
+    p.add_argument("--config", required=True, help="study file (experiments/study_*.yaml)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_study)
 
     from autoloss.plot_cli import register as register_plot
     from autoloss.search_cli import register as register_search

@@ -103,10 +103,12 @@ class CompareResult:
 
 
 def loss_slug(spec: str | Path) -> str:
-    """A folder name for a loss spec: a preset/baseline name as is, a YAML file by its stem."""
+    """A folder name for a loss spec: a preset/baseline name as is, a YAML file by its stem (a
+    search's ``best_loss.yaml`` by its folder and stem: ``search-miou-camvid-best_loss``)."""
     text = str(spec)
     if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
-        text = Path(text).stem
+        path = Path(text)
+        text = f"{path.parent.name}-{path.stem}" if path.stem == "best_loss" else path.stem
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "loss"
 
 
@@ -435,7 +437,7 @@ def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: Trai
                    val_split: str | None = "val", test_split: str = "test",
                    pretrain: TrainConfig | None = None, reference: str | None = None,
                    jobs: int = 1, plateau_metric: str = "miou", command: str | None = None,
-                   progress: bool = True) -> CompareResult:
+                   report_dir: str | Path | None = None, progress: bool = True) -> CompareResult:
     """Train every loss with seeds ``0 .. seeds-1`` (each run as :func:`train_run`, in
     ``out/runs/<loss-slug>/seed<s>/``), then write ``compare.md``, ``compare.csv`` and
     ``compare.json`` in ``out`` (see :mod:`autoloss.compare_report`). Finished runs are reused;
@@ -450,7 +452,9 @@ def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: Trai
     paired with (default ``cross_entropy`` when compared, else none). ``jobs``: runs trained at
     once in worker processes (each with ``config.num_threads`` threads, default
     ``cpu_count // jobs``). ``plateau_metric``: the validation metric whose plateau is
-    reported. ``command``: how the comparison was started, for the report.
+    reported. ``command``: how the comparison was started, for the report. ``report_dir``:
+    where the tables go (default ``out``; the runs stay in ``out``, so comparisons of different
+    panels can share runs).
     """
     losses = [str(loss) for loss in losses]
     if not losses:
@@ -533,7 +537,7 @@ def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: Trai
         "command": command, "code": _code_version(),
     })
     md, csv_path, json_path, table = write_reports(
-        out, runs, setup=setup_json, header=lines, reference=reference,
+        Path(report_dir) if report_dir is not None else out, runs, setup=setup_json, header=lines, reference=reference,
         pretrain_runs=pre_runs, plateau_metric=plateau_metric,
         class_names=splits.train.class_names)
     return CompareResult(runs, pre_runs, table, md, csv_path, json_path,

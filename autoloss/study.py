@@ -1,0 +1,237 @@
+"""One command for the whole job: search a loss for a metric, re-score and export it, retrain it
+against cross-entropy and the baselines, and write one report with the verdict.
+
+    autoloss study --config experiments/study_miou_camvid.yaml
+
+The experiment file has two sections, each the options of the command that runs the stage::
+
+    out: results/study-miou-camvid     # the report (report.md, study.json, plots/)
+    search:                            # autoloss search options (SearchConfig fields)
+      metric: miou
+      data: camvid:../shared/datasets/camvid
+      trials: 64
+    retrain:                           # autoloss compare options (experiments/retrain_*.yaml)
+      losses: [cross_entropy, lovasz_softmax]   # the baselines; the exported loss is added
+      data: camvid:../shared/datasets/camvid?size=90x120
+      seeds: 3
+      protocol: finetune
+      ...
+
+Stages, each resumable because the command it runs is (a finished stage is not redone, an
+interrupted one continues): (1) ``search`` into ``search.out`` (default ``OUT/search``), with
+the re-scoring of its top trials and the export of ``best_loss.yaml``; (2) ``retrain``: the
+comparison of the exported loss with the baselines (runs in ``retrain.out``, default
+``OUT/retrain``; tables in ``OUT/retrain``), every loss paired with ``cross_entropy`` by seed;
+(3) the report ``OUT/report.md``: the search (best and re-scored proxy scores, learned curves,
+history), the retraining table with paired intervals, and per target metric the verdict
+"beats cross-entropy by X ± Y points" or "within noise". ``OUT/study.json`` keeps the wall time
+of every stage, summed over the runs of the command (a rerun with nothing left to do adds
+seconds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autoloss.compare import compare_losses
+from autoloss.compare_report import format_paired, format_table, metric_names
+from autoloss.search import SearchConfig, parse_target, resolve_config, run_search
+from autoloss.stats import paired_difference
+from autoloss.train_cli import experiment_from_dict
+from autoloss.yaml_files import read_mapping
+
+__all__ = ["StudyResult", "read_study", "run_study", "verdict"]
+
+_TOP_KEYS = ("out", "search", "retrain", "reference")
+
+
+@dataclass
+class StudyResult:
+    """What :func:`run_study` produced: the exported loss, the report and the stage times."""
+
+    loss_path: Path
+    report_path: Path
+    verdicts: dict[str, str]
+    times: dict[str, float]
+
+
+def read_study(path: str | Path) -> dict[str, Any]:
+    """The raw sections of a study file, checked for unknown keys (errors name the file)."""
+    data = read_mapping(path)
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ValueError(f"{path}: unknown option {key!r}; expected one of {list(_TOP_KEYS)}")
+    for key in ("search", "retrain"):
+        if not isinstance(data.get(key), Mapping):
+            raise ValueError(f"{path}: '{key}:' must be a mapping of the {key} options, but got "
+                             f"{data.get(key)!r}")
+    return data
+
+
+def _search_config(values: Mapping[str, Any], out: Path, source: str) -> SearchConfig:
+    fields = {f.name for f in dataclasses.fields(SearchConfig)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"{source}: search: unknown option {unknown[0]!r}; expected "
+                         f"SearchConfig fields {sorted(fields)}")
+    values = {"out": out / "search", **values}
+    try:
+        return resolve_config(SearchConfig(**values))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{source}: search: {err}") from None
+
+
+def verdict(runs: Sequence[Any], loss: str, reference: str, metric: str) -> str:
+    """One line: does ``loss`` beat ``reference`` on ``metric`` (runs paired by seed)?"""
+    by_seed = {r.seed: 100 * r.metrics.get(metric, float("nan")) for r in runs if r.loss == loss}
+    ref = {r.seed: 100 * r.metrics.get(metric, float("nan")) for r in runs
+           if r.loss == reference}
+    d = paired_difference(by_seed, ref)
+    if d.mean is None:
+        return f"{metric}: no paired runs of {loss} and {reference}"
+    if d.low is None:
+        return (f"{metric}: {d.mean:+.2f} points against {reference} from one seed: no interval "
+                f"(run more seeds)")
+    half = (d.high - d.low) / 2
+    text = (f"{d.mean:+.2f} ± {half:.2f} points (95 % interval [{d.low:+.2f}, {d.high:+.2f}], "
+            f"better on {d.wins}/{d.n} seeds)")
+    if d.significant and d.mean > 0:
+        return f"{metric}: **beats {reference}** by {text}"
+    if d.significant:
+        return f"{metric}: **worse than {reference}** by {text}"
+    return f"{metric}: within noise of {reference}: {text}"
+
+
+def _load_times(path: Path) -> dict[str, float]:
+    if path.is_file():
+        return dict(json.loads(path.read_text()).get("times", {}))
+    return {}
+
+
+def _plot_line(path: Path, out: Path, title: str) -> list[str]:
+    if not path.is_file():
+        return []
+    try:
+        rel = path.resolve().relative_to(out.resolve()).as_posix()
+    except ValueError:
+        rel = path.as_posix()
+    return [f"![{title}]({rel})", ""]
+
+
+def run_study(path: str | Path, *, progress: bool = True) -> StudyResult:
+    """Run (or resume) the study of experiment file ``path``; see the module docstring."""
+    source = str(path)
+    data = read_study(path)
+    out = Path(data.get("out") or Path("results") / f"study-{Path(path).stem}")
+    search_cfg = _search_config(data["search"], out, source)
+    if search_cfg.multi_objective:
+        raise ValueError(f"{source}: a study retrains one exported loss; a multi-objective "
+                         f"search exports a Pareto front (use a weighted sum 'miou+0.5*bf1')")
+    exp = experiment_from_dict({"out": str(out / "retrain"), **data["retrain"]},
+                               source=f"{source}: retrain")
+    reference = data.get("reference", "cross_entropy")
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "study.json"
+    times = _load_times(state_path)
+
+    def save(stage: str, seconds: float) -> None:
+        times[stage] = round(times.get(stage, 0.0) + seconds, 1)
+        state_path.write_text(json.dumps({"config": source, "times": times}, indent=2))
+
+    say = print if progress else (lambda *a, **k: None)
+    say(f"[study 1/3] search {search_cfg.study} ({search_cfg.trials} trials) in "
+        f"{search_cfg.out}", flush=True)
+    t0 = time.perf_counter()
+    search = run_search(search_cfg, progress=progress)
+    if search.loss_path is None:
+        raise RuntimeError(f"the search {search_cfg.study} has no complete trial to retrain")
+    save("search", time.perf_counter() - t0)
+
+    loss = _display_path(Path(search.loss_path))
+    losses = list(dict.fromkeys([reference, *exp.losses, loss]))
+    say(f"[study 2/3] retrain {len(losses)} losses x {exp.seeds} seeds ({exp.protocol})",
+        flush=True)
+    t0 = time.perf_counter()
+    compare = compare_losses(
+        losses, exp.data, seeds=exp.seeds, config=exp.train_config(seed=0), model=exp.model,
+        out=exp.out_dir(), width=exp.width, depth=exp.depth, init_from=exp.init_from,
+        tol=exp.tol, val_split=exp.val_split, test_split=exp.test_split,
+        pretrain=exp.pretrain_config(seed=0), reference=reference, jobs=exp.jobs,
+        command=f"autoloss study --config {shlex.quote(source)}", report_dir=out / "retrain",
+        progress=progress)
+    save("retrain", time.perf_counter() - t0)
+
+    say("[study 3/3] report", flush=True)
+    targets = [name for name, _ in parse_target(search_cfg.metric)]
+    verdicts = {m: verdict(compare.runs, loss, reference, m) for m in targets}
+    report = _report(out, source, search_cfg, search, compare, loss, reference, verdicts, times)
+    path_md = out / "report.md"
+    path_md.write_text(report)
+    say(f"wrote {path_md}", flush=True)
+    for line in verdicts.values():
+        say(line.replace("**", ""), flush=True)
+    return StudyResult(Path(search.loss_path), path_md, verdicts, times)
+
+
+def _report(out: Path, source: str, cfg: SearchConfig, search: Any, compare: Any, loss: str,
+            reference: str, verdicts: Mapping[str, str], times: Mapping[str, float]) -> str:
+    from autoloss.losses import load_loss
+
+    provenance = load_loss(loss).provenance or {}
+    rescored = provenance.get("rescore")
+    names = metric_names(compare.runs)
+    lines = [f"# Study: {cfg.study}", "",
+             f"Produced by `autoloss study --config {source}` (resumable: run it again to "
+             f"continue or to redraw this report).", "",
+             "## Verdict (retraining, reported split, paired by seed)", ""]
+    lines += [f"- {text}" for text in verdicts.values()]
+    lines += ["", "## Search (proxy scores on the proxy-validation split)", "",
+              f"- target `{cfg.metric}` on `{cfg.data}`, {search.counts.get('complete', 0)} "
+              f"complete / {search.counts.get('pruned', 0)} pruned / "
+              f"{search.counts.get('fail', 0)} failed trials, sampler {cfg.sampler}",
+              f"- cross-entropy proxy baseline {_fmt(search.baseline_ce)}; best trial "
+              f"{search.best_trial} scored {_fmt(search.best_value)}"]
+    if rescored:
+        chosen = rescored["trials"][str(rescored["chosen"])]
+        base = (rescored.get("baseline") or {}).get("mean")
+        lines.append(f"- re-scored the top {rescored['top']} trials with proxy seeds "
+                     f"{rescored['seeds']}: exported trial {rescored['chosen']}, mean "
+                     f"{_fmt(chosen['mean'])} against {_fmt(base)} for cross-entropy")
+    lines += [f"- exported loss: `{loss}`", ""]
+    lines += _plot_line(cfg.out / "plots" / "curves.png", out, "learned curves")
+    lines += _plot_line(cfg.out / "plots" / "history.png", out, "search history")
+    lines += ["## Retraining (test scores, mean ± std over seeds, points)", "",
+              format_table(compare.runs, reference=reference, metrics=names),
+              f"Paired difference to {reference} (points, 95 % t-interval, seeds won):", "",
+              format_paired(compare.runs, reference=reference, metrics=names),
+              f"Full tables (per-class IoU, validation plateau): "
+              f"[{compare.markdown_path.name}](retrain/{compare.markdown_path.name})", ""]
+    lines += _plot_line(out / "retrain" / "plots" / "bars.png", out, "retraining scores")
+    lines += ["## Cost (wall time of each stage, summed over the runs of the command)", "",
+              "| stage | wall time |", "|---|---:|"]
+    lines += [f"| {stage} | {seconds / 60:.1f} min |" for stage, seconds in times.items()]
+    total = sum(times.values())
+    lines += [f"| total | {total / 60:.1f} min |", ""]
+    return "\n".join(lines)
+
+
+def _display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (tables hold no absolute
+    paths of the machine that made them)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (int, float)):
+        return f"{100 * value:.2f}"
+    return "-" if value is None else str(value)

@@ -1,0 +1,91 @@
+"""``autoloss study``: search, re-score and export, retrain against the baselines, report
+(fake proxy for the search, a real tiny comparison on the embedded data)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autoloss.cli import main
+from autoloss.compare_report import RunRecord
+from autoloss.study import run_study, verdict
+
+STUDY = """\
+out: out
+search:
+  metric: miou
+  data: shapes
+  trials: 4
+  sampler: random
+  rescore_top: 2
+  rescore_seeds: 2
+  plots: false
+  proxy_factory: fake_proxy:FakeProxy
+retrain:
+  losses: [cross_entropy, lovasz_softmax]
+  data: shapes?n=16&size=32
+  seeds: 2
+  width: 4
+  depth: 2
+  protocol: finetune
+  pretrain: {steps: 4}
+  steps: 2
+  batch_size: 2
+  eval_every: 2
+  num_threads: 1
+"""
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_study_runs_every_stage_resumes_and_reports(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "study.yaml").write_text(STUDY)
+    result = run_study("study.yaml", progress=False)
+    assert result.loss_path == (tmp_path / "out" / "search" / "best_loss.yaml").resolve()
+    report = result.report_path.read_text()
+    assert "## Verdict" in report and "miou: " in report
+    assert "re-scored the top 2 trials with proxy seeds [1, 2]" in report
+    assert "| out/search/best_loss.yaml |" in report  # relative, no machine path
+    assert str(tmp_path) not in report
+    compare = json.loads((tmp_path / "out" / "retrain" / "compare.json").read_text())
+    assert compare["losses"] == ["cross_entropy", "lovasz_softmax", "out/search/best_loss.yaml"]
+    assert compare["protocol"] == "finetune" and len(compare["runs"]) == 6
+    assert set(json.loads((tmp_path / "out" / "study.json").read_text())["times"]) == {
+        "search", "retrain"}
+    # a second run redoes nothing: every run is cached, the report is redrawn
+    mtime = (tmp_path / "out" / "retrain" / "runs").stat().st_mtime
+    assert main(["study", "--config", "study.yaml", "--no-progress"]) == 0
+    assert "finished earlier" in capsys.readouterr().out
+    assert (tmp_path / "out" / "retrain" / "runs").stat().st_mtime == mtime
+
+
+def test_study_file_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("search: {metric: miou}\nretrain: {losses: [cross_entropy]}\nextra: 1\n")
+    with pytest.raises(ValueError, match="unknown option 'extra'"):
+        run_study(bad)
+    bad.write_text("search: {metric: miou, trails: 3}\nretrain: {losses: [cross_entropy]}\n")
+    with pytest.raises(ValueError, match="search: unknown option 'trails'"):
+        run_study(bad)
+    bad.write_text("search: {metric: [miou, bf1], multi_objective: true}\nretrain: {}\n")
+    with pytest.raises(ValueError, match="Pareto front"):
+        run_study(bad)
+
+
+def runs(loss, values):
+    return [RunRecord(loss, s, tmp, {"miou": v}, 1.0) for s, v in enumerate(values)
+            for tmp in [None]]
+
+
+def test_verdict_says_beats_worse_or_within_noise():
+    ref = runs("ce", [0.50, 0.60, 0.70])
+    up = runs("x", [0.52, 0.62, 0.72])
+    assert verdict(ref + up, "x", "ce", "miou").startswith("miou: **beats ce** by +2.00 ± 0.00")
+    down = runs("x", [0.45, 0.56, 0.64])
+    assert "**worse than ce**" in verdict(ref + down, "x", "ce", "miou")
+    noisy = runs("x", [0.60, 0.55, 0.70])
+    text = verdict(ref + noisy, "x", "ce", "miou")
+    assert text.startswith("miou: within noise of ce: +1.67") and "better on 1/3 seeds" in text
+    assert "one seed" in verdict(runs("ce", [0.5]) + runs("x", [0.6]), "x", "ce", "miou")
