@@ -537,8 +537,8 @@ def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: Trai
         "command": command, "code": _code_version(),
     })
     md, csv_path, json_path, table = write_reports(
-        Path(report_dir) if report_dir is not None else out, runs, setup=setup_json, header=lines, reference=reference,
-        pretrain_runs=pre_runs, plateau_metric=plateau_metric,
+        Path(report_dir) if report_dir is not None else out, runs, setup=setup_json,
+        header=lines, reference=reference, pretrain_runs=pre_runs, plateau_metric=plateau_metric,
         class_names=splits.train.class_names)
     return CompareResult(runs, pre_runs, table, md, csv_path, json_path,
                          time.perf_counter() - t0)
