@@ -1,9 +1,11 @@
 """Tests for autoloss.compare_plots: the figures of a comparison folder, from a synthetic folder
-(compare.json + logs, no checkpoints) and from a real tiny ``compare_losses`` run; the data drawn
-is the data given (checked on the figure objects); missing pieces are warnings, not errors."""
+(compare.json + logs, no checkpoints) and from a real tiny ``compare_losses`` run, also through
+``autoloss plot``; the data drawn is the data given (checked on the figure objects); missing
+pieces are warnings, not errors."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import warnings
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from autoloss import compare_plots
+from autoloss import compare_plots, plot_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METRICS = ("miou", "fwiou", "macc", "gacc", "mdice", "biou", "bf1", "miou_image")
@@ -252,3 +254,18 @@ def test_real_compare_draws_every_figure(real: Path, tmp_path: Path) -> None:
     assert "test image #0" in text and f"test image #{last}" in text  # 2 evenly spaced images
     assert text.count("mIoU") == 4 and "lovasz_softmax" in text and "background" in text
 
+
+def test_cli_plots_a_comparison_folder(real: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    parser = argparse.ArgumentParser(prog="autoloss")
+    plot_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["plot", str(real), "--pair", "lovasz_softmax", "-n", "1",
+                              "--format", "png", "--out", str(tmp_path / "p")])
+    assert args.func(args) == 0
+    printed = [Path(p) for p in capsys.readouterr().out.split()]
+    assert printed == [tmp_path / "p" / f"{name}.png" for name in
+                       ("bars", "curves", "per_class_iou", "overlays-cross_entropy-vs-lovasz_softmax")]
+    assert all(p.is_file() for p in printed)
+    args = parser.parse_args(["plot", "asl-voc-miou", "--pair", "x", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="--pair .*comparison folder"):
+        args.func(args)
