@@ -1,26 +1,18 @@
 """Figures of a loss comparison folder (``autoloss compare``): test scores per loss, validation
 curves, per-class IoU, and two losses' predictions side by side.
 
-The folder (``OUT``) holds ``compare.json`` (the panel of losses, the reference loss, every run's
-test metrics, paired intervals against the reference) and one folder per run,
-``runs/<loss-slug>/seed<s>/`` with ``run.json``, ``log.jsonl``, ``metrics.json`` and
-``checkpoint.pt`` (``pretrain/seed<s>/`` too with protocol ``finetune``). :func:`read_comparison`
-also reads older files: what ``compare.json`` lacks (class names, per-class IoU, the dataset) is
-taken from the run folders, and a run's ``dir`` is looked up relative to ``OUT``, as written, and
-by its tail (a moved folder).
-
-Scores are fractions in [0, 1] in the files and percentage points on the figures.
+The folder is read by :func:`autoloss.comparison.read_comparison` (its layout is described
+there); :class:`Comparison`, :class:`ComparisonRun` and :func:`read_comparison` are importable
+from here too. Scores are percentage points on the figures.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +24,17 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from autoloss.comparison import Comparison, ComparisonRun, read_comparison
 from autoloss.plots import (
-    _LOSS_COLORS,
-    _STYLE,
     FORMATS,
-    _colourise,
-    _default_labels,
-    _save,
-    _smooth,
+    LOSS_COLORS,
+    STYLE,
     check_formats,
     class_palette,
+    colourise,
     read_training_log,
+    save_figure,
+    smooth,
 )
 
 __all__ = ["Comparison", "ComparisonRun", "plot_comparison", "read_comparison"]
@@ -51,147 +43,11 @@ _REFERENCE_COLOUR = "#404040"
 _SIGNIFICANT_HATCH = "///"
 
 
-# ---- reading a comparison folder ---------------------------------------------------------------
-
-@dataclass
-class ComparisonRun:
-    """One trained model of a comparison: ``metrics`` (test split, fractions, NaN when
-    undefined), ``per_class_iou`` (class name -> fraction), ``dir`` (None: not found)."""
-
-    loss: str
-    seed: int
-    dir: Path | None
-    metrics: dict[str, float]
-    per_class_iou: dict[str, float]
-
-    def file(self, name: str) -> Path | None:
-        """``dir / name`` if that file exists, else None."""
-        path = None if self.dir is None else self.dir / name
-        return path if path is not None and path.is_file() else None
-
-
-@dataclass
-class Comparison:
-    """What :func:`read_comparison` found in a comparison folder ``root``."""
-
-    root: Path
-    data: str | None
-    protocol: str
-    reference: str
-    test_split: str
-    losses: list[str]
-    labels: dict[str, str]
-    metrics: list[str]
-    class_names: list[str]
-    runs: list[ComparisonRun]
-    pretrain_runs: list[ComparisonRun]
-    paired: dict[str, Any]
-
-    def runs_of(self, loss: str) -> list[ComparisonRun]:
-        return sorted((r for r in self.runs if r.loss == loss), key=lambda r: r.seed)
-
-    def scores(self, loss: str, metric: str) -> np.ndarray:
-        """The finite test scores of ``loss`` over its seeds, in percentage points."""
-        values = [100 * r.metrics.get(metric, math.nan) for r in self.runs_of(loss)]
-        return np.array([v for v in values if math.isfinite(v)], dtype=float)
-
-    def significant(self, loss: str, metric: str) -> bool | None:
-        """Whether the paired interval of ``loss`` vs the reference excludes 0 (None: unknown)."""
-        entry = (self.paired.get(loss) or {}).get(metric)
-        if not isinstance(entry, dict):
-            return None
-        if isinstance(entry.get("significant"), bool):
-            return entry["significant"]
-        low, high = _number(entry.get("low")), _number(entry.get("high"))
-        return None if math.isnan(low) or math.isnan(high) else bool(low > 0 or high < 0)
-
-
-def _number(value: Any) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return float(value) if ok and math.isfinite(value) else math.nan
-
-
-def _fractions(values: Any) -> dict[str, float]:
-    return {str(k): _number(v) for k, v in values.items()} if isinstance(values, dict) else {}
-
-
-def _json_file(path: Path | None) -> dict[str, Any]:
-    if path is None or not path.is_file():
-        return {}
-    value = json.loads(path.read_text())
-    return value if isinstance(value, dict) else {}
-
-
-def _find_dir(root: Path, written: Any) -> Path | None:
-    """``written`` relative to ``root``, as written, or its tail under ``root`` (a moved folder)."""
-    if not isinstance(written, str) or not written:
-        return None
-    path = Path(written)
-    tails = [root / Path(*path.parts[k:]) for k in range(1, len(path.parts))]
-    return next((p for p in [root / path, path, *tails] if p.is_dir()), None)
-
-
-def _read_run(root: Path, entry: Any, where: str, *, loss: str | None = None) -> ComparisonRun:
-    if not isinstance(entry, dict) or not isinstance(entry.get("seed"), int) \
-            or not isinstance(loss if loss is not None else entry.get("loss"), str):
-        raise ValueError(f"{where} must be an object with 'loss' (a string) and 'seed' (an int), "
-                         f"but got {entry!r}")
-    folder = _find_dir(root, entry.get("dir"))
-    metrics, per_class = _fractions(entry.get("metrics")), _fractions(entry.get("per_class_iou"))
-    if folder is not None and (not metrics or not per_class):
-        stored = _json_file(folder / "metrics.json")  # today's compare.json: per-class IoU here
-        metrics = metrics or _fractions(stored.get("test"))
-        per_class = per_class or _fractions(stored.get("test_per_class_iou"))
-    return ComparisonRun(loss if loss is not None else entry["loss"], entry["seed"], folder,
-                         metrics, per_class)
-
-
-def read_comparison(compare_dir: Path | str) -> Comparison:
-    """The comparison in ``compare_dir/compare.json``, completed from the run folders.
-
-    Defaults for what the file lacks: ``reference`` cross_entropy if in the panel (else the first
-    loss), ``metrics`` those of the runs, ``class_names`` the keys of a run's per-class IoU,
-    ``data`` the first run's ``run.json``, ``protocol`` finetune when there are pretraining runs.
-    """
-    root = Path(compare_dir)
-    path = root / "compare.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(root)!r} holds no compare.json; expected a folder written "
-                                f"by autoloss compare")
-    info = json.loads(path.read_text())
-    if not isinstance(info, dict) or not isinstance(info.get("runs"), list):
-        raise ValueError(f"{path} must hold a JSON object with a 'runs' list")
-    runs = [_read_run(root, e, f"{path}: runs[{i}]") for i, e in enumerate(info["runs"])]
-    pretrain = [_read_run(root, e, f"{path}: pretrain_runs[{i}]", loss="pretraining")
-                for i, e in enumerate(info.get("pretrain_runs") or [])]
-    losses = info.get("losses") or list(dict.fromkeys(r.loss for r in runs))
-    if not losses:
-        raise ValueError(f"{path} names no losses and holds no runs: nothing to plot")
-    reference = info.get("reference") or ("cross_entropy" if "cross_entropy" in losses
-                                          else losses[0])
-    if reference not in losses:
-        warnings.warn(f"the reference loss {reference!r} of {path} is not in its panel "
-                      f"{losses}; using {losses[0]!r}", stacklevel=3)
-        reference = losses[0]
-    metrics = info.get("metrics") or list(dict.fromkeys(m for r in runs for m in r.metrics))
-    class_names = info.get("class_names") or next(
-        (list(r.per_class_iou) for r in runs if r.per_class_iou), [])
-    data = info.get("data") or next((_json_file(r.file("run.json")).get("data")
-                                     for r in runs if r.file("run.json")), None)
-    return Comparison(
-        root=root, data=data, protocol=info.get("protocol") or ("finetune" if pretrain else
-                                                                 "scratch"),
-        reference=reference, test_split=info.get("test_split") or "test", losses=list(losses),
-        labels=dict(zip(losses, _default_labels(losses))), metrics=list(metrics),
-        class_names=list(class_names), runs=runs, pretrain_runs=pretrain,
-        paired=info.get("paired") if isinstance(info.get("paired"), dict) else {})
-
-
 def _colours(comp: Comparison) -> dict[str, str]:
     """The reference in dark grey; the others in the plots palette (its grey left out), then the
     light tab20 shades."""
     cmap = matplotlib.colormaps["tab20"]
-    palette = [c for c in _LOSS_COLORS if c != "#7f7f7f"]
+    palette = [c for c in LOSS_COLORS if c != "#7f7f7f"]
     palette += [to_hex(cmap(i)) for i in range(1, 20, 2)]
     others = [loss for loss in comp.losses if loss != comp.reference]
     colours = {loss: palette[k % len(palette)] for k, loss in enumerate(others)}
@@ -350,12 +206,12 @@ def _pretrain_figure(comp: Comparison, metrics: Sequence[str]) -> Figure | None:
     fig = Figure(figsize=(4.4 * ncols, 3.4 * nrows + 0.7), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for k, (seed, (losses, evals)) in enumerate(logs):
-        colour = _LOSS_COLORS[k % len(_LOSS_COLORS)]
+        colour = LOSS_COLORS[k % len(LOSS_COLORS)]
         if losses:
             steps, values = np.array(losses).T
             if len(values) >= 100:
                 axes[0].plot(steps, values, color=colour, lw=0.7, alpha=0.25)
-                values = _smooth(values)
+                values = smooth(values)
             axes[0].plot(steps, values, color=colour, lw=1.5, label=f"seed {seed}")
         for ax, metric in zip(axes[1:], metrics):
             if evals.get(metric):
@@ -486,10 +342,10 @@ def _overlay_figure(comp: Comparison, a: str, b: str, n_images: int,
     for (index, image, gt, preds), row in zip(rows, axes):
         shown = image[..., 0] if image.shape[-1] == 1 else image[..., :3]
         row[0].imshow(np.clip(shown, 0, 1), cmap="gray" if shown.ndim == 2 else None)
-        row[1].imshow(_colourise(gt, palette), interpolation="nearest")
+        row[1].imshow(colourise(gt, palette), interpolation="nearest")
         titles = [f"test image #{index}", "ground truth"]
         for ax, loss, pred in zip(row[2:], (a, b), preds):
-            ax.imshow(_colourise(pred, palette), interpolation="nearest")
+            ax.imshow(colourise(pred, palette), interpolation="nearest")
             miou, acc = _image_scores(pred, gt, dataset.num_classes)
             titles.append(f"{comp.labels[loss]}\nmIoU {miou:.1f} %, pixel acc {acc:.1f} %")
         for ax, title in zip(row, titles):
@@ -555,11 +411,11 @@ def plot_comparison(compare_dir: Path | str, *, out: Path | str | None = None,
     def skip(figure: str, missing: str) -> None:
         warnings.warn(f"{figure} of {comp.root} skipped: {missing}", stacklevel=3)
 
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         if max(seeds.values()) < 2:
             warnings.warn(f"one seed per loss in {comp.root}: no error bars or seed bands",
                           stacklevel=2)
-        written += _save(_bars_figure(comp, metrics), dest / "bars", fmts)
+        written += save_figure(_bars_figure(comp, metrics), dest / "bars", fmts)
         if missing := _missing_logs(comp.runs):
             warnings.warn(f"no log.jsonl for {', '.join(missing)} in {comp.root}: their "
                           f"validation curves are left out", stacklevel=2)
@@ -567,19 +423,19 @@ def plot_comparison(compare_dir: Path | str, *, out: Path | str | None = None,
         if fig is None:
             skip("curves", f"no log.jsonl holds validation {', '.join(metrics)}")
         else:
-            written += _save(fig, dest / "curves", fmts)
+            written += save_figure(fig, dest / "curves", fmts)
         if comp.protocol == "finetune":
             fig = _pretrain_figure(comp, metrics)
             if fig is None:
                 skip("pretrain", "protocol finetune, but no pretraining run has a log.jsonl "
                                  "(pretrain/seed<s>/)")
             else:
-                written += _save(fig, dest / "pretrain", fmts)
+                written += save_figure(fig, dest / "pretrain", fmts)
         fig = _per_class_figure(comp)
         if fig is None:
             skip("per_class_iou", "no per-class IoU in compare.json or the runs' metrics.json")
         else:
-            written += _save(fig, dest / "per_class_iou", fmts)
+            written += save_figure(fig, dest / "per_class_iou", fmts)
         b, why = pair, ""
         if b is None:
             means = {loss: comp.scores(loss, metrics[0]).mean() for loss in comp.losses
@@ -594,5 +450,5 @@ def plot_comparison(compare_dir: Path | str, *, out: Path | str | None = None,
             if fig is None:
                 skip(name, missing)
             else:
-                written += _save(fig, dest / name, fmts)
+                written += save_figure(fig, dest / name, fmts)
     return written

@@ -30,17 +30,18 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-__all__ = ["FORMATS", "class_palette", "curves_of", "plot_curves", "plot_history",
-           "plot_importance", "plot_overlays", "plot_training", "read_training_log"]
+__all__ = ["FORMATS", "LOSS_COLORS", "STYLE", "check_formats", "class_palette", "colourise",
+           "curves_of", "default_labels", "plot_curves", "plot_history", "plot_importance",
+           "plot_overlays", "plot_training", "read_training_log", "save_figure", "smooth"]
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("png", "svg")
 _DPI = 150
-_STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
-          "axes.grid": True, "grid.alpha": 0.3, "svg.fonttype": "none"}
-_LOSS_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
-                "#17becf", "#bcbd22", "#7f7f7f")
+STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+         "axes.grid": True, "grid.alpha": 0.3, "svg.fonttype": "none"}
+LOSS_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+               "#17becf", "#bcbd22", "#7f7f7f")
 
 
 # ---- output ------------------------------------------------------------------------------------
@@ -54,7 +55,7 @@ def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
     return fmts
 
 
-def _save(fig: Figure, out: Path | str, formats: Sequence[str]) -> list[Path]:
+def save_figure(fig: Figure, out: Path | str, formats: Sequence[str]) -> list[Path]:
     """Write ``fig`` once per format as ``out.<format>`` (parents created)."""
     fmts = check_formats(formats)
     base = Path(out)
@@ -111,7 +112,7 @@ def plot_curves(losses: Sequence[str | Path | nn.Module], *, labels: Sequence[st
                          f"{len(labels)}: {list(labels)}")
     from autoloss.losses import load_loss
 
-    names = list(labels) if labels is not None else _default_labels(losses)
+    names = list(labels) if labels is not None else default_labels(losses)
     entries = []
     for label, spec in zip(names, losses):
         module = spec if isinstance(spec, nn.Module) else load_loss(spec)
@@ -126,14 +127,14 @@ def plot_curves(losses: Sequence[str | Path | nn.Module], *, labels: Sequence[st
     nrows = math.ceil(len(panels) / ncols)
     metrics = sorted({m for _, m, _ in entries if m})
     x = torch.linspace(0.0, 1.0, 401, dtype=torch.float64)
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(3.6 * ncols, 3.6 * nrows + 0.6), layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for ax, panel in zip(axes, panels):
             ax.plot([0, 1], [0, 1], "--", color="0.5", lw=1, label="identity y = x")
             for k, (label, _, curves) in enumerate(entries):
                 if panel in curves:
-                    _draw_curve(ax, curves[panel], x, color=_LOSS_COLORS[k % len(_LOSS_COLORS)],
+                    _draw_curve(ax, curves[panel], x, color=LOSS_COLORS[k % len(LOSS_COLORS)],
                                 label=label)
             ax.set(title=panel, xlabel="x (probability)", ylabel="h(x)", xlim=(-0.02, 1.02),
                    ylim=(-0.02, 1.02), aspect="equal")
@@ -148,10 +149,10 @@ def plot_curves(losses: Sequence[str | Path | nn.Module], *, labels: Sequence[st
         fig.legend(handles, texts, loc="outside lower center", ncols=min(len(texts), 4))
         what = f" ({', '.join(metrics)})" if metrics else ""
         fig.suptitle(f"Learned curves h(x){what}; filled: on-curve points, hollow: controls")
-        return _save(fig, out, formats)
+        return save_figure(fig, out, formats)
 
 
-def _default_labels(losses: Sequence[str | Path | nn.Module]) -> list[str]:
+def default_labels(losses: Sequence[str | Path | nn.Module]) -> list[str]:
     """Preset name or file stem (``parent/stem`` when stems repeat); ``loss i`` for modules."""
     paths = [None if isinstance(s, nn.Module) else Path(s) for s in losses]
     stems = [p.stem if p is not None and p.suffix in (".yaml", ".yml") else str(p) for p in paths]
@@ -230,7 +231,7 @@ def plot_history(study: Any, *, out: Path | str, baseline: float | None = None,
     if baseline is None:
         baseline = _baseline_value(study.user_attrs.get("baseline_ce"))
     name = _target_name(study)
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(8, 4.5), layout="constrained")
         ax = fig.subplots()
         if done:
@@ -272,7 +273,7 @@ def plot_history(study: Any, *, out: Path | str, baseline: float | None = None,
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if trials:
             fig.legend(loc="outside right upper")
-        return _save(fig, out, formats)[0]
+        return save_figure(fig, out, formats)[0]
 
 
 def _importances(study: Any) -> tuple[dict[str, float], str]:
@@ -314,7 +315,7 @@ def plot_importance(study: Any, *, out: Path | str,
         return None
     items = sorted(scores.items(), key=lambda kv: kv[1])
     names, values = [k for k, _ in items], [v for _, v in items]
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(6.5, 1.2 + 0.28 * len(items)), layout="constrained")
         ax = fig.subplots()
         bars = ax.barh(names, values, color="C0")
@@ -324,7 +325,7 @@ def plot_importance(study: Any, *, out: Path | str,
                title=f"Parameter importance: {study.study_name} ({evaluator}, "
                      f"{len(complete)} complete trials)")
         ax.grid(axis="y", visible=False)
-        return _save(fig, out, formats)[0]
+        return save_figure(fig, out, formats)[0]
 
 
 # ---- training curves ---------------------------------------------------------------------------
@@ -385,16 +386,16 @@ def plot_training(log_jsonl: Path | str | Sequence[Path | str], *, out: Path | s
         raise ValueError(f"metrics {missing} are not in the logs, which hold {logged}")
     ncols = min(len(names) + 1, 3)
     nrows = math.ceil((len(names) + 1) / ncols)
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows + 0.5), layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for k, (label, losses, evals) in enumerate(runs):
-            color = _LOSS_COLORS[k % len(_LOSS_COLORS)]
+            color = LOSS_COLORS[k % len(LOSS_COLORS)]
             if losses:
                 steps, values = np.array(losses).T
                 if len(values) >= 100:
                     axes[0].plot(steps, values, color=color, lw=0.8, alpha=0.3)
-                    values = _smooth(values)
+                    values = smooth(values)
                 axes[0].plot(steps, values, color=color, lw=1.6, label=label)
             for ax, name in zip(axes[1:], names):
                 if evals.get(name):
@@ -410,10 +411,10 @@ def plot_training(log_jsonl: Path | str | Sequence[Path | str], *, out: Path | s
             fig.legend(handles.values(), handles.keys(), loc="outside lower center",
                        ncols=min(len(handles), 4))
         fig.suptitle("Training curves")
-        return _save(fig, out, formats)[0]
+        return save_figure(fig, out, formats)[0]
 
 
-def _smooth(values: np.ndarray) -> np.ndarray:
+def smooth(values: np.ndarray) -> np.ndarray:
     """Centred moving average over ``~len/25`` points (no lag; edges average what exists)."""
     width = 2 * (len(values) // 50) + 1
     kernel = np.ones(width)
@@ -435,7 +436,7 @@ def class_palette(num_classes: int) -> np.ndarray:
     return np.asarray(colours[:num_classes], dtype=float)
 
 
-def _colourise(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
+def colourise(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """``[H, W]`` class indices -> ``[H, W, 3]`` colours; out-of-range (ignored) -> black."""
     rgb = np.zeros((*label.shape, 3), dtype=float)
     valid = (label >= 0) & (label < len(palette))
@@ -477,15 +478,15 @@ def plot_overlays(checkpoint: Path | str, data: str, *, split: str = "test", n: 
         if isinstance(loss, dict) else ""
     height, width = rows[0][2].shape
     panel = 2.8  # inches per image column; rows follow the image aspect ratio
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(3 * panel, (panel * height / width + 0.3) * len(rows) + 0.9),
                      layout="constrained")
         axes = fig.subplots(len(rows), 3, squeeze=False)
         for (index, image, gt, pred, acc), row in zip(rows, axes):
             shown = image[..., 0] if image.shape[-1] == 1 else image[..., :3]
             row[0].imshow(np.clip(shown, 0, 1), cmap="gray" if shown.ndim == 2 else None)
-            row[1].imshow(_colourise(gt, palette), interpolation="nearest")
-            row[2].imshow(_colourise(pred, palette), interpolation="nearest")
+            row[1].imshow(colourise(gt, palette), interpolation="nearest")
+            row[2].imshow(colourise(pred, palette), interpolation="nearest")
             titles = (f"image #{index}", "ground truth", f"prediction (pixel acc {acc:.3f})")
             for ax, title in zip(row, titles):
                 ax.set_title(title)
@@ -496,4 +497,4 @@ def plot_overlays(checkpoint: Path | str, data: str, *, split: str = "test", n: 
             handles.append(Patch(color="black", label=f"ignored ({dataset.ignore_index})"))
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6))
         fig.suptitle(f"{Path(checkpoint).name}{trained}: {data} ({split})")
-        return _save(fig, out, formats)[0]
+        return save_figure(fig, out, formats)[0]

@@ -1,7 +1,7 @@
-"""Tests for autoloss.compare_plots: the figures of a comparison folder, from a synthetic folder
-(compare.json + logs, no checkpoints) and from a real tiny ``compare_losses`` run, also through
-``autoloss plot``; the data drawn is the data given (checked on the figure objects); missing
-pieces are warnings, not errors."""
+"""Tests for autoloss.comparison and autoloss.compare_plots: reading and drawing a comparison
+folder, from a synthetic folder (compare.json + logs, no checkpoints) and from a real tiny
+``compare_losses`` run, also through ``autoloss plot``; the data drawn is the data given (checked
+on the figure objects); missing pieces are warnings, not errors."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from autoloss import compare_plots, plot_cli
+from autoloss import compare_plots, comparison, plot_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METRICS = ("miou", "fwiou", "macc", "gacc", "mdice", "biou", "bf1", "miou_image")
@@ -119,7 +119,7 @@ def test_synthetic_folder_draws_all_but_the_overlays(synthetic: Path) -> None:
 
 
 def test_read_comparison(synthetic: Path) -> None:
-    comp = compare_plots.read_comparison(synthetic)
+    comp = comparison.read_comparison(synthetic)
     assert comp.losses == list(LOSSES) and comp.reference == "cross_entropy"
     assert comp.protocol == "finetune" and len(comp.pretrain_runs) == 3
     assert comp.class_names == list(CLASSES) and len(comp.runs) == 9
@@ -128,11 +128,12 @@ def test_read_comparison(synthetic: Path) -> None:
     assert comp.significant("lovasz_softmax", "miou") is False
     assert comp.significant("cross_entropy", "miou") is None
     with pytest.raises(FileNotFoundError, match="holds no compare.json"):
-        compare_plots.read_comparison(synthetic / "runs")
+        comparison.read_comparison(synthetic / "runs")
+    assert compare_plots.read_comparison is comparison.read_comparison  # still importable there
 
 
 def test_curves_one_line_and_legend_entry_per_loss(synthetic: Path) -> None:
-    comp = compare_plots.read_comparison(synthetic)
+    comp = comparison.read_comparison(synthetic)
     fig = compare_plots._curves_figure(comp, ["miou", "bf1"])
     (legend,) = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == list(LOSSES)
@@ -149,7 +150,7 @@ def test_curves_one_line_and_legend_entry_per_loss(synthetic: Path) -> None:
 
 
 def test_bars_heights_seeds_and_significance(synthetic: Path) -> None:
-    comp = compare_plots.read_comparison(synthetic)
+    comp = comparison.read_comparison(synthetic)
     fig = compare_plots._bars_figure(comp, ["miou"])
     ax = fig.axes[0]
     bars = ax.patches[:len(LOSSES)]
@@ -162,7 +163,7 @@ def test_bars_heights_seeds_and_significance(synthetic: Path) -> None:
 
 
 def test_per_class_bars(synthetic: Path) -> None:
-    comp = compare_plots.read_comparison(synthetic)
+    comp = comparison.read_comparison(synthetic)
     fig = compare_plots._per_class_figure(comp)
     top, diff = fig.axes
     assert len(top.patches) == len(LOSSES) * len(CLASSES)
@@ -238,7 +239,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_real_compare_draws_every_figure(real: Path, tmp_path: Path) -> None:
-    comp = compare_plots.read_comparison(real)
+    comp = comparison.read_comparison(real)
     assert comp.reference == "cross_entropy" and comp.data == "shapes?n=16&size=32"
     assert comp.class_names[0] == "background" and all(r.per_class_iou for r in comp.runs)
     assert all(r.dir == real / "runs" / r.loss / f"seed{r.seed}" for r in comp.runs)

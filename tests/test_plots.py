@@ -206,9 +206,9 @@ def test_training_log_reading_and_plot(tmp_path: Path) -> None:
 
 def test_smoothing_has_no_lag() -> None:
     line = np.linspace(1.0, 0.0, 300)  # a centred average reproduces a straight line exactly
-    assert np.allclose(plots._smooth(line)[6:-6], line[6:-6])
+    assert np.allclose(plots.smooth(line)[6:-6], line[6:-6])
     noisy = line + np.random.default_rng(0).normal(0, 0.1, 300)
-    assert np.abs(plots._smooth(noisy) - line).std() < 0.5 * np.abs(noisy - line).std()
+    assert np.abs(plots.smooth(noisy) - line).std() < 0.5 * np.abs(noisy - line).std()
 
 
 # ---- overlays ----------------------------------------------------------------------------------
@@ -219,7 +219,7 @@ def test_palette_is_fixed_and_distinct() -> None:
     assert len({tuple(np.round(c, 4)) for c in pal}) == 25
     assert not np.any(np.all(pal < 0.05, axis=1))  # black is reserved for ignored pixels
     label = np.array([[0, 1], [255, 2]])
-    rgb = plots._colourise(label, pal[:3])
+    rgb = plots.colourise(label, pal[:3])
     assert np.array_equal(rgb[1, 0], [0, 0, 0]) and np.array_equal(rgb[0, 1], pal[1])
 
 
