@@ -12,7 +12,8 @@ A folder with ``metrics.json`` is a finished run and is never trained again; a f
 checkpoint resumes from it (the trainer replays exactly the steps an uninterrupted run takes).
 :func:`compare_losses` runs every ``(loss, seed)`` in ``<out>/runs/<loss-slug>/seed<s>/`` and
 writes ``compare.md``, ``compare.csv`` and ``compare.json`` (:mod:`autoloss.compare_report`: mean ±
-std over seeds, paired differences to a reference loss with t-intervals, per-class IoU, plateaus).
+std over seeds, paired differences to a reference loss with t-intervals, per-class IoU, plateaus)
+and draws their figures into ``plots/`` (:mod:`autoloss.compare_plots`).
 
 Two protocols. ``scratch``: every run trains from its seed's initial weights. ``finetune``: per
 seed one cross-entropy model is trained first (``<out>/pretrain/seed<s>/``, a run like any other:
@@ -35,6 +36,7 @@ import os
 import re
 import subprocess
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -431,13 +433,26 @@ def _describe(config: TrainConfig) -> str:
             f"lr {config.lr} (poly {config.poly_power}), validation every {config.eval_every}")
 
 
+def _draw_plots(folder: Path) -> None:
+    """The comparison figures under ``<folder>/plots``; a plotting error is a warning, never a
+    lost comparison."""
+    try:
+        from autoloss.compare_plots import plot_comparison  # matplotlib only when drawing
+
+        plot_comparison(folder)
+    except Exception as err:  # the comparison itself has succeeded
+        warnings.warn(f"the comparison finished, but drawing its plots failed: {err!r}; retry with "
+                      f"autoloss plot {folder}", stacklevel=3)
+
+
 def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: TrainConfig,
                    model: str = "unet", out: str | Path, width: int | None = None,
                    depth: int | None = None, init_from: str | Path | None = None, tol: int = 5,
                    val_split: str | None = "val", test_split: str = "test",
                    pretrain: TrainConfig | None = None, reference: str | None = None,
                    jobs: int = 1, plateau_metric: str = "miou", command: str | None = None,
-                   report_dir: str | Path | None = None, progress: bool = True) -> CompareResult:
+                   report_dir: str | Path | None = None, plots: bool = True,
+                   progress: bool = True) -> CompareResult:
     """Train every loss with seeds ``0 .. seeds-1`` (each run as :func:`train_run`, in
     ``out/runs/<loss-slug>/seed<s>/``), then write ``compare.md``, ``compare.csv`` and
     ``compare.json`` in ``out`` (see :mod:`autoloss.compare_report`). Finished runs are reused;
@@ -454,7 +469,9 @@ def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: Trai
     ``cpu_count // jobs``). ``plateau_metric``: the validation metric whose plateau is
     reported. ``command``: how the comparison was started, for the report. ``report_dir``:
     where the tables go (default ``out``; the runs stay in ``out``, so comparisons of different
-    panels can share runs).
+    panels can share runs). ``plots``: draw the figures
+    (:func:`autoloss.compare_plots.plot_comparison`) into ``plots/`` next to the tables; a
+    plotting error is a warning, the comparison is kept.
     """
     losses = [str(loss) for loss in losses]
     if not losses:
@@ -536,9 +553,12 @@ def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: Trai
         "pretrain_config": None if pretrain is None else dataclasses.asdict(pretrain),
         "command": command, "code": _code_version(),
     })
+    folder = Path(report_dir) if report_dir is not None else out
     md, csv_path, json_path, table = write_reports(
-        Path(report_dir) if report_dir is not None else out, runs, setup=setup_json,
-        header=lines, reference=reference, pretrain_runs=pre_runs, plateau_metric=plateau_metric,
+        folder, runs, setup=setup_json, header=lines, reference=reference,
+        pretrain_runs=pre_runs, plateau_metric=plateau_metric,
         class_names=splits.train.class_names)
+    if plots:
+        _draw_plots(folder)
     return CompareResult(runs, pre_runs, table, md, csv_path, json_path,
                          time.perf_counter() - t0)

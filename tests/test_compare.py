@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -55,9 +56,9 @@ class CountingFit:
         return result
 
 
-def run_compare(losses, out, **kw):
+def run_compare(losses, out, *, plots=False, **kw):
     return compare_losses(losses, DATA, seeds=2, config=CONFIG, model="unet", out=out,
-                          progress=False, **TINY, **kw)
+                          plots=plots, progress=False, **TINY, **kw)
 
 
 def test_interrupted_compare_resumes_and_does_not_redo_finished_runs(tmp_path, monkeypatch, capsys):
@@ -103,6 +104,23 @@ def test_interrupted_compare_resumes_and_does_not_redo_finished_runs(tmp_path, m
     assert third.calls == 0 and all(r.cached for r in again.runs)
     for cached, fresh in zip(again.runs, result.runs):
         assert cached.metrics == pytest.approx(fresh.metrics, nan_ok=True)
+    assert not (tmp_path / "cmp" / "plots").exists()  # plots=False
+
+
+def test_a_failing_plot_is_a_warning_not_a_lost_comparison(tmp_path, monkeypatch):
+    import autoloss.compare_plots
+
+    def broken(folder, **kw):
+        raise RuntimeError("no ink")
+
+    monkeypatch.setattr(autoloss.compare_plots, "plot_comparison", broken)
+    folder = tmp_path / "cmp"
+    with pytest.warns(UserWarning, match=r"the comparison finished, but drawing its plots failed: "
+                                         r"RuntimeError\('no ink'\); retry with autoloss plot "
+                                         + re.escape(str(folder))):
+        result = compare_losses(["soft-miou"], DATA, seeds=1, config=CONFIG, out=folder,
+                                plots=True, progress=False, **TINY)
+    assert result.json_path.is_file() and len(result.runs) == 1
 
 
 def test_done_when_tiny(tmp_path):

@@ -218,8 +218,8 @@ def test_image_scores() -> None:
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A two-loss, two-seed compare on embedded data, moved after writing (today's compare.json
-    holds absolute run dirs, no class names, no per-class IoU)."""
+    """A two-loss, two-seed compare on embedded data, its figures drawn at the end (the
+    default), the folder moved after writing (run dirs are found from the new place)."""
     from autoloss.compare import compare_losses
     from autoloss.trainer import TrainConfig
 
@@ -236,6 +236,14 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
         yield moved
     finally:
         torch.set_num_threads(threads)
+
+
+def test_compare_losses_ends_by_drawing_its_figures(real: Path) -> None:
+    assert sorted(p.name for p in (real / "plots").iterdir()) == sorted(
+        f"{name}.{fmt}" for name in ("bars", "curves", "per_class_iou",
+                                     "overlays-cross_entropy-vs-lovasz_softmax")
+        for fmt in ("png", "svg"))
+    _check_png(real / "plots" / "bars.png")
 
 
 def test_real_compare_draws_every_figure(real: Path, tmp_path: Path) -> None:
