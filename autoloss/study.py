@@ -21,7 +21,8 @@ Stages, each resumable because the command it runs is (a finished stage is not r
 interrupted one continues): (1) ``search`` into ``search.out`` (default ``OUT/search``), with
 the re-scoring of its top trials and the export of ``best_loss.yaml``; (2) ``retrain``: the
 comparison of the exported loss with the baselines (runs in ``retrain.out``, default
-``OUT/retrain``; tables in ``OUT/retrain``), every loss paired with ``cross_entropy`` by seed;
+``OUT/retrain``; tables and figures in ``OUT/retrain``, ``retrain: {plots: false}`` skips the
+figures), every loss paired with ``cross_entropy`` by seed;
 (3) the report ``OUT/report.md``: the search (best and re-scored proxy scores, learned curves,
 history), the retraining table with paired intervals, and per target metric the verdict
 "beats cross-entropy by X ± Y points" or "within noise". ``OUT/study.json`` keeps the wall time
@@ -165,7 +166,7 @@ def run_study(path: str | Path, *, progress: bool = True) -> StudyResult:
         tol=exp.tol, val_split=exp.val_split, test_split=exp.test_split,
         pretrain=exp.pretrain_config(seed=0), reference=reference, jobs=exp.jobs,
         command=f"autoloss study --config {shlex.quote(source)}", report_dir=out / "retrain",
-        progress=progress)
+        plots=exp.plots, progress=progress)
     save("retrain", time.perf_counter() - t0)
 
     say("[study 3/3] report", flush=True)

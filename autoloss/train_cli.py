@@ -48,6 +48,7 @@ EXPERIMENT_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
                  "cross-entropy pretraining (the others as for the runs)"),
     "reference": ((str, type(None)), "loss every other is paired with (default cross_entropy)"),
     "jobs": ((int,), "runs trained at once in worker processes"),
+    "plots": ((bool,), "compare: draw the figures into OUT/plots at the end (autoloss plot OUT)"),
 }
 PROTOCOLS = ("scratch", "finetune")
 
@@ -84,6 +85,7 @@ class Experiment:
     pretrain: dict[str, Any] | None = None
     reference: str | None = None
     jobs: int = 1
+    plots: bool = True
     train: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRAIN))
 
     def train_config(self, *, seed: int) -> Any:
@@ -219,7 +221,7 @@ def format_scores(metrics: Mapping[str, float], *, per_class: Mapping[str, float
 # flag dest -> experiment/TrainConfig key
 _FLAGS = ("data", "model", "width", "depth", "steps", "batch_size", "crop", "lr", "eval_every",
           "init_from", "device", "num_threads", "seeds", "losses", "tol", "protocol", "jobs",
-          "reference")
+          "reference", "plots")
 
 
 def _experiment(args: argparse.Namespace) -> Experiment:
@@ -290,7 +292,9 @@ def _command_line(args: argparse.Namespace) -> str:
         words += ["--config", str(args.config)]
     for name in _FLAGS:
         value = getattr(args, name, None)
-        if value is not None:
+        if isinstance(value, bool):  # a switch: --no-plots
+            words += [f"--{'' if value else 'no-'}{name.replace('_', '-')}"]
+        elif value is not None:
             words += [f"--{name.replace('_', '-')}", str(value)]
     return shlex.join(words)
 
@@ -309,7 +313,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                                 tol=exp.tol, val_split=exp.val_split,
                                 test_split=exp.test_split,
                                 pretrain=exp.pretrain_config(seed=0), reference=exp.reference,
-                                jobs=exp.jobs, command=_command_line(args),
+                                jobs=exp.jobs, command=_command_line(args), plots=exp.plots,
                                 progress=not args.no_progress)
     except KeyboardInterrupt:
         print("interrupted: run the same command again to continue (finished runs are kept, "
@@ -319,6 +323,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(result.table)
     print(f"wrote {result.markdown_path}, {result.csv_path.name}, {result.json_path.name} "
           f"({result.wall_time:.0f} s)")
+    if exp.plots and (result.markdown_path.parent / "plots").is_dir():
+        print(f"plots: {result.markdown_path.parent / 'plots'}")
     return 0
 
 
@@ -379,5 +385,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, help="runs trained at once, in worker processes (default "
                    "1; threads per run default to cores // jobs)")
     p.add_argument("--out", help="output folder (default results/retrain-<data>)")
+    p.add_argument("--no-plots", dest="plots", action="store_const", const=False,
+                   help="do not draw the figures into OUT/plots at the end (autoloss plot OUT "
+                   "draws them later)")
     _add_training_flags(p)
     p.set_defaults(func=_cmd_compare)

@@ -49,16 +49,21 @@ def test_study_runs_every_stage_resumes_and_reports(tmp_path, monkeypatch, capsy
     assert "re-scored the top 2 trials with proxy seeds [1, 2]" in report
     assert "| out/search/best_loss.yaml |" in report  # relative, no machine path
     assert str(tmp_path) not in report
+    assert "![retraining scores](retrain/plots/bars.png)" in report  # compare drew its figures
+    assert (tmp_path / "out" / "retrain" / "plots" / "bars.png").is_file()
     compare = json.loads((tmp_path / "out" / "retrain" / "compare.json").read_text())
     assert compare["losses"] == ["cross_entropy", "lovasz_softmax", "out/search/best_loss.yaml"]
     assert compare["protocol"] == "finetune" and len(compare["runs"]) == 6
     assert set(json.loads((tmp_path / "out" / "study.json").read_text())["times"]) == {
         "search", "retrain"}
-    # a second run redoes nothing: every run is cached, the report is redrawn
+    # a second run redoes nothing: every run is cached, the report is redrawn (not the figures)
+    (tmp_path / "study.yaml").write_text(STUDY + "  plots: false\n")
     mtime = (tmp_path / "out" / "retrain" / "runs").stat().st_mtime
+    drawn = (tmp_path / "out" / "retrain" / "plots" / "bars.png").stat().st_mtime_ns
     assert main(["study", "--config", "study.yaml", "--no-progress"]) == 0
     assert "finished earlier" in capsys.readouterr().out
     assert (tmp_path / "out" / "retrain" / "runs").stat().st_mtime == mtime
+    assert (tmp_path / "out" / "retrain" / "plots" / "bars.png").stat().st_mtime_ns == drawn
 
 
 def test_study_file_errors(tmp_path):

@@ -124,12 +124,13 @@ def test_evaluate_prints_metrics_and_per_class_iou(trained, capsys):
 
 def test_compare_done_when_command_tiny(tmp_path, capsys):
     losses = ["cross_entropy", "lovasz_softmax", "asl-voc-miou"]
-    assert cli("compare", "--losses", ",".join(losses), "--seeds", "2", *TINY,
+    assert cli("compare", "--losses", ",".join(losses), "--seeds", "2", *TINY, "--no-plots",
                "--out", tmp_path / "cmp") == 0
     out = capsys.readouterr().out
     assert "[6/6] " + losses[2] + " seed 1 ..." in out
     md = (tmp_path / "cmp" / "compare.md").read_text()
     assert "Produced by `autoloss compare --data " in md and " --losses cross_entropy," in md
+    assert " --no-plots`" in md and not (tmp_path / "cmp" / "plots").exists()
     scores = md.split("## Test scores")[1].split("##")[0]
     rows = [line for line in scores.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + 3 and all(f"| {loss} |" in md for loss in losses)
@@ -142,11 +143,12 @@ def test_compare_config_file_and_flag_override(tmp_path, capsys):
     config = tmp_path / "exp.yaml"
     config.write_text(f"losses: [soft-miou, soft-mdice]\ndata: '{DATA}'\nseeds: 3\nmodel: unet\n"
                       f"width: 4\ndepth: 2\nsteps: 2\nbatch_size: 2\neval_every: 2\n"
-                      f"num_threads: 1\nout: {tmp_path / 'from-yaml'}\n")
+                      f"num_threads: 1\nplots: false\nout: {tmp_path / 'from-yaml'}\n")
     assert cli("compare", "--config", config, "--seeds", "1", "--no-progress") == 0
     summary = json.loads((tmp_path / "from-yaml" / "compare.json").read_text())
     assert summary["seeds"] == 1 and summary["losses"] == ["soft-miou", "soft-mdice"]
     assert summary["train_config"]["steps"] == 2 and summary["width"] == 4
+    assert not (tmp_path / "from-yaml" / "plots").exists()
     # train --config trains the run compare would have trained: same folder, nothing to do
     capsys.readouterr()
     assert cli("train", "--config", config, "--loss", "soft-mdice", "--no-progress") == 0
@@ -175,6 +177,8 @@ def test_experiment_errors(tmp_path):
         experiment_from_dict({"seeds": 0})
     with pytest.raises(ValueError, match="width must be int or NoneType, but got width='8'"):
         experiment_from_dict({"width": "8"})
+    with pytest.raises(ValueError, match="plots must be bool, but got plots='no'"):
+        experiment_from_dict({"plots": "no"})
     with pytest.raises(ValueError, match="optimizer must be one of"):  # TrainConfig's check
         experiment_from_dict({"optimizer": "adam"})
     with pytest.raises(FileNotFoundError):
@@ -190,6 +194,7 @@ def test_experiment_values():
     assert experiment_from_dict({"crop": 64}).train_config(seed=0).crop == (64, 64)
     assert experiment_from_dict({"crop": [32, 48]}).train_config(seed=0).crop == (32, 48)
     assert experiment_from_dict({}).out_dir() == Path("results/retrain-shapes")
+    assert experiment_from_dict({}).plots and not experiment_from_dict({"plots": False}).plots
     camvid = experiment_from_dict({"data": "camvid:/d/camvid?size=90x120"})
     assert camvid.out_dir() == Path("results/retrain-camvid-size-90x120")
 
