@@ -11,6 +11,7 @@ The experiment file has two sections, each the options of the command that runs 
       data: camvid:../shared/datasets/camvid
       trials: 64
     retrain:                           # autoloss compare options (experiments/retrain_*.yaml)
+      config: experiments/retrain_camvid.yaml   # optional: start from an experiment file
       losses: [cross_entropy, lovasz_softmax]   # the baselines; the exported loss is added
       data: camvid:../shared/datasets/camvid?size=90x120
       seeds: 3
@@ -64,15 +65,22 @@ class StudyResult:
 
 
 def read_study(path: str | Path) -> dict[str, Any]:
-    """The raw sections of a study file, checked for unknown keys (errors name the file)."""
+    """The raw sections of a study file, checked for unknown keys (errors name the file).
+
+    A section may name an experiment file of its command with ``config: PATH`` (relative to the
+    working directory); its options are read first and the section's other keys replace them."""
     data = read_mapping(path)
     for key in data:
         if key not in _TOP_KEYS:
             raise ValueError(f"{path}: unknown option {key!r}; expected one of {list(_TOP_KEYS)}")
     for key in ("search", "retrain"):
-        if not isinstance(data.get(key), Mapping):
+        section = data.get(key)
+        if not isinstance(section, Mapping):
             raise ValueError(f"{path}: '{key}:' must be a mapping of the {key} options, but got "
-                             f"{data.get(key)!r}")
+                             f"{section!r}")
+        section = dict(section)
+        if "config" in section:
+            data[key] = {**read_mapping(section.pop("config")), **section}
     return data
 
 

@@ -66,6 +66,17 @@ def test_study_runs_every_stage_resumes_and_reports(tmp_path, monkeypatch, capsy
     assert (tmp_path / "out" / "retrain" / "plots" / "bars.png").stat().st_mtime_ns == drawn
 
 
+def test_a_section_can_start_from_an_experiment_file(tmp_path, monkeypatch):
+    from autoloss.study import read_study
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "retrain.yaml").write_text("losses: [cross_entropy]\nseeds: 3\nsteps: 9\n")
+    (tmp_path / "s.yaml").write_text("search: {metric: miou}\n"
+                                     "retrain: {config: retrain.yaml, seeds: 2}\n")
+    assert read_study("s.yaml")["retrain"] == {"losses": ["cross_entropy"], "seeds": 2,
+                                               "steps": 9}
+
+
 def test_study_file_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("search: {metric: miou}\nretrain: {losses: [cross_entropy]}\nextra: 1\n")
