@@ -25,16 +25,15 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from autoloss.comparison import Comparison, ComparisonRun, read_comparison
+from autoloss.overlay_plots import class_palette, colourise
 from autoloss.plots import (
     FORMATS,
     LOSS_COLORS,
     STYLE,
     check_formats,
-    class_palette,
-    colourise,
     read_training_log,
     save_figure,
-    smooth,
+    training_figure,
 )
 
 __all__ = ["Comparison", "ComparisonRun", "plot_comparison", "read_comparison"]
@@ -200,36 +199,9 @@ def _pretrain_figure(comp: Comparison, metrics: Sequence[str]) -> Figure | None:
             if (path := run.file("log.jsonl")) is not None]
     if not logs:
         return None
-    panels = ["loss", *metrics]
-    ncols = min(len(panels), 3)
-    nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(4.4 * ncols, 3.4 * nrows + 0.7), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for k, (seed, (losses, evals)) in enumerate(logs):
-        colour = LOSS_COLORS[k % len(LOSS_COLORS)]
-        if losses:
-            steps, values = np.array(losses).T
-            if len(values) >= 100:
-                axes[0].plot(steps, values, color=colour, lw=0.7, alpha=0.25)
-                values = smooth(values)
-            axes[0].plot(steps, values, color=colour, lw=1.5, label=f"seed {seed}")
-        for ax, metric in zip(axes[1:], metrics):
-            if evals.get(metric):
-                steps, values = np.array(evals[metric]).T
-                ax.plot(steps, 100 * values, "-", marker="o", ms=2.5, color=colour,
-                        label=f"seed {seed}")
-    axes[0].set(xlabel="step", ylabel="loss", title="training loss (smoothed if long)")
-    for ax, metric in zip(axes[1:], metrics):
-        ax.set(xlabel="step", ylabel=f"{metric} (%)", title=f"validation {metric}")
-    for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
-    handles = {t: h for ax in axes for h, t in zip(*ax.get_legend_handles_labels())}
-    fig.legend(handles.values(), handles.keys(), loc="outside lower center",
-               ncols=min(len(handles), 6))
-    fig.suptitle(f"Cross-entropy pretraining (the fine-tuning start)\n{comp.data}")
-    return fig
+    runs = [(f"seed {seed}", losses, evals) for seed, (losses, evals) in logs]
+    return training_figure(runs, metrics, percent=True,
+                           title=f"Cross-entropy pretraining (the fine-tuning start)\n{comp.data}")
 
 
 # ---- 3. per-class IoU --------------------------------------------------------------------------

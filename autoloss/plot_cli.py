@@ -133,7 +133,7 @@ def _file_name(prefix: str, labels: Sequence[str]) -> str:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from autoloss import plots
+    from autoloss import overlay_plots, plots
 
     fmts = _FORMAT_CHOICES[args.format]
     if (args.checkpoint is None) != (args.data is None):
@@ -173,7 +173,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         written += [path.with_suffix(f".{f}") for f in fmts]
     if args.checkpoint is not None:
         ckpt = Path(args.checkpoint)
-        path = plots.plot_overlays(ckpt, args.data, split=args.split,
+        path = overlay_plots.plot_overlays(ckpt, args.data, split=args.split,
                                    n=4 if args.n is None else args.n,
                                    out=base / _file_name("overlays", [ckpt.stem]), formats=fmts)
         written += [path.with_suffix(f".{f}") for f in fmts]

@@ -1,6 +1,7 @@
-"""Figures: learned curves, search history, parameter importance, training curves, overlays.
+"""Figures: learned curves, search history, parameter importance, training curves (overlays:
+:mod:`autoloss.overlay_plots`; comparisons: :mod:`autoloss.compare_plots`).
 
-The only module that imports matplotlib. Figures are drawn on ``matplotlib.figure.Figure``
+With those two, the only modules that import matplotlib. Figures are drawn on ``matplotlib.figure.Figure``
 objects rendered by the Agg canvas (PNG) or the SVG backend -- pyplot is never imported, so no
 global figure state, no GUI and no backend switch in the caller's process.
 
@@ -26,13 +27,13 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-__all__ = ["FORMATS", "LOSS_COLORS", "STYLE", "check_formats", "class_palette", "colourise",
+__all__ = ["FORMATS", "LOSS_COLORS", "STYLE", "check_formats",
            "curves_of", "default_labels", "plot_curves", "plot_history", "plot_importance",
-           "plot_overlays", "plot_training", "read_training_log", "save_figure", "smooth"]
+           "plot_training", "read_training_log", "save_figure", "smooth",
+           "training_figure"]
 
 logger = logging.getLogger(__name__)
 
@@ -384,34 +385,46 @@ def plot_training(log_jsonl: Path | str | Sequence[Path | str], *, out: Path | s
     missing = [m for m in names if m not in logged]
     if missing:
         raise ValueError(f"metrics {missing} are not in the logs, which hold {logged}")
-    ncols = min(len(names) + 1, 3)
-    nrows = math.ceil((len(names) + 1) / ncols)
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows + 0.5), layout="constrained")
-        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-        for k, (label, losses, evals) in enumerate(runs):
-            color = LOSS_COLORS[k % len(LOSS_COLORS)]
-            if losses:
-                steps, values = np.array(losses).T
-                if len(values) >= 100:
-                    axes[0].plot(steps, values, color=color, lw=0.8, alpha=0.3)
-                    values = smooth(values)
-                axes[0].plot(steps, values, color=color, lw=1.6, label=label)
-            for ax, name in zip(axes[1:], names):
-                if evals.get(name):
-                    steps, values = np.array(evals[name]).T
-                    ax.plot(steps, values, "-", marker=".", color=color, label=label)
-        axes[0].set(xlabel="step", ylabel="loss", title="training loss (smoothed if long)")
-        for ax, name in zip(axes[1:], names):
-            ax.set(xlabel="step", ylabel=name, title=f"eval {name}")
-        for ax in axes[len(names) + 1:]:
-            ax.set_visible(False)
-        handles = {t: h for ax in axes for h, t in zip(*ax.get_legend_handles_labels())}
-        if handles:
-            fig.legend(handles.values(), handles.keys(), loc="outside lower center",
-                       ncols=min(len(handles), 4))
-        fig.suptitle("Training curves")
+        fig = training_figure(runs, names, title="Training curves")
         return save_figure(fig, out, formats)[0]
+
+
+def training_figure(runs: Sequence[tuple[str, Points, dict[str, Points]]], metrics: Sequence[str],
+                    *, title: str, percent: bool = False) -> Figure:
+    """Training loss vs step (raw, faint, and smoothed when long), then one panel per metric
+    vs step; one colour and one legend entry per run. ``runs``: ``(label, losses, evals)`` as
+    :func:`read_training_log` gives them; ``percent``: metrics drawn in percentage points."""
+    ncols = min(len(metrics) + 1, 3)
+    nrows = math.ceil((len(metrics) + 1) / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows + 0.5), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    scale = 100.0 if percent else 1.0
+    for k, (label, losses, evals) in enumerate(runs):
+        color = LOSS_COLORS[k % len(LOSS_COLORS)]
+        if losses:
+            steps, values = np.array(losses).T
+            if len(values) >= 100:
+                axes[0].plot(steps, values, color=color, lw=0.8, alpha=0.3)
+                values = smooth(values)
+            axes[0].plot(steps, values, color=color, lw=1.6, label=label)
+        for ax, name in zip(axes[1:], metrics):
+            if evals.get(name):
+                steps, values = np.array(evals[name]).T
+                ax.plot(steps, scale * values, "-", marker=".", color=color, label=label)
+    axes[0].set(xlabel="step", ylabel="loss", title="training loss (smoothed if long)")
+    for ax, name in zip(axes[1:], metrics):
+        ax.set(xlabel="step", ylabel=f"{name} (%)" if percent else name, title=f"eval {name}")
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+    for ax in axes[len(metrics) + 1:]:
+        ax.set_visible(False)
+    handles = {t: h for ax in axes for h, t in zip(*ax.get_legend_handles_labels())}
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center",
+                   ncols=min(len(handles), 6))
+    fig.suptitle(title)
+    return fig
 
 
 def smooth(values: np.ndarray) -> np.ndarray:
@@ -420,81 +433,3 @@ def smooth(values: np.ndarray) -> np.ndarray:
     kernel = np.ones(width)
     return (np.convolve(values, kernel, mode="same")
             / np.convolve(np.ones_like(values), kernel, mode="same"))
-
-
-# ---- qualitative overlays ----------------------------------------------------------------------
-
-def class_palette(num_classes: int) -> np.ndarray:
-    """Fixed RGB colours ``[num_classes, 3]`` in [0, 1]: tab10, then the light tab20 shades,
-    tab20b and tab20c, then evenly spaced hues. Black is reserved for ignored pixels."""
-    cmaps = matplotlib.colormaps
-    colours = [cmaps["tab10"](i)[:3] for i in range(10)]
-    colours += [cmaps["tab20"](i)[:3] for i in range(1, 20, 2)]
-    colours += [cmaps[name](i)[:3] for name in ("tab20b", "tab20c") for i in range(20)]
-    extra = max(0, num_classes - len(colours))
-    colours += [cmaps["hsv"](i / max(extra, 1))[:3] for i in range(extra)]
-    return np.asarray(colours[:num_classes], dtype=float)
-
-
-def colourise(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """``[H, W]`` class indices -> ``[H, W, 3]`` colours; out-of-range (ignored) -> black."""
-    rgb = np.zeros((*label.shape, 3), dtype=float)
-    valid = (label >= 0) & (label < len(palette))
-    rgb[valid] = palette[label[valid]]
-    return rgb
-
-
-def plot_overlays(checkpoint: Path | str, data: str, *, split: str = "test", n: int = 4,
-                  out: Path | str, formats: Sequence[str] = FORMATS) -> Path:
-    """Rows of image | ground truth | prediction for ``n`` evenly spaced images of ``split`` of
-    dataset ``data``, predicted by the model in ``checkpoint`` (``autoloss.trainer``).
-
-    Class colours from :func:`class_palette`, ignored pixels black, a legend of the class names
-    seen. The prediction's title gives its pixel accuracy over valid pixels. Returns the file of
-    the first format.
-    """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, but got {n=}")
-    from autoloss.data import load_dataset
-    from autoloss.trainer import load_checkpoint, predict
-
-    model, meta = load_checkpoint(Path(checkpoint))
-    dataset = load_dataset(data, split)
-    if len(dataset) == 0:
-        raise ValueError(f"split {split!r} of {data!r} has no images")
-    palette = class_palette(dataset.num_classes)
-    picks = np.unique(np.linspace(0, len(dataset) - 1, min(n, len(dataset))).round().astype(int))
-    rows, seen = [], set()
-    for index in picks.tolist():
-        image, label = dataset[index]
-        pred = predict(model, image, mean=dataset.mean, std=dataset.std).cpu().numpy()
-        gt = label.numpy()
-        valid = (gt >= 0) & (gt < dataset.num_classes)
-        acc = float((pred[valid] == gt[valid]).mean()) if valid.any() else float("nan")
-        seen.update(np.unique(gt[valid]).tolist(), np.unique(pred).tolist())
-        rows.append((index, image.permute(1, 2, 0).numpy(), gt, pred, acc))
-    loss = meta.get("loss") if isinstance(meta, dict) else None
-    trained = f", trained with {loss.get('metric', loss.get('name', '?'))}" \
-        if isinstance(loss, dict) else ""
-    height, width = rows[0][2].shape
-    panel = 2.8  # inches per image column; rows follow the image aspect ratio
-    with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(3 * panel, (panel * height / width + 0.3) * len(rows) + 0.9),
-                     layout="constrained")
-        axes = fig.subplots(len(rows), 3, squeeze=False)
-        for (index, image, gt, pred, acc), row in zip(rows, axes):
-            shown = image[..., 0] if image.shape[-1] == 1 else image[..., :3]
-            row[0].imshow(np.clip(shown, 0, 1), cmap="gray" if shown.ndim == 2 else None)
-            row[1].imshow(colourise(gt, palette), interpolation="nearest")
-            row[2].imshow(colourise(pred, palette), interpolation="nearest")
-            titles = (f"image #{index}", "ground truth", f"prediction (pixel acc {acc:.3f})")
-            for ax, title in zip(row, titles):
-                ax.set_title(title)
-                ax.set_axis_off()
-        handles = [Patch(color=palette[c], label=dataset.class_names[c])
-                   for c in sorted(seen) if 0 <= c < dataset.num_classes]
-        if dataset.ignore_index is not None:
-            handles.append(Patch(color="black", label=f"ignored ({dataset.ignore_index})"))
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6))
-        fig.suptitle(f"{Path(checkpoint).name}{trained}: {data} ({split})")
-        return save_figure(fig, out, formats)[0]

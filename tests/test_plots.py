@@ -17,7 +17,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 from PIL import Image
 
-from autoloss import plot_cli, plots
+from autoloss import overlay_plots, plot_cli, plots
 from autoloss.losses import load_loss, save_loss
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -214,12 +214,12 @@ def test_smoothing_has_no_lag() -> None:
 # ---- overlays ----------------------------------------------------------------------------------
 
 def test_palette_is_fixed_and_distinct() -> None:
-    pal = plots.class_palette(25)
-    assert pal.shape == (25, 3) and np.array_equal(pal, plots.class_palette(25))
+    pal = overlay_plots.class_palette(25)
+    assert pal.shape == (25, 3) and np.array_equal(pal, overlay_plots.class_palette(25))
     assert len({tuple(np.round(c, 4)) for c in pal}) == 25
     assert not np.any(np.all(pal < 0.05, axis=1))  # black is reserved for ignored pixels
     label = np.array([[0, 1], [255, 2]])
-    rgb = plots.colourise(label, pal[:3])
+    rgb = overlay_plots.colourise(label, pal[:3])
     assert np.array_equal(rgb[1, 0], [0, 0, 0]) and np.array_equal(rgb[0, 1], pal[1])
 
 
@@ -245,7 +245,7 @@ def test_overlays_of_a_constant_model(tmp_path: Path) -> None:
     write_checkpoint(ckpt, {"format": CHECKPOINT_FORMAT, "step": 0, "model": model.state_dict(),
                             "model_config": config_to_dict(model.config),
                             "loss": {"name": "surrogate", "metric": "miou"}})
-    path = plots.plot_overlays(ckpt, "shapes", split="val", n=3, out=tmp_path / "ov",
+    path = overlay_plots.plot_overlays(ckpt, "shapes", split="val", n=3, out=tmp_path / "ov",
                                formats="svg")
     text = _svg_text(path)
     assert "ground truth" in text and "trained with miou" in text
@@ -256,7 +256,7 @@ def test_overlays_of_a_constant_model(tmp_path: Path) -> None:
         assert f"prediction (pixel acc {(label[valid] == 2).mean():.3f})" in text
     assert val.class_names[2] in text and f"ignored ({val.ignore_index})" in text
     with pytest.raises(ValueError, match="n must be a positive int"):
-        plots.plot_overlays(ckpt, "shapes", n=0, out=tmp_path / "x")
+        overlay_plots.plot_overlays(ckpt, "shapes", n=0, out=tmp_path / "x")
 
 
 # ---- run folders and the CLI -------------------------------------------------------------------
