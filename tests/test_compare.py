@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import autoloss.compare as compare_mod
+import autoloss.runs as runs_mod
 from autoloss.compare import (
     RunResult,
     build_loss,
@@ -35,11 +36,11 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread
 
 
 class CountingFit:
-    """Wraps ``autoloss.compare.fit``: counts calls, records start steps, and can raise
+    """Wraps ``autoloss.runs.fit``: counts calls, records start steps, and can raise
     KeyboardInterrupt at an evaluation of a chosen call (after its checkpoint is written)."""
 
     def __init__(self, interrupt_call: int | None = None, interrupt_step: int = 2) -> None:
-        self.real = compare_mod.fit
+        self.real = runs_mod.fit
         self.calls = 0
         self.start_steps: list[int] = []
         self.interrupt_call, self.interrupt_step = interrupt_call, interrupt_step
@@ -64,7 +65,7 @@ def run_compare(losses, out, *, plots=False, **kw):
 def test_interrupted_compare_resumes_and_does_not_redo_finished_runs(tmp_path, monkeypatch, capsys):
     losses = ["cross_entropy", "soft-miou"]
     first = CountingFit(interrupt_call=2)
-    monkeypatch.setattr(compare_mod, "fit", first)
+    monkeypatch.setattr(runs_mod, "fit", first)
     with pytest.raises(KeyboardInterrupt):
         run_compare(losses, tmp_path / "cmp")
     assert first.calls == 2
@@ -75,7 +76,7 @@ def test_interrupted_compare_resumes_and_does_not_redo_finished_runs(tmp_path, m
     assert not (tmp_path / "cmp" / "compare.md").exists()
 
     second = CountingFit()
-    monkeypatch.setattr(compare_mod, "fit", second)
+    monkeypatch.setattr(runs_mod, "fit", second)
     result = run_compare(losses, tmp_path / "cmp")
     assert second.calls == 3  # the finished run is reused, the interrupted one resumes
     assert second.start_steps == [2, 0, 0]
@@ -99,7 +100,7 @@ def test_interrupted_compare_resumes_and_does_not_redo_finished_runs(tmp_path, m
     data = json.loads(result.json_path.read_text())
     assert len(data["runs"]) == 4 and set(data["summary"]) == set(losses)
     third = CountingFit()
-    monkeypatch.setattr(compare_mod, "fit", third)
+    monkeypatch.setattr(runs_mod, "fit", third)
     again = run_compare(losses, tmp_path / "cmp")
     assert third.calls == 0 and all(r.cached for r in again.runs)
     for cached, fresh in zip(again.runs, result.runs):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import autoloss.compare as compare_mod
+import autoloss.runs as runs_mod
 from autoloss.data import load_dataset
 from autoloss.losses import loss_names
 from autoloss.metrics import METRIC_NAMES
@@ -70,7 +70,7 @@ def test_train_again_does_not_retrain(trained, monkeypatch, capsys):
     def no_fit(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(compare_mod, "fit", no_fit)
+    monkeypatch.setattr(runs_mod, "fit", no_fit)
     mtime = (trained / "checkpoint.pt").stat().st_mtime_ns
     capsys.readouterr()
     assert cli("train", "--loss", "asl-voc-miou", *TINY, "--out", trained) == 0
@@ -82,7 +82,7 @@ def test_train_again_does_not_retrain(trained, monkeypatch, capsys):
 
 
 def test_interrupted_train_resumes(tmp_path, monkeypatch, capsys):
-    real, starts = compare_mod.fit, []
+    real, starts = runs_mod.fit, []
 
     def interrupt(*args, **kwargs):
         def stop(step, metrics):
@@ -94,12 +94,12 @@ def test_interrupted_train_resumes(tmp_path, monkeypatch, capsys):
         starts.append(result.start_step)
         return result
 
-    monkeypatch.setattr(compare_mod, "fit", interrupt)
+    monkeypatch.setattr(runs_mod, "fit", interrupt)
     with pytest.raises(KeyboardInterrupt):
         cli("train", "--loss", "soft-miou", *TINY, "--out", tmp_path / "r")
     assert not (tmp_path / "r" / "metrics.json").exists()
     assert "run the same command again to resume" in capsys.readouterr().out
-    monkeypatch.setattr(compare_mod, "fit", record)
+    monkeypatch.setattr(runs_mod, "fit", record)
     cli("train", "--loss", "soft-miou", *TINY, "--out", tmp_path / "r")
     assert starts == [2] and (tmp_path / "r" / "metrics.json").is_file()
 
