@@ -11,8 +11,14 @@ One **run** = one loss, one seed, one folder::
 A folder with ``metrics.json`` is a finished run and is never trained again; a folder with only a
 checkpoint resumes from it (the trainer replays exactly the steps an uninterrupted run takes).
 :func:`compare_losses` runs every ``(loss, seed)`` in ``<out>/runs/<loss-slug>/seed<s>/`` and
-writes ``compare.md`` (one row per loss, ``mean ± std`` over seeds in percentage points, the best
-mean per column in bold), ``compare.csv`` (long format) and ``compare.json``.
+writes ``compare.md``, ``compare.csv`` and ``compare.json`` (:mod:`autoloss.compare_report`: mean ±
+std over seeds, paired differences to a reference loss with t-intervals, per-class IoU, plateaus).
+
+Two protocols. ``scratch``: every run trains from its seed's initial weights. ``finetune``: per
+seed one cross-entropy model is trained first (``<out>/pretrain/seed<s>/``, a run like any other:
+cached, resumable), and every loss of the panel, cross-entropy included, trains on from it; this
+is how metric losses are used in practice (fine-tuning a cross-entropy model, as PaddleSeg's
+Lovasz recipe and Berman et al. do).
 
 The ignore index always comes from the dataset: a loss that takes ``ignore_index`` (any part of a
 combination) is built with ``load_loss(spec, ignore_index=dataset.ignore_index)``.
@@ -20,11 +26,14 @@ combination) is built with ``load_loss(spec, ignore_index=dataset.ignore_index)`
 
 from __future__ import annotations
 
-import csv
+import concurrent.futures as cf
 import dataclasses
 import json
 import math
+import multiprocessing
+import os
 import re
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autoloss.compare_report import RunRecord, format_table, write_reports
 from autoloss.data import data_slug, dataset_splits, load_dataset
 from autoloss.losses import load_loss
 from autoloss.metrics import METRIC_NAMES, MetricAccumulator
@@ -66,24 +76,22 @@ class Scores:
     images: int
 
 
-@dataclass
-class RunResult:
+@dataclass(kw_only=True)
+class RunResult(RunRecord):
     """One finished run: ``metrics`` on the test split, ``train_time`` wall-clock seconds of
-    training including validation (summed over resumed pieces), ``cached``: finished earlier."""
+    training including validation (summed over resumed pieces), ``cached``: finished earlier,
+    ``per_class_iou`` on the test split, ``history`` of validations (see RunRecord)."""
 
-    loss: str
-    seed: int
-    out: Path
-    metrics: dict[str, float]
-    train_time: float
     cached: bool
 
 
 @dataclass
 class CompareResult:
-    """What :func:`compare_losses` did: every run (loss-major order) and the files written."""
+    """What :func:`compare_losses` did: every run (loss-major order), the pretraining runs of
+    the finetune protocol (one per seed) and the files written."""
 
     runs: list[RunResult]
+    pretrain_runs: list[RunResult]
     table: str
     markdown_path: Path
     csv_path: Path
@@ -208,28 +216,54 @@ def _check_identity(path: Path, stored: dict[str, Any], current: dict[str, Any])
                          f"pass another out folder or delete that one")
 
 
+def _read_evals(log_path: Path) -> list[tuple[int, dict[str, float]]]:
+    """The validation evaluations of a run's JSONL log: ``[(step, {metric: value})]``."""
+    evals = []
+    if log_path.is_file():
+        for line in log_path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a torn last line of a killed run
+            if isinstance(record, dict) and isinstance(record.get("eval"), dict):
+                evals.append((int(record["step"]), _float_metrics(record["eval"])))
+    return evals
+
+
+def _result(loss_spec: str | Path, out: Path, stored: dict[str, Any], *,
+            cached: bool) -> RunResult:
+    return RunResult(str(loss_spec), int(stored["seed"]), out, _float_metrics(stored["test"]),
+                     float(stored["train_time"]), cached=cached,
+                     per_class_iou=_float_metrics(stored.get("test_per_class_iou") or {}),
+                     history=_read_evals(out / "log.jsonl"))
+
+
 def _run(loss_spec: str | Path, data: _Data, *, config: TrainConfig, model: str,
          width: int | None, depth: int | None, out: Path, init_from: str | Path | None,
-         tol: int, progress: bool) -> RunResult:
+         tol: int, progress: bool, init_label: str | None = None) -> RunResult:
+    """One run into ``out`` (or its stored result). ``init_label`` stands for ``init_from`` in
+    the run's identity (a path relative to the comparison folder, so that the folder can move)."""
     out = Path(out)
     loss = build_loss(loss_spec, ignore_index=data.train.ignore_index)
     net = model_from_name(model, in_channels=data.train.in_channels,
                           num_classes=data.train.num_classes, width=width, depth=depth,
                           seed=config.seed)
+    if init_label is None and init_from is not None:
+        init_label = str(init_from)
     identity = {
         "loss_spec": loss.to_dict(), "data": data.spec, "model": config_to_dict(net.config),
-        "train_config": dataclasses.asdict(config),
-        "init_from": None if init_from is None else str(init_from), "tol": tol,
+        "train_config": dataclasses.asdict(config), "init_from": init_label, "tol": tol,
         "val_split": None if data.val is None else data.val.split, "test_split": data.test_split,
     }
     metrics_path, run_path = out / "metrics.json", out / "run.json"
     if metrics_path.is_file():
         stored = json.loads(metrics_path.read_text())
         _check_identity(metrics_path, stored, identity)
-        return RunResult(str(loss_spec), config.seed, out, _float_metrics(stored["test"]),
-                         float(stored["train_time"]), cached=True)
+        return _result(loss_spec, out, stored, cached=True)
     if run_path.is_file():
         _check_identity(run_path, json.loads(run_path.read_text()), identity)
+    if init_from is not None and not Path(init_from).is_file():
+        raise FileNotFoundError(f"init_from={str(init_from)!r}: no checkpoint there")
     out.mkdir(parents=True, exist_ok=True)
     run_path.write_text(json.dumps(_plain({"loss": str(loss_spec), **identity}), indent=2))
     checkpoint = out / "checkpoint.pt"
@@ -251,7 +285,7 @@ def _run(loss_spec: str | Path, data: _Data, *, config: TrainConfig, model: str,
     tmp = metrics_path.with_name(".metrics.json.tmp")
     tmp.write_text(json.dumps(_plain(record), indent=2))
     tmp.replace(metrics_path)
-    return RunResult(str(loss_spec), config.seed, out, scores.metrics, train_time, cached=False)
+    return _result(loss_spec, out, _plain(record), cached=False)
 
 
 def train_run(loss: str | Path, data: str, *, config: TrainConfig, out: str | Path,
@@ -285,16 +319,138 @@ def _fmt_metrics(metrics: dict[str, float], names: Sequence[str]) -> str:
     return ", ".join(f"{n} {100 * metrics[n]:.2f}" for n in names if n in metrics)
 
 
+@dataclass(frozen=True)
+class _Task:
+    """One run of a comparison, as sent to a worker process."""
+
+    label: str
+    loss: str
+    seed: int
+    out: Path
+    config: TrainConfig
+    init_from: Path | None = None
+    init_label: str | None = None
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What every run of a comparison shares."""
+
+    data: str
+    val_split: str | None
+    test_split: str
+    model: str
+    width: int | None
+    depth: int | None
+    tol: int
+
+
+_WORKER_DATA: dict[tuple[str, str | None, str], _Data] = {}
+
+
+def _do_task(setup: _Setup, task: _Task, progress: bool) -> RunResult:
+    key = (setup.data, setup.val_split, setup.test_split)
+    if key not in _WORKER_DATA:  # one load per worker process
+        _WORKER_DATA.clear()
+        _WORKER_DATA[key] = _load_data(setup.data, val_split=setup.val_split,
+                                       test_split=setup.test_split)
+    return _run(task.loss, _WORKER_DATA[key], config=task.config, model=setup.model,
+                width=setup.width, depth=setup.depth, out=task.out, init_from=task.init_from,
+                init_label=task.init_label, tol=setup.tol, progress=progress)
+
+
+def _report(task: _Task, run: RunResult, done: int, total: int) -> None:
+    state = "finished earlier" if run.cached else f"{run.train_time:.0f} s"
+    print(f"[{done}/{total}] {task.label}: {_fmt_metrics(run.metrics, ('miou', 'bf1'))} "
+          f"({state})", flush=True)
+
+
+def _execute(setup: _Setup, pretrain: list[_Task], runs: list[_Task], *, jobs: int,
+             progress: bool) -> dict[_Task, RunResult]:
+    """Run every task; a run with ``init_from`` waits for the pretraining that writes it.
+
+    ``jobs == 1``: in this process, in order. ``jobs > 1``: that many worker processes (spawned),
+    a run queued as soon as its pretraining is done."""
+    results: dict[_Task, RunResult] = {}
+    total = len(pretrain) + len(runs)
+    if jobs == 1:
+        for task in [*pretrain, *runs]:
+            print(f"[{len(results) + 1}/{total}] {task.label} ...", flush=True)
+            results[task] = _do_task(setup, task, progress)
+            _report(task, results[task], len(results), total)
+        return results
+    waiting = {task.seed: [t for t in runs if t.init_from is not None and t.seed == task.seed]
+               for task in pretrain}
+    ready = [t for t in runs if t.init_from is None]
+    with cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = {}
+
+        def submit(tasks: list[_Task]) -> None:
+            for task in tasks:
+                print(f"      started {task.label}", flush=True)
+                pending[pool.submit(_do_task, setup, task, False)] = task
+
+        submit([*pretrain, *ready])
+        try:
+            while pending:
+                finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for future in finished:
+                    task = pending.pop(future)
+                    results[task] = future.result()
+                    _report(task, results[task], len(results), total)
+                    if task in pretrain:
+                        submit(waiting.get(task.seed, []))
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    return results
+
+
+def _code_version() -> str:
+    """The autoloss version, and the git commit of its source where it is a checkout."""
+    from autoloss import __version__
+
+    try:
+        commit = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "-C", str(Path(__file__).parent), "status",
+                                "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    suffix = " with uncommitted changes" if dirty.stdout.strip() else ""
+    return f"{__version__} (commit {commit.stdout.strip()[:12]}{suffix})"
+
+
+def _describe(config: TrainConfig) -> str:
+    crop = "crop {}x{}".format(*config.crop) if config.crop else "whole images"
+    return (f"{config.steps} steps, batch {config.batch_size}, {crop}, {config.optimizer} "
+            f"lr {config.lr} (poly {config.poly_power}), validation every {config.eval_every}")
+
+
 def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: TrainConfig,
                    model: str = "unet", out: str | Path, width: int | None = None,
                    depth: int | None = None, init_from: str | Path | None = None, tol: int = 5,
                    val_split: str | None = "val", test_split: str = "test",
+                   pretrain: TrainConfig | None = None, reference: str | None = None,
+                   jobs: int = 1, plateau_metric: str = "miou", command: str | None = None,
                    progress: bool = True) -> CompareResult:
     """Train every loss with seeds ``0 .. seeds-1`` (each run as :func:`train_run`, in
     ``out/runs/<loss-slug>/seed<s>/``), then write ``compare.md``, ``compare.csv`` and
-    ``compare.json`` in ``out``. Finished runs are reused; an interrupted run resumes.
+    ``compare.json`` in ``out`` (see :mod:`autoloss.compare_report`). Finished runs are reused;
+    an interrupted run resumes.
 
-    ``config.seed`` is replaced by each run's seed; prints one progress line per run.
+    Protocols: ``pretrain=None`` (``scratch``): every run starts from its seed's initial weights
+    (or ``init_from``). ``pretrain=TrainConfig(...)`` (``finetune``): per seed, one
+    cross-entropy run with that config (``out/pretrain/seed<s>/``, shared by every loss with
+    that seed), then every loss, cross-entropy included, trains on from it with ``config``.
+
+    ``config.seed`` is replaced by each run's seed. ``reference``: the loss every other is
+    paired with (default ``cross_entropy`` when compared, else none). ``jobs``: runs trained at
+    once in worker processes (each with ``config.num_threads`` threads, default
+    ``cpu_count // jobs``). ``plateau_metric``: the validation metric whose plateau is
+    reported. ``command``: how the comparison was started, for the report.
     """
     losses = [str(loss) for loss in losses]
     if not losses:
@@ -303,101 +459,82 @@ def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: Trai
         raise ValueError(f"losses must be distinct, but got {losses}")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive int, but got {seeds=}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int, but got {jobs=}")
+    if pretrain is not None and init_from is not None:
+        raise ValueError("pass either pretrain (the finetune protocol: each seed starts from its "
+                         "own cross-entropy model) or init_from (one checkpoint for every run), "
+                         f"not both; got init_from={str(init_from)!r}")
+    if reference is None and "cross_entropy" in losses:
+        reference = "cross_entropy"
+    if reference is not None and reference not in losses:
+        raise ValueError(f"reference must be one of the compared losses {losses}, but got "
+                         f"{reference=}")
+    if plateau_metric not in METRIC_NAMES:
+        raise ValueError(f"plateau_metric must be one of {list(METRIC_NAMES)}, but got "
+                         f"{plateau_metric=}")
     t0 = time.perf_counter()
     out = Path(out)
     for loss in losses:  # fail on a typo before hours of training
         load_loss(loss)
     splits = _load_data(data, val_split=val_split, test_split=test_split)
-    slugs = _slugs(losses)
-    total, runs = len(losses) * seeds, []
-    for i, (loss, slug) in enumerate(((lo, sl) for lo, sl in zip(losses, slugs)
-                                      for _ in range(seeds))):
-        seed = i % seeds
-        print(f"[{i + 1}/{total}] {loss} seed {seed} ...", flush=True)
-        run = _run(loss, splits, config=dataclasses.replace(config, seed=seed), model=model,
-                   width=width, depth=depth, out=out / "runs" / slug / f"seed{seed}",
-                   init_from=init_from, tol=tol, progress=progress)
-        state = "finished earlier" if run.cached else f"{run.train_time:.0f} s"
-        print(f"      {_fmt_metrics(run.metrics, ('miou', 'bf1'))} ({state})", flush=True)
-        runs.append(run)
-    table = format_table(runs)
-    header = [
+    if jobs > 1 and config.num_threads is None:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        config = dataclasses.replace(config, num_threads=threads)
+        if pretrain is not None and pretrain.num_threads is None:
+            pretrain = dataclasses.replace(pretrain, num_threads=threads)
+    pre_tasks = [] if pretrain is None else [
+        _Task(f"pretrain cross_entropy seed {s}", "cross_entropy", s, out / "pretrain" / f"seed{s}",
+              dataclasses.replace(pretrain, seed=s)) for s in range(seeds)]
+    tasks = []
+    for loss, slug in zip(losses, _slugs(losses)):
+        for s in range(seeds):
+            start, label = init_from, None
+            if pretrain is not None:
+                start = out / "pretrain" / f"seed{s}" / "checkpoint.pt"
+                label = f"pretrain/seed{s}/checkpoint.pt"
+            tasks.append(_Task(f"{loss} seed {s}", loss, s, out / "runs" / slug / f"seed{s}",
+                               dataclasses.replace(config, seed=s), start, label))
+    setup = _Setup(data, val_split, test_split, model, width, depth, tol)
+    _WORKER_DATA[(data, val_split, test_split)] = splits
+    results = _execute(setup, pre_tasks, tasks, jobs=jobs, progress=progress)
+    runs = [results[t] for t in tasks]
+    pre_runs = [results[t] for t in pre_tasks]
+
+    protocol = "scratch" if pretrain is None else "finetune"
+    lines = [
         "# Loss comparison", "",
-        f"- data: `{data}` (test split `{test_split}`, boundary tolerance {tol} px)",
-        f"- model: `{model}` (width {width or 'default'}, depth {depth or 'default'}); "
-        f"{config.steps} steps, batch {config.batch_size}, "
-        f"{'crop {}x{}'.format(*config.crop) if config.crop else 'whole images'}, "
-        f"{config.optimizer} lr {config.lr}",
-        f"- seeds: {seeds} (0..{seeds - 1}); cells: mean ± sample std over seeds, percentage "
-        f"points; **bold**: best mean per column; train time: wall-clock s per run", "",
+        *([f"Produced by `{command}`."] if command else []),
+        f"- data: `{data}` (validation split `{val_split}`, reported split `{test_split}`, "
+        f"boundary tolerance {tol} px)",
+        f"- model: `{model}` (width {width or 'default'}, depth {depth or 'default'})",
     ]
-    out.mkdir(parents=True, exist_ok=True)
-    md, csv_path, json_path = out / "compare.md", out / "compare.csv", out / "compare.json"
-    md.write_text("\n".join(header) + "\n" + table)
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["loss", "seed", "metric", "value"])
-        for run in runs:
-            for name, value in run.metrics.items():
-                writer.writerow([run.loss, run.seed, name, repr(float(value))])
-            writer.writerow([run.loss, run.seed, "train_time", f"{run.train_time:.3f}"])
-    json_path.write_text(json.dumps(_plain({
+    if pretrain is not None:
+        times = [r.train_time for r in pre_runs]
+        lines += [f"- protocol `finetune`: per seed, cross-entropy pretraining with "
+                  f"{_describe(pretrain)} ({np.mean(times):.0f} s per seed); then every loss "
+                  f"trains on from it with {_describe(config)}"]
+    else:
+        lines += [f"- protocol `scratch`: {_describe(config)}"
+                  + (f", from `{init_from}`" if init_from else "")]
+    lines += [
+        f"- seeds: {seeds} (0..{seeds - 1}), paired: seed s of every loss starts from the same "
+        f"weights and sees the same batches",
+        f"- cells: mean ± sample std over seeds of the `{test_split}` scores, percentage points"
+        + (f"; **bold**: the paired 95 % t-interval against `{reference}` lies above zero, ▾: "
+           f"below zero, unmarked: within the seed noise" if reference else ""),
+        f"- train time: wall-clock seconds per run; code: autoloss {_code_version()}", "",
+    ]
+    setup_json = _plain({
         "data": data, "model": model, "width": width, "depth": depth, "seeds": seeds,
-        "tol": tol, "test_split": test_split, "train_config": dataclasses.asdict(config),
-        "losses": losses,
-        "runs": [{"loss": r.loss, "seed": r.seed, "dir": str(r.out),
-                  "metrics": _json_metrics(r.metrics), "train_time": r.train_time}
-                 for r in runs],
-        "summary": {loss: {name: _mean_std([r.metrics.get(name, math.nan) for r in runs
-                                            if r.loss == loss])
-                           for name in _metric_names(runs)} for loss in losses},
-    }), indent=2))
-    return CompareResult(runs, table, md, csv_path, json_path, time.perf_counter() - t0)
-
-
-# ---- the table -------------------------------------------------------------------------------
-
-
-def _metric_names(runs: Sequence[RunResult]) -> list[str]:
-    names = {n for r in runs for n in r.metrics}
-    return [n for n in METRIC_NAMES if n in names] + sorted(names - set(METRIC_NAMES))
-
-
-def _mean_std(values: Sequence[float]) -> dict[str, float | int | None]:
-    """``{"mean", "std" (sample, n-1; None for one value), "n"}`` of the finite values."""
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return {"mean": None, "std": None, "n": 0}
-    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else None
-    return {"mean": float(np.mean(finite)), "std": std, "n": len(finite)}
-
-
-def format_table(runs: Sequence[RunResult], *, metrics: Sequence[str] | None = None) -> str:
-    """Markdown table: one row per loss (in first-seen order), one column per metric with
-    ``mean ± std`` over its runs in percentage points (2 decimals; sample std, omitted for a
-    single run), the best mean of each metric column in bold (ties too), a column ``train
-    time (s)`` (mean) and the number of runs."""
-    names = list(metrics) if metrics is not None else _metric_names(runs)
-    losses = list(dict.fromkeys(r.loss for r in runs))
-    stats = {loss: {n: _mean_std([100 * r.metrics.get(n, math.nan) for r in runs
-                                  if r.loss == loss]) for n in names} for loss in losses}
-    best = {}
-    for n in names:
-        means = [round(stats[loss][n]["mean"], 2) for loss in losses
-                 if stats[loss][n]["mean"] is not None]
-        best[n] = max(means) if means else None
-    lines = ["| loss | " + " | ".join(names) + " | train time (s) | runs |",
-             "|---|" + "---:|" * (len(names) + 2)]
-    for loss in losses:
-        cells = []
-        for n in names:
-            s = stats[loss][n]
-            if s["mean"] is None:
-                cells.append("n/a")
-                continue
-            text = f"{s['mean']:.2f}" + (f" ± {s['std']:.2f}" if s["std"] is not None else "")
-            cells.append(f"**{text}**" if round(s["mean"], 2) == best[n] else text)
-        times = [r.train_time for r in runs if r.loss == loss]
-        lines.append(f"| {loss} | " + " | ".join(cells)
-                     + f" | {np.mean(times):.0f} | {len(times)} |")
-    return "\n".join(lines) + "\n"
+        "tol": tol, "val_split": val_split, "test_split": test_split, "protocol": protocol,
+        "train_config": dataclasses.asdict(config),
+        "pretrain_config": None if pretrain is None else dataclasses.asdict(pretrain),
+        "command": command, "code": _code_version(),
+    })
+    md, csv_path, json_path, table = write_reports(
+        out, runs, setup=setup_json, header=lines, reference=reference,
+        pretrain_runs=pre_runs, plateau_metric=plateau_metric,
+        class_names=splits.train.class_names)
+    return CompareResult(runs, pre_runs, table, md, csv_path, json_path,
+                         time.perf_counter() - t0)

@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import json
 import math
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,14 @@ EXPERIMENT_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "tol": ((int,), "boundary tolerance in pixels (BIoU, BF1)"),
     "val_split": ((str, type(None)), "split scored during training (None: none)"),
     "test_split": ((str,), "split scored at the end (the reported numbers)"),
+    "protocol": ((str,), "scratch (every run from its initial weights) or finetune (per seed a "
+                 "cross-entropy model trained first, every loss trains on from it)"),
+    "pretrain": ((dict, type(None)), "finetune protocol: TrainConfig options of the "
+                 "cross-entropy pretraining (the others as for the runs)"),
+    "reference": ((str, type(None)), "loss every other is paired with (default cross_entropy)"),
+    "jobs": ((int,), "runs trained at once in worker processes"),
 }
+PROTOCOLS = ("scratch", "finetune")
 
 #: training settings of the commands when neither a flag nor the experiment file sets them
 #: (TrainConfig's own defaults otherwise). Sized so that the shapes comparison of the README
@@ -72,12 +80,25 @@ class Experiment:
     tol: int = 5
     val_split: str | None = "val"
     test_split: str = "test"
+    protocol: str = "scratch"
+    pretrain: dict[str, Any] | None = None
+    reference: str | None = None
+    jobs: int = 1
     train: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRAIN))
 
     def train_config(self, *, seed: int) -> Any:
         from autoloss.trainer import TrainConfig
 
         return TrainConfig(**self.train, seed=seed)
+
+    def pretrain_config(self, *, seed: int) -> Any:
+        """The cross-entropy pretraining config of the finetune protocol (None for scratch):
+        the runs' options with those under ``pretrain`` replacing them."""
+        from autoloss.trainer import TrainConfig
+
+        if self.protocol != "finetune":
+            return None
+        return TrainConfig(**{**self.train, **(self.pretrain or {})}, seed=seed)
 
     def out_dir(self) -> Path:
         from autoloss.compare import data_slug
@@ -135,12 +156,30 @@ def experiment_from_dict(values: Mapping[str, Any], *, source: str = "experiment
             raise ValueError(f"{source}: losses must be a list of loss specs, but got "
                              f"{exp['losses']!r}")
         exp["losses"] = tuple(exp["losses"])
-    for key, low in (("seeds", 1), ("width", 1), ("depth", 1), ("tol", 0)):
+    if exp.get("protocol", "scratch") not in PROTOCOLS:
+        raise ValueError(f"{source}: protocol must be one of {PROTOCOLS}, but got "
+                         f"protocol={exp['protocol']!r}")
+    if exp.get("pretrain") is not None:
+        if exp.get("protocol") != "finetune":
+            raise ValueError(f"{source}: 'pretrain' configures the finetune protocol; set "
+                             f"'protocol: finetune' or remove it")
+        bad = [k for k in exp["pretrain"] if k not in train_fields]
+        if bad:
+            raise ValueError(f"{source}: pretrain: unknown option {bad[0]!r}"
+                             f"{_hint(bad[0], train_fields)}; expected TrainConfig fields "
+                             f"{train_fields}")
+        exp["pretrain"] = {k: _parse_crop(v) if k == "crop" else v
+                           for k, v in exp["pretrain"].items()}
+    if exp.get("protocol") == "finetune" and exp.get("init_from") is not None:
+        raise ValueError(f"{source}: init_from and protocol finetune exclude each other (the "
+                         f"finetune protocol starts each seed from its own cross-entropy model)")
+    for key, low in (("seeds", 1), ("width", 1), ("depth", 1), ("tol", 0), ("jobs", 1)):
         if exp.get(key) is not None and exp[key] < low:
             raise ValueError(f"{source}: {key} must be >= {low}, but got {key}={exp[key]!r}")
     experiment = Experiment(**exp, train=train)
     try:
         experiment.train_config(seed=0)
+        experiment.pretrain_config(seed=0)
     except (ValueError, TypeError) as err:
         raise ValueError(f"{source}: {err}") from None
     return experiment
@@ -179,7 +218,8 @@ def format_scores(metrics: Mapping[str, float], *, per_class: Mapping[str, float
 
 # flag dest -> experiment/TrainConfig key
 _FLAGS = ("data", "model", "width", "depth", "steps", "batch_size", "crop", "lr", "eval_every",
-          "init_from", "device", "num_threads", "seeds", "losses", "tol")
+          "init_from", "device", "num_threads", "seeds", "losses", "tol", "protocol", "jobs",
+          "reference")
 
 
 def _experiment(args: argparse.Namespace) -> Experiment:
@@ -243,6 +283,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    """The compare command as a user would retype it (the flags that were given)."""
+    words = ["autoloss", "compare"]
+    if args.config:
+        words += ["--config", str(args.config)]
+    for name in _FLAGS:
+        value = getattr(args, name, None)
+        if value is not None:
+            words += [f"--{name.replace('_', '-')}", str(value)]
+    return shlex.join(words)
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from autoloss.compare import compare_losses
 
@@ -255,7 +307,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                                 config=exp.train_config(seed=0), model=exp.model, out=out,
                                 width=exp.width, depth=exp.depth, init_from=exp.init_from,
                                 tol=exp.tol, val_split=exp.val_split,
-                                test_split=exp.test_split, progress=not args.no_progress)
+                                test_split=exp.test_split,
+                                pretrain=exp.pretrain_config(seed=0), reference=exp.reference,
+                                jobs=exp.jobs, command=_command_line(args),
+                                progress=not args.no_progress)
     except KeyboardInterrupt:
         print("interrupted: run the same command again to continue (finished runs are kept, "
               "the interrupted one resumes from its checkpoint)")
@@ -316,6 +371,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "write OUT/compare.md, compare.csv, compare.json. Resumable.")
     p.add_argument("--losses", help="comma-separated loss specs")
     p.add_argument("--seeds", type=int, help="runs per loss (default 3)")
+    p.add_argument("--protocol", choices=PROTOCOLS, help="scratch (default) or finetune: per "
+                   "seed a cross-entropy model trained first ('pretrain:' options in --config), "
+                   "every loss trains on from it")
+    p.add_argument("--reference", help="loss every other is paired with (default "
+                   "cross_entropy)")
+    p.add_argument("--jobs", type=int, help="runs trained at once, in worker processes (default "
+                   "1; threads per run default to cores // jobs)")
     p.add_argument("--out", help="output folder (default results/retrain-<data>)")
     _add_training_flags(p)
     p.set_defaults(func=_cmd_compare)

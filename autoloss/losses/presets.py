@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from autoloss.losses.rmi import RMI_PRESETS
+
 __all__ = ["PRESETS"]
 
 _REGION_THETA = {  # (inter, union) absolute control points, 2 quadratic pieces each
@@ -72,6 +74,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "combine": [{"name": "lovasz_hinge", "weight": 0.5},
                     {"name": "binary_cross_entropy", "weight": 0.5}],
     },
+    # The JDT authors' recommended mix (Wang et al., NeurIPS 2023): 0.25 CE + 0.75 Jaccard metric.
+    "jdt-ce": {
+        "combine": [{"name": "cross_entropy", "weight": 0.25},
+                    {"name": "jaccard_metric", "weight": 0.75}],
+    },
+    # RMI with the reference's training settings (parser_params.py: average pooling 2x2, stride 2;
+    # lambda 0.5 mixes in its binary cross-entropy term).
+    "rmi-train": {"name": "rmi", **RMI_PRESETS["train_defaults"]},
 }
 
 # The plain soft metrics: every curve the identity, classes present in the batch.
