@@ -1,17 +1,22 @@
-"""Proxy fidelity: do proxy scores rank losses like full retraining does?
+"""Proxy fidelity: do proxy scores rank losses like the full retraining protocol does?
 
-For a fixed panel of losses, runs (1) the proxy (``autoloss.proxy``) with several seeds, for one
-or more proxy variants, and (2) full retraining from scratch on the whole train split, evaluated
-on the test split; then reports the Spearman rank correlation (``scipy.stats.spearmanr``) between
-the proxy means and the full-retraining scores for mIoU and BF1, and the proxy's seed-to-seed
-standard deviation against the typical gap between losses.
+The full side is **read**, not trained: ``--full`` names the ``compare.json`` of an ``autoloss
+compare`` run (the reference panel: per seed a cross-entropy UNet trained to convergence, then
+fine-tuned with every loss, scored on the test split); a loss's full score is the mean of its
+seeds' test metrics. The proxy side runs here: every loss of the panel with ``--seeds`` proxy
+seeds (10, 11, ...) per proxy variant (``VARIANTS``: ``ProxyConfig`` overrides), scored on
+``val`` by ``autoloss.proxy``. The report gives, per variant and metric, Spearman
+(``scipy.stats.spearmanr``) and Kendall (``scipy.stats.kendalltau``) of the proxy means against
+the full means, whether the proxy's top 3 holds the full top 1, seed noise against the gaps
+between losses, and the CPU time per trial.
 
-Resumable: every finished run is stored in ``--json`` at once (atomic rewrite); rerunning the same
-command skips the runs already there (a changed setting invalidates only the runs it affects).
-Runs go to ``--jobs`` worker processes (one torch thread each).
+Resumable: every finished proxy run is stored in ``--json`` at once (atomic rewrite); rerunning
+the same command skips the runs already there (a changed setting invalidates only the runs it
+affects). Runs go to ``--jobs`` worker processes (one torch thread each). Relative paths in
+``--data`` and ``--full`` are read from the repository root.
 
     python benchmarks/proxy_fidelity.py --jobs 2                     # run or continue
-    python benchmarks/proxy_fidelity.py --report-only                # tables from the JSON
+    python benchmarks/proxy_fidelity.py --report-only --full ../main/results/retrain-camvid/compare.json
 """
 
 from __future__ import annotations
@@ -24,31 +29,60 @@ import math
 import multiprocessing
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = f"camvid:{ROOT.parent / 'shared' / 'datasets' / 'camvid'}"
-PANEL = ["cross_entropy", "lovasz_softmax", "jaccard_metric", "asl-voc-miou", "asl-voc-bf1",
-         "soft-miou", "soft-bf1"]
-METRICS = ["miou", "bf1"]
-# proxy variants compared against the same full retraining (name -> ProxyConfig overrides)
+DEFAULT_DATA = "camvid:../shared/datasets/camvid"  # path relative to the repository root
+DEFAULT_FULL = "results/retrain-camvid/compare.json"
+PANEL = ["cross_entropy", "focal", "lovasz_softmax", "paddleseg-lovasz-softmax-ce", "jdt-ce",
+         "rmi-train", "asl-voc-miou", "asl-voc-bf1", "soft-miou", "soft-bf1"]
+METRICS = ("miou", "bf1")
+GOAL = 0.8  # Spearman wanted for both metrics
+SEED0 = 10  # proxy seeds 10, 11, ...: no proxy run shares a batch order with a full run (0..2)
+# proxy variants (name -> ProxyConfig overrides; the benchmark adds data, metrics, num_threads)
 VARIANTS: dict[str, dict[str, Any]] = {
-    "all": {"finetune": "all", "steps": 60, "eval_every": 20, "lr": 0.02},
-    "last": {"finetune": "last", "steps": 150, "eval_every": 50, "lr": 0.05},
-    # from scratch: no warm start; seeds offset by 10 so no proxy run shares its initial weights
-    # and batch order with the full run of seed 0
-    "scratch": {"warm_start": False, "steps": 100, "eval_every": 50, "lr": 0.05},
+    "default": {},  # ProxyConfig() as it is
+    # warm start from a converged cross-entropy UNet like the reference protocol's (2000 steps,
+    # lr 0.05; seed 10, not one of the reference's pretrain seeds), then a short fine-tune at
+    # the protocol's fine-tuning lr, or 3x that to move a converged model further in 60 steps
+    "converged": {"warm_start_steps": 2000, "warm_start_lr": 0.05, "warm_start_seed": 10,
+                  "steps": 60, "lr": 0.01, "eval_every": 30},
+    "converged-lr0.03": {"warm_start_steps": 2000, "warm_start_lr": 0.05, "warm_start_seed": 10,
+                         "steps": 60, "lr": 0.03, "eval_every": 30},
 }
-SEED_OFFSET = {"scratch": 10}
-FULL = {"model": "unet", "width": 16, "depth": 3, "steps": 400, "batch_size": 8, "lr": 0.05,
-        "size": [90, 120]}
+# ProxyConfig fields that do not change the warm start (variants differing only here share it)
+_FINETUNE_ONLY = {"steps", "lr", "eval_every", "metrics", "eval_subset", "tol", "device",
+                  "num_threads"}
 
 
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _rooted(spec: str) -> str:
+    """A dataset spec ``KIND:PATH?OPTIONS`` with a relative PATH made absolute from the root."""
+    head, q, query = spec.partition("?")
+    kind, colon, path = head.partition(":")
+    if colon and path and not Path(path).expanduser().is_absolute():
+        path = str((ROOT / path).resolve())
+    return f"{kind}{colon}{path}{q}{query}"
+
+
+def _display_path(path: Path) -> str:
+    """``path`` relative to the repository root (results files hold no absolute paths)."""
+    return os.path.relpath(path.resolve(), ROOT)
+
+
+def proxy_config(name: str, data: str) -> dict[str, Any]:
+    """The resolved ``ProxyConfig`` of variant ``name`` as a plain dict (data as given)."""
+    from autoloss.proxy import ProxyConfig
+
+    config = ProxyConfig.from_dict({"data": data, "metrics": list(METRICS), **VARIANTS[name]})
+    return {k: v for k, v in config.to_dict().items() if k not in ("device", "num_threads")}
 
 
 # ---- work done in the worker processes ------------------------------------------------------
@@ -62,52 +96,48 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _proxy_task(data: str, cache: str, variant: dict[str, Any], loss_name: str,
-                seed: int) -> dict[str, Any]:
-    from autoloss.losses import load_loss
+def _proxy(config: dict[str, Any], cache: str) -> Any:
     from autoloss.proxy import build_proxy
 
-    key = _digest(variant)
+    key = _digest(config)
     if key not in _PROXIES:
-        t0 = time.perf_counter()
-        proxy = build_proxy({"data": data, "num_threads": 1, "metrics": METRICS, **variant},
-                            cache_dir=Path(cache))
-        proxy.prepare()
-        _PROXIES[key] = proxy
-        setup = time.perf_counter() - t0
-    else:
-        setup = 0.0
-    proxy = _PROXIES[key]
-    loss = load_loss(loss_name, ignore_index=proxy.ignore_index)
+        _PROXIES[key] = build_proxy({**config, "data": _rooted(config["data"]), "num_threads": 1},
+                                    cache_dir=Path(cache))
+    return _PROXIES[key]
+
+
+def _prepare_task(config: dict[str, Any], cache: str) -> dict[str, Any]:
+    """Train (or find) the variant's warm start; its cost and val scores."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    proxy = _proxy(config, cache)
+    proxy.prepare()
+    info_path = proxy.warm_start_path.with_suffix(".json")
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    return {"trained": proxy.trained_warm_start, "cpu": time.process_time() - c0,
+            "wall": time.perf_counter() - t0, "key": proxy.key(),
+            "steps": config["warm_start_steps"], "val_metrics": info.get("val_metrics")}
+
+
+def _trial_task(config: dict[str, Any], cache: str, loss_name: str, seed: int) -> dict[str, Any]:
+    from autoloss.compare import build_loss
+    from autoloss.trainer import NonFiniteLossError
+
+    t0 = time.perf_counter()
+    proxy = _proxy(config, cache)
+    proxy.prepare()
+    setup = time.perf_counter() - t0
+    loss = build_loss(loss_name, ignore_index=proxy.ignore_index)
     c0, t0 = time.process_time(), time.perf_counter()
     history: list[list[Any]] = []
-    metrics = proxy.run(loss, seed=seed, on_eval=lambda s, m: history.append([s, m]))
-    return {"metrics": metrics, "history": history, "wall": time.perf_counter() - t0,
-            "cpu": time.process_time() - c0, "setup_wall": setup, "pid": os.getpid(),
-            "trained_warm_start": proxy.trained_warm_start, **proxy.last_run}
-
-
-def _full_task(data: str, full: dict[str, Any], loss_name: str, seed: int) -> dict[str, Any]:
-    from autoloss.data import load_dataset
-    from autoloss.losses import load_loss
-    from autoloss.models import UNetConfig, build_model
-    from autoloss.trainer import TrainConfig, evaluate, fit
-
-    spec = f"{data}{'&' if '?' in data else '?'}size={full['size'][0]}x{full['size'][1]}"
-    train = load_dataset(spec, "train")
-    model = build_model(UNetConfig(num_classes=train.num_classes, width=full["width"],
-                                   depth=full["depth"]), seed=seed)
-    loss = load_loss(loss_name, ignore_index=train.ignore_index)
-    config = TrainConfig(steps=full["steps"], batch_size=full["batch_size"], lr=full["lr"],
-                         eval_every=full["steps"], seed=seed, num_threads=1)
-    c0, t0 = time.process_time(), time.perf_counter()
-    result = fit(model, loss, train, config=config, progress=False)
-    train_wall = time.perf_counter() - t0
-    test = evaluate(model, load_dataset(spec, "test"), metrics=METRICS)
-    val = evaluate(model, load_dataset(spec, "val"), metrics=METRICS)
-    return {"metrics": test, "val_metrics": val, "train_wall": train_wall,
+    try:
+        metrics: dict[str, float] | None = proxy.run(
+            loss, seed=seed, on_eval=lambda s, m: history.append([s, m]))
+        error = None
+    except NonFiniteLossError as err:
+        metrics, error = None, str(err)
+    return {"metrics": metrics, "error": error, "history": history,
             "wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
-            "seconds_per_step": result.seconds_per_step, "final_loss": result.final_loss}
+            "setup_wall": setup, "pid": os.getpid(), **proxy.last_run}
 
 
 # ---- orchestration ----------------------------------------------------------------------------
@@ -119,42 +149,61 @@ def _load(path: Path) -> dict[str, Any]:
     return {"runs": {}}
 
 
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN and infinities -> None, numpy scalars -> float."""
+    if isinstance(obj, Mapping):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
 def _save(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(state, indent=1, default=float))
+    tmp.write_text(json.dumps(_clean(state), indent=1))
     os.replace(tmp, path)
 
 
-def _tasks(args: argparse.Namespace) -> list[tuple[str, str, Any, tuple]]:
-    """(run key, settings digest, function, arguments) for every run, interleaved so that full
-    retraining and proxy runs share the workers from the start."""
-    full_cfg = {**FULL, "data": args.data}
-    fulls = [(f"full/{loss}/seed{s}", _digest(full_cfg), _full_task, (args.data, FULL, loss, s))
-             for loss in args.losses for s in range(args.full_seeds)]
-    proxies = []
+def _warm_key(config: Mapping[str, Any]) -> str:
+    return _digest({k: v for k, v in config.items() if k not in _FINETUNE_ONLY})
+
+
+def _tasks(args: argparse.Namespace, runs: Mapping[str, Any]) -> list[tuple[str, str, Any, tuple]]:
+    """(key, settings digest, function, arguments) of every run still to do: the warm starts
+    first (one per distinct warm start, so that they train in parallel), then the trials
+    variant by variant."""
+    prepares: dict[str, tuple] = {}
+    trials = []
     for name in args.variants:
-        variant = VARIANTS[name]
-        digest = _digest({**variant, "data": args.data, "metrics": METRICS})
-        offset = SEED_OFFSET.get(name, 0)
-        proxies += [(f"proxy-{name}/{loss}/seed{s + offset}", digest, _proxy_task,
-                     (args.data, str(args.cache), variant, loss, s + offset))
-                    for s in range(args.seeds) for loss in args.losses]
-    out: list[tuple[str, str, Any, tuple]] = []
-    ratio = max(1, round(len(proxies) / max(1, len(fulls))))
-    while fulls or proxies:
-        out += proxies[:ratio]
-        proxies = proxies[ratio:]
-        if fulls:
-            out.append(fulls.pop(0))
-    return out
+        config = proxy_config(name, args.data)
+        digest = _digest(config)
+        todo = [(f"proxy-{name}/{loss}/seed{s}", digest, _trial_task,
+                 (config, str(args.cache), loss, s))
+                for s in range(SEED0, SEED0 + args.seeds) for loss in args.losses
+                if runs.get(f"proxy-{name}/{loss}/seed{s}", {}).get("digest") != digest]
+        warm = _warm_key(config)
+        if todo and config["warm_start"] and warm not in prepares:
+            prepares[warm] = (f"warm-start/{name}", warm, _prepare_task, (config, str(args.cache)))
+        trials += todo
+    ordered = sorted(prepares.values(), key=lambda t: -t[3][0]["warm_start_steps"])
+    return ordered + trials
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from autoloss.losses import load_loss
+
+    for loss in args.losses:  # fail on a typo before any training
+        load_loss(loss)
     state = _load(args.json)
-    runs = state["runs"]
-    todo = [t for t in _tasks(args) if runs.get(t[0], {}).get("digest") != t[1]]
-    print(f"{len(todo)} runs to do ({len(runs)} stored)", flush=True)
+    runs = state.setdefault("runs", {})
+    warm_starts = state.setdefault("warm_starts", {})
+    todo = _tasks(args, runs)
+    print(f"{len(todo)} tasks to do ({len(runs)} runs stored)", flush=True)
     started = time.perf_counter()
     if todo:
         ctx = multiprocessing.get_context("spawn")
@@ -163,185 +212,310 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for future in cf.as_completed(futures):
                 key, digest = futures[future]
                 result = future.result()
+                stamp = f"[{time.perf_counter() - started:7.0f}s] {key}:"
+                if key.startswith("warm-start/"):
+                    if result["trained"] or digest not in warm_starts:
+                        warm_starts[digest] = result
+                    print(f"{stamp} {'trained' if result['trained'] else 'cached'} "
+                          f"({result['wall']:.0f}s wall, {result['cpu']:.0f}s cpu)", flush=True)
+                    continue
                 runs[key] = {"digest": digest, **result}
                 state["load_after_last_run"] = os.getloadavg()
                 _save(args.json, state)
                 m = result["metrics"]
-                print(f"[{time.perf_counter() - started:7.0f}s] {key}: miou {m['miou']:.4f} "
-                      f"bf1 {m['bf1']:.4f} ({result['wall']:.0f}s wall, {result['cpu']:.0f}s cpu)",
+                scores = (f"miou {m['miou']:.4f} bf1 {m['bf1']:.4f}" if m
+                          else f"failed: {result['error']}")
+                print(f"{stamp} {scores} ({result['wall']:.0f}s wall, {result['cpu']:.0f}s cpu)",
                       flush=True)
-    state["settings"] = {"data": args.data, "losses": args.losses, "seeds": args.seeds,
-                         "full_seeds": args.full_seeds, "variants":
-                         {n: VARIANTS[n] for n in args.variants}, "full": FULL}
+    from machine_info import cpu_model  # benchmarks/ is on sys.path when run as a script
+
+    old = state.get("settings", {})
+    configs = {**old.get("configs", {}), **{n: proxy_config(n, args.data) for n in args.variants}}
+    state["settings"] = {
+        "data": args.data, "seeds": args.seeds, "seed0": SEED0,
+        "losses": args.losses + [x for x in old.get("losses", []) if x not in args.losses],
+        "variants": {**old.get("variants", {}), **{n: VARIANTS[n] for n in args.variants}},
+        "configs": configs, "machine": f"{cpu_model()}, {os.cpu_count()} logical CPUs"}
+    for key, w in warm_starts.items():  # which variants share each warm start
+        w["variants"] = [n for n, c in configs.items() if _warm_key(c) == key]
     state.setdefault("wall_sessions", []).append(time.perf_counter() - started)
     _save(args.json, state)
     return state
 
 
-# ---- report -----------------------------------------------------------------------------------
+# ---- the full reference -----------------------------------------------------------------------
 
 
-def _ranks(values: list[float]) -> list[int]:
-    order = sorted(range(len(values)), key=lambda i: -values[i])
-    out = [0] * len(values)
-    for r, i in enumerate(order):
-        out[i] = r + 1
+def read_full(compare: Mapping[str, Any], losses: Sequence[str],
+              run_dir: Path | None = None) -> dict[str, Any]:
+    """Per loss of ``losses`` found in a ``compare.json`` object: the mean and the per-seed test
+    scores of each metric (missing or null values skipped), and the mean val scores when the
+    runs' ``metrics.json`` files are found under ``run_dir`` (``<run_dir>/runs/<loss>/seed<s>``).
+    """
+    out: dict[str, Any] = {}
+    for loss in losses:
+        runs = sorted((r for r in compare["runs"] if r["loss"] == loss), key=lambda r: r["seed"])
+        if not runs:
+            continue
+        row: dict[str, Any] = {"seeds": [r["seed"] for r in runs]}
+        for metric in METRICS:
+            values = [r["metrics"].get(metric) for r in runs]
+            values = [float(v) for v in values if v is not None and math.isfinite(v)]
+            row[metric] = float(np.mean(values)) if values else None
+            row[f"{metric}_per_seed"] = values
+        if run_dir is not None:
+            vals = []
+            for r in runs:
+                path = run_dir / Path(*Path(r["dir"]).parts[-3:]) / "metrics.json"
+                if path.is_file():
+                    vals.append(json.loads(path.read_text()).get("val") or {})
+            if vals and len(vals) == len(runs):
+                for metric in METRICS:
+                    v = [x[metric] for x in vals if x.get(metric) is not None]
+                    row[f"{metric}_val"] = float(np.mean(v)) if v else None
+        out[loss] = row
     return out
 
 
-def summarize(state: dict[str, Any]) -> dict[str, Any]:
-    """Per variant and metric: proxy mean/std over seeds, full score, Spearman, noise vs gap."""
+def load_full(path: Path, losses: Sequence[str]) -> dict[str, Any] | None:
+    """The full reference for the report (None when ``path`` does not exist yet)."""
+    if not path.is_file():
+        return None
+    compare = json.loads(path.read_text())
+    return {"source": _display_path(path), "data": compare.get("data"),
+            "seeds": compare.get("seeds"), "test_split": compare.get("test_split"),
+            "protocol": compare.get("protocol"),
+            **{name: {k: v for k, v in (compare.get(name) or {}).items()
+                      if k in ("steps", "lr", "batch_size", "optimizer", "crop")}
+               for name in ("train_config", "pretrain_config")},
+            "losses": read_full(compare, losses, run_dir=path.parent)}
+
+
+# ---- statistics -------------------------------------------------------------------------------
+
+
+def _top(values: Mapping[str, float], k: int) -> list[str]:
+    return sorted(values, key=lambda name: -values[name])[:k]
+
+
+def rank_stats(proxy: Mapping[str, float], full: Mapping[str, float]) -> dict[str, Any]:
+    """Agreement of two scorings of the same losses (higher is better in both): Spearman,
+    Kendall (tau-b) and their p-values, the proxy's top 3, the full top 1, and whether the first
+    holds the second."""
+    from scipy.stats import kendalltau, spearmanr
+
+    names = [n for n in proxy if n in full]
+    if len(names) < 3:
+        raise ValueError(f"rank statistics need at least 3 losses scored by both, but got {names}")
+    p, f = [proxy[n] for n in names], [full[n] for n in names]
+    rho, tau = spearmanr(p, f), kendalltau(p, f)
+    top3 = _top({n: proxy[n] for n in names}, 3)
+    top1 = _top({n: full[n] for n in names}, 1)[0]
+    return {"n": len(names), "spearman": float(rho.statistic), "spearman_p": float(rho.pvalue),
+            "kendall": float(tau.statistic), "kendall_p": float(tau.pvalue),
+            "proxy_top3": top3, "full_top1": top1, "top3_has_full_top1": top1 in top3}
+
+
+def median_pair_gap(means: Sequence[float]) -> float:
+    """Median absolute difference over all pairs of losses."""
+    m = list(means)
+    return float(np.median([abs(a - b) for i, a in enumerate(m) for b in m[i + 1:]]))
+
+
+def spearman_critical(n: int, alpha: float = 0.05) -> float:
+    """The Spearman above which ``spearmanr`` (t approximation) calls a correlation significant
+    at ``alpha`` (two-sided) for ``n`` losses."""
+    from scipy.stats import t
+
+    q = t.ppf(1 - alpha / 2, n - 2)
+    return float(q / math.sqrt(n - 2 + q * q))
+
+
+def full_reliability(full: Mapping[str, Any], metric: str) -> float | None:
+    """How well one full seed ranks the losses like the other seeds: mean over seeds of the
+    Spearman between that seed's scores and the mean of the others (None below 2 seeds)."""
+    from scipy.stats import spearmanr
+
+    rows = [r[f"{metric}_per_seed"] for r in full.values()]
+    k = min(len(r) for r in rows)
+    if k < 2 or len(rows) < 3:
+        return None
+    return float(np.mean([spearmanr([r[i] for r in rows],
+                                    [np.mean(r[:i] + r[i + 1:k]) for r in rows]).statistic
+                          for i in range(k)]))
+
+
+def summarize(state: Mapping[str, Any], full: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Per variant and metric: per-loss rows (proxy mean / std / per seed, full mean, ranks),
+    rank statistics against the full means, seed noise and gaps, CPU time per trial."""
     from scipy.stats import spearmanr
 
     settings, runs = state["settings"], state["runs"]
-    losses = settings["losses"]
+    full_losses = (full or {}).get("losses", {})
     out: dict[str, Any] = {}
     for name in settings["variants"]:
-        per_metric = {}
+        digest = _digest(settings["configs"][name])  # runs of older settings do not count
+        per_metric: dict[str, Any] = {}
         for metric in METRICS:
-            rows = []
-            for loss in losses:
-                offset = SEED_OFFSET.get(name, 0)
-                proxy_runs = [runs[k] for s in range(offset, offset + settings["seeds"])
-                              if (k := f"proxy-{name}/{loss}/seed{s}") in runs]
-                full_runs = [runs[k] for s in range(settings["full_seeds"])
-                             if (k := f"full/{loss}/seed{s}") in runs]
-                if not proxy_runs or not full_runs:
+            rows, failed, cpu = [], [], []
+            for loss in settings["losses"]:
+                done = [runs[k] for s in range(settings["seed0"],
+                                               settings["seed0"] + settings["seeds"])
+                        if (k := f"proxy-{name}/{loss}/seed{s}") in runs
+                        and runs[k]["digest"] == digest]
+                failed += [f"{loss}: {r['error']}" for r in done if r["metrics"] is None]
+                done = [r for r in done if r["metrics"] is not None]
+                cpu += [r["cpu"] for r in done]
+                if not done:
                     continue
-                proxy = [r["metrics"][metric] for r in proxy_runs]
-                rows.append({"per_seed": proxy,
-                    "loss": loss, "proxy_mean": float(np.mean(proxy)), "proxy_n": len(proxy),
-                    "proxy_std": float(np.std(proxy, ddof=1)) if len(proxy) > 1 else math.nan,
-                    "full": float(np.mean([r["metrics"][metric] for r in full_runs])),
-                    "full_val": float(np.mean([r["val_metrics"][metric] for r in full_runs])),
-                    "proxy_wall": float(np.mean([r["wall"] for r in proxy_runs])),
-                    "proxy_cpu": float(np.mean([r["cpu"] for r in proxy_runs])),
-                })
-            if len(rows) < 3:
-                continue
-            pm, fm = [r["proxy_mean"] for r in rows], [r["full"] for r in rows]
-            for r, a, b in zip(rows, _ranks(pm), _ranks(fm)):
-                r["proxy_rank"], r["full_rank"] = a, b
-            rho = spearmanr(pm, fm).statistic
-            rho_val = spearmanr(pm, [r["full_val"] for r in rows]).statistic
-            gaps = np.diff(sorted(pm))
-            n_seeds = min(len(r["per_seed"]) for r in rows)
-            single = [spearmanr([r["per_seed"][i] for r in rows], fm).statistic
-                      for i in range(n_seeds)]
-            per_metric[metric] = {
-                "rows": rows, "spearman": float(rho),
-                "spearman_single_seed": [float(v) for v in single],
-                "spearman_vs_full_val": float(rho_val),
-                "median_seed_std": float(np.nanmedian([r["proxy_std"] for r in rows])),
-                "median_gap_adjacent": float(np.median(gaps)),
-                "median_gap_pairs": float(np.median([abs(a - b) for i, a in enumerate(pm)
-                                                     for b in pm[i + 1:]])),
-            }
+                seeds = [r["metrics"][metric] for r in done]
+                f = full_losses.get(loss, {})
+                rows.append({"loss": loss, "per_seed": seeds, "proxy_mean": float(np.mean(seeds)),
+                             "proxy_std": float(np.std(seeds, ddof=1)) if len(seeds) > 1
+                             else math.nan, "full": f.get(metric),
+                             "full_std": float(np.std(f[f"{metric}_per_seed"], ddof=1))
+                             if len(f.get(f"{metric}_per_seed", [])) > 1 else math.nan,
+                             "full_val": f.get(f"{metric}_val"),
+                             "cpu": float(np.mean([r["cpu"] for r in done]))})
+            s: dict[str, Any] = {"rows": rows, "failed": failed,
+                                 "cpu_per_trial": float(np.mean(cpu)) if cpu else math.nan,
+                                 "cpu_per_trial_max": float(np.max(cpu)) if cpu else math.nan}
+            if len(rows) >= 2:
+                s["median_seed_std"] = float(np.nanmedian([r["proxy_std"] for r in rows]))
+                s["median_pair_gap"] = median_pair_gap([r["proxy_mean"] for r in rows])
+            both = [r for r in rows if r["full"] is not None]
+            if len(both) >= 3:
+                proxy_m = {r["loss"]: r["proxy_mean"] for r in both}
+                full_m = {r["loss"]: r["full"] for r in both}
+                s.update(rank_stats(proxy_m, full_m))
+                order_p, order_f = _top(proxy_m, len(both)), _top(full_m, len(both))
+                for r in both:
+                    r["proxy_rank"] = order_p.index(r["loss"]) + 1
+                    r["full_rank"] = order_f.index(r["loss"]) + 1
+                k = min(len(r["per_seed"]) for r in both)
+                s["spearman_single_seed"] = [
+                    float(spearmanr([r["per_seed"][i] for r in both],
+                                    [r["full"] for r in both]).statistic) for i in range(k)]
+                if all(r["full_val"] is not None for r in both):
+                    s["spearman_vs_full_val"] = float(spearmanr(
+                        [r["proxy_mean"] for r in both], [r["full_val"] for r in both]).statistic)
+            per_metric[metric] = s
         out[name] = per_metric
     return out
 
 
-START, END = "<!-- generated:start -->", "<!-- generated:end -->"
-
-
-def _full_self_agreement(state: dict[str, Any], metric: str) -> float:
-    """Spearman between the full runs' val and test scores (how well even the full run, scored on
-    the proxy-validation split, predicts its own test ranking)."""
+def full_bounds(full: Mapping[str, Any]) -> dict[str, Any]:
+    """What limits any proxy's agreement with the full means, per metric: the full seed noise
+    against the gaps between losses, the full runs' seed-to-seed reliability, and (when the runs'
+    val scores are there) the Spearman of their val against their test means."""
     from scipy.stats import spearmanr
 
-    rows = [r for k, r in state["runs"].items() if k.startswith("full/")
-            and k.split("/")[1] in state["settings"]["losses"]]
-    return float(spearmanr([r["val_metrics"][metric] for r in rows],
-                           [r["metrics"][metric] for r in rows]).statistic)
+    rows = full["losses"]
+    out: dict[str, Any] = {"n": len(rows), "metrics": {}, "spearman_critical_5pct": (
+        spearman_critical(len(rows)) if len(rows) > 3 else None)}
+    for metric in METRICS:
+        means = [r[metric] for r in rows.values() if r[metric] is not None]
+        stds = [float(np.std(r[f"{metric}_per_seed"], ddof=1)) for r in rows.values()
+                if len(r[f"{metric}_per_seed"]) > 1]
+        m: dict[str, Any] = {
+            "median_seed_std": float(np.median(stds)) if stds else None,
+            "median_pair_gap": median_pair_gap(means) if len(means) > 1 else None,
+            "median_adjacent_gap": float(np.median(np.diff(sorted(means))))
+            if len(means) > 1 else None,
+            "reliability": full_reliability(rows, metric) if len(means) == len(rows) else None,
+            "val_vs_test_spearman": None}
+        pairs = [(r[metric], r.get(f"{metric}_val")) for r in rows.values()]
+        if len(pairs) >= 3 and all(t is not None and v is not None for t, v in pairs):
+            m["val_vs_test_spearman"] = float(spearmanr(*zip(*pairs)).statistic)
+        out["metrics"][metric] = m
+    return out
 
 
-def report_text(state: dict[str, Any]) -> str:
-    """The generated part of the report: verdicts, tables, budgets, wall and CPU time."""
-    summary = summarize(state)
-    settings, runs = state["settings"], state["runs"]
-    pct = 100.0
-    lines = ["| proxy | metric | Spearman vs full (test) | single seed (each) | vs full (val) | "
-             "median seed std | median pairwise gap | median adjacent gap | goal met | "
-             "proxy CPU s / trial |", "|---|---|---:|---|---:|---:|---:|---:|---|---:|"]
-    for name, per_metric in summary.items():
-        for metric, s in per_metric.items():
-            ok = s["spearman"] >= 0.7 and s["median_seed_std"] < s["median_gap_pairs"]
-            cpu = np.mean([r["proxy_cpu"] for r in s["rows"]])
-            each = ", ".join(f"{v:.2f}" for v in s["spearman_single_seed"])
-            lines.append(f"| `{name}` | {metric} | **{s['spearman']:.2f}** | {each} | "
-                         f"{s['spearman_vs_full_val']:.2f} | {pct * s['median_seed_std']:.2f} | "
-                         f"{pct * s['median_gap_pairs']:.2f} | "
-                         f"{pct * s['median_gap_adjacent']:.2f} | {'yes' if ok else 'no'} | "
-                         f"{cpu:.0f} |")
-    lines += ["", "Reference: Spearman between the full runs' own val and test scores: mIoU "
-              f"{_full_self_agreement(state, 'miou'):.2f}, BF1 "
-              f"{_full_self_agreement(state, 'bf1'):.2f} (val is one sequence, test two others).",
-              ""]
-    for name, per_metric in summary.items():
-        for metric, s in per_metric.items():
-            lines += [f"### proxy `{name}`, {metric} (points)", "",
-                      "| loss | proxy mean ± std (seeds) | proxy rank | full (test) | full rank | "
-                      "full (val) | proxy wall s | proxy CPU s |",
-                      "|---|---|---:|---:|---:|---:|---:|---:|"]
-            for r in s["rows"]:
-                lines.append(f"| {r['loss']} | {pct * r['proxy_mean']:.2f} ± "
-                             f"{pct * r['proxy_std']:.2f} ({r['proxy_n']}) | {r['proxy_rank']} | "
-                             f"{pct * r['full']:.2f} | {r['full_rank']} | "
-                             f"{pct * r['full_val']:.2f} | {r['proxy_wall']:.0f} | "
-                             f"{r['proxy_cpu']:.0f} |")
-            lines.append("")
-    fulls = [r for k, r in runs.items() if k.startswith("full/")]
-    proxies = [r for k, r in runs.items() if k.startswith("proxy-")]
-    lines += [
-        "### Budgets and time", "",
-        f"- data: `{settings['data']}`; losses: {', '.join(settings['losses'])}; proxy seeds: "
-        f"{settings['seeds']}; full-retraining seeds: {settings['full_seeds']}",
-        f"- full retraining: `{json.dumps(settings['full'])}` (from scratch, SGD momentum 0.9, "
-        "poly lr, random scale/crop/flip, whole train split, scored on test and val)",
-        *[f"- proxy `{n}`: `{json.dumps(v)}` (other options: ProxyConfig defaults)"
-          for n, v in settings["variants"].items()],
-        f"- runs stored: {len(fulls)} full, {len(proxies)} proxy; CPU time: full "
-        f"{sum(r['cpu'] for r in fulls) / 60:.1f} min, proxy "
-        f"{sum(r['cpu'] for r in proxies) / 60:.1f} min (one thread per run; warm starts and "
-        "feature caches not included)",
-        f"- wall time of the benchmark sessions: "
-        f"{', '.join(f'{w / 60:.1f} min' for w in state.get('wall_sessions', []))} "
-        f"(2 workers on a 2-core machine shared with other jobs)",
-    ]
-    return "\n".join(lines)
+def top_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """``{variant: {metric: {"spearman": x, "kendall": y}}}`` (None without full results)."""
+    return {name: {metric: {"spearman": s.get("spearman"), "kendall": s.get("kendall")}
+                   for metric, s in per_metric.items()} for name, per_metric in summary.items()}
 
 
-def write_report(state: dict[str, Any], path: Path) -> None:
-    """Replace the generated block of ``path`` (between the markers), keeping the rest."""
-    block = f"{START}\n{report_text(state)}\n{END}"
-    text = path.read_text() if path.is_file() else f"# Proxy fidelity\n\n{START}\n{END}\n"
-    if START not in text or END not in text:
-        text += f"\n{START}\n{END}\n"
-    head, rest = text.split(START, 1)
-    path.write_text(head + block + rest.split(END, 1)[1])
+def default_variant(settings: Mapping[str, Any]) -> str | None:
+    """The variant whose resolved config is ``ProxyConfig()`` with the benchmark's data and
+    metrics."""
+    from autoloss.proxy import ProxyConfig
+
+    plain = ProxyConfig.from_dict({"data": settings["data"], "metrics": list(METRICS)}).to_dict()
+    plain = {k: v for k, v in plain.items() if k not in ("device", "num_threads")}
+    return next((n for n, c in settings["configs"].items() if c == plain), None)
+
+
+def write_outputs(state: dict[str, Any], args: argparse.Namespace) -> None:
+    """Add the full reference and the summaries of ``args.losses`` and ``args.variants`` to
+    ``state``, save it, write the markdown."""
+    from proxy_fidelity_report import report_text  # benchmarks/ is on sys.path (script)
+
+    settings = state["settings"]
+    view = {**state, "settings": {**settings, "losses": args.losses, "variants": {
+        n: v for n, v in settings["variants"].items() if n in args.variants}}}
+    full = load_full(args.full, args.losses)
+    summary = summarize(view, full)
+    bounds = full_bounds(full) if full and len(full["losses"]) >= 3 else None
+    state.update(full=full, full_bounds=bounds, details=summary, summary=top_summary(summary),
+                 default_proxy=default_variant(settings))
+    _save(args.json, state)
+    text = report_text(view, summary, bounds=bounds, full=full,
+                       default=state["default_proxy"], full_path=_display_path(args.full),
+                       goal=GOAL)
+    old = args.md.read_text() if args.md.is_file() else ""
+    if START not in old or END not in old:
+        old = f"{TITLE}\n\n{START}\n{END}\n"
+    head, rest = old.split(START, 1)
+    args.md.write_text(f"{head}{START}\n{text}\n{END}{rest.split(END, 1)[1]}")
+
+
+START, END = "<!-- generated:start -->", "<!-- generated:end -->"
+TITLE = "# Proxy fidelity on CamVid: does the proxy rank losses like the retraining protocol?"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=DEFAULT_DATA, help="dataset spec (no size option)")
-    p.add_argument("--losses", nargs="+", default=PANEL)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--seeds", type=int, default=3, help="proxy seeds per loss")
-    p.add_argument("--full-seeds", type=int, default=1, help="full-retraining seeds per loss")
+    p.add_argument("--full", type=Path, default=Path(DEFAULT_FULL),
+                   help="compare.json of the reference retraining panel")
+    p.add_argument("--losses", nargs="+", help="default: the panel (report-only: the stored)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS),
+                   help="default: all (report-only: the stored ones)")
+    p.add_argument("--seeds", type=int, default=3, help="proxy seeds per loss and variant")
     p.add_argument("--jobs", type=int, default=2, help="worker processes (1 thread each)")
-    p.add_argument("--json", type=Path, default=ROOT / "results" / "proxy_fidelity.json")
-    p.add_argument("--md", type=Path, default=ROOT / "results" / "proxy_fidelity.md")
+    p.add_argument("--json", type=Path, default=Path("results/proxy_fidelity.json"))
+    p.add_argument("--md", type=Path, default=Path("results/proxy_fidelity.md"))
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "autoloss-proxy")
-    p.add_argument("--report-only", action="store_true")
+    p.add_argument("--report-only", action="store_true", help="rebuild md/json from the JSON")
     p.add_argument("--smoke", action="store_true", help="tiny budgets, to check the pipeline")
     args = p.parse_args(argv)
     if args.smoke:
-        FULL.update(steps=3, size=[32, 32])
         for v in VARIANTS.values():
             v.update(steps=3, eval_every=3, warm_start_steps=3, size=[32, 32])
-    state = _load(args.json) if args.report_only else run(args)
-    write_report(state, args.md)
-    print(f"wrote {args.md}")
+    for name in ("full", "json", "md"):  # relative to the repository root
+        path = getattr(args, name).expanduser()
+        setattr(args, name, path if path.is_absolute() else ROOT / path)
+    if args.seeds < 1 or args.jobs < 1:
+        p.error(f"--seeds and --jobs must be positive, but got {args.seeds=}, {args.jobs=}")
+    if args.report_only:
+        state = _load(args.json)
+        if "settings" not in state:
+            p.error(f"{_display_path(args.json)} holds no finished session; run without "
+                    "--report-only first")
+        stored = state["settings"]
+        args.losses = args.losses or stored["losses"]
+        args.variants = args.variants or list(stored["variants"])
+        for name in args.variants:
+            if name not in stored["variants"]:
+                p.error(f"variant {name!r} has no stored runs; stored: {list(stored['variants'])}")
+    else:
+        args.losses = args.losses or PANEL
+        args.variants = args.variants or list(VARIANTS)
+        state = run(args)
+    write_outputs(state, args)
+    print(f"wrote {_display_path(args.md)} and {_display_path(args.json)}")
     return 0
 
 
