@@ -169,6 +169,7 @@ def plateau_rows(runs: Sequence[RunRecord], *, metric: str, stage: str) -> list[
         rows.append({"stage": stage, "loss": r.loss, "seed": r.seed, "metric": metric,
                      "window": p.window, "first_step": p.first_step, "last_step": p.last_step,
                      "spread": 100 * p.spread if math.isfinite(p.spread) else None,
+                     "drift": None if p.drift is None else 100 * p.drift,
                      "final": _json_value(100 * points[-1][1]),
                      "reached": p.reached})
     return rows
@@ -183,11 +184,12 @@ def format_plateaus(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return ""
     lines = ["| stage | loss | seed | val metric | last evaluations (steps) | final | spread "
-             "(points) | plateau (< 0.5) |", "|---|---|---:|---|---|---:|---:|---|"]
+             "(points) | plateau (< 0.5) | drift (points) |", "|---|---|---:|---|---|---:|---:|---|---:|"]
     for r in rows:
+        drift = "n/a" if r.get("drift") is None else f"{r['drift']:+.2f}"
         lines.append(f"| {r['stage']} | {r['loss']} | {r['seed']} | {r['metric']} | "
                      f"{r['window']} ({r['first_step']}..{r['last_step']}) | {_points(r['final'])} | "
-                     f"{_points(r['spread'])} | {'yes' if r['reached'] else '**no**'} |")
+                     f"{_points(r['spread'])} | {'yes' if r['reached'] else '**no**'} | {drift} |")
     return "\n".join(lines) + "\n"
 
 
@@ -229,8 +231,11 @@ def write_reports(out: Path, runs: Sequence[RunRecord], *, setup: Mapping[str, A
         sections += ["## Test IoU per class (mean over seeds, points; best per class in bold)",
                      "", per_class]
     if plateaus:
-        sections += [f"## Validation plateau ({plateau_metric}: spread over the last quarter of "
-                     f"the evaluations)", "", format_plateaus(plateaus)]
+        sections += [f"## Validation plateau ({plateau_metric})", "",
+                     "Plateau: over the last quarter of the evaluations the metric moves by less "
+                     "than 0.5 points (max - min, which includes the evaluation-to-evaluation "
+                     "noise). Drift: the mean of the last quarter minus the mean of the quarter "
+                     "before (a trend).", "", format_plateaus(plateaus)]
     out.mkdir(parents=True, exist_ok=True)
     md, csv_path, json_path = out / "compare.md", out / "compare.csv", out / "compare.json"
     md.write_text("\n".join(sections))

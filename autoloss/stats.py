@@ -81,13 +81,16 @@ def paired_difference(values: dict[int, float], reference: dict[int, float], *,
 @dataclass(frozen=True)
 class Plateau:
     """Over the last ``window`` evaluations (steps ``first_step`` .. ``last_step``) the metric
-    ranged over ``spread`` (max - min, same unit as the values); ``reached``: spread < tol."""
+    ranged over ``spread`` (max - min, same unit as the values); ``reached``: spread < tol.
+    ``drift``: mean of those evaluations minus the mean of the ``window`` before them (None
+    when there are not that many): a trend, where the spread also holds evaluation noise."""
 
     window: int
     first_step: int
     last_step: int
     spread: float
     tol: float
+    drift: float | None = None
 
     @property
     def reached(self) -> bool:
@@ -109,4 +112,8 @@ def plateau(steps: Sequence[int], values: Sequence[float], *, share: float = 0.2
     window = min(len(values), max(2, math.ceil(share * len(values))))
     tail = [float(v) for v in values[-window:]]
     spread = max(tail) - min(tail) if all(math.isfinite(v) for v in tail) else math.inf
-    return Plateau(window, int(steps[-window]), int(steps[-1]), spread, tol)
+    before = [float(v) for v in values[-2 * window:-window]]
+    drift = None
+    if len(before) == window and all(math.isfinite(v) for v in tail + before):
+        drift = float(np.mean(tail) - np.mean(before))
+    return Plateau(window, int(steps[-window]), int(steps[-1]), spread, tol, drift)

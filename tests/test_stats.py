@@ -54,9 +54,11 @@ def test_plateau_last_quarter():
     p = plateau(steps, values)
     assert (p.window, p.first_step, p.last_step) == (3, 500, 600)
     assert p.spread == pytest.approx(0.544 - 0.541) and p.reached
+    assert p.drift == pytest.approx((0.541 + 0.544 + 0.543 - 0.53 - 0.535 - 0.54) / 3)
     rising = plateau(steps, values[:-3] + [0.55, 0.56, 0.57])
     assert rising.spread == pytest.approx(0.02) and not rising.reached
     assert plateau([1, 2], [0.1, 0.1]).window == 2  # at least two evaluations
+    assert plateau([1, 2], [0.1, 0.1]).drift is None  # no window before the last
     assert not plateau([1, 2, 3], [0.1, float("nan"), 0.1]).reached
     with pytest.raises(ValueError, match="at least 2"):
         plateau([1], [0.1])
