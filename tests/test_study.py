@@ -105,3 +105,20 @@ def test_verdict_says_beats_worse_or_within_noise():
     text = verdict(ref + noisy, "x", "ce", "miou")
     assert text.startswith("miou: within noise of ce: +1.67") and "better on 1/3 seeds" in text
     assert "one seed" in verdict(runs("ce", [0.5]) + runs("x", [0.6]), "x", "ce", "miou")
+
+
+def test_committed_study_files_resolve(monkeypatch):
+    """Every experiments/study_*.yaml reads, and both of its sections are valid options."""
+    from pathlib import Path
+
+    from autoloss.study import _search_config, read_study
+    from autoloss.train_cli import experiment_from_dict
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)  # sections name other experiment files relative to the root
+    files = sorted((repo / "experiments").glob("study_*.yaml"))
+    assert files
+    for path in files:
+        data = read_study(path)
+        _search_config(data["search"], Path("out"), str(path))
+        experiment_from_dict(data["retrain"], source=str(path))
