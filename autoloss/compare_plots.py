@@ -25,7 +25,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from autoloss.comparison import Comparison, ComparisonRun, read_comparison
-from autoloss.overlay_plots import class_palette, colourise
+from autoloss.overlay_plots import class_legend, class_palette, colourise
 from autoloss.plots import (
     FORMATS,
     LOSS_COLORS,
@@ -323,11 +323,7 @@ def _overlay_figure(comp: Comparison, a: str, b: str, n_images: int,
         for ax, title in zip(row, titles):
             ax.set_title(title, fontsize=8.5)
             ax.set_axis_off()
-    handles = [Patch(color=palette[c], label=dataset.class_names[c])
-               for c in sorted(seen) if 0 <= c < dataset.num_classes]
-    if dataset.ignore_index is not None:
-        handles.append(Patch(color="black", label=f"ignored ({dataset.ignore_index})"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6))
+    class_legend(fig, dataset, seen, palette)
     fig.suptitle(f"Seed-0 predictions: {comp.labels[a]} (reference) vs {comp.labels[b]}{why_b}\n"
                  f"{comp.data} ({comp.test_split})")
     return fig, ""

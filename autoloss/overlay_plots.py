@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -14,7 +15,7 @@ from matplotlib.patches import Patch
 
 from autoloss.plots import FORMATS, STYLE, save_figure
 
-__all__ = ["class_palette", "colourise", "plot_overlays"]
+__all__ = ["class_legend", "class_palette", "colourise", "plot_overlays"]
 
 
 # ---- qualitative overlays ----------------------------------------------------------------------
@@ -37,6 +38,16 @@ def colourise(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
     valid = (label >= 0) & (label < len(palette))
     rgb[valid] = palette[label[valid]]
     return rgb
+
+
+def class_legend(fig: Figure, dataset: Any, seen: set[int], palette: np.ndarray) -> None:
+    """A legend below ``fig`` of the classes ``seen`` (their palette colours) and of ignored
+    pixels (black) when the dataset has an ignore index."""
+    handles = [Patch(color=palette[c], label=dataset.class_names[c])
+               for c in sorted(seen) if 0 <= c < dataset.num_classes]
+    if dataset.ignore_index is not None:
+        handles.append(Patch(color="black", label=f"ignored ({dataset.ignore_index})"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6))
 
 
 def plot_overlays(checkpoint: Path | str, data: str, *, split: str = "test", n: int = 4,
@@ -86,10 +97,6 @@ def plot_overlays(checkpoint: Path | str, data: str, *, split: str = "test", n: 
             for ax, title in zip(row, titles):
                 ax.set_title(title)
                 ax.set_axis_off()
-        handles = [Patch(color=palette[c], label=dataset.class_names[c])
-                   for c in sorted(seen) if 0 <= c < dataset.num_classes]
-        if dataset.ignore_index is not None:
-            handles.append(Patch(color="black", label=f"ignored ({dataset.ignore_index})"))
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6))
+        class_legend(fig, dataset, seen, palette)
         fig.suptitle(f"{Path(checkpoint).name}{trained}: {data} ({split})")
         return save_figure(fig, out, formats)[0]
