@@ -220,7 +220,9 @@ def summarize(study: Any, *, wall_time: float | None = None, top: int = 5) -> st
         gain = ""
         if not multi and isinstance(baseline, (int, float)):
             gain = f" ({100 * (best.value - baseline):+.2f} points over cross-entropy)"
-        lines.append(f"- best: trial {best.number}, {_fmt(_value(best))}{gain}")
+        lines.append(f"- best: trial {best.number}, {_fmt(_value(best))}{gain}"
+                     + ("; exported: the best re-scored mean (below)"
+                        if _rescore_lines(study) else ""))
         ranked = (sorted(study.best_trials, key=lambda t: -sum(t.values)) if multi
                   else sorted(done, key=lambda t: -t.value))
         title = "Pareto front" if multi else f"Top {min(top, len(ranked))} trials"

@@ -65,7 +65,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
     result = run_search(_config_from_args(args), progress=not args.no_progress)
     print(f"study {result.study} in {result.storage}")
     if result.loss_path is not None:
-        print(f"best loss (trial {result.best_trial}): {result.loss_path}")
+        from autoloss.losses import read_spec
+
+        prov = read_spec(result.loss_path).get("provenance") or {}
+        how = "best re-scored mean" if "rescore" in prov else "best score"
+        print(f"exported loss (trial {prov.get('trial', result.best_trial)}, {how}): "
+              f"{result.loss_path}")
     print(f"summary: {result.out / 'summary.md'}")
     if (result.out / "plots").is_dir():
         print(f"plots: {result.out / 'plots'}")
