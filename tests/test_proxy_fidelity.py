@@ -98,6 +98,10 @@ def test_summarize_and_the_top_level_summary():
 
 
 def test_default_variant_is_proxy_config():
-    settings = {"data": "shapes", "configs": {n: pf.proxy_config(n, "shapes")
-                                              for n in ("converged", "default")}}
-    assert pf.default_variant(settings) == "default"
+    # ProxyConfig() is converged-lr0.03 up to the warm start's seed; previous-default is not
+    settings = {"data": "shapes", "configs": {n: pf.proxy_config(n, "shapes") for n in
+                                              ("converged", "previous-default",
+                                               "converged-lr0.03")}}
+    assert pf.default_variant(settings) == "converged-lr0.03"
+    settings["configs"].pop("converged-lr0.03")
+    assert pf.default_variant(settings) is None
