@@ -76,11 +76,13 @@ class RunResult(RunRecord):
 
 def loss_slug(spec: str | Path) -> str:
     """A folder name for a loss spec: a preset/baseline name as is, a YAML file by its stem (a
-    search's ``best_loss.yaml`` by its folder and stem: ``search-miou-camvid-best_loss``)."""
+    search's ``best_loss.yaml`` by its folder and stem: ``search-miou-camvid-best_loss``; a
+    study's ``OUT/search/best_loss.yaml`` by the study folder: ``study-miou-camvid-best_loss``)."""
     text = str(spec)
     if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
         path = Path(text)
-        text = f"{path.parent.name}-{path.stem}" if path.stem == "best_loss" else path.stem
+        folder = path.parent.parent if path.parent.name == "search" else path.parent
+        text = f"{folder.name}-{path.stem}" if path.stem == "best_loss" else path.stem
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "loss"
 
 

@@ -209,6 +209,8 @@ def test_build_loss_takes_the_datasets_ignore_index(tmp_path):
 def test_loss_slug():
     assert loss_slug("asl-voc-miou") == "asl-voc-miou"
     assert loss_slug("results/search-miou/best_loss.yaml") == "search-miou-best_loss"
+    assert (loss_slug("results/study-bf1-camvid/search/best_loss.yaml")
+            == "study-bf1-camvid-best_loss")
     assert loss_slug("losses/tversky.yaml") == "tversky"
     assert loss_slug("my loss.yml") == "my-loss"
     assert compare_mod._slugs(["a/best.yaml", "b/best.yaml", "c"]) == ["a-best.yaml",
