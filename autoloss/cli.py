@@ -55,11 +55,28 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: print ``autoloss X.Y.Z (torch A.B.C)`` and exit; imports the package only
+    when asked, so that ``autoloss --help`` stays fast."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        import torch
+
+        from autoloss import __version__
+
+        print(f"autoloss {__version__} (torch {torch.__version__})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoloss",
         description="Search differentiable surrogate losses for segmentation metrics.",
     )
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("info", help="summarise a dataset (splits, size, classes, frequencies)")
