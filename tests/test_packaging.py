@@ -10,9 +10,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import tomllib
 
 import autoloss
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 ROOT = Path(__file__).resolve().parents[1]
 
