@@ -100,6 +100,7 @@ def export_trial(study: Any, trial_number: int | None, path: str | Path, *,
     from autoloss import __version__
     from autoloss.losses import save_loss
     from autoloss.rescore import chosen_trial, rescore_summary
+    from autoloss.urls import mask_password
 
     rescored = rescore_summary(study) if trial_number is None else None
     trial = _trial(study, chosen_trial(study) if rescored is not None else trial_number)
@@ -126,7 +127,7 @@ def export_trial(study: Any, trial_number: int | None, path: str | Path, *,
         "reward_split": "val",
         "proxy": study.user_attrs.get("proxy_config", config.get("proxy")),
         "study": study.study_name,
-        "storage": storage or study.user_attrs.get("storage"),
+        "storage": mask_password(storage or study.user_attrs.get("storage")),
         "trial": trial.number,
         "params": dict(trial.params),
         "seed": config.get("seed"),

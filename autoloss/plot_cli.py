@@ -32,13 +32,24 @@ def _sqlite_url(path: Path) -> str:
 
 
 def open_run_study(run_dir: Path | str) -> Any | None:
-    """The optuna study of a run folder, or None if the folder holds none.
-
-    Reads ``run.json`` (``{"storage": URL, "study": NAME}``); a relative SQLite path that does not
-    resolve from here falls back to ``<run>/study.db``. Without ``run.json``, the single ``*.db``
-    file of the folder is opened (it must hold one study, or ``run.json`` must name it).
-    """
+    """The optuna study of a run folder, or None if the folder holds none (see
+    :func:`run_storage`)."""
     from autoloss.search import open_study
+
+    found = run_storage(run_dir)
+    return None if found is None else open_study(*found)
+
+
+def run_storage(run_dir: Path | str) -> tuple[str, str | None] | None:
+    """``(storage URL, study name or None)`` of a run folder, or None if it holds no study.
+
+    Reads ``run.json`` (``{"storage": URL, "study": NAME}``); a SQLite path that does not
+    resolve from here (another clone or machine) falls back to ``<run>/study.db``. Without
+    ``run.json``, the single ``*.db`` file of the folder is used (it must hold one study, or
+    ``run.json`` must name it). A recorded URL whose password was masked cannot be opened: the
+    error says to pass ``--storage``.
+    """
+    from autoloss.urls import is_masked
 
     run = Path(run_dir)
     info_path = run / "run.json"
@@ -47,6 +58,9 @@ def open_run_study(run_dir: Path | str) -> Any | None:
         raise ValueError(f"{info_path} must hold a JSON object with 'storage' and 'study', but "
                          f"got {type(info).__name__}")
     storage, name = info.get("storage"), info.get("study")
+    if isinstance(storage, str) and is_masked(storage):
+        raise ValueError(f"{info_path} records the storage {storage} with its password masked; "
+                         f"pass --storage URL (with the password) to open it")
     if isinstance(storage, str) and storage.startswith("sqlite:///"):
         if not Path(storage[len("sqlite:///"):]).is_file():
             local = run / "study.db"
@@ -59,7 +73,7 @@ def open_run_study(run_dir: Path | str) -> Any | None:
             raise ValueError(f"run folder {str(run)!r} holds several databases "
                              f"{[p.name for p in dbs]}; expected one (or a run.json naming it)")
         storage = _sqlite_url(dbs[0])
-    return open_study(storage, name if isinstance(name, str) else None)
+    return storage, name if isinstance(name, str) else None
 
 
 def reference_preset(study: Any | None, metric: str | None) -> str | None:

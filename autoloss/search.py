@@ -59,6 +59,7 @@ from autoloss.search_config import (
     parse_target,
     resolve_config,
 )
+from autoloss.urls import mask_password
 
 __all__ = ["SAMPLERS", "Proxy", "SearchConfig", "SearchResult", "build_objective", "make_proxy", "rescore",
            "load_experiment", "make_storage", "open_study", "parse_target", "resolve_config",
@@ -290,7 +291,8 @@ def _check_identity(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any
                    "proxy": json.loads(json.dumps(cfg.proxy))}
     if stored != current:
         diff = [k for k in current if json.dumps(stored.get(k)) != json.dumps(current[k])]
-        raise ValueError(f"study {cfg.study!r} in {cfg.storage} was created with other "
+        raise ValueError(f"study {cfg.study!r} in {mask_password(cfg.storage)} was created with "
+                         f"other "
                          f"{diff} ({ {k: stored.get(k) for k in diff} }); use another --study "
                          "or --out to start a new search")
     if "version" not in stored:
@@ -308,10 +310,11 @@ def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Prox
     if stored is None:
         config = {k: (str(v) if isinstance(v, Path) else v)
                   for k, v in dataclasses.asdict(cfg).items()}
+        config["storage"] = mask_password(cfg.storage)
         study.set_user_attr("identity", ident)
         study.set_user_attr("config", config)
         study.set_user_attr("proxy_config", resolved_proxy_config(cfg, proxy))
-        study.set_user_attr("storage", cfg.storage)
+        study.set_user_attr("storage", mask_password(cfg.storage))
     else:
         _check_identity(cfg, study, ident)
     if "data_info" not in study.user_attrs:
@@ -411,7 +414,8 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
     cfg = resolve_config(config)
     started = time.monotonic()
     cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "run.json").write_text(json.dumps({"storage": cfg.storage, "study": cfg.study}))
+    (cfg.out / "run.json").write_text(json.dumps({"storage": mask_password(cfg.storage),
+                                                        "study": cfg.study}))
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -525,9 +529,11 @@ def open_study(storage: str, study: str | None = None) -> optuna.Study:
     names = optuna.get_all_study_names(storage=store)
     if study is None:
         if len(names) != 1:
-            raise ValueError(f"storage {storage} holds studies {names}: name one with --study")
+            raise ValueError(f"storage {mask_password(storage)} holds studies {names}: name one "
+                             f"with --study")
         study = names[0]
     if study not in names:
-        raise ValueError(f"storage {storage} has no study {study!r}; it holds {names}"
+        raise ValueError(f"storage {mask_password(storage)} has no study {study!r}; it holds "
+                         f"{names}"
                          f"{_hint(study, names)}")
     return optuna.load_study(study_name=study, storage=store)

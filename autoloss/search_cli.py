@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +60,10 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from autoloss.search import run_search
+    from autoloss.urls import mask_password
 
     result = run_search(_config_from_args(args), progress=not args.no_progress)
-    print(f"study {result.study} in {result.storage}")
+    print(f"study {result.study} in {mask_password(result.storage)}")
     if result.loss_path is not None:
         from autoloss.losses import read_spec
 
@@ -79,19 +79,25 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from autoloss.artifact import export_trial
+    from autoloss.plot_cli import run_storage
     from autoloss.search import open_study
 
     storage, study_name, folder = args.storage, args.study, Path(".")
-    if args.run_dir is not None:
+    if args.run_dir is not None and storage is None:
         folder = Path(args.run_dir)
-        run = folder / "run.json"
-        if not run.is_file():
+        if not (folder / "run.json").is_file():
             raise FileNotFoundError(f"{str(folder)!r} is not a search run folder (it has no "
                                     "run.json); pass --storage URL [--study NAME] instead")
-        info = json.loads(run.read_text())
-        storage, study_name = storage or info["storage"], study_name or info["study"]
-    if storage is None:
+        # the folder's own study.db when the recorded SQLite path is not on this machine
+        found = run_storage(folder)
+        if found is None:
+            raise FileNotFoundError(f"run folder {str(folder)!r} holds no study database; pass "
+                                    "--storage URL [--study NAME]")
+        storage, study_name = found[0], study_name or found[1]
+    elif storage is None:
         raise ValueError("export needs a run folder or --storage URL")
+    elif args.run_dir is not None:
+        folder = Path(args.run_dir)
     study = open_study(storage, study_name)
     if args.rescore_top is not None or args.rescore_seeds is not None:
         if args.trial is not None:
