@@ -38,6 +38,8 @@ EXPERIMENT_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "width": ((int, type(None)), "model width (None: the model's default)"),
     "depth": ((int, type(None)), "model depth (None: the model's default)"),
     "out": ((str, type(None)), "output folder (runs in OUT/runs/<loss>/seed<s>)"),
+    "report": ((str, type(None)), "compare: folder of the tables and figures (default OUT), so "
+               "that a sub-panel reuses another panel's runs without overwriting its report"),
     "init_from": ((str, type(None)), "warm-start checkpoint"),
     "tol": ((int,), "boundary tolerance in pixels (BIoU, BF1)"),
     "val_split": ((str, type(None)), "split scored during training (None: none)"),
@@ -77,6 +79,7 @@ class Experiment:
     width: int | None = DEFAULT_WIDTH
     depth: int | None = None
     out: str | None = None
+    report: str | None = None
     init_from: str | None = None
     tol: int = 5
     val_split: str | None = "val"
@@ -314,7 +317,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                                 test_split=exp.test_split,
                                 pretrain=exp.pretrain_config(seed=0), reference=exp.reference,
                                 jobs=exp.jobs, command=_command_line(args), plots=exp.plots,
-                                progress=not args.no_progress)
+                                report_dir=exp.report, progress=not args.no_progress)
     except KeyboardInterrupt:
         print("interrupted: run the same command again to continue (finished runs are kept, "
               "the interrupted one resumes from its checkpoint)")

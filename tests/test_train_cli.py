@@ -155,6 +155,26 @@ def test_compare_config_file_and_flag_override(tmp_path, capsys):
     assert "finished earlier" in capsys.readouterr().out
 
 
+def test_compare_report_folder_reuses_the_runs_of_another_panel(tmp_path, capsys):
+    """``report:`` writes the tables of a sub-panel elsewhere; its runs are the panel's own."""
+    config = tmp_path / "exp.yaml"
+    config.write_text(f"losses: [cross_entropy, soft-miou]\ndata: '{DATA}'\nseeds: 1\n"
+                      f"width: 4\ndepth: 2\nsteps: 2\nbatch_size: 2\neval_every: 2\n"
+                      f"num_threads: 1\nplots: false\nout: {tmp_path / 'panel'}\n")
+    assert cli("compare", "--config", config, "--no-progress") == 0
+    panel_md = (tmp_path / "panel" / "compare.md").read_text()
+    sub = tmp_path / "sub.yaml"
+    sub.write_text(config.read_text().replace("seeds: 1", "seeds: 2")
+                   + f"report: {tmp_path / 'sub'}\n")
+    capsys.readouterr()
+    assert cli("compare", "--config", sub, "--no-progress") == 0
+    assert (tmp_path / "panel" / "compare.md").read_text() == panel_md  # left alone
+    summary = json.loads((tmp_path / "sub" / "compare.json").read_text())
+    assert summary["seeds"] == 2
+    assert len(list((tmp_path / "panel" / "runs").glob("*/seed*/metrics.json"))) == 4
+    assert not (tmp_path / "sub" / "runs").exists()
+
+
 @pytest.mark.parametrize("name", ["retrain_shapes.yaml", "retrain_camvid.yaml"])
 def test_experiment_files_load(name):
     values = read_experiment(REPO / "experiments" / name)
