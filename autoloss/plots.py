@@ -33,7 +33,7 @@ from torch import nn
 __all__ = ["FORMATS", "LOSS_COLORS", "STYLE", "check_formats",
            "curves_of", "default_labels", "plot_curves", "plot_history", "plot_importance",
            "plot_training", "read_training_log", "save_figure", "smooth",
-           "training_figure"]
+           "run_labels", "training_figure"]
 
 logger = logging.getLogger(__name__)
 
@@ -367,6 +367,21 @@ def read_training_log(path: Path | str) -> tuple[Points, dict[str, Points]]:
     return losses, metrics
 
 
+def run_labels(paths: Sequence[Path]) -> list[str]:
+    """Short distinct legend labels for log files: the fewest trailing path parts that tell
+    them apart, without a file name they all share (``runs/ce/seed0/log.jsonl`` and
+    ``runs/focal/seed0/log.jsonl`` -> ``ce/seed0``, ``focal/seed0``)."""
+    parts = [list(Path(p).with_suffix("").parts) for p in paths]
+    while (len(parts) > 1 and all(len(x) > 1 for x in parts)
+           and len({x[-1] for x in parts}) == 1):
+        parts = [x[:-1] for x in parts]
+    for depth in range(1, max(len(x) for x in parts) + 1):
+        labels = ["/".join(x[-depth:]) for x in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return ["/".join(x) for x in parts]
+
+
 def plot_training(log_jsonl: Path | str | Sequence[Path | str], *, out: Path | str,
                   metrics: Sequence[str] | None = None,
                   formats: Sequence[str] = FORMATS) -> Path:
@@ -377,9 +392,7 @@ def plot_training(log_jsonl: Path | str | Sequence[Path | str], *, out: Path | s
     paths = [Path(log_jsonl)] if one else [Path(p) for p in log_jsonl]
     if not paths:
         raise ValueError("log_jsonl must name at least one log file, but got an empty list")
-    stems = [p.stem for p in paths]
-    runs = [(f"{p.parent.name}/{p.stem}" if stems.count(p.stem) > 1 else p.stem,
-             *read_training_log(p)) for p in paths]
+    runs = [(label, *read_training_log(p)) for label, p in zip(run_labels(paths), paths)]
     logged = list(dict.fromkeys(name for _, _, evals in runs for name in evals))
     names = logged if metrics is None else list(metrics)
     missing = [m for m in names if m not in logged]

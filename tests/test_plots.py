@@ -337,3 +337,19 @@ def test_cli_main_when_wired(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert printed == [str(tmp_path / f"curves-asl-voc-miou.{f}") for f in ("png", "svg")]
     assert cli.main(["plot", "asl-voc-mio", "--out", str(tmp_path)]) == 2
     assert "did you mean" in capsys.readouterr().err
+
+
+def test_training_curves_of_a_comparison_have_one_legend_entry_per_run(tmp_path: Path) -> None:
+    logs = []
+    for loss in ("cross_entropy", "focal"):
+        for seed in (0, 1):
+            (tmp_path / "runs" / loss / f"seed{seed}").mkdir(parents=True)
+            logs.append(_write_log(tmp_path / "runs" / loss / f"seed{seed}" / "log.jsonl",
+                                   scale=1.0 + seed))
+    assert plots.run_labels(logs) == ["cross_entropy/seed0", "cross_entropy/seed1",
+                                      "focal/seed0", "focal/seed1"]
+    assert plots.run_labels(logs[:1]) == ["log"]
+    path = plots.plot_training(logs, out=tmp_path / "train")
+    _check_png(path)
+    text = _svg_text(tmp_path / "train.svg")
+    assert "focal/seed1" in text and "seed0/log" not in text
