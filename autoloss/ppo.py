@@ -46,7 +46,7 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import truncnorm
 
-__all__ = ["GENERATION_ATTR", "PPOSampler", "PolicyState"]
+__all__ = ["GENERATION_ATTR", "GENERATION_SIZE", "PPOSampler", "PolicyState"]
 
 GENERATION_ATTR = "ppo:generation"
 
@@ -69,6 +69,9 @@ def _sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
+#: trials per generation by default (the paper's G)
+GENERATION_SIZE = 32
+
 class PPOSampler(BaseSampler):
     """Truncated-normal policy updated by PPO after each generation (see the module docstring).
 
@@ -86,7 +89,7 @@ class PPOSampler(BaseSampler):
     """
 
     def __init__(self, *, initial_params: Mapping[str, float] | None = None, sigma: float = 0.2,
-                 generation_size: int = 32, clip: float = 0.2, lr: float = 0.2,
+                 generation_size: int = GENERATION_SIZE, clip: float = 0.2, lr: float = 0.2,
                  update_steps: int = 60, include_pruned: bool = True,
                  seed: int | None = None) -> None:
         if not (isinstance(sigma, (int, float)) and sigma > 0):

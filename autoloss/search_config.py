@@ -8,6 +8,7 @@ import dataclasses
 import difflib
 import importlib
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +165,15 @@ def resolve_config(cfg: SearchConfig) -> SearchConfig:
         if key not in _PPO_OPTIONS:
             raise ValueError(f"ppo option {key!r} is unknown: expected one of {list(_PPO_OPTIONS)}"
                              f"{_hint(key, _PPO_OPTIONS)}")
+    if cfg.sampler == "ppo":
+        from autoloss.ppo import GENERATION_SIZE
+
+        generation = cfg.ppo.get("generation_size", GENERATION_SIZE)
+        if isinstance(generation, int) and cfg.trials < generation:
+            warnings.warn(f"sampler ppo: trials={cfg.trials} is less than one generation "
+                          f"(generation_size={generation}), so the policy is never updated and "
+                          f"the search samples around its start only; raise --trials or set "
+                          f"ppo generation_size", stacklevel=2)
     metrics = cfg.metric if isinstance(cfg.metric, list) else [cfg.metric]
     if not metrics or not all(isinstance(m, str) and m for m in metrics):
         raise ValueError(f"metric must be a name or a list of names, but got {cfg.metric!r}")

@@ -156,3 +156,17 @@ def test_non_float_parameters_fall_back_to_random():
     study.optimize(lambda t: float(t.suggest_int("n", 1, 3)) + t.suggest_float("x", 0, 1),
                    n_trials=5)
     assert all(t.params["n"] in (1, 2, 3) for t in study.trials)
+
+
+def test_ppo_warns_when_the_budget_is_less_than_one_generation():
+    import warnings
+
+    from autoloss.search import SearchConfig, resolve_config
+
+    with pytest.warns(UserWarning, match=r"trials=12 is less than one generation "
+                                         r"\(generation_size=32\)"):
+        resolve_config(SearchConfig(sampler="ppo", trials=12))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolve_config(SearchConfig(sampler="ppo", trials=12, ppo={"generation_size": 4}))
+        resolve_config(SearchConfig(sampler="tpe", trials=12))
