@@ -11,6 +11,7 @@ from autoloss.metrics import METRIC_NAMES, MetricAccumulator, evaluate, evaluate
 from autoloss.models import DeepLabConfig, UNetConfig, build_model, load_checkpoint, model_from_name
 from autoloss.programs import MetricProgram
 from autoloss.trainer import NonFiniteLossError, TrainConfig, TrainResult, fit
+from autoloss.trust import UntrustedCodeError, trust_code
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,7 @@ __all__ = [
     "NonFiniteLossError",
     "TrainConfig",
     "TrainResult",
+    "UntrustedCodeError",
     "UNetConfig",
     "build_model",
     "fit",
@@ -35,4 +37,5 @@ __all__ = [
     "load_dataset",
     "load_loss",
     "save_loss",
+    "trust_code",
 ]

@@ -71,12 +71,17 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+_TRUST_HELP = ("let files run the user Python code they name (metric: file.py:name, "
+               "proxy_factory); without it such a file is an error (autoloss.trust)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoloss",
         description="Search differentiable surrogate losses for segmentation metrics.",
     )
     parser.add_argument("--version", action=_VersionAction)
+    parser.add_argument("--trust-code", action="store_true", help=_TRUST_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("info", help="summarise a dataset (splits, size, classes, frequencies)")
@@ -107,15 +112,25 @@ def build_parser() -> argparse.ArgumentParser:
     register_train(sub)
     register_search(sub)
     register_plot(sub)
+    for command in sub.choices.values():  # also after the subcommand: autoloss check F --trust-code
+        command.add_argument("--trust-code", action="store_true", default=argparse.SUPPRESS,
+                             help=_TRUST_HELP)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.trust_code:
+        from autoloss.trust import ENV_ALL
+
+        os.environ[ENV_ALL] = "1"  # inherited by the worker processes of a search
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, TypeError, ImportError) as err:
+    except (ValueError, FileNotFoundError, KeyError, TypeError, ImportError,
+            PermissionError) as err:
         print(f"autoloss {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -244,11 +244,17 @@ def get_program(name: str | MetricProgram) -> MetricProgram:
 
 def load_user_program(reference: str) -> MetricProgram:
     """Load ``file.py:attr`` where ``attr`` is a :class:`MetricProgram` (or a function without
-    arguments returning one) defined with the operator set in the user's own file."""
+    arguments returning one) defined with the operator set in the user's own file.
+
+    Runs the file, so only a trusted one (:mod:`autoloss.trust`; else
+    :class:`~autoloss.trust.UntrustedCodeError`)."""
+    from autoloss.trust import require_trusted
+
     path_text, _, attr = reference.rpartition(":")
     path = Path(path_text).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"user metric file {str(path)!r} (from {reference!r}) does not exist")
+    require_trusted(reference)
     module_name = f"autoloss_user_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:

@@ -43,7 +43,13 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         if value is not None:
             given[name] = value
     if args.metric is not None:
+        from autoloss.search_config import parse_target
+        from autoloss.trust import code_file, trust_code
+
         metrics = [m.strip() for m in args.metric.split(",") if m.strip()]
+        # a user program named in the command itself is the user's own words: trusted
+        trust_code(*[name for m in metrics for name, _ in parse_target(m)
+                     if code_file(name) is not None])
         given["metric"] = metrics if len(metrics) > 1 else metrics[0]
         if args.multi_objective is None:  # a comma list means multi-objective
             given["multi_objective"] = len(metrics) > 1

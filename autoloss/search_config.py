@@ -215,6 +215,10 @@ def load_experiment(path: str | Path) -> SearchConfig:
         if key not in _TYPES:
             raise ValueError(f"{path}: unknown option {key!r}, expected one of {list(_TYPES)}"
                              f"{_hint(key, _TYPES)}")
+    if data.get("proxy_factory") is not None:
+        from autoloss.trust import require_trusted_import
+
+        require_trusted_import(data["proxy_factory"], option="proxy_factory", source=str(path))
     config = SearchConfig(**data)
     try:
         resolve_config(config)

@@ -90,6 +90,11 @@ def _search_config(values: Mapping[str, Any], out: Path, source: str) -> SearchC
     if unknown:
         raise ValueError(f"{source}: search: unknown option {unknown[0]!r}; expected "
                          f"SearchConfig fields {sorted(fields)}")
+    if values.get("proxy_factory") is not None:
+        from autoloss.trust import require_trusted_import
+
+        require_trusted_import(values["proxy_factory"], option="search: proxy_factory",
+                               source=source)
     values = {"out": out / "search", **values}
     try:
         return resolve_config(SearchConfig(**values))

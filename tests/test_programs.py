@@ -21,6 +21,7 @@ from autoloss.programs import (
     get_program,
     load_user_program,
 )
+from autoloss.trust import ENV_FILES, trust_code
 
 IGNORE = 255
 
@@ -199,9 +200,11 @@ USER_FILE = textwrap.dedent('''
 
 
 @pytest.fixture
-def user_file(tmp_path):
+def user_file(tmp_path, monkeypatch):
     path = tmp_path / "my_metrics.py"
     path.write_text(USER_FILE)
+    monkeypatch.setenv(ENV_FILES, "")  # restored afterwards
+    trust_code(path)  # user files run only when trusted (autoloss.trust, tests/test_trust.py)
     return path
 
 

@@ -391,9 +391,10 @@ def _parser():
     return parser
 
 
-def test_cli_search_and_export(out, tmp_path, capsys):
+def test_cli_search_and_export(out, tmp_path, capsys, monkeypatch):
     exp = tmp_path / "exp.yaml"
     exp.write_text(f"trials: 5\nsampler: random\nproxy_factory: {FACTORY}\n")
+    monkeypatch.setenv("AUTOLOSS_TRUST_CODE", "1")  # what --trust-code sets: the file imports
     parser = _parser()
     args = parser.parse_args(["search", "--config", str(exp), "--trials", "3", "--out", str(out),
                               "--no-progress"])

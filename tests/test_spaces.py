@@ -157,7 +157,8 @@ def test_composite_space():
     assert isinstance(loss, CombinedLoss) and len(loss.losses) == 2
 
 
-def test_user_metric_gets_a_default_space(tmp_path):
+def test_user_metric_gets_a_default_space(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOLOSS_TRUST_CODE", "1")  # the space runs the user's file
     path = tmp_path / "my_metric.py"
     path.write_text(
         "from autoloss.programs import BUILTIN_PROGRAMS, MetricProgram\n"

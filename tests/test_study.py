@@ -41,6 +41,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def test_study_runs_every_stage_resumes_and_reports(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AUTOLOSS_TRUST_CODE", "1")  # the file's proxy_factory imports a module
     (tmp_path / "study.yaml").write_text(STUDY)
     result = run_study("study.yaml", progress=False)
     assert result.loss_path == (tmp_path / "out" / "search" / "best_loss.yaml").resolve()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -9,19 +10,22 @@ import numpy as np
 import pytest
 import torch
 
-from autoloss import evaluate, load_loss
+from autoloss import evaluate, load_loss, trust_code
 from autoloss.check import check_loss
+from autoloss.trust import ENV_FILES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 @pytest.fixture()
-def user_file(tmp_path: Path) -> Path:
+def user_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     text = README.read_text()
     block = re.search(r"<!-- user-metric-example -->\n```python\n(.*?)```", text, re.S)
     assert block, "README lost its user-metric example"
     path = tmp_path / "my_metrics.py"
     path.write_text(block.group(1))
+    monkeypatch.setenv(ENV_FILES, os.environ.get(ENV_FILES, ""))  # restored afterwards
+    trust_code(path)  # the README's opt-in (autoloss runs no user file unless told to)
     return path
 
 

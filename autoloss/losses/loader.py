@@ -177,11 +177,25 @@ def _apply_overrides(spec: dict[str, Any], overrides: Mapping[str, Any]) -> None
         spec.update(overrides)
 
 
-def load_loss(spec: str | Path | Mapping[str, Any], **overrides: Any) -> nn.Module:
+def _metric_references(data: Any) -> list[str]:
+    """Every ``metric:`` string of a spec, combinations included."""
+    if isinstance(data, Mapping):
+        found = [data["metric"]] if isinstance(data.get("metric"), str) else []
+        return found + [ref for value in data.values() for ref in _metric_references(value)]
+    if isinstance(data, list):
+        return [ref for value in data for ref in _metric_references(value)]
+    return []
+
+
+def load_loss(spec: str | Path | Mapping[str, Any], *, trust_code: bool = False,
+              **overrides: Any) -> nn.Module:
     """Build a loss module from a preset, baseline name, YAML file or spec dict.
 
     Args:
         spec: see the module docstring.
+        trust_code: let the user metric files the spec names (``metric: file.py:name``) run;
+            without it (or another opt-in, :mod:`autoloss.trust`) such a spec raises
+            :class:`~autoloss.trust.UntrustedCodeError` before any of its code runs.
         **overrides: top-level options to replace, e.g. ``ignore_index=255, tol=2``. Each is
             checked against the loss's own options (a typo is an error, with a suggestion).
 
@@ -190,6 +204,11 @@ def load_loss(spec: str | Path | Mapping[str, Any], **overrides: Any) -> nn.Modu
         ``to_dict()`` method giving its spec back and a ``provenance`` attribute (dict or None).
     """
     data = read_spec(spec)
+    if trust_code:
+        from autoloss.trust import code_file
+        from autoloss.trust import trust_code as trust
+
+        trust(*[ref for ref in _metric_references(data) if code_file(ref) is not None])
     version = data.get("autoloss_schema", SCHEMA_VERSION)
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise ValueError(
