@@ -49,7 +49,7 @@ from autoloss.stats import paired_difference
 from autoloss.train_cli import experiment_from_dict
 from autoloss.yaml_files import read_mapping
 
-__all__ = ["StudyResult", "read_study", "run_study", "verdict"]
+__all__ = ["StudyResult", "read_study", "run_study", "strongest_baseline", "verdict"]
 
 _TOP_KEYS = ("out", "search", "retrain", "reference")
 
@@ -123,6 +123,19 @@ def verdict(runs: Sequence[Any], loss: str, reference: str, metric: str) -> str:
     return f"{metric}: within noise of {reference}: {text}"
 
 
+def strongest_baseline(runs: Sequence[Any], metric: str, exclude: Sequence[str]) -> str | None:
+    """The loss with the best mean ``metric`` over its runs, among those not in ``exclude``
+    (the reference and the searched loss): the hand-designed loss a searched one must beat."""
+    means: dict[str, list[float]] = {}
+    for run in runs:
+        value = run.metrics.get(metric, float("nan"))
+        if run.loss not in exclude and value == value:  # not NaN
+            means.setdefault(run.loss, []).append(value)
+    if not means:
+        return None
+    return max(means, key=lambda name: sum(means[name]) / len(means[name]))
+
+
 def _load_times(path: Path) -> dict[str, float]:
     if path.is_file():
         return dict(json.loads(path.read_text()).get("times", {}))
@@ -185,7 +198,14 @@ def run_study(path: str | Path, *, progress: bool = True) -> StudyResult:
     say("[study 3/3] report", flush=True)
     targets = [name for name, _ in parse_target(search_cfg.metric)]
     verdicts = {m: verdict(compare.runs, loss, reference, m) for m in targets}
-    report = _report(out, source, search_cfg, search, compare, loss, reference, verdicts, times)
+    against_best = {}
+    for m in targets:
+        best = strongest_baseline(compare.runs, m, exclude=[reference, loss])
+        if best is not None:
+            against_best[m] = verdict(compare.runs, loss, best, m)
+    report = _report(out, source, search_cfg, search, compare, loss, reference,
+                     {**verdicts, **{f"{m} (best baseline)": v for m, v in against_best.items()}},
+                     times)
     path_md = out / "report.md"
     path_md.write_text(report)
     say(f"wrote {path_md}", flush=True)
@@ -204,7 +224,9 @@ def _report(out: Path, source: str, cfg: SearchConfig, search: Any, compare: Any
     lines = [f"# Study: {cfg.study}", "",
              f"Produced by `autoloss study --config {source}` (resumable: run it again to "
              f"continue or to redraw this report).", "",
-             "## Verdict (retraining, reported split, paired by seed)", ""]
+             "## Verdict (retraining, reported split, paired by seed)", "",
+             "Against cross-entropy, then against the strongest other loss of the panel on each "
+             "target metric (the best mean):", ""]
     lines += [f"- {text}" for text in verdicts.values()]
     lines += ["", "## Search (proxy scores on the proxy-validation split)", "",
               f"- target `{cfg.metric}` on `{cfg.data}`, {search.counts.get('complete', 0)} "

@@ -9,7 +9,7 @@ import pytest
 
 from autoloss.cli import main
 from autoloss.compare_report import RunRecord
-from autoloss.study import run_study, verdict
+from autoloss.study import run_study, strongest_baseline, verdict
 
 STUDY = """\
 out: out
@@ -47,6 +47,9 @@ def test_study_runs_every_stage_resumes_and_reports(tmp_path, monkeypatch, capsy
     assert result.loss_path == (tmp_path / "out" / "search" / "best_loss.yaml").resolve()
     report = result.report_path.read_text()
     assert "## Verdict" in report and "miou: " in report
+    assert "strongest other loss of the panel" in report
+    assert any(line.startswith("- miou: ") and "lovasz_softmax" in line
+               for line in report.splitlines())  # the verdict against the best baseline
     assert "re-scored the top 2 trials with proxy seeds [1, 2]" in report
     assert "| out/search/best_loss.yaml |" in report  # relative, no machine path
     assert str(tmp_path) not in report
@@ -106,6 +109,13 @@ def test_verdict_says_beats_worse_or_within_noise():
     text = verdict(ref + noisy, "x", "ce", "miou")
     assert text.startswith("miou: within noise of ce: +1.67") and "better on 1/3 seeds" in text
     assert "one seed" in verdict(runs("ce", [0.5]) + runs("x", [0.6]), "x", "ce", "miou")
+
+
+def test_strongest_baseline_is_the_best_mean_other_than_reference_and_searched():
+    panel = (runs("ce", [0.50, 0.60]) + runs("a", [0.52, 0.58]) + runs("b", [0.55, 0.60])
+             + runs("searched", [0.70, 0.70]) + runs("nan", [float("nan"), float("nan")]))
+    assert strongest_baseline(panel, "miou", exclude=["ce", "searched"]) == "b"
+    assert strongest_baseline(runs("ce", [0.5]), "miou", exclude=["ce"]) is None
 
 
 def test_committed_study_files_resolve(monkeypatch):
