@@ -43,6 +43,23 @@ def _cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from autoloss.cache import clear_cache, default_cache_dir, list_cache
+
+    folder = args.dir or default_cache_dir()
+    if args.action == "clear":
+        print(f"deleted {clear_cache(folder)} warm start(s) from {folder}")
+        return 0
+    entries = list_cache(folder)
+    print(f"{folder}: {len(entries)} warm start(s), "
+          f"{sum(e.size for e in entries) / 1e6:.1f} MB")
+    for e in entries:
+        trained = f"{e.wall_time / 60:.1f} min to train" if e.wall_time else "?"
+        print(f"  {e.path.name}  {e.size / 1e6:.1f} MB  {e.data}  {e.model}  "
+              f"{e.steps} steps  {trained}")
+    return 0
+
+
 def _cmd_study(args: argparse.Namespace) -> int:
     from autoloss.study import run_study
 
@@ -96,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("losses", help="list the loss presets, baselines and metrics")
     p.set_defaults(func=_cmd_losses)
+
+    p = sub.add_parser("cache", help="list or clear the shared proxy cache (warm starts)",
+                       description="The cross-entropy warm starts every search shares "
+                       "($AUTOLOSS_CACHE, else ~/.cache/autoloss; autoloss.cache).")
+    p.add_argument("action", choices=("list", "clear"), help="list the entries or delete them")
+    p.add_argument("--dir", help="cache folder (default: $AUTOLOSS_CACHE or ~/.cache/autoloss)")
+    p.set_defaults(func=_cmd_cache)
 
     p = sub.add_parser("study", help="search a loss, retrain it against the baselines, report",
                        description="The whole job in one resumable command: search (with "

@@ -70,7 +70,19 @@ __all__ = ["NonFiniteLossError", "Proxy", "ProxyConfig", "build_proxy"]
 
 _MODELS = {"unet": UNetConfig, "deeplab": DeepLabConfig}
 _FINETUNE = ("all", "last")  # every layer on augmented images / last UNet block on cached features
-_CACHE_VERSION = 1  # bump when the warm-start recipe changes
+_CACHE_VERSION = 2  # bump when the warm-start recipe changes (2: data file sizes in the key)
+
+
+def _file_sizes(path: Path) -> list[tuple[str, int]] | None:
+    """Names and sizes of a dataset's files (a cheap fingerprint: replaced data gets another
+    cache key; an edit that keeps every size needs ``autoloss cache clear``)."""
+    path = path.resolve()
+    if path.is_file():
+        return [(path.name, path.stat().st_size)]
+    if not path.is_dir():
+        return None
+    files = sorted(p for p in path.rglob("*") if p.is_file())[:10_000]
+    return [(p.relative_to(path).as_posix(), p.stat().st_size) for p in files]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -340,7 +352,8 @@ class Proxy:
         """Digest of every setting that changes the warm-start weights."""
         spec = parse_spec(self.data)  # a relative and an absolute path give the same key
         data = {"kind": spec.kind, "options": spec.options,
-                "path": str(spec.path.resolve()) if spec.path is not None else None}
+                "path": str(spec.path.resolve()) if spec.path is not None else None,
+                "files": _file_sizes(spec.path) if spec.path is not None else None}
         ident = {"version": _CACHE_VERSION, "data": data,
                  "model": dataclasses.asdict(self.model_config()),
                  "train": {k: v for k, v in dataclasses.asdict(self.warm_start_config()).items()

@@ -120,7 +120,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _rescore_for_export(study: Any, storage: str, folder: Path, args: argparse.Namespace) -> None:
     """Re-score ``study``'s top trials with the proxy it was searched with (its recorded
-    config; the proxy cache in ``folder/cache``), before the export picks the best mean."""
+    config; the shared proxy cache, :mod:`autoloss.cache`), before the export picks the best
+    mean."""
     from autoloss.search import SearchConfig, make_proxy, rescore, resolve_config
 
     stored = dict(study.user_attrs.get("config") or {})
@@ -129,7 +130,8 @@ def _rescore_for_export(study: Any, storage: str, folder: Path, args: argparse.N
                          "'config'); was it made by autoloss search?")
     fields = {f.name for f in dataclasses.fields(SearchConfig)}
     values = {k: v for k, v in stored.items() if k in fields}
-    values.update(storage=storage, study=study.study_name, out=folder, cache=folder / "cache")
+    values.pop("cache", None)  # a path of the machine that searched: use this one's cache
+    values.update(storage=storage, study=study.study_name, out=folder)
     for name in ("rescore_top", "rescore_seeds"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
@@ -166,7 +168,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="sampler and proxy seed (default 0)")
     p.add_argument("--out", help="run folder (default results/search-METRIC-DATA)")
     p.add_argument("--space", help="search space YAML (default search_spaces/METRIC.yaml)")
-    p.add_argument("--cache", help="proxy cache folder (default OUT/cache)")
+    p.add_argument("--cache", help="proxy cache folder (default: $AUTOLOSS_CACHE or "
+                   "~/.cache/autoloss, shared by every search)")
     p.add_argument("--multi-objective", dest="multi_objective", action="store_const",
                    const=True, help="one objective per metric of a comma list")
     p.add_argument("--no-references", dest="enqueue_references", action="store_const",

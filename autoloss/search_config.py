@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from torch import nn
 
+from autoloss.cache import default_cache_dir
 from autoloss.data import data_slug
 from autoloss.spaces import SearchSpace, load_space
 from autoloss.yaml_files import read_mapping
@@ -50,7 +51,8 @@ class SearchConfig:
     ``multi_objective``). ``storage``: any SQLAlchemy URL or ``journal:PATH`` (default
     ``sqlite:///<out>/study.db``). ``proxy``: overrides of the proxy config; ``proxy_factory``:
     ``"module:attr"`` called as ``attr(proxy_config, cache_dir=...)`` instead of
-    ``autoloss.proxy.build_proxy``. ``cache``: proxy cache folder (default ``<out>/cache``).
+    ``autoloss.proxy.build_proxy``. ``cache``: proxy cache folder (default: the shared one,
+    :mod:`autoloss.cache`).
     ``heartbeat``: seconds between heartbeats of a running trial (SQL storages). ``ppo``:
     options of :class:`~autoloss.ppo.PPOSampler` (``sigma``, ``generation_size``, ...).
     ``plots``: draw the run's plots (``autoloss.plot_cli.plot_run``) into ``<out>/plots`` at the
@@ -199,7 +201,7 @@ def resolve_config(cfg: SearchConfig) -> SearchConfig:
     return dataclasses.replace(
         cfg, out=out, storage=cfg.storage or f"sqlite:///{out / 'study.db'}",
         study=cfg.study or f"{_slug(name)}-{data}",
-        cache=Path(cfg.cache).expanduser().resolve() if cfg.cache else out / "cache")
+        cache=Path(cfg.cache).expanduser().resolve() if cfg.cache else default_cache_dir())
 
 
 def _hint(name: str, choices: Any) -> str:

@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_proxy_cache(tmp_path_factory):
+    """Searches share one proxy cache (autoloss.cache); in tests it is a temporary folder, not
+    the user's ~/.cache/autoloss."""
+    old = os.environ.get("AUTOLOSS_CACHE")
+    os.environ["AUTOLOSS_CACHE"] = str(tmp_path_factory.mktemp("autoloss-cache"))
+    yield
+    if old is None:
+        os.environ.pop("AUTOLOSS_CACHE", None)
+    else:
+        os.environ["AUTOLOSS_CACHE"] = old
 
 
 @pytest.fixture

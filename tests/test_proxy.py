@@ -251,17 +251,34 @@ def test_proxy_exposes_dataset_facts(tmp_path: Path) -> None:
 # ---- with the search -------------------------------------------------------------------------
 
 
-def test_run_search_end_to_end_with_the_real_proxy(tmp_path: Path) -> None:
+def test_two_searches_share_one_warm_start(tmp_path: Path, monkeypatch) -> None:
+    """End to end with the real proxy: a second search on the same data and model, in another
+    output folder and for another metric, reuses the first one's warm start from the shared
+    cache (autoloss.cache) instead of training it again."""
+    from autoloss.cache import list_cache
     from autoloss.search import SearchConfig, run_search
 
+    monkeypatch.setenv("AUTOLOSS_CACHE", str(tmp_path / "shared"))
+    trained = []
+    real_prepare = proxy_module.Proxy._prepare_warm_start
+
+    def spy(self):
+        real_prepare(self)
+        trained.append(self.trained_warm_start)
+
+    monkeypatch.setattr(proxy_module.Proxy, "_prepare_warm_start", spy)
     proxy = {k: v for k, v in TINY.items() if k != "data"}
-    config = SearchConfig(metric="miou", data=DATA, trials=2, out=tmp_path / "run",
-                          proxy=proxy, storage=f"sqlite:///{tmp_path / 'study.db'}")
-    result = run_search(config, progress=False)
-    assert result.counts["complete"] + result.counts["pruned"] == 2
-    assert isinstance(result.baseline_ce, float) and 0 <= result.baseline_ce <= 1
-    assert result.loss_path is not None and result.loss_path.is_file()
-    assert len(list((tmp_path / "run" / "cache").glob("warmstart-*.pt"))) == 1
+    for metric in ("miou", "bf1"):
+        config = SearchConfig(metric=metric, data=DATA, trials=2, out=tmp_path / metric,
+                              proxy=proxy, rescore_top=0, plots=False)
+        result = run_search(config, progress=False)
+        assert result.counts["complete"] + result.counts["pruned"] == 2
+        assert isinstance(result.baseline_ce, float) and 0 <= result.baseline_ce <= 1
+        assert result.loss_path is not None and result.loss_path.is_file()
+        assert not (tmp_path / metric / "cache").exists()
+    assert trained[0] is True and not any(trained[1:])  # trained once, then reused
+    (entry,) = list_cache(tmp_path / "shared")
+    assert entry.data.startswith("shapes") and entry.steps == TINY["warm_start_steps"]
 
 
 def test_cache_key_ignores_how_the_data_path_is_written(tmp_path: Path, monkeypatch) -> None:
@@ -282,3 +299,38 @@ def test_cache_key_ignores_how_the_data_path_is_written(tmp_path: Path, monkeypa
     relative.prepare()
     absolute.prepare()
     assert relative.trained_warm_start and not absolute.trained_warm_start
+
+
+def test_cache_location_and_cli(tmp_path: Path, monkeypatch, capsys) -> None:
+    from autoloss.cache import clear_cache, default_cache_dir, list_cache
+    from autoloss.cli import main
+
+    monkeypatch.delenv("AUTOLOSS_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "autoloss"
+    monkeypatch.setenv("AUTOLOSS_CACHE", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"
+    proxy = build_proxy(TINY, cache_dir=default_cache_dir())
+    proxy.prepare()
+    assert main(["cache", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "1 warm start(s)" in out and proxy.warm_start_path.name in out and "unet w4 d2" in out
+    assert main(["cache", "clear"]) == 0 and "deleted 1 warm start(s)" in capsys.readouterr().out
+    assert list_cache() == [] and not list((tmp_path / "mine").iterdir())
+    assert clear_cache(tmp_path / "nowhere") == 0
+
+
+def test_replaced_data_gets_another_warm_start(tmp_path: Path) -> None:
+    import numpy as np
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 2)):
+        np.savez(folder / f"{split}.npz", images=rng.integers(0, 255, (n, 16, 16), np.uint8),
+                 labels=rng.integers(0, 2, (n, 16, 16), np.uint8))
+    config = {**TINY, "data": f"npz:{folder}?num_classes=2"}
+    key = build_proxy(config, cache_dir=tmp_path).key()
+    np.savez(folder / "train.npz", images=rng.integers(0, 255, (8, 16, 16), np.uint8),
+             labels=rng.integers(0, 2, (8, 16, 16), np.uint8))
+    assert build_proxy(config, cache_dir=tmp_path).key() != key

@@ -39,6 +39,7 @@ def config(out: Path, **kw) -> SearchConfig:
     kw.setdefault("sampler", "random")
     kw.setdefault("plots", False)  # drawing costs ~2 s; test_search_draws_its_plots checks it
     kw.setdefault("rescore_top", 0)  # re-scoring runs more proxies; tests/test_rescore.py
+    kw.setdefault("cache", out / "cache")  # the fake proxy logs its runs there
     return SearchConfig(out=out, proxy_factory=FACTORY, **kw)
 
 
