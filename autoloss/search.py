@@ -36,7 +36,7 @@ import dataclasses
 import json
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +240,10 @@ def _load_or_create(cfg: SearchConfig, space: Any, sampler: Any, pruner: Any,
     if len(study.directions) != n_obj:
         raise ValueError(f"study {cfg.study!r} has {len(study.directions)} objective(s), but "
                          f"this search has {n_obj}; use another --study or --out")
+    if not study.metric_names:  # named objectives in optuna-dashboard and the callbacks
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(cfg.metric) if cfg.multi_objective else [cfg.metric])
     return study
 
 
@@ -356,7 +360,8 @@ def _cross_entropy(proxy: Proxy) -> nn.Module:
         return nn.CrossEntropyLoss(ignore_index=ignore if ignore is not None else -100)
 
 
-def _worker(cfg: SearchConfig, n_trials: int, worker: int) -> None:
+def _worker(cfg: SearchConfig, n_trials: int, worker: int,
+            callbacks: Sequence[Callable[[Any, Any], None]] = ()) -> None:
     """Entry point of a spawned worker process: load the study and run ``n_trials``."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = make_space(cfg)
@@ -366,7 +371,7 @@ def _worker(cfg: SearchConfig, n_trials: int, worker: int) -> None:
     study = optuna.load_study(study_name=cfg.study, storage=storage,
                               sampler=make_sampler(cfg, space, worker=worker),
                               pruner=make_pruner(cfg, proxy.eval_steps))
-    _optimize(study, cfg, build_objective(cfg, space, proxy), n_trials, [])
+    _optimize(study, cfg, build_objective(cfg, space, proxy), n_trials, list(callbacks))
 
 
 def _optimize(study: optuna.Study, cfg: SearchConfig, objective: Callable[[Any], Any],
@@ -404,9 +409,16 @@ def _draw_plots(out: Path) -> None:
                       f"autoloss plot {out}", stacklevel=3)
 
 
-def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
+def run_search(config: SearchConfig, *, progress: bool = True,
+               callbacks: Sequence[Callable[[Any, Any], None]] = ()) -> SearchResult:
     """Run (or resume) a search; export the best trial to ``<out>/best_loss.yaml``, write
-    ``<out>/summary.md`` and (``plots``) draw the plots into ``<out>/plots``."""
+    ``<out>/summary.md`` and (``plots``) draw the plots into ``<out>/plots``.
+
+    ``callbacks``: optuna callbacks ``f(study, frozen_trial)`` called after every trial of the
+    search (e.g. ``optuna_integration.MLflowCallback``); with ``workers > 1`` each worker
+    process gets a copy, so they must pickle. The study's objectives are named after the
+    metrics (``study.metric_names``) and it holds the cross-entropy baseline as the user
+    attribute ``baseline_ce`` (reference trials carry ``reference``)."""
     from tqdm.auto import tqdm
 
     from autoloss.artifact import export_trial, summarize
@@ -441,10 +453,11 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
             waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
             here = remaining if cfg.workers == 1 else min(remaining, waiting)
             if here:
-                _optimize(study, cfg, build_objective(cfg, space, proxy), here, [tick])
+                _optimize(study, cfg, build_objective(cfg, space, proxy), here,
+                          [tick, *callbacks])
             remaining = max(0, cfg.trials - _finished(study))
             if remaining and cfg.workers > 1:
-                _run_workers(cfg, study, remaining, bar)
+                _run_workers(cfg, study, remaining, bar, callbacks)
         finally:
             bar.close()
         loss_path = None
@@ -480,13 +493,14 @@ def rescore(cfg: SearchConfig, study: optuna.Study, proxy: Proxy, *,
                        seeds=rescore_seeds(cfg.seed, cfg.rescore_seeds), progress=say)
 
 
-def _run_workers(cfg: SearchConfig, study: optuna.Study, remaining: int, bar: Any) -> None:
+def _run_workers(cfg: SearchConfig, study: optuna.Study, remaining: int, bar: Any,
+                 callbacks: Sequence[Callable[[Any, Any], None]] = ()) -> None:
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     workers = min(cfg.workers, remaining)
     shares = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
-    procs = [ctx.Process(target=_worker, args=(cfg, n, i), daemon=False)
+    procs = [ctx.Process(target=_worker, args=(cfg, n, i, tuple(callbacks)), daemon=False)
              for i, n in enumerate(shares)]
     for p in procs:
         p.start()

@@ -418,3 +418,26 @@ def test_cli_search_and_export(out, tmp_path, capsys, monkeypatch):
 def test_fake_proxy_rejects_unknown_options(tmp_path):
     with pytest.raises(ValueError, match="unknown"):
         FakeProxy({"data": "shapes", "steps": 3}, cache_dir=tmp_path)
+
+
+class _CountingCallback:
+    """An optuna callback as MLflow's or W&B's would be (picklable for worker processes)."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def __call__(self, study, trial):
+        with open(self.log, "a") as f:
+            f.write(f"{trial.number} {trial.state.name} {study.metric_names}\n")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_callbacks_see_every_trial_and_objectives_are_named(out, tmp_path, workers):
+    log = tmp_path / "callback.log"
+    result = run_search(config(out, trials=4, workers=workers, metric="miou+0.5*bf1"),
+                        progress=False, callbacks=[_CountingCallback(log)])
+    study = load(result)
+    lines = log.read_text().splitlines()
+    assert sorted(int(line.split()[0]) for line in lines) == [t.number for t in study.trials]
+    assert all(line.endswith("['miou+0.5*bf1']") for line in lines)
+    assert study.metric_names == ["miou+0.5*bf1"] and "baseline_ce" in study.user_attrs
