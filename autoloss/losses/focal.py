@@ -24,6 +24,7 @@ from autoloss.losses._validate import (
     class_weights_tensor,
     weights_buffer,
 )
+from autoloss.losses.binary import check_mode, mode_entry, two_class
 
 __all__ = ["FocalLoss", "focal_loss"]
 
@@ -96,8 +97,9 @@ class FocalLoss(nn.Module):
 
     def __init__(self, *, gamma: float = 2.0, alpha: float | None = None,
                  class_weights: Sequence[float] | None = None, ignore_index: int | None = None,
-                 reduction: str = "mean") -> None:
+                 reduction: str = "mean", mode: str = "multiclass") -> None:
         super().__init__()
+        self.mode = check_mode(mode)
         self.gamma = check_number("gamma", gamma, low=0.0)
         self.alpha = None if alpha is None else check_number("alpha", alpha, low=0.0)
         self._class_weights = check_class_weights(class_weights)
@@ -106,6 +108,8 @@ class FocalLoss(nn.Module):
         self.reduction = Reduction.parse(reduction).value
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.mode == "binary":
+            logits, target = two_class(logits, target)
         return focal_loss(logits, target, gamma=self.gamma, alpha=self.alpha,
                           class_weights=self.class_weights, ignore_index=self.ignore_index,
                           reduction=self.reduction)
@@ -114,4 +118,4 @@ class FocalLoss(nn.Module):
         """The loss spec ``{"name": ..., **options}``; ``FocalLoss(**options)`` rebuilds it."""
         return {"name": self.name, "gamma": self.gamma, "alpha": self.alpha,
                 "class_weights": self._class_weights, "ignore_index": self.ignore_index,
-                "reduction": self.reduction}
+                "reduction": self.reduction, **mode_entry(self.mode)}

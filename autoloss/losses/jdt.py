@@ -46,6 +46,7 @@ from autoloss.losses._validate import (
     class_weights_tensor,
     weights_buffer,
 )
+from autoloss.losses.binary import check_mode, mode_entry, two_class
 from autoloss.losses.region import active_mask, masked_mean, soft_counts, tversky_loss_matrix
 
 __all__ = [
@@ -197,8 +198,10 @@ class _JDTModule(nn.Module):
     def __init__(self, *, alpha: float, beta: float, gamma: float, miou_d: float, miou_i: float,
                  miou_c: float, smooth: float, threshold: float, norm: int, log_loss: bool,
                  ignore_index: int | None, class_weights: Sequence[float] | None,
-                 classes: str | Sequence[int], soft_classes: str | Sequence[int]) -> None:
+                 classes: str | Sequence[int], soft_classes: str | Sequence[int],
+                 mode: str = "multiclass") -> None:
         super().__init__()
+        self.mode = check_mode(mode)
         opts = _check_options(alpha=alpha, beta=beta, gamma=gamma, miou_d=miou_d, miou_i=miou_i,
                               miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
                               log_loss=log_loss, classes=classes, soft_classes=soft_classes)
@@ -216,12 +219,14 @@ class _JDTModule(nn.Module):
                 "soft_classes": self.soft_classes}
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.mode == "binary":
+            logits, target = two_class(logits, target)
         options = {**self._options(), "class_weights": self.class_weights}
         return jdt_loss(logits, target, alpha=self.alpha, beta=self.beta, **options)
 
     def to_dict(self) -> dict[str, Any]:
         """The loss spec ``{"name": ..., **options}``; ``cls(**options)`` rebuilds it."""
-        return {"name": self.name, **self._options()}
+        return {"name": self.name, **self._options(), **mode_entry(self.mode)}
 
 
 class JaccardMetricLoss(_JDTModule):
@@ -239,11 +244,12 @@ class JaccardMetricLoss(_JDTModule):
                  norm: int = 1, log_loss: bool = False, ignore_index: int | None = None,
                  class_weights: Sequence[float] | None = None,
                  classes: str | Sequence[int] = "present",
-                 soft_classes: str | Sequence[int] = "all") -> None:
+                 soft_classes: str | Sequence[int] = "all", mode: str = "multiclass") -> None:
         super().__init__(alpha=1.0, beta=1.0, gamma=gamma, miou_d=miou_d, miou_i=miou_i,
                          miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
                          log_loss=log_loss, ignore_index=ignore_index,
-                         class_weights=class_weights, classes=classes, soft_classes=soft_classes)
+                         class_weights=class_weights, classes=classes, soft_classes=soft_classes,
+                         mode=mode)
 
 
 class DiceSemimetricLoss(_JDTModule):
@@ -256,11 +262,12 @@ class DiceSemimetricLoss(_JDTModule):
                  norm: int = 1, log_loss: bool = False, ignore_index: int | None = None,
                  class_weights: Sequence[float] | None = None,
                  classes: str | Sequence[int] = "present",
-                 soft_classes: str | Sequence[int] = "all") -> None:
+                 soft_classes: str | Sequence[int] = "all", mode: str = "multiclass") -> None:
         super().__init__(alpha=0.5, beta=0.5, gamma=gamma, miou_d=miou_d, miou_i=miou_i,
                          miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
                          log_loss=log_loss, ignore_index=ignore_index,
-                         class_weights=class_weights, classes=classes, soft_classes=soft_classes)
+                         class_weights=class_weights, classes=classes, soft_classes=soft_classes,
+                         mode=mode)
 
 
 class CompatibleTverskyLoss(_JDTModule):
@@ -274,11 +281,12 @@ class CompatibleTverskyLoss(_JDTModule):
                  log_loss: bool = False, ignore_index: int | None = None,
                  class_weights: Sequence[float] | None = None,
                  classes: str | Sequence[int] = "present",
-                 soft_classes: str | Sequence[int] = "all") -> None:
+                 soft_classes: str | Sequence[int] = "all", mode: str = "multiclass") -> None:
         super().__init__(alpha=alpha, beta=beta, gamma=gamma, miou_d=miou_d, miou_i=miou_i,
                          miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
                          log_loss=log_loss, ignore_index=ignore_index,
-                         class_weights=class_weights, classes=classes, soft_classes=soft_classes)
+                         class_weights=class_weights, classes=classes, soft_classes=soft_classes,
+                         mode=mode)
 
     def to_dict(self) -> dict[str, Any]:
         spec = super().to_dict()

@@ -41,6 +41,7 @@ from autoloss.losses._validate import (
     class_weights_tensor,
     weights_buffer,
 )
+from autoloss.losses.binary import check_mode, mode_entry, two_class
 
 __all__ = [
     "DiceLoss",
@@ -222,6 +223,7 @@ def jaccard_loss(logits: Tensor, target: Tensor, *, gamma: float = 1.0, smooth: 
                         class_weights=class_weights, reduction=reduction)
 
 
+
 class _RegionLoss(nn.Module):
     """Shared options of the region-loss modules; subclasses fix or expose ``alpha``, ``beta``."""
 
@@ -231,8 +233,10 @@ class _RegionLoss(nn.Module):
 
     def __init__(self, *, gamma: float = 1.0, smooth: float = 1.0, per_image: bool = False,
                  classes: str | Sequence[int] = "present", ignore_index: int | None = None,
-                 class_weights: Sequence[float] | None = None, reduction: str = "mean") -> None:
+                 class_weights: Sequence[float] | None = None, reduction: str = "mean",
+                 mode: str = "multiclass") -> None:
         super().__init__()
+        self.mode = check_mode(mode)
         self.gamma = check_number("gamma", gamma, low=0.0, low_open=True)
         self.smooth = check_number("smooth", smooth, low=0.0, low_open=True)
         if not isinstance(per_image, bool):
@@ -245,6 +249,8 @@ class _RegionLoss(nn.Module):
         self.reduction = Reduction.parse(reduction).value
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.mode == "binary":
+            logits, target = two_class(logits, target)
         return tversky_loss(logits, target, alpha=self.alpha, beta=self.beta, gamma=self.gamma,
                             smooth=self.smooth, per_image=self.per_image, classes=self.classes,
                             ignore_index=self.ignore_index, class_weights=self.class_weights,
@@ -255,7 +261,7 @@ class _RegionLoss(nn.Module):
         return {"name": self.name, "gamma": self.gamma, "smooth": self.smooth,
                 "per_image": self.per_image, "classes": self.classes,
                 "ignore_index": self.ignore_index, "class_weights": self._class_weights,
-                "reduction": self.reduction}
+                "reduction": self.reduction, **mode_entry(self.mode)}
 
 
 class TverskyLoss(_RegionLoss):
@@ -271,10 +277,11 @@ class TverskyLoss(_RegionLoss):
     def __init__(self, *, alpha: float = 0.3, beta: float = 0.7, gamma: float = 1.0,
                  smooth: float = 1.0, per_image: bool = False,
                  classes: str | Sequence[int] = "present", ignore_index: int | None = None,
-                 class_weights: Sequence[float] | None = None, reduction: str = "mean") -> None:
+                 class_weights: Sequence[float] | None = None, reduction: str = "mean",
+                 mode: str = "multiclass") -> None:
         super().__init__(gamma=gamma, smooth=smooth, per_image=per_image, classes=classes,
                          ignore_index=ignore_index, class_weights=class_weights,
-                         reduction=reduction)
+                         reduction=reduction, mode=mode)
         self.alpha = check_number("alpha", alpha, low=0.0)
         self.beta = check_number("beta", beta, low=0.0)
 

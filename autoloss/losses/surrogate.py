@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from autoloss.losses._validate import check_choice, check_logits_and_target
+from autoloss.losses.binary import check_mode, mode_entry, two_class
 from autoloss.operators import RelaxedOps, one_hot
 from autoloss.programs import MetricProgram, class_mean, get_program
 from autoloss.relaxations import Curve, IdentityCurve, curve_from_dict
@@ -81,6 +82,8 @@ class SurrogateLoss(nn.Module):
             diagonal elsewhere (``round(tol * diag(input) / diag(tol_at))``), so that a loss
             searched at one resolution means the same at another. None: ``tol`` pixels always.
         drop_bg: leave class 0's boundaries out (BIoU band, BF1 mean).
+        mode: ``"multiclass"`` (logits ``[N,C,H,W]``) or ``"binary"`` (one foreground logit
+            ``[N,1,H,W]``; :mod:`autoloss.losses.binary`).
         classes: ``"present"`` or ``"all"`` (see the module docstring).
         eps: added to prediction-dependent denominators.
         float32_dilation: dilate predicted edges in float32 (bit-level parity with the reference).
@@ -96,8 +99,10 @@ class SurrogateLoss(nn.Module):
                  curves: Mapping[str, Curve | Mapping[str, Any]] | None = None,
                  ignore_index: int | None = None, tol: int = 5, drop_bg: bool = False,
                  classes: str = "present", eps: float = 1e-8,
-                 float32_dilation: bool = False, tol_at: Sequence[int] | None = None) -> None:
+                 float32_dilation: bool = False, tol_at: Sequence[int] | None = None,
+                 mode: str = "multiclass") -> None:
         super().__init__()
+        self.mode = check_mode(mode)
         self.program = get_program(metric)
         self.metric = metric if isinstance(metric, str) else (self.program.reference or
                                                                self.program.name)
@@ -142,6 +147,8 @@ class SurrogateLoss(nn.Module):
         return int(round(self.tol * math.hypot(height, width) / math.hypot(*self.tol_at)))
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.mode == "binary":
+            logits, target = two_class(logits, target)
         num_classes = logits.shape[1] if logits.dim() == 4 else None
         if (not self._warned_ignore and num_classes is not None and self.ignore_index is not None
                 and 0 <= self.ignore_index < num_classes):
@@ -170,6 +177,7 @@ class SurrogateLoss(nn.Module):
             "eps": self.eps,
             "float32_dilation": self.float32_dilation,
             **({"tol_at": list(self.tol_at)} if self.tol_at is not None else {}),
+            **mode_entry(self.mode),
             "curves": {name: curve.to_dict() for name, curve in self.curves.items()},
         }
 

@@ -1,0 +1,54 @@
+"""Binary segmentation with one logit channel (``mode="binary"``): roads, membranes, lesions.
+
+A binary model outputs one foreground logit ``x`` per pixel (``[N,1,H,W]``, read through a
+sigmoid) rather than two softmax channels. The two-class logits ``[0, x]`` have exactly
+``softmax([0, x]) = (1 - sigmoid(x), sigmoid(x))``, so every multi-class loss is, on them, the
+binary loss of the single logit, with exact gradients. ``mode="binary"`` on a loss does that
+conversion first; the loss's ``classes`` option still chooses which of the two classes are
+averaged (``classes=[1]`` is the foreground-only Dice / IoU of binary libraries). Targets are
+``[N,H,W]`` or ``[N,1,H,W]`` labels in ``{0, 1}`` (or the loss's ``ignore_index``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["MODES", "check_mode", "mode_entry", "two_class"]
+
+MODES = ("multiclass", "binary")
+
+
+def check_mode(mode: object) -> str:
+    """``mode`` if it is one of :data:`MODES`, else a ValueError naming it."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, but got mode={mode!r}")
+    return str(mode)
+
+
+def mode_entry(mode: str) -> dict[str, str]:
+    """``{"mode": mode}`` for a loss spec, or ``{}`` for the default ``"multiclass"`` (so the
+    specs of multi-class losses, and the identity of runs stored with them, do not change)."""
+    return {} if mode == "multiclass" else {"mode": mode}
+
+
+def two_class(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Single-logit inputs as the equivalent two-class problem.
+
+    Args:
+        logits: ``[N,1,H,W]`` foreground logits.
+        target: ``[N,H,W]`` or ``[N,1,H,W]`` labels in ``{0, 1}`` (other values are kept, so
+            that an ``ignore_index`` still applies).
+
+    Returns:
+        ``([N,2,H,W]`` logits ``[0, x]``, ``[N,H,W]`` target``)``.
+    """
+    if logits.dim() != 4 or logits.shape[1] != 1:
+        raise ValueError(f"mode='binary' takes logits [N,1,H,W] (one foreground logit per "
+                         f"pixel), but got shape {tuple(logits.shape)}; use "
+                         f"mode='multiclass' for [N,C,H,W] logits")
+    if target.dim() == 4 and target.shape[1] == 1:
+        target = target[:, 0]
+    if target.is_floating_point():
+        target = target.round().long()
+    return torch.cat([torch.zeros_like(logits), logits], dim=1), target
