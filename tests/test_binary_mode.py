@@ -87,3 +87,13 @@ def test_binary_mode_errors_name_the_argument():
     x = torch.randn(2, 3, 4, 4)
     with pytest.raises(ValueError, match=r"mode='binary' takes logits \[N,1,H,W\].*\(2, 3, 4, 4\)"):
         load_loss({"name": "dice", "mode": "binary"})(x, torch.zeros(2, 4, 4, dtype=torch.long))
+
+
+def test_every_loss_class_is_exported():
+    import autoloss.losses as losses
+
+    for name in ["cross_entropy", "binary_cross_entropy", "focal", "dice", "jaccard", "tversky",
+                 "lovasz_softmax", "lovasz_hinge", "jaccard_metric", "dice_semimetric",
+                 "compatible_tversky", "rmi"]:
+        cls = type(load_loss(name))
+        assert cls.__name__ in losses.__all__ and getattr(losses, cls.__name__) is cls
