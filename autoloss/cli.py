@@ -25,7 +25,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from autoloss.losses import load_loss
 
     loss = load_loss(args.loss)
-    results = check_loss(loss, trials=args.trials, seed=args.seed)
+    if args.trials is not None:
+        print("autoloss: check --trials is deprecated and will be removed; use --cases "
+              "(--trials counts finished trials in search)", file=sys.stderr)
+    results = check_loss(loss, trials=args.trials or args.cases, seed=args.seed)
     for result in results:
         print(f"{result.verdict}  {result.name}: {result.detail}")
     failed = [r.name for r in results if not r.passed]
@@ -107,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="check a loss's constraints (truth table, monotonicity)")
     p.add_argument("loss", help="preset name or loss YAML file")
-    p.add_argument("--trials", type=int, default=8, help="random cases per property (default 8)")
+    p.add_argument("--cases", type=int, default=8, help="random cases per property (default 8)")
+    p.add_argument("--trials", type=int, help=argparse.SUPPRESS)  # autoloss 0.1's --cases
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_check)
 

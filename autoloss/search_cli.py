@@ -3,13 +3,14 @@
     autoloss search --metric miou --data shapes --trials 50
     autoloss search --config experiments/search_miou_shapes.yaml --trials 100   # flag wins
     autoloss export results/search-miou-shapes                                   # best trial
-    autoloss export --storage sqlite:///study.db --study miou-shapes --trial 7 --out t7.yaml
+    autoloss export --storage sqlite:///study.db --study miou-shapes --trial 7 --to t7.yaml
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,22 @@ __all__ = ["register"]
 # CLI flag -> proxy config key, for the common proxy knobs (anything else: --proxy KEY=VALUE).
 _PROXY_FLAGS = {"proxy_steps": "steps", "proxy_model": "model", "proxy_crop": "crop",
                 "proxy_subset": "subset", "proxy_eval_every": "eval_every",
-                "proxy_batch_size": "batch_size"}
+                "proxy_batch_size": "batch_size", "width": "width", "depth": "depth",
+                "tol": "tol", "device": "device", "num_threads": "num_threads"}
 _SAMPLERS = ("tpe", "cmaes", "random", "qmc", "ppo")
+
+
+def _deprecated(old: str, new: str) -> None:
+    print(f"autoloss: {old} is deprecated and will be removed; use {new}", file=sys.stderr)
+
+
+def _crop(text: str) -> tuple[int, int]:
+    from autoloss.train_cli import _parse_crop
+
+    try:
+        return _parse_crop(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -54,7 +69,12 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         if args.multi_objective is None:  # a comma list means multi-objective
             given["multi_objective"] = len(metrics) > 1
     if args.pruner is not None:
-        given["pruner"] = args.pruner == "on"
+        if isinstance(args.pruner, str):  # the spelling of autoloss 0.1: --pruner on|off
+            _deprecated(f"--pruner {args.pruner}", "--pruner" if args.pruner == "on"
+                        else "--no-pruner")
+            given["pruner"] = args.pruner == "on"
+        else:
+            given["pruner"] = args.pruner
     proxy = dict(cfg.proxy)
     for flag, key in _PROXY_FLAGS.items():
         if getattr(args, flag) is not None:
@@ -111,7 +131,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
                              "--rescore-seeds) chooses the trial, so pass one or the other")
         _rescore_for_export(study, storage, folder, args)
     name = "best_loss.yaml" if args.trial is None else f"trial_{args.trial}_loss.yaml"
-    path = export_trial(study, args.trial, Path(args.out) if args.out else folder / name,
+    if args.out is not None:
+        _deprecated("export --out FILE", "export --to FILE (--out names folders elsewhere)")
+    target = args.to or args.out
+    path = export_trial(study, args.trial, Path(target) if target else folder / name,
                         storage=storage)
     print(f"exported {study.study_name} trial "
           f"{'best' if args.trial is None else args.trial} to {path}")
@@ -160,7 +183,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, help="finished trials to reach (default 20)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--sampler", choices=_SAMPLERS, help="default tpe")
-    p.add_argument("--pruner", choices=("on", "off"), help="stop bad trials early (default on)")
+    p.add_argument("--no-pruner", dest="pruner", action="store_const", const=False,
+                   help="never stop a trial early (by default the bottom quarter is pruned)")
+    # --pruner turns it back on; "--pruner on|off" is autoloss 0.1's spelling (deprecated)
+    p.add_argument("--pruner", nargs="?", const=True, choices=("on", "off", True),
+                   help=argparse.SUPPRESS)
     p.add_argument("--storage", help="SQLAlchemy URL or journal:PATH "
                    "(default sqlite:///OUT/study.db)")
     p.add_argument("--study", help="study name (default METRIC-DATA)")
@@ -176,7 +203,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    const=False, help="do not evaluate the identity / published curves first")
     p.add_argument("--proxy-steps", type=int, help="proxy fine-tuning steps")
     p.add_argument("--proxy-model", help="proxy model name")
-    p.add_argument("--proxy-crop", type=int, help="proxy training crop size")
+    p.add_argument("--proxy-crop", type=_crop, metavar="HxW",
+                   help="proxy training crop (default: whole images)")
+    p.add_argument("--width", type=int, help="proxy model width (default 16)")
+    p.add_argument("--depth", type=int, help="proxy model depth (default 3)")
+    p.add_argument("--tol", type=int, help="boundary tolerance in pixels of the proxy's "
+                   "BIoU / BF1 scores (default 5)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
+    p.add_argument("--num-threads", type=int, help="torch CPU threads per worker "
+                   "(default: torch's)")
     p.add_argument("--proxy-subset", type=int, help="proxy training images")
     p.add_argument("--proxy-eval-every", type=int, help="steps between proxy evaluations")
     p.add_argument("--proxy-batch-size", type=int, help="proxy batch size")
@@ -199,7 +234,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", help="storage URL of the study (instead of a run folder)")
     p.add_argument("--study", help="study name (needed when the storage holds several)")
     p.add_argument("--trial", type=int, help="trial number (default: the best trial)")
-    p.add_argument("--out", help="output YAML (default RUN_DIR/best_loss.yaml or "
+    p.add_argument("--to", help="output YAML file (default RUN_DIR/best_loss.yaml or "
                    "trial_N_loss.yaml)")
+    p.add_argument("--out", help=argparse.SUPPRESS)  # autoloss 0.1's name for --to
     _add_rescore_flags(p)
     p.set_defaults(func=_cmd_export)

@@ -404,7 +404,7 @@ def test_cli_search_and_export(out, tmp_path, capsys, monkeypatch):
     assert len(study.trials) == 3  # the explicit --trials overrides the file
     assert (out / "plots" / "history.png").is_file()  # the command draws the run's plots
     target = tmp_path / "trial1.yaml"
-    args = parser.parse_args(["export", str(out), "--trial", "1", "--out", str(target)])
+    args = parser.parse_args(["export", str(out), "--trial", "1", "--to", str(target)])
     assert args.func(args) == 0
     from autoloss.losses import load_loss
 
@@ -441,3 +441,31 @@ def test_callbacks_see_every_trial_and_objectives_are_named(out, tmp_path, worke
     assert sorted(int(line.split()[0]) for line in lines) == [t.number for t in study.trials]
     assert all(line.endswith("['miou+0.5*bf1']") for line in lines)
     assert study.metric_names == ["miou+0.5*bf1"] and "baseline_ce" in study.user_attrs
+
+
+def test_cli_spelling_is_consistent(capsys):
+    """Booleans are --x/--no-x, sizes HxW, the proxy takes train's model and device flags;
+    autoloss 0.1's spellings still work once, with a deprecation message."""
+    from autoloss.cli import build_parser
+    from autoloss.search_cli import _config_from_args
+
+    parser = build_parser()
+
+    def cfg(*argv):
+        return _config_from_args(parser.parse_args(["search", *argv]))
+
+    assert cfg().pruner is True and cfg("--no-pruner").pruner is False
+    assert cfg("--pruner").pruner is True
+    capsys.readouterr()
+    assert cfg("--pruner", "off").pruner is False
+    assert "--pruner off is deprecated" in capsys.readouterr().err
+    proxy = cfg("--proxy-crop", "48x64", "--width", "8", "--depth", "2", "--tol", "2",
+                "--device", "cpu", "--num-threads", "1").proxy
+    assert proxy == {"crop": (48, 64), "width": 8, "depth": 2, "tol": 2, "device": "cpu",
+                     "num_threads": 1}
+    assert cfg("--proxy-crop", "32").proxy == {"crop": (32, 32)}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["search", "--proxy-crop", "big"])
+    args = parser.parse_args(["check", "soft-miou", "--cases", "3"])
+    assert args.cases == 3 and args.trials is None
+    assert parser.parse_args(["export", "run", "--to", "x.yaml"]).to == "x.yaml"

@@ -80,6 +80,6 @@ def test_a_run_folder_opens_in_another_clone(out, tmp_path):
     assert open_run_study(moved).study_name == result.study
     from autoloss.cli import main
 
-    assert main(["export", str(moved), "--out", str(tmp_path / "again.yaml")]) == 0
+    assert main(["export", str(moved), "--to", str(tmp_path / "again.yaml")]) == 0
     assert load_loss(tmp_path / "again.yaml") is not None
     assert not (out / "study.db").exists(), "no empty database at the recorded path"
