@@ -433,14 +433,15 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     try:
         space = make_space(cfg)
         initial_params(cfg, space)  # a bad init_from fails before the warm start trains
-        proxy = make_proxy(cfg)
-        proxy.prepare()
+        proxy = make_proxy(cfg)  # builds, trains nothing yet
         storage = make_storage(cfg.storage, heartbeat=cfg.heartbeat)
         study = _load_or_create(cfg, space, make_sampler(cfg, space), make_pruner(
             cfg, proxy.eval_steps), storage)
         _setup_study(cfg, space, study, proxy)
         done = _finished(study)
         remaining = max(0, cfg.trials - done)
+        if remaining:  # a finished study (rerun to redraw or export) needs no warm start
+            proxy.prepare()
         bar = tqdm(total=cfg.trials, initial=min(done, cfg.trials), desc=f"search {cfg.study}",
                    unit="trial", disable=not progress, dynamic_ncols=True)
         def tick(study: optuna.Study, trial: Any) -> None:

@@ -80,7 +80,8 @@ class FakeProxy:
         (self.cache_dir / "warm_start.txt").write_text("ok")
 
     def _log(self, kind: str) -> None:
-        with open(self.cache_dir / "runs.log", "a") as f:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)  # like the real proxy, runs need no
+        with open(self.cache_dir / "runs.log", "a") as f:      # prepare() first
             f.write(f"{kind} {os.getpid()}\n")
 
     def metrics_of(self, loss: nn.Module, seed: int) -> dict[str, float]:

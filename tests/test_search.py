@@ -469,3 +469,15 @@ def test_cli_spelling_is_consistent(capsys):
     args = parser.parse_args(["check", "soft-miou", "--cases", "3"])
     assert args.cases == 3 and args.trials is None
     assert parser.parse_args(["export", "run", "--to", "x.yaml"]).to == "x.yaml"
+
+
+def test_a_finished_search_reruns_without_preparing_the_proxy(out, monkeypatch):
+    """Rerunning a complete study (to redraw, re-export, or on another machine without the
+    warm start) trains nothing: the storage is opened and checked before any proxy work."""
+    import fake_proxy
+
+    run_search(config(out, trials=3), progress=False)
+    calls = []
+    monkeypatch.setattr(fake_proxy.FakeProxy, "prepare", lambda self: calls.append(1))
+    result = run_search(config(out, trials=3), progress=False)
+    assert calls == [] and result.loss_path is not None
