@@ -96,6 +96,28 @@ def reference_preset(study: Any | None, metric: str | None) -> str | None:
         return None
 
 
+def _published(study: Any | None, loss: Any) -> tuple[Any, str] | None:
+    """``(loss with the paper's published curves, its label)`` for a searched loss: the preset
+    of its metric, or for a weighted sum of surrogates the same combination of each metric's
+    preset (``asl-voc-miou + asl-voc-bf1``); None when a metric has no published curves."""
+    from autoloss import plots
+    from autoloss.losses import CombinedLoss, load_loss
+
+    parts = loss.losses if isinstance(loss, CombinedLoss) else [loss]
+    metrics = [getattr(part, "metric", None) for part in parts]
+    metrics = [m for m in metrics if isinstance(m, str)]
+    if not metrics:
+        return None
+    presets = [reference_preset(study if len(metrics) == 1 else None, m) for m in metrics]
+    if any(p is None for p in presets):
+        return None
+    published = (load_loss(presets[0]) if len(presets) == 1 else
+                 load_loss({"combine": [load_loss(p).to_dict() for p in presets]}))
+    if not plots.curves_of(published):
+        return None
+    return published, " + ".join(presets)
+
+
 def plot_run(run_dir: Path | str, *, out: Path | str | None = None,
              formats: Sequence[str] = ("png", "svg")) -> list[Path]:
     """Every figure available for a search run folder, written under ``out`` (default
@@ -123,13 +145,13 @@ def plot_run(run_dir: Path | str, *, out: Path | str | None = None,
 
     if best.is_file():
         loss = load_loss(best)
-        metric = getattr(loss, "metric", None)
+        name = run.resolve().parent.name if run.resolve().name == "search" else run.name
         specs: list[Any] = [loss]
-        labels = [f"searched ({run.name})"]
-        preset = reference_preset(study, metric if isinstance(metric, str) else None)
-        if preset is not None and plots.curves_of(load_loss(preset)):
-            specs.append(preset)
-            labels.append(f"paper: {preset}")
+        labels = [f"searched ({name})"]
+        reference = _published(study, loss)
+        if reference is not None:
+            specs.append(reference[0])
+            labels.append(f"paper: {reference[1]}")
         if plots.curves_of(loss):
             written += plots.plot_curves(specs, labels=labels, out=dest / "curves", formats=fmts)
     if study is not None:

@@ -353,3 +353,18 @@ def test_training_curves_of_a_comparison_have_one_legend_entry_per_run(tmp_path:
     _check_png(path)
     text = _svg_text(tmp_path / "train.svg")
     assert "focal/seed1" in text and "seed0/log" not in text
+
+
+def test_published_curves_of_a_weighted_sum_are_each_metrics_preset() -> None:
+    from autoloss.losses import load_loss
+    from autoloss.plot_cli import _published
+
+    single = load_loss({"name": "surrogate", "metric": "miou"})
+    loss, label = _published(None, single)
+    assert label == "asl-voc-miou" and set(plots.curves_of(loss)) == {"inter", "union"}
+    combo = load_loss({"combine": [{"name": "surrogate", "metric": "miou", "weight": 1.0},
+                                   {"name": "surrogate", "metric": "bf1", "weight": 0.5}]})
+    loss, label = _published(None, combo)
+    assert label == "asl-voc-miou + asl-voc-bf1"
+    assert set(plots.curves_of(loss)) == set(plots.curves_of(combo))
+    assert _published(None, load_loss("cross_entropy")) is None
