@@ -153,10 +153,22 @@ def plot_curves(losses: Sequence[str | Path | nn.Module], *, labels: Sequence[st
         return save_figure(fig, out, formats)
 
 
+def _file_label(path: Path) -> str:
+    """A searched ``best_loss.yaml`` by its search or study folder (``study-miou-camvid`` for
+    ``results/study-miou-camvid/search/best_loss.yaml``), any other YAML by its stem."""
+    if path.suffix not in (".yaml", ".yml"):
+        return str(path)
+    if path.stem != "best_loss":
+        return path.stem
+    folder = path.parent.parent if path.parent.name == "search" else path.parent
+    return folder.name or path.stem
+
+
 def default_labels(losses: Sequence[str | Path | nn.Module]) -> list[str]:
-    """Preset name or file stem (``parent/stem`` when stems repeat); ``loss i`` for modules."""
+    """Preset name, a search's folder (:func:`_file_label`) or file stem (``parent/stem`` when
+    they repeat); ``loss i`` for modules."""
     paths = [None if isinstance(s, nn.Module) else Path(s) for s in losses]
-    stems = [p.stem if p is not None and p.suffix in (".yaml", ".yml") else str(p) for p in paths]
+    stems = [_file_label(p) if p is not None else "" for p in paths]
     return [f"loss {i + 1}" if p is None else
             f"{p.parent.name}/{stem}" if stems.count(stem) > 1 and p.parent.name else stem
             for i, (p, stem) in enumerate(zip(paths, stems))]

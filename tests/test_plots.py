@@ -368,3 +368,10 @@ def test_published_curves_of_a_weighted_sum_are_each_metrics_preset() -> None:
     assert label == "asl-voc-miou + asl-voc-bf1"
     assert set(plots.curves_of(loss)) == set(plots.curves_of(combo))
     assert _published(None, load_loss("cross_entropy")) is None
+
+
+def test_default_labels_name_searched_losses_by_their_study() -> None:
+    assert plots.default_labels(["cross_entropy", "results/study-miou-camvid/search/best_loss.yaml",
+                                 "results/search-miou-camvid/best_loss.yaml", "losses/mine.yaml",
+                                 "other/mine.yaml"]) == [
+        "cross_entropy", "study-miou-camvid", "search-miou-camvid", "losses/mine", "other/mine"]
