@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from autoloss.data import dataset_splits, load_dataset, parse_spec
+from autoloss.locks import file_lock
 from autoloss.metrics import METRIC_NAMES
 from autoloss.models import (
     DeepLabConfig,
@@ -267,24 +268,6 @@ def resolve_data(config: ProxyConfig) -> str:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (POSIX ``flock``; elsewhere no lock: concurrent
-    writers then duplicate work, and the atomic rename still keeps the file whole)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
 def _threads(n: int | None) -> Iterator[None]:
     old = torch.get_num_threads()
     if n is not None:
@@ -374,7 +357,7 @@ class Proxy:
         path = self.warm_start_path
         if path is None or path.exists():
             return
-        with _file_lock(path.with_suffix(".lock")):
+        with file_lock(path.with_suffix(".lock")):
             if path.exists():  # another process made it while this one waited
                 return
             partial = path.with_name(f"{path.stem}.partial.pt")

@@ -32,6 +32,7 @@ from torch import nn
 
 from autoloss.compare_report import RunRecord
 from autoloss.data import dataset_splits, load_dataset
+from autoloss.locks import file_lock
 from autoloss.losses import load_loss
 from autoloss.metrics import MetricAccumulator
 from autoloss.models import (
@@ -236,6 +237,16 @@ def run_once(loss_spec: str | Path, data: RunData, *, config: TrainConfig, model
         "train_config": dataclasses.asdict(config), "init_from": init_label, "tol": tol,
         "val_split": None if data.val is None else data.val.split, "test_split": data.test_split,
     }
+    with file_lock(out.parent / f".{out.name}.lock"):  # one process per run folder at a time
+        return _run_locked(loss_spec, loss, net, identity, data, config=config, out=out,
+                           init_from=init_from, tol=tol, progress=progress)
+
+
+def _run_locked(loss_spec: str | Path, loss: nn.Module, net: nn.Module,
+                identity: dict[str, Any], data: RunData, *, config: TrainConfig, out: Path,
+                init_from: str | Path | None, tol: int, progress: bool) -> RunResult:
+    """:func:`run_once` once it holds the run's lock: a second process that reaches a run the
+    first is training waits, then finds it finished."""
     metrics_path, run_path = out / "metrics.json", out / "run.json"
     if metrics_path.is_file():
         stored = json.loads(metrics_path.read_text())

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import re
 import statistics
+import time
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,34 @@ def test_compare_checks_its_arguments(tmp_path):
         compare_losses(["soft-miou"], DATA, seeds=0, config=CONFIG, out=tmp_path)
     with pytest.raises(ValueError, match="test_split='tset' is not a split"):
         run_compare(["soft-miou"], tmp_path, test_split="tset")
+
+
+def test_two_processes_on_one_run_train_it_once(tmp_path, monkeypatch):
+    """Two comparisons reaching one run folder at once (two ``compare`` commands on one panel):
+    the second waits for the run's lock and then finds the run finished."""
+    import threading
+
+    import autoloss.runs as runs_module
+
+    calls = []
+    real_fit = runs_module.fit
+
+    def slow_fit(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.3)  # long enough for the other thread to reach the lock
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(runs_module, "fit", slow_fit)
+    results = []
+
+    def one():
+        results.append(train_run("soft-miou", DATA, config=CONFIG, out=tmp_path / "r",
+                                 progress=False, **TINY))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and sorted(r.cached for r in results) == [False, True]
+    assert results[0].metrics == results[1].metrics
