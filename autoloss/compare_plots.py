@@ -224,8 +224,8 @@ def _per_class_figure(comp: Comparison) -> Figure | None:
     x = np.arange(len(names))
     others = [i for i in range(n) if i != ref]
     rows = 2 if others else 1
-    fig = Figure(figsize=(max(7.0, len(names) * (0.1 * n + 0.35) + 1.5), 3.4 * rows + 1.2),
-                 layout="constrained")
+    fig_width = max(7.0, len(names) * (0.1 * n + 0.35) + 1.5)
+    fig = Figure(figsize=(fig_width, 3.4 * rows + 1.2), layout="constrained")
     axes = fig.subplots(rows, 1, squeeze=False, sharex=True).ravel()
     offsets = (np.arange(n) - (n - 1) / 2) * width
     for i, loss in enumerate(comp.losses):
@@ -249,7 +249,9 @@ def _per_class_figure(comp: Comparison) -> Figure | None:
     axes[-1].set_xticks(x, names, rotation=30 if max(map(len, names)) > 8 else 0,
                         ha="right" if max(map(len, names)) > 8 else "center")
     axes[-1].set_xlim(-0.5, len(names) - 0.5)
-    fig.legend(loc="outside lower center", ncols=min(n, 6))
+    longest = max(len(comp.labels[loss]) for loss in comp.losses)
+    fits = max(1, int(fig_width / (0.075 * longest + 0.55)))  # legend columns that fit the width
+    fig.legend(loc="outside lower center", ncols=min(n, 6, fits))
     fig.suptitle(f"Per-class IoU\n{comp.data}")
     return fig
 
