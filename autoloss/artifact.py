@@ -16,7 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["best_trial", "export_trial", "fail_reason", "summarize"]
+__all__ = ["best_trial", "export_trial", "fail_reason", "search_name", "summarize"]
+
+
+def search_name(folder: Path) -> str:
+    """The name of a search run folder: its own, or for a study's ``OUT/search`` the study's
+    (``results/study-miou-camvid/search`` -> ``study-miou-camvid``)."""
+    folder = Path(folder)
+    return folder.parent.name if folder.name == "search" and folder.parent.name else folder.name
 
 
 def _state(trial: Any) -> str:

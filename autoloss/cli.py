@@ -28,7 +28,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if args.trials is not None:
         print("autoloss: check --trials is deprecated and will be removed; use --cases "
               "(--trials counts finished trials in search)", file=sys.stderr)
-    results = check_loss(loss, trials=args.trials or args.cases, seed=args.seed)
+    cases = args.cases if args.trials is None else args.trials
+    results = check_loss(loss, trials=cases, seed=args.seed)
     for result in results:
         print(f"{result.verdict}  {result.name}: {result.detail}")
     failed = [r.name for r in results if not r.passed]

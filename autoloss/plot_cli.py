@@ -145,9 +145,10 @@ def plot_run(run_dir: Path | str, *, out: Path | str | None = None,
 
     if best.is_file():
         loss = load_loss(best)
-        name = run.resolve().parent.name if run.resolve().name == "search" else run.name
+        from autoloss.artifact import search_name
+
         specs: list[Any] = [loss]
-        labels = [f"searched ({name})"]
+        labels = [f"searched ({search_name(run.resolve())})"]
         reference = _published(study, loss)
         if reference is not None:
             specs.append(reference[0])

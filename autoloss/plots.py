@@ -160,8 +160,9 @@ def _file_label(path: Path) -> str:
         return str(path)
     if path.stem != "best_loss":
         return path.stem
-    folder = path.parent.parent if path.parent.name == "search" else path.parent
-    return folder.name or path.stem
+    from autoloss.artifact import search_name
+
+    return search_name(path.parent) or path.stem
 
 
 def default_labels(losses: Sequence[str | Path | nn.Module]) -> list[str]:

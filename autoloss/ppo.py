@@ -72,6 +72,7 @@ def _sigmoid(z: float) -> float:
 #: trials per generation by default (the paper's G)
 GENERATION_SIZE = 32
 
+
 class PPOSampler(BaseSampler):
     """Truncated-normal policy updated by PPO after each generation (see the module docstring).
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autoloss.artifact import search_name
 from autoloss.compare_report import RunRecord
 from autoloss.data import dataset_splits, load_dataset
 from autoloss.locks import file_lock
@@ -82,8 +83,7 @@ def loss_slug(spec: str | Path) -> str:
     text = str(spec)
     if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
         path = Path(text)
-        folder = path.parent.parent if path.parent.name == "search" else path.parent
-        text = f"{folder.name}-{path.stem}" if path.stem == "best_loss" else path.stem
+        text = f"{search_name(path.parent)}-{path.stem}" if path.stem == "best_loss" else path.stem
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "loss"
 
 

@@ -296,8 +296,7 @@ def _check_identity(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any
     if stored != current:
         diff = [k for k in current if json.dumps(stored.get(k)) != json.dumps(current[k])]
         raise ValueError(f"study {cfg.study!r} in {mask_password(cfg.storage)} was created with "
-                         f"other "
-                         f"{diff} ({ {k: stored.get(k) for k in diff} }); use another --study "
+                         f"other {diff} ({ {k: stored.get(k) for k in diff} }); use another --study "
                          "or --out to start a new search")
     if "version" not in stored:
         warnings.warn(f"study {cfg.study!r} was made by an older autoloss that recorded only the "

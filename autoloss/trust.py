@@ -54,11 +54,13 @@ def trust_code(*paths: str | Path) -> None:
     os.environ[ENV_FILES] = os.pathsep.join(sorted(files))
 
 
+def _all_trusted() -> bool:
+    return os.environ.get(ENV_ALL, "").strip().lower() in ("1", "true", "yes")
+
+
 def is_trusted(path: str | Path) -> bool:
     """True if ``path`` may run: every file is trusted, or this one was."""
-    if os.environ.get(ENV_ALL, "").strip().lower() in ("1", "true", "yes"):
-        return True
-    return str(Path(path).expanduser().resolve()) in _trusted_files()
+    return _all_trusted() or str(Path(path).expanduser().resolve()) in _trusted_files()
 
 
 def require_trusted(reference: str, *, source: str | None = None) -> None:
@@ -75,7 +77,7 @@ def require_trusted(reference: str, *, source: str | None = None) -> None:
 def require_trusted_import(target: str, *, option: str, source: str) -> None:
     """Raise unless every file is trusted: ``source`` sets ``option`` to the importable
     ``module:attr`` ``target``, which would import (run) that module."""
-    if os.environ.get(ENV_ALL, "").strip().lower() in ("1", "true", "yes"):
+    if _all_trusted():
         return
     raise UntrustedCodeError(f"{source} sets {option}={target!r}, which imports and runs that "
                              f"module; a file may do that only with --trust-code (or "

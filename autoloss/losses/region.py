@@ -223,7 +223,6 @@ def jaccard_loss(logits: Tensor, target: Tensor, *, gamma: float = 1.0, smooth: 
                         class_weights=class_weights, reduction=reduction)
 
 
-
 class _RegionLoss(nn.Module):
     """Shared options of the region-loss modules; subclasses fix or expose ``alpha``, ``beta``."""
 
