@@ -221,6 +221,11 @@ BUILTIN_PROGRAMS: dict[str, MetricProgram] = {
 }
 
 
+def is_user_reference(name: str) -> bool:
+    """Whether ``name`` names a user program (``path/to/file.py:attr``), not a built-in."""
+    return ":" in name and name.rpartition(":")[0].endswith(".py")
+
+
 def get_program(name: str | MetricProgram) -> MetricProgram:
     """Look up a built-in program by name, or load a user one given as ``path/to/file.py:attr``.
 
@@ -229,7 +234,7 @@ def get_program(name: str | MetricProgram) -> MetricProgram:
     """
     if isinstance(name, MetricProgram):
         return name
-    if ":" in name and name.split(":", 1)[0].endswith(".py"):
+    if is_user_reference(name):
         return load_user_program(name)
     try:
         return BUILTIN_PROGRAMS[name]

@@ -64,6 +64,7 @@ from autoloss.models import (
     pick_device,
     read_checkpoint,
 )
+from autoloss.programs import is_user_reference
 from autoloss.proxy_features import FeatureSplit, UNetTail
 from autoloss.trainer import NonFiniteLossError, TrainConfig, evaluate, fit
 
@@ -96,7 +97,8 @@ class ProxyConfig:
     train images used for fine-tuning (None: all; drawn with ``subset_seed``). ``eval_split``:
     the proxy-validation split (never ``test``); ``eval_subset``: score only its first images.
     ``metrics``: exact metrics to report (None: all of ``METRIC_NAMES``; naming only the search
-    target saves evaluation time). ``tol``: boundary tolerance in pixels.
+    target saves evaluation time); a user program ``file.py:name`` is accepted too. ``tol``:
+    boundary tolerance in pixels.
 
     Model: ``model`` (``"unet"`` / ``"deeplab"``), ``width``, ``depth``, ``norm``.
 
@@ -204,7 +206,8 @@ class ProxyConfig:
             if not metrics:
                 fail("metrics", "a non-empty list of metric names or None")
             for m in metrics:
-                _choice("metrics", m, list(METRIC_NAMES))
+                if not (isinstance(m, str) and is_user_reference(m)):
+                    _choice("metrics", m, list(METRIC_NAMES))
             object.__setattr__(self, "metrics", tuple(dict.fromkeys(metrics)))
         if self.device is not None and not isinstance(self.device, str):
             fail("device", "'cpu', 'cuda', 'cuda:N' or None")

@@ -18,6 +18,8 @@ from torch import nn
 
 from autoloss.cache import default_cache_dir
 from autoloss.data import data_slug
+from autoloss.metrics import METRIC_NAMES
+from autoloss.programs import is_user_reference
 from autoloss.spaces import SearchSpace, load_space
 from autoloss.yaml_files import read_mapping
 
@@ -304,8 +306,22 @@ def make_space(cfg: SearchConfig) -> SearchSpace | CompositeSpace:
     return CompositeSpace(tuple((m, w, load_space(m)) for m, w in terms))
 
 
+def target_metrics(cfg: SearchConfig) -> list[str]:
+    """The metric names the search's objective reads (``"miou+0.5*bf1"`` -> miou, bf1)."""
+    return list(cfg.metric) if cfg.multi_objective else [n for n, _ in parse_target(cfg.metric)]
+
+
 def _proxy_config(cfg: SearchConfig) -> dict[str, Any]:
-    return {"data": cfg.data, **cfg.proxy}
+    """The proxy's options; a user metric of the target is added to the metrics it reports
+    (next to every built-in one, or to the ``metrics`` the config names)."""
+    options = dict(cfg.proxy)
+    users = [m for m in target_metrics(cfg) if is_user_reference(m)]
+    if users:
+        given = options.get("metrics")
+        reported = (list(METRIC_NAMES) if given is None
+                    else [given] if isinstance(given, str) else list(given))
+        options["metrics"] = reported + [m for m in users if m not in reported]
+    return {"data": cfg.data, **options}
 
 
 def make_proxy(cfg: SearchConfig) -> Proxy:

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 from torch import nn
 
-from autoloss.programs import BUILTIN_PROGRAMS, get_program
+from autoloss.programs import BUILTIN_PROGRAMS, get_program, is_user_reference
 
 __all__ = ["CeWeight", "CurveSpace", "SearchSpace", "bezier_raw_from_points",
            "default_space", "load_space"]
@@ -472,7 +472,7 @@ def load_space(path_or_metric: str | Path) -> SearchSpace:
     text = str(path_or_metric)
     path = Path(text).expanduser()
     if path.suffix not in (".yaml", ".yml") and not path.is_file():
-        if ":" in text and text.split(":", 1)[0].endswith(".py"):
+        if is_user_reference(text):
             return default_space(text)
         for folder in (Path("search_spaces"), SPACES_DIR):
             if (folder / f"{text}.yaml").is_file():
