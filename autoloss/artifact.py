@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from autoloss.budget import discarded
+
 __all__ = ["best_trial", "export_trial", "fail_reason", "search_name", "summarize"]
 
 
@@ -27,7 +29,8 @@ def search_name(folder: Path) -> str:
 
 
 def _state(trial: Any) -> str:
-    return trial.state.name
+    """The trial's state name; ``"DISCARDED"`` for a trial that never ran (autoloss.budget)."""
+    return "DISCARDED" if discarded(trial) else trial.state.name
 
 
 def _complete(study: Any) -> list[Any]:
@@ -208,7 +211,8 @@ def summarize(study: Any, *, wall_time: float | None = None, top: int = 5) -> st
     top trials, the reference points and the failed trials."""
     trials = study.get_trials(deepcopy=False)
     states = [_state(t) for t in trials]
-    count = {s: states.count(s) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
+    count = {s: states.count(s)
+             for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING", "DISCARDED")}
     config = study.user_attrs.get("config", {})
     baseline = study.user_attrs.get("baseline_ce")
     multi = len(study.directions) > 1
@@ -218,7 +222,9 @@ def summarize(study: Any, *, wall_time: float | None = None, top: int = 5) -> st
              f"- trials: {count['COMPLETE']} complete, {count['PRUNED']} pruned, "
              f"{count['FAIL']} failed" + (f", {count['RUNNING']} running" if count['RUNNING']
                                           else "") +
-             (f", {count['WAITING']} waiting" if count["WAITING"] else ""),
+             (f", {count['WAITING']} waiting" if count["WAITING"] else "") +
+             (f" ({count['DISCARDED']} more discarded: started by a process after the study "
+              "had its trial budget)" if count["DISCARDED"] else ""),
              f"- cross-entropy baseline: {_fmt(baseline)}"]
     if wall_time is not None:
         lines.append(f"- wall time: {wall_time:.1f} s")

@@ -30,6 +30,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
+from autoloss.budget import discarded
+
 __all__ = ["FORMATS", "LOSS_COLORS", "STYLE", "check_formats",
            "curves_of", "default_labels", "plot_curves", "plot_history", "plot_importance",
            "plot_training", "read_training_log", "save_figure", "smooth",
@@ -240,7 +242,7 @@ def plot_history(study: Any, *, out: Path | str, baseline: float | None = None,
     pruned_pts = [(t.number, t.intermediate_values[max(t.intermediate_values)])
                   for t in pruned if t.intermediate_values]
     unreported = [t.number for t in pruned if not t.intermediate_values]
-    failed = [t.number for t in trials if t.state == TrialState.FAIL]
+    failed = [t.number for t in trials if t.state == TrialState.FAIL and not discarded(t)]
     maximize = study.directions[0].name == "MAXIMIZE"
     if baseline is None:
         baseline = _baseline_value(study.user_attrs.get("baseline_ce"))

@@ -10,6 +10,9 @@ Choices:
 - **Workers**: ``workers=N`` processes (spawned) share the storage; each runs its share of the
   missing trials, and stops once the study has ``trials`` finished ones. Queued trials run in the
   parent process first (SQLite has no row locks, so two workers could take the same one).
+  Several searches (hosts) may share one study: the budget is the study's (``autoloss.budget``),
+  sampler randomness is keyed by the trial number (``autoloss.trial_seeds``), the study's
+  creator queues the first trials.
 - **Resumable**: the study lives in a storage (default ``sqlite:///<out>/study.db``); running the
   same command again loads it and runs only the trials missing to reach ``trials`` finished ones
   (COMPLETE + PRUNED + FAIL with a reason; an interrupted trial does not count). SQL storages
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -45,6 +49,7 @@ import optuna
 from optuna.trial import TrialState
 from torch import nn
 
+from autoloss.budget import DISCARDED, OWNER, discarded, fail_orphans, finished, over_budget, owner
 from autoloss.pruning import BottomQuantilePruner
 from autoloss.rescore import rescore_seeds, rescore_top
 from autoloss.search_config import (
@@ -59,13 +64,24 @@ from autoloss.search_config import (
     parse_target,
     resolve_config,
 )
-from autoloss.urls import mask_password
+from autoloss.trial_seeds import TrialSeededSampler
+from autoloss.urls import mask_password, mask_password_in
 
 __all__ = ["SAMPLERS", "Proxy", "SearchConfig", "SearchResult", "build_objective", "make_proxy", "rescore",
            "load_experiment", "make_storage", "open_study", "parse_target", "resolve_config",
            "run_search"]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+# SQLAlchemy's driver of a URL scheme -> the package that provides it
+_DRIVERS = {"postgresql": "psycopg2 (pip install psycopg2-binary)",
+            "postgresql+psycopg2": "psycopg2 (pip install psycopg2-binary)",
+            "postgresql+psycopg": "psycopg 3 (pip install 'psycopg[binary]')",
+            "mysql": "mysqlclient (pip install mysqlclient)",
+            "mysql+pymysql": "PyMySQL (pip install pymysql)"}
+# what processes creating one new database at once can meet (then opening it again works)
+_CREATION_RACES = ("already exists", "UNIQUE constraint failed", "duplicate key value")
 
 
 def make_storage(url: str, *, heartbeat: int = 30) -> optuna.storages.BaseStorage:
@@ -89,8 +105,24 @@ def make_storage(url: str, *, heartbeat: int = 30) -> optuna.storages.BaseStorag
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = retry_cls(max_retry=1)
         engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-        return storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
-                                   grace_period=3 * heartbeat, **{callback_arg: retry})
+        for attempt in range(5):
+            try:
+                return storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                           grace_period=3 * heartbeat, **{callback_arg: retry})
+            except ImportError:  # the URL's database driver
+                scheme = url.split("://", 1)[0]
+                package = _DRIVERS.get(scheme, f"the driver of {scheme!r}")
+                raise ImportError(f"storage {mask_password(url)} needs the database driver "
+                                  f"{package}, which is not installed (for PostgreSQL: pip "
+                                  "install 'autoloss[postgres]')") from None
+            except Exception as err:
+                # processes creating one new database together race on its tables: retry
+                if attempt == 4 or not any(text in str(err) for text in _CREATION_RACES):
+                    first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+                    raise ValueError(f"cannot open the storage {mask_password(url)}: "
+                                       f"{mask_password_in(first, url)}") from None
+                time.sleep(0.2 + 0.3 * attempt)
+    raise AssertionError("unreachable")
 
 
 def tpe_startup_trials(cfg: SearchConfig) -> int:
@@ -135,13 +167,15 @@ def prior_points(space: Any, n: int, *, seed: int, sigma: float = 0.2,
     return points
 
 
-def make_sampler(cfg: SearchConfig, space: Any, *, worker: int = 0) -> optuna.samplers.BaseSampler:
-    """The sampler named by ``cfg.sampler`` (worker ``k`` uses seed ``seed + k``)."""
-    seed = cfg.seed + worker
+def make_sampler(cfg: SearchConfig, space: Any) -> optuna.samplers.BaseSampler:
+    """The sampler named by ``cfg.sampler``, its randomness keyed by the trial number
+    (:mod:`autoloss.trial_seeds`): processes and workers sharing a study never sample the same
+    stream, and trial ``k`` of a seed is the same however many of them there are."""
+    seed = cfg.seed
     if cfg.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True,
-                                          n_startup_trials=tpe_startup_trials(cfg),
-                                          constant_liar=cfg.workers > 1)
+        startup, liar = tpe_startup_trials(cfg), cfg.workers > 1
+        return TrialSeededSampler(lambda s: optuna.samplers.TPESampler(
+            seed=s, multivariate=True, n_startup_trials=startup, constant_liar=liar), seed)
     if cfg.sampler == "cmaes":
         try:
             import cmaes  # noqa: F401
@@ -150,15 +184,15 @@ def make_sampler(cfg: SearchConfig, space: Any, *, worker: int = 0) -> optuna.sa
                               ) from None
         # starts at the centre of the box (x0/sigma0 are deprecated in optuna 4.9); the
         # enqueued reference points are evaluated first all the same
-        return optuna.samplers.CmaEsSampler(seed=seed)
+        return TrialSeededSampler(lambda s: optuna.samplers.CmaEsSampler(seed=s), seed)
     if cfg.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if cfg.sampler == "qmc":  # one shared sequence: every worker uses the same seed
+        return TrialSeededSampler(lambda s: optuna.samplers.RandomSampler(seed=s), seed)
+    if cfg.sampler == "qmc":  # one shared sequence, indexed by the trial number
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.QMCSampler(seed=cfg.seed, scramble=True,
+            return optuna.samplers.QMCSampler(seed=seed, scramble=True,
                                               warn_asynchronous_seeding=False)
-    from autoloss.ppo import PPOSampler
+    from autoloss.ppo import PPOSampler  # draws with a generator seeded by the trial number
 
     return PPOSampler(initial_params=initial_params(cfg, space), seed=seed, **cfg.ppo)
 
@@ -192,6 +226,12 @@ def build_objective(cfg: SearchConfig, space: Any, proxy: Proxy) -> Callable[[An
     last_step = max(proxy.eval_steps) if proxy.eval_steps else None
 
     def objective(trial: optuna.Trial) -> float | list[float]:
+        trial.set_user_attr(OWNER, owner())
+        if over_budget(trial.study, trial.number, cfg.trials):
+            trial.set_user_attr(DISCARDED, "the study had its trial budget when it started")
+            trial.study.stop()
+            raise BudgetReached(f"trial {trial.number} discarded: the study has its "
+                                f"{cfg.trials} trials")
         params = {n: trial.suggest_float(n, lo, hi) for n, (lo, hi) in space.bounds().items()}
         history: list[list[Any]] = []
         spec: dict[str, Any] | None = None
@@ -232,11 +272,18 @@ def build_objective(cfg: SearchConfig, space: Any, proxy: Proxy) -> Callable[[An
 
 
 def _load_or_create(cfg: SearchConfig, space: Any, sampler: Any, pruner: Any,
-                    storage: Any) -> optuna.Study:
+                    storage: Any) -> tuple[optuna.Study, bool]:
+    """The study, and whether this process created it (the storage's unique study name makes
+    exactly one of several processes starting together the creator)."""
     n_obj = len(cfg.metric) if cfg.multi_objective else 1
-    study = optuna.create_study(study_name=cfg.study, storage=storage, sampler=sampler,
-                                pruner=pruner, directions=["maximize"] * n_obj,
-                                load_if_exists=True)
+    try:
+        study = optuna.create_study(study_name=cfg.study, storage=storage, sampler=sampler,
+                                    pruner=pruner, directions=["maximize"] * n_obj)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=cfg.study, storage=storage, sampler=sampler,
+                                  pruner=pruner)
+        created = False
     if len(study.directions) != n_obj:
         raise ValueError(f"study {cfg.study!r} has {len(study.directions)} objective(s), but "
                          f"this search has {n_obj}; use another --study or --out")
@@ -244,7 +291,7 @@ def _load_or_create(cfg: SearchConfig, space: Any, sampler: Any, pruner: Any,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(cfg.metric) if cfg.multi_objective else [cfg.metric])
-    return study
+    return study, created
 
 
 # proxy options that change how fast a trial runs, not its result
@@ -305,23 +352,27 @@ def _check_identity(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any
         study.set_user_attr("identity", ident)
 
 
-def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Proxy) -> None:
-    """Record or check the study's config, fail stale trials, compute the CE baseline once and
-    enqueue the reference points into a new study."""
+_QUEUED = "queued"  # study attribute: the first trials (references, init, prior) are enqueued
+
+
+def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Proxy, *,
+                 created: bool) -> None:
+    """Record (creator) or check the study's config, enqueue the first trials once (creator),
+    fail stale trials and compute the CE baseline once."""
     ident = _identity(cfg, space, proxy)
-    stored = study.user_attrs.get("identity")
-    if stored is None:
-        config = {k: (str(v) if isinstance(v, Path) else v)
-                  for k, v in dataclasses.asdict(cfg).items()}
-        config["storage"] = mask_password(cfg.storage)
-        study.set_user_attr("identity", ident)
-        study.set_user_attr("config", config)
-        study.set_user_attr("proxy_config", resolved_proxy_config(cfg, proxy))
-        study.set_user_attr("storage", mask_password(cfg.storage))
+    if created:
+        _record_config(cfg, study, ident, proxy)
+        _enqueue_first_trials(cfg, space, study)
     else:
+        _wait_for_creator(study)
+        if "identity" not in study.user_attrs:  # an empty study made outside autoloss
+            _record_config(cfg, study, ident, proxy)
         _check_identity(cfg, study, ident)
+        if _QUEUED not in study.user_attrs and not study.get_trials(deepcopy=False):
+            _enqueue_first_trials(cfg, space, study)  # its creator stopped before queueing
     if "data_info" not in study.user_attrs:
         study.set_user_attr("data_info", data_info(proxy))
+    fail_orphans(study)  # this host's dead processes: no need to wait for their heartbeats
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
@@ -330,20 +381,47 @@ def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Prox
         values = _objective_values(metrics, cfg)
         study.set_user_attr("baseline_ce", values if cfg.multi_objective else values[0])
         study.set_user_attr("baseline_ce_metrics", metrics)
-    if not study.get_trials(deepcopy=False):
-        queued = 0
-        if cfg.init_from is not None:
-            study.enqueue_trial(initial_params(cfg, space),
-                                user_attrs={"reference": f"init:{Path(cfg.init_from).name}"})
+
+
+def _record_config(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any],
+                   proxy: Proxy) -> None:
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+    config["storage"] = mask_password(cfg.storage)
+    study.set_user_attr("identity", ident)
+    study.set_user_attr("config", config)
+    study.set_user_attr("proxy_config", resolved_proxy_config(cfg, proxy))
+    study.set_user_attr("storage", mask_password(cfg.storage))
+
+
+def _wait_for_creator(study: optuna.Study, timeout: float = 30.0) -> None:
+    """Wait (up to ``timeout`` s) until the process that created ``study`` a moment ago has
+    recorded its config and queued its first trials; a study with trials or made by an older
+    autoloss is ready at once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        attrs = study.user_attrs
+        if _QUEUED in attrs or ("identity" in attrs and study.get_trials(deepcopy=False)):
+            return
+        time.sleep(0.2)
+
+
+def _enqueue_first_trials(cfg: SearchConfig, space: Any, study: optuna.Study) -> None:
+    """The trials a new study starts with: ``init_from``, the reference points, TPE's prior
+    points; then the study attribute that says so."""
+    queued = 0
+    if cfg.init_from is not None:
+        study.enqueue_trial(initial_params(cfg, space),
+                            user_attrs={"reference": f"init:{Path(cfg.init_from).name}"})
+        queued += 1
+    if cfg.enqueue_references:
+        for label, params in space.reference_points().items():
+            study.enqueue_trial(params, user_attrs={"reference": label})
             queued += 1
-        if cfg.enqueue_references:
-            for label, params in space.reference_points().items():
-                study.enqueue_trial(params, user_attrs={"reference": label})
-                queued += 1
-        if cfg.startup == "prior" and cfg.sampler == "tpe":
-            for params in prior_points(space, max(0, tpe_startup_trials(cfg) - queued),
-                                       seed=cfg.seed, center=initial_params(cfg, space)):
-                study.enqueue_trial(params, user_attrs={"startup": "prior"})
+    if cfg.startup == "prior" and cfg.sampler == "tpe":
+        for params in prior_points(space, max(0, tpe_startup_trials(cfg) - queued),
+                                   seed=cfg.seed, center=initial_params(cfg, space)):
+            study.enqueue_trial(params, user_attrs={"startup": "prior"})
+    study.set_user_attr(_QUEUED, True)
 
 
 def _cross_entropy(proxy: Proxy) -> nn.Module:
@@ -368,26 +446,67 @@ def _worker(cfg: SearchConfig, n_trials: int, worker: int,
     proxy.prepare()
     storage = make_storage(cfg.storage, heartbeat=cfg.heartbeat)
     study = optuna.load_study(study_name=cfg.study, storage=storage,
-                              sampler=make_sampler(cfg, space, worker=worker),
+                              sampler=make_sampler(cfg, space),
                               pruner=make_pruner(cfg, proxy.eval_steps))
     _optimize(study, cfg, build_objective(cfg, space, proxy), n_trials, list(callbacks))
+
+
+class BudgetReached(Exception):
+    """Raised in a trial started once the study had its budget (by other processes); the trial
+    is failed and marked discarded (:mod:`autoloss.budget`), and the process stops."""
+
+
+class _HideDiscarded(logging.Filter):
+    """Drops optuna's "Trial k failed" warning of a discarded trial (it never ran)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return BudgetReached.__name__ not in record.getMessage()
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_HideDiscarded())
 
 
 def _optimize(study: optuna.Study, cfg: SearchConfig, objective: Callable[[Any], Any],
               n_trials: int, callbacks: list[Any]) -> None:
     def stop(study: optuna.Study, trial: Any) -> None:
-        if _finished(study) >= cfg.trials:
+        if finished(study) >= cfg.trials:
             study.stop()
 
-    study.optimize(objective, n_trials=n_trials, timeout=cfg.timeout, catch=(Exception,),
-                   callbacks=[stop, *callbacks], gc_after_trial=False)
+    def ran(callback: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+        def call(study: optuna.Study, trial: Any) -> None:
+            if not discarded(trial):
+                callback(study, trial)
+        return call
+
+    while True:
+        try:
+            study.optimize(objective, n_trials=n_trials, timeout=cfg.timeout, catch=(Exception,),
+                           callbacks=[stop, *map(ran, callbacks)], gc_after_trial=False)
+            return
+        except ValueError as err:
+            # SQLite has no row locks: two processes can take the same queued trial, and the
+            # slower one cannot record it; go on (the budget check ends the loop)
+            if "Cannot tell a" not in str(err):
+                raise
 
 
-def _finished(study: optuna.Study) -> int:
-    """Trials that count toward ``trials``: complete, pruned, and failed with a reason (a crash
-    or a non-finite loss). A trial interrupted with its worker does not count; its retry does."""
-    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED)
-               if t.state != TrialState.FAIL or "fail_reason" in t.user_attrs)
+def _wait_for_running(study: optuna.Study, cfg: SearchConfig, *, progress: bool) -> None:
+    """With the budget reached or given out, wait for the trials other processes still run, so
+    that every process re-scores, exports and summarises the same finished study. Stale trials
+    (their process dead) are failed on the way; stops when none is left running."""
+    said = False
+    while finished(study) < cfg.trials:
+        fail_orphans(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running:
+            return
+        if progress and not said:
+            print(f"waiting for {len(running)} trial(s) running in other processes", flush=True)
+            said = True
+        time.sleep(1.0)
 
 
 def _best_text(study: optuna.Study) -> str:
@@ -434,10 +553,10 @@ def run_search(config: SearchConfig, *, progress: bool = True,
         initial_params(cfg, space)  # a bad init_from fails before the warm start trains
         proxy = make_proxy(cfg)  # builds, trains nothing yet
         storage = make_storage(cfg.storage, heartbeat=cfg.heartbeat)
-        study = _load_or_create(cfg, space, make_sampler(cfg, space), make_pruner(
+        study, created = _load_or_create(cfg, space, make_sampler(cfg, space), make_pruner(
             cfg, proxy.eval_steps), storage)
-        _setup_study(cfg, space, study, proxy)
-        done = _finished(study)
+        _setup_study(cfg, space, study, proxy, created=created)
+        done = finished(study)
         remaining = max(0, cfg.trials - done)
         if remaining:  # a finished study (rerun to redraw or export) needs no warm start
             proxy.prepare()
@@ -455,9 +574,10 @@ def run_search(config: SearchConfig, *, progress: bool = True,
             if here:
                 _optimize(study, cfg, build_objective(cfg, space, proxy), here,
                           [tick, *callbacks])
-            remaining = max(0, cfg.trials - _finished(study))
+            remaining = max(0, cfg.trials - finished(study))
             if remaining and cfg.workers > 1:
                 _run_workers(cfg, study, remaining, bar, callbacks)
+            _wait_for_running(study, cfg, progress=progress)
         finally:
             bar.close()
         loss_path = None
@@ -504,11 +624,11 @@ def _run_workers(cfg: SearchConfig, study: optuna.Study, remaining: int, bar: An
              for i, n in enumerate(shares)]
     for p in procs:
         p.start()
-    seen = _finished(study)
+    seen = finished(study)
     try:
         while any(p.is_alive() for p in procs):
             time.sleep(0.5)
-            now = _finished(study)
+            now = finished(study)
             if now > seen:
                 bar.update(now - seen)
                 bar.set_postfix(best=_best_text(study))
@@ -523,7 +643,8 @@ def _run_workers(cfg: SearchConfig, study: optuna.Study, remaining: int, bar: An
 
 def _result(cfg: SearchConfig, study: optuna.Study, loss_path: Path | None,
             wall: float) -> SearchResult:
-    counts = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in FINISHED}
+    counts = {s.name.lower(): sum(1 for t in study.get_trials(deepcopy=False, states=(s,))
+                                  if not discarded(t)) for s in FINISHED}
     best_value, best_trial = None, None
     if counts["complete"]:
         if cfg.multi_objective:

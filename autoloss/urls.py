@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MASK", "is_masked", "mask_password"]
+__all__ = ["MASK", "is_masked", "mask_password", "mask_password_in"]
 
 MASK = "***"
 
@@ -35,3 +35,12 @@ def is_masked(url: str) -> bool:
     """True if ``url`` is a masked URL (its password was replaced, so it cannot be opened)."""
     match = _CREDENTIALS.match(url)
     return match is not None and match.group("password") == MASK
+
+
+def mask_password_in(text: str, url: str) -> str:
+    """``text`` (e.g. a database driver's error message) with the password of ``url`` replaced
+    by ``***`` wherever it occurs."""
+    match = _CREDENTIALS.match(str(url))
+    if match is None or not match.group("password"):
+        return text
+    return text.replace(match.group("password"), MASK)

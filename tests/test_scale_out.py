@@ -1,0 +1,129 @@
+"""Several processes on one study (the way to use more machines), with the fake proxy: the
+trial budget is global, no two trials share parameters, the first trials are queued once, and a
+restart fails the trials of its dead processes at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from fake_proxy import fast_tmp_dir
+from optuna.trial import TrialState
+
+from autoloss.budget import DISCARDED, OWNER, over_budget
+from autoloss.search import SearchConfig, make_storage, run_search
+
+TESTS = Path(__file__).resolve().parent
+EXPERIMENT = """\
+metric: miou
+data: shapes
+trials: {trials}
+sampler: {sampler}
+seed: 0
+rescore_top: 0
+plots: false
+out: {out}
+storage: {storage}
+cache: {cache}
+proxy_factory: fake_proxy:FakeProxy
+proxy: {{sleep: 0.05}}
+"""
+
+
+@pytest.fixture()
+def folder() -> Iterator[Path]:
+    yield from fast_tmp_dir()
+
+
+def _start(config: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get(
+        "PYTHONPATH", "")]), "AUTOLOSS_TRUST_CODE": "1"}  # proxy_factory imports a module
+    code = "import sys; from autoloss.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen([sys.executable, "-c", code, "search", "--config", str(config),
+                             "--no-progress"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _study(storage: str) -> optuna.Study:
+    return optuna.load_study(study_name="miou-shapes", storage=make_storage(storage))
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_three_processes_finish_exactly_the_budget_without_duplicates(folder, sampler):
+    storage = f"sqlite:///{folder / 'study.db'}"
+    configs = []
+    for i in range(3):  # one study, three run folders (as on three hosts)
+        path = folder / f"p{i}.yaml"
+        path.write_text(EXPERIMENT.format(trials=12, sampler=sampler, out=folder / f"out{i}",
+                                          storage=storage, cache=folder / f"cache{i}"))
+        configs.append(path)
+    procs = [_start(path) for path in configs]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    study = _study(storage)
+    counted = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(counted) == 12  # the budget is the study's, not each process's
+    ran = [t for t in study.trials if DISCARDED not in t.user_attrs]
+    assert all(t.state != TrialState.FAIL for t in ran)
+    params = [tuple(sorted(t.params.items())) for t in ran]
+    assert len(set(params)) == len(params), "two trials sampled the same parameters"
+    refs = [t.user_attrs["reference"] for t in study.trials if "reference" in t.user_attrs]
+    assert refs == ["identity", "paper:asl-voc-miou"]  # queued once, by the creator
+    summaries = {_without_wall_time(folder / f"out{i}" / "summary.md") for i in range(3)}
+    assert len(summaries) == 1  # each process waited for the others' trials, then wrote it
+    assert f"- trials: {sum(t.state == TrialState.COMPLETE for t in counted)} complete" in (
+        summaries.pop())
+    pids = {t.user_attrs[OWNER]["pid"] for t in ran}
+    assert len(pids) >= 2, "the trials should have been shared between the processes"
+
+
+def _without_wall_time(path: Path) -> str:
+    return "\n".join(line for line in path.read_text().splitlines()
+                     if not line.startswith("- wall time"))
+
+def test_a_trial_past_the_budget_is_discarded(folder):
+    study = optuna.create_study(direction="maximize")
+    for value in (0.1, 0.2):
+        trial = study.ask()
+        study.tell(trial, value)
+    running = study.ask()  # another process's running trial counts
+    assert over_budget(study, running.number + 1, 3)
+    assert not over_budget(study, running.number + 1, 4)
+    assert not over_budget(study, running.number, 3)  # it sees only the trials before it
+
+
+def test_restart_fails_the_trials_of_dead_processes_at_once(folder):
+    """A trial left RUNNING by a killed process of this host is failed when the search
+    restarts (no 90 s grace, no WAITING retry), and a new trial takes its place."""
+    cfg = SearchConfig(metric="miou", data="shapes", trials=3, sampler="random", plots=False,
+                       rescore_top=0, out=folder / "run", cache=folder / "cache",
+                       proxy_factory="fake_proxy:FakeProxy")
+    run_search(cfg, progress=False)
+    study = _study(f"sqlite:///{folder / 'run' / 'study.db'}")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    trial = study.ask()  # what a SIGKILLed process leaves behind
+    trial.set_user_attr(OWNER, {"host": os.uname().nodename, "pid": dead.pid})
+    started = time.monotonic()
+    result = run_search(SearchConfig(**{**cfg.__dict__, "trials": 4}), progress=False)
+    assert time.monotonic() - started < 60
+    study = _study(result.storage)
+    assert study.trials[trial.number].state == TrialState.FAIL
+    assert result.counts["complete"] == 4
+    assert not study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
+
+
+def test_storage_errors_are_one_clear_line_without_the_password(monkeypatch):
+    with pytest.raises(ValueError, match=r"cannot open the storage nosuch://u:\*\*\*@x/db"):
+        make_storage("nosuch://u:hunter2@x/db")
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # not installed
+    with pytest.raises(ImportError, match=r"needs the database driver psycopg2.*autoloss\[postgres\]"
+                       ) as err:
+        make_storage("postgresql://u:hunter2@127.0.0.1:1/db")
+    assert "hunter2" not in str(err.value)
