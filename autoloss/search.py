@@ -35,12 +35,15 @@ Choices:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import signal
+import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -437,7 +440,7 @@ def _cross_entropy(proxy: Proxy) -> nn.Module:
         return nn.CrossEntropyLoss(ignore_index=ignore if ignore is not None else -100)
 
 
-def _worker(cfg: SearchConfig, n_trials: int, worker: int,
+def _worker(cfg: SearchConfig, n_trials: int,
             callbacks: Sequence[Callable[[Any, Any], None]] = ()) -> None:
     """Entry point of a spawned worker process: load the study and run ``n_trials``."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -527,6 +530,24 @@ def _draw_plots(out: Path) -> None:
                       f"autoloss plot {out}", stacklevel=3)
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (what ``timeout`` and batch schedulers send) stops a search like Ctrl-C: the
+    workers are terminated and the study stays resumable (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_search(config: SearchConfig, *, progress: bool = True,
                callbacks: Sequence[Callable[[Any, Any], None]] = ()) -> SearchResult:
     """Run (or resume) a search; export the best trial to ``<out>/best_loss.yaml``, write
@@ -549,49 +570,51 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        space = make_space(cfg)
-        initial_params(cfg, space)  # a bad init_from fails before the warm start trains
-        proxy = make_proxy(cfg)  # builds, trains nothing yet
-        storage = make_storage(cfg.storage, heartbeat=cfg.heartbeat)
-        study, created = _load_or_create(cfg, space, make_sampler(cfg, space), make_pruner(
-            cfg, proxy.eval_steps), storage)
-        _setup_study(cfg, space, study, proxy, created=created)
-        done = finished(study)
-        remaining = max(0, cfg.trials - done)
-        if remaining:  # a finished study (rerun to redraw or export) needs no warm start
-            proxy.prepare()
-        bar = tqdm(total=cfg.trials, initial=min(done, cfg.trials), desc=f"search {cfg.study}",
-                   unit="trial", disable=not progress, dynamic_ncols=True)
-        def tick(study: optuna.Study, trial: Any) -> None:
-            bar.update(1)
-            bar.set_postfix(best=_best_text(study))
+        with _sigterm_as_interrupt():
+            space = make_space(cfg)
+            initial_params(cfg, space)  # a bad init_from fails before the warm start trains
+            proxy = make_proxy(cfg)  # builds, trains nothing yet
+            storage = make_storage(cfg.storage, heartbeat=cfg.heartbeat)
+            study, created = _load_or_create(cfg, space, make_sampler(cfg, space), make_pruner(
+                cfg, proxy.eval_steps), storage)
+            _setup_study(cfg, space, study, proxy, created=created)
+            done = finished(study)
+            remaining = max(0, cfg.trials - done)
+            if remaining:  # a finished study (rerun to redraw or export) needs no warm start
+                proxy.prepare()
+            bar = tqdm(total=cfg.trials, initial=min(done, cfg.trials), desc=f"search {cfg.study}",
+                       unit="trial", disable=not progress, dynamic_ncols=True)
+            def tick(study: optuna.Study, trial: Any) -> None:
+                bar.update(1)
+                bar.set_postfix(best=_best_text(study))
 
-        try:
-            # With workers, the queued trials (references, retries) run here first: two
-            # processes could both pop one WAITING trial from SQLite (no row locks there).
-            waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-            here = remaining if cfg.workers == 1 else min(remaining, waiting)
-            if here:
-                _optimize(study, cfg, build_objective(cfg, space, proxy), here,
-                          [tick, *callbacks])
-            remaining = max(0, cfg.trials - finished(study))
-            if remaining and cfg.workers > 1:
-                _run_workers(cfg, study, remaining, bar, callbacks)
-            _wait_for_running(study, cfg, progress=progress)
-        finally:
-            bar.close()
-        loss_path = None
-        if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            rescore(cfg, study, proxy, progress=progress)
-            loss_path = export_trial(study, None, cfg.out / "best_loss.yaml",
-                                     storage=cfg.storage)
-        wall = time.monotonic() - started
-        text = summarize(study, wall_time=wall)
-        (cfg.out / "summary.md").write_text(text)
-        if progress:
-            print(text)
-        if cfg.plots:
-            _draw_plots(cfg.out)
+            try:
+                # With workers, the queued trials (references, retries) run here first: two
+                # processes could both pop one WAITING trial from SQLite (no row locks there).
+                waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+                here = remaining if cfg.workers == 1 else min(remaining, waiting)
+                if here:
+                    _optimize(study, cfg, build_objective(cfg, space, proxy), here,
+                              [tick, *callbacks])
+                remaining = max(0, cfg.trials - finished(study))
+                if remaining and cfg.workers > 1:
+                    _run_workers(cfg, study, remaining, bar, callbacks)
+                _wait_for_running(study, cfg, progress=progress)
+                _discard_leftover_queue(study, cfg)
+            finally:
+                bar.close()
+            loss_path = None
+            if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                rescore(cfg, study, proxy, progress=progress)
+                loss_path = export_trial(study, None, cfg.out / "best_loss.yaml",
+                                         storage=cfg.storage)
+            wall = time.monotonic() - started
+            text = summarize(study, wall_time=wall)
+            (cfg.out / "summary.md").write_text(text)
+            if progress:
+                print(text)
+            if cfg.plots:
+                _draw_plots(cfg.out)
     finally:
         optuna.logging.set_verbosity(verbosity)
     return _result(cfg, study, loss_path, wall)
@@ -615,13 +638,43 @@ def rescore(cfg: SearchConfig, study: optuna.Study, proxy: Proxy, *,
 
 def _run_workers(cfg: SearchConfig, study: optuna.Study, remaining: int, bar: Any,
                  callbacks: Sequence[Callable[[Any, Any], None]] = ()) -> None:
+    """Run the ``remaining`` trials in ``cfg.workers`` spawned processes. A worker that dies
+    (killed, out of memory) costs only its running trial: that trial is failed and the missing
+    trials run in new workers, until the budget is reached, the timeout has passed, or a round
+    of workers finishes no trial at all (then an error)."""
+    started = time.monotonic()
+    while remaining > 0:
+        before = finished(study)
+        codes = _worker_round(cfg, study, remaining, bar, callbacks)
+        dead = [code for code in codes if code != 0]
+        if not dead:
+            return  # the workers stopped by themselves: budget reached, or the timeout
+        lost = fail_orphans(study)
+        remaining = max(0, cfg.trials - finished(study))
+        timed_out = cfg.timeout is not None and time.monotonic() - started >= cfg.timeout
+        if finished(study) == before:
+            raise RuntimeError(f"{len(dead)} search worker(s) exited with codes {dead} and no "
+                               "trial finished; the study is kept, resume it with the same "
+                               "command")
+        warnings.warn(f"{len(dead)} search worker(s) exited with codes {dead}; their running "
+                      f"trial(s) {lost} were failed" + (
+                          f", {remaining} missing trial(s) run in new workers"
+                          if remaining and not timed_out else ""), stacklevel=3)
+        if timed_out:
+            return
+
+
+def _worker_round(cfg: SearchConfig, study: optuna.Study, remaining: int, bar: Any,
+                  callbacks: Sequence[Callable[[Any, Any], None]]) -> list[int]:
+    """One set of worker processes sharing ``remaining`` trials; their exit codes. On an
+    exception here (Ctrl-C, SIGTERM) the workers are terminated: the study stays resumable."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     workers = min(cfg.workers, remaining)
     shares = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
-    procs = [ctx.Process(target=_worker, args=(cfg, n, i, tuple(callbacks)), daemon=False)
-             for i, n in enumerate(shares)]
+    procs = [ctx.Process(target=_worker, args=(cfg, n, tuple(callbacks)), daemon=False)
+             for n in shares]
     for p in procs:
         p.start()
     seen = finished(study)
@@ -633,12 +686,25 @@ def _run_workers(cfg: SearchConfig, study: optuna.Study, remaining: int, bar: An
                 bar.update(now - seen)
                 bar.set_postfix(best=_best_text(study))
                 seen = now
+    except BaseException:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        raise
     finally:
         for p in procs:
             p.join()
-    bad = [p.exitcode for p in procs if p.exitcode != 0]
-    if bad:
-        raise RuntimeError(f"{len(bad)} search worker(s) exited with codes {bad}")
+    return [int(p.exitcode or 0) for p in procs]
+
+
+def _discard_leftover_queue(study: optuna.Study, cfg: SearchConfig) -> None:
+    """A study with its budget keeps no queued trial (e.g. a heartbeat retry of a trial whose
+    worker died after the budget was reached): each is taken and discarded."""
+    while finished(study) >= cfg.trials and study.get_trials(deepcopy=False,
+                                                              states=(TrialState.WAITING,)):
+        trial = study.ask()  # takes a queued trial first
+        trial.set_user_attr(DISCARDED, "queued after the study had its trial budget")
+        study.tell(trial, state=TrialState.FAIL)
 
 
 def _result(cfg: SearchConfig, study: optuna.Study, loss_path: Path | None,

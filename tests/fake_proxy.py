@@ -7,14 +7,18 @@ Score: for each surrogate in the loss, ``v`` = mean over its curves of ``h(0.5)`
 reward ``v`` near 0.7 for region metrics and near 0.35 for boundary metrics (so a multi-objective
 search has a trade-off), plus ``1e-3`` noise from the seed. Cross-entropy scores 0.75 (mIoU).
 Options (the ``proxy`` dict of the search config): ``crash_above`` / ``nonfinite_below`` (raise
-when the first surrogate's ``v`` is above / below), ``sleep`` (seconds per evaluation).
+when the first surrogate's ``v`` is above / below), ``sleep`` (seconds per evaluation),
+``kill_once`` (the first surrogate run in a worker process SIGKILLs that process, once per cache
+folder: a worker that dies mid-trial).
 """
 
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -47,7 +51,7 @@ def fast_tmp_dir() -> Iterator[Path]:
 
 
 BOUNDARY = ("biou", "bf1")
-KNOWN = ("data", "crash_above", "nonfinite_below", "sleep")
+KNOWN = ("data", "crash_above", "nonfinite_below", "sleep", "kill_once")
 
 
 def curve_value(loss: SurrogateLoss) -> float:
@@ -61,6 +65,10 @@ def surrogates(loss: nn.Module) -> list[SurrogateLoss]:
     if isinstance(loss, CombinedLoss):
         return [m for m in loss.losses if isinstance(m, SurrogateLoss)]
     return []
+
+
+def _in_worker() -> bool:
+    return multiprocessing.current_process().name != "MainProcess"
 
 
 class FakeProxy:
@@ -107,6 +115,14 @@ class FakeProxy:
             if "nonfinite_below" in self.config and v < self.config["nonfinite_below"]:
                 raise NonFiniteLossError(self.eval_steps[0], float("nan"))
         final = self.metrics_of(loss, seed)
+        if parts and self.config.get("kill_once") and _in_worker():
+            marker = self.cache_dir / "killed"
+            try:
+                marker.open("x").close()  # the first worker to get here dies
+            except FileExistsError:
+                pass
+            else:
+                os.kill(os.getpid(), signal.SIGKILL)
         for step in self.eval_steps:
             time.sleep(float(self.config.get("sleep", 0.0)))
             if on_eval is not None:

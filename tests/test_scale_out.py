@@ -127,3 +127,58 @@ def test_storage_errors_are_one_clear_line_without_the_password(monkeypatch):
                        ) as err:
         make_storage("postgresql://u:hunter2@127.0.0.1:1/db")
     assert "hunter2" not in str(err.value)
+
+
+def test_a_killed_worker_costs_only_its_trial(folder):
+    """SIGKILL of one of two workers mid-trial: its trial is failed (not counted), new workers
+    run the missing trials, and the search ends with its budget, summary and export."""
+    cfg = SearchConfig(metric="miou", data="shapes", trials=8, sampler="random", plots=False,
+                       rescore_top=0, workers=2, out=folder / "run", cache=folder / "cache",
+                       proxy_factory="fake_proxy:FakeProxy", proxy={"kill_once": True,
+                                                                    "sleep": 0.02})
+    with pytest.warns(UserWarning, match=r"1 search worker\(s\) exited with codes \[-9\]"):
+        result = run_search(cfg, progress=False)
+    assert (folder / "cache" / "killed").is_file()
+    study = _study(result.storage)
+    assert result.counts["complete"] + result.counts["pruned"] == 8
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 1 and "fail_reason" not in failed[0].user_attrs
+    assert not study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
+    assert (folder / "run" / "best_loss.yaml").is_file()
+    assert "1 failed" in (folder / "run" / "summary.md").read_text()
+
+
+def test_sigterm_stops_the_workers_and_the_study_resumes(folder):
+    out = folder / "run"
+    config = folder / "search.yaml"
+    config.write_text(EXPERIMENT.format(trials=12, sampler="random", out=out,
+                                        storage=f"sqlite:///{out / 'study.db'}",
+                                        cache=folder / "cache").replace(
+        "sleep: 0.05", "sleep: 0.2") + "workers: 2\n")
+    proc = _start(config)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until the workers run trials
+        try:
+            study = _study(f"sqlite:///{out / 'study.db'}")
+        except KeyError:  # not created yet
+            study = None
+        if study is not None and len(study.get_trials(states=(TrialState.RUNNING,))) == 2 and (
+                len(study.trials) > 3):
+            break
+        time.sleep(0.2)
+    proc.terminate()
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    time.sleep(1.0)
+    pids = {t.user_attrs[OWNER]["pid"] for t in _study(f"sqlite:///{out / 'study.db'}").trials
+            if OWNER in t.user_attrs}
+    for pid in pids:  # no worker outlives its search
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    resumed = _start(config)  # the same command: fails the killed trials at once, finishes
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output
+    study = _study(f"sqlite:///{out / 'study.db'}")
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 12
+    assert not study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
+    assert (out / "summary.md").is_file()
