@@ -98,7 +98,8 @@ class ProxyConfig:
     the proxy-validation split (never ``test``); ``eval_subset``: score only its first images.
     ``metrics``: exact metrics to report (None: all of ``METRIC_NAMES``; naming only the search
     target saves evaluation time); a user program ``file.py:name`` is accepted too. ``tol``:
-    boundary tolerance in pixels.
+    boundary tolerance in pixels; ``drop_bg``: class 0 left out of the boundary metrics (BIoU
+    band, BF1 mean), as the target's surrogate does (the search sets it from its space).
 
     Model: ``model`` (``"unet"`` / ``"deeplab"``), ``width``, ``depth``, ``norm``.
 
@@ -122,6 +123,7 @@ class ProxyConfig:
     eval_subset: int | None = None
     metrics: tuple[str, ...] | None = None
     tol: int = 5
+    drop_bg: bool = False
     model: str = "unet"
     width: int = 16
     depth: int = 3
@@ -168,7 +170,7 @@ class ProxyConfig:
                 fail(name, "a positive number")
         if self.grad_clip is not None and not is_pos(self.grad_clip):
             fail("grad_clip", "a positive number or None")
-        for name in ("warm_start", "augment"):
+        for name in ("warm_start", "augment", "drop_bg"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "a bool")
         for name in ("size", "crop"):
@@ -371,7 +373,8 @@ class Proxy:
             train = self._train if self.config.subset is None else load_dataset(self.data, "train")
             result = fit(model, loss, train, config=self.warm_start_config(),
                          checkpoint_path=partial, resume=True, progress=False)
-            scores = evaluate(model, self._val, metrics=self.config.metrics, tol=self.config.tol)
+            scores = evaluate(model, self._val, metrics=self.config.metrics, tol=self.config.tol,
+                              drop_bg=self.config.drop_bg)
             info = {"key": self.key(), "data": self.data, "proxy": self.config.to_dict(),
                     "val_metrics": scores, "wall_time": result.wall_time,
                     "seconds_per_step": result.seconds_per_step}
@@ -429,7 +432,8 @@ class Proxy:
             train, val = self._features()
             model = UNetTail(model)
         result = fit(model, loss, train, config=self.train_config(seed), eval_data=val,
-                     metrics=self.config.metrics, tol=self.config.tol, on_eval=on_eval,
+                     metrics=self.config.metrics, tol=self.config.tol,
+                     drop_bg=self.config.drop_bg, on_eval=on_eval,
                      progress=False)
         self.last_run = {"wall_time": time.perf_counter() - started,
                          "seconds_per_step": result.seconds_per_step,

@@ -299,6 +299,9 @@ def _load_or_create(cfg: SearchConfig, space: Any, sampler: Any, pruner: Any,
 
 # proxy options that change how fast a trial runs, not its result
 _EXECUTION_OPTIONS = ("device", "num_threads")
+# proxy options added after studies were recorded, with the value those studies ran with: a
+# study without the option resumes when the option has that value
+_ADDED_PROXY_OPTIONS = {"drop_bg": False}
 # 2: the identity's proxy entry holds every resolved proxy setting (1, unversioned: only the
 # overrides of the search config)
 _IDENTITY_VERSION = 2
@@ -340,6 +343,10 @@ def _check_identity(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any
     with a warning, and its identity upgraded."""
     stored = json.loads(json.dumps(study.user_attrs["identity"]))
     current = json.loads(json.dumps(ident))
+    if isinstance(stored.get("proxy"), dict) and isinstance(current.get("proxy"), dict):
+        for key, value in _ADDED_PROXY_OPTIONS.items():  # recorded before the option existed
+            if key not in stored["proxy"] and current["proxy"].get(key) == value:
+                del current["proxy"][key]
     if "version" not in stored:
         current = {**{k: v for k, v in current.items() if k != "version"},
                    "proxy": json.loads(json.dumps(cfg.proxy))}

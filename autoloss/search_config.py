@@ -311,10 +311,26 @@ def target_metrics(cfg: SearchConfig) -> list[str]:
     return list(cfg.metric) if cfg.multi_objective else [n for n, _ in parse_target(cfg.metric)]
 
 
+def _drop_bg_of(cfg: SearchConfig) -> bool:
+    """The ``drop_bg`` of the target's boundary surrogates (their spaces' option), so that the
+    proxy scores BIoU / BF1 as the searched loss defines them (BIoU's space: True)."""
+    space = make_space(cfg)
+    spaces = [s for _, _, s in space.terms] if isinstance(space, CompositeSpace) else [space]
+    values = {bool(s.options.get("drop_bg", False)) for s in spaces
+              if s.metric in ("biou", "bf1")}
+    if len(values) > 1:
+        raise ValueError(f"the boundary metrics of {cfg.metric!r} disagree on drop_bg in their "
+                         "search spaces; the proxy scores them with one value: set proxy "
+                         "drop_bg (true or false)")
+    return values.pop() if values else False
+
+
 def _proxy_config(cfg: SearchConfig) -> dict[str, Any]:
     """The proxy's options; a user metric of the target is added to the metrics it reports
     (next to every built-in one, or to the ``metrics`` the config names)."""
     options = dict(cfg.proxy)
+    if "drop_bg" not in options and _drop_bg_of(cfg):  # (only then: custom proxies keep
+        options["drop_bg"] = True                          # the options they know)
     users = [m for m in target_metrics(cfg) if is_user_reference(m)]
     if users:
         given = options.get("metrics")

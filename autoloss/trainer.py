@@ -248,10 +248,11 @@ def _model_device(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def _evaluate_split(model: nn.Module, split: _Split, *, metrics: Sequence[str] | None,
-                    batch_size: int, tol: int, max_images: int | None) -> dict[str, float]:
+                    batch_size: int, tol: int, max_images: int | None,
+                    drop_bg: bool = False) -> dict[str, float]:
     device = _model_device(model)
     acc = MetricAccumulator(num_classes=split.num_classes, ignore_index=split.ignore_index,
-                            tol=tol, metrics=metrics)
+                            tol=tol, drop_bg=drop_bg, metrics=metrics)
     n = len(split.labels) if max_images is None else min(max_images, len(split.labels))
     was_training = model.training
     model.eval()
@@ -270,7 +271,7 @@ def _evaluate_split(model: nn.Module, split: _Split, *, metrics: Sequence[str] |
 
 def evaluate(model: nn.Module, data: Any, *, metrics: Sequence[str] | None = None,
              batch_size: int = 16, device: str | None = None, tol: int = 5,
-             max_images: int | None = None) -> dict[str, float]:
+             max_images: int | None = None, drop_bg: bool = False) -> dict[str, float]:
     """Exact metrics of ``model`` on a dataset (full images, no augmentation).
 
     The model is run in ``eval()`` mode under ``torch.no_grad()`` (its mode is restored after);
@@ -279,7 +280,8 @@ def evaluate(model: nn.Module, data: Any, *, metrics: Sequence[str] | None = Non
     Args:
         data: a dataset from :func:`autoloss.data.load_dataset` (``arrays()``, ``mean``, ``std``).
         metrics: names from ``autoloss.metrics.METRIC_NAMES`` (default all). tol: boundary
-            tolerance in pixels. device: moves the model there (default: where it is).
+            tolerance in pixels. drop_bg: see :class:`~autoloss.metrics.MetricAccumulator`.
+            device: moves the model there (default: where it is).
         max_images: score only the first this many images.
 
     Returns:
@@ -292,7 +294,7 @@ def evaluate(model: nn.Module, data: Any, *, metrics: Sequence[str] | None = Non
     if device is not None:
         model.to(pick_device(device))
     return _evaluate_split(model, _Split.of(data, "data"), metrics=metrics, batch_size=batch_size,
-                           tol=tol, max_images=max_images)
+                           tol=tol, max_images=max_images, drop_bg=drop_bg)
 
 
 # ---- training --------------------------------------------------------------------------------
@@ -344,7 +346,7 @@ def _check_resume(stored: dict[str, Any], config: TrainConfig, path: Path) -> No
 
 def fit(model: nn.Module, loss: nn.Module, train_data: Any, *, config: TrainConfig,
         eval_data: Any = None, metrics: Sequence[str] | None = None, tol: int = 5,
-        on_eval: Callable[[int, dict[str, float]], None] | None = None,
+        drop_bg: bool = False, on_eval: Callable[[int, dict[str, float]], None] | None = None,
         checkpoint_path: str | Path | None = None, resume: bool = True,
         init_from: str | Path | None = None, log_path: str | Path | None = None,
         progress: bool = True) -> TrainResult:
@@ -355,7 +357,8 @@ def fit(model: nn.Module, loss: nn.Module, train_data: Any, *, config: TrainConf
         loss: called as ``loss(logits [N,C,H,W], target [N,H,W] long) -> scalar``; target
             pixels equal to the dataset's ``ignore_index`` are left in (the loss handles them).
         train_data, eval_data: datasets from :func:`autoloss.data.load_dataset`.
-        metrics, tol: what to evaluate (default all of ``METRIC_NAMES``), boundary tolerance.
+        metrics, tol, drop_bg: what to evaluate (default all of ``METRIC_NAMES``), boundary
+            tolerance, class 0 left out of the boundary metrics (``MetricAccumulator``).
         on_eval: ``on_eval(step, metrics)`` after each evaluation and its checkpoint.
         checkpoint_path: written (atomically) after each evaluation and at the end.
         resume: continue from ``checkpoint_path`` if it exists (same training config required).
@@ -474,8 +477,8 @@ def fit(model: nn.Module, loss: nn.Module, train_data: Any, *, config: TrainConf
             scores = None
             if evals is not None:
                 t1 = time.perf_counter()
-                scores = _evaluate_split(model, evals, metrics=metrics, tol=tol, max_images=None,
-                                         batch_size=config.eval_batch_size)
+                scores = _evaluate_split(model, evals, metrics=metrics, tol=tol, drop_bg=drop_bg,
+                                         max_images=None, batch_size=config.eval_batch_size)
                 eval_time += time.perf_counter() - t1
                 history.append({"step": done, "metrics": scores})
                 log({"step": done, "eval": _json_metrics(scores)})
@@ -489,7 +492,7 @@ def fit(model: nn.Module, loss: nn.Module, train_data: Any, *, config: TrainConf
         if history and history[-1]["step"] == config.steps:
             final = dict(history[-1]["metrics"])
         elif evals is not None:  # resumed from a finished run that was not evaluated
-            final = _evaluate_split(model, evals, metrics=metrics, tol=tol, max_images=None,
+            final = _evaluate_split(model, evals, metrics=metrics, tol=tol, drop_bg=drop_bg, max_images=None,
                                     batch_size=config.eval_batch_size)
         steps_run = config.steps - start
         return TrainResult(metrics=final, history=history, steps=config.steps, start_step=start,

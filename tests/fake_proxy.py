@@ -51,7 +51,7 @@ def fast_tmp_dir() -> Iterator[Path]:
 
 
 BOUNDARY = ("biou", "bf1")
-KNOWN = ("data", "crash_above", "nonfinite_below", "sleep", "kill_once")
+KNOWN = ("data", "crash_above", "nonfinite_below", "sleep", "kill_once", "drop_bg")
 
 
 def curve_value(loss: SurrogateLoss) -> float:

@@ -483,3 +483,52 @@ def test_a_finished_search_reruns_without_preparing_the_proxy(out, monkeypatch):
     monkeypatch.setattr(fake_proxy.FakeProxy, "prepare", lambda self: calls.append(1))
     result = run_search(config(out, trials=3), progress=False)
     assert calls == [] and result.loss_path is not None
+
+
+def test_biou_proxy_scores_biou_as_its_surrogate_defines_it(out):
+    """The BIoU space's surrogate leaves class 0's boundaries out (drop_bg); the proxy's reward
+    BIoU does the same, so a trial's loss and its score agree on what BIoU is."""
+    import torch
+
+    from autoloss.data import load_dataset
+    from autoloss.metrics import evaluate as evaluate_labels
+    from autoloss.search_config import _proxy_config
+    from autoloss.trainer import evaluate
+
+    assert _proxy_config(resolve_config(SearchConfig(metric="biou")))["drop_bg"] is True
+    assert "drop_bg" not in _proxy_config(resolve_config(SearchConfig(metric="miou")))
+    assert _proxy_config(resolve_config(SearchConfig(metric="miou+0.5*biou")))["drop_bg"]
+    assert not _proxy_config(resolve_config(SearchConfig(
+        metric="biou", proxy={"drop_bg": False})))["drop_bg"]  # an explicit choice stands
+    data = load_dataset("shapes?n=8&size=32", split="val")
+
+    class Constant(torch.nn.Module):  # predicts class 1 everywhere
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], data.num_classes, *x.shape[2:])
+            logits[:, 1] = 1.0
+            return logits
+
+    labels = torch.as_tensor(data.arrays()[1])
+    pred = torch.ones_like(labels)
+    scores = [evaluate(Constant(), data, metrics=["biou"], drop_bg=d)["biou"] for d in (0, 1)]
+    assert scores[0] != pytest.approx(scores[1], abs=1e-6)  # the option matters on this data
+    for drop_bg in (False, True):
+        expected = evaluate_labels(pred, labels, num_classes=data.num_classes,
+                                   ignore_index=data.ignore_index, drop_bg=drop_bg,
+                                   metrics=["biou"])["biou"]
+        got = evaluate(Constant(), data, metrics=["biou"], drop_bg=drop_bg)["biou"]
+        assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_study_recorded_before_drop_bg_existed_resumes(out):
+    """Identities recorded before the proxy had ``drop_bg`` match the value they ran with."""
+    from autoloss.search import _check_identity
+
+    cfg = resolve_config(SearchConfig(out=out))
+    ident = {"version": 2, "metric": "miou", "data": "shapes", "params": {},
+             "proxy": {"steps": 60, "drop_bg": False}}
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("identity", {**ident, "proxy": {"steps": 60}})
+    _check_identity(cfg, study, ident)  # no error
+    with pytest.raises(ValueError, match="proxy"):
+        _check_identity(cfg, study, {**ident, "proxy": {"steps": 60, "drop_bg": True}})
