@@ -349,19 +349,23 @@ class Proxy:
         text = json.dumps(ident, sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def prepare(self) -> None:
-        """Train and cache the cross-entropy warm start (once; a no-op when the file exists).
+    def prepare(self, *, progress: bool = False) -> None:
+        """Train and cache the cross-entropy warm start (once; a no-op when the file exists);
+        ``progress`` shows its bar.
 
         Safe when several processes call it at once: one trains while the others wait on a lock
         file; an interrupted run resumes from its partial checkpoint."""
-        self._prepare_warm_start()
+        self._prepare_warm_start(progress=progress)
         if self.config.finetune == "last":
             self._features()
 
-    def _prepare_warm_start(self) -> None:
+    def _prepare_warm_start(self, *, progress: bool = False) -> None:
         path = self.warm_start_path
         if path is None or path.exists():
             return
+        if progress:
+            print(f"training the cross-entropy warm start ({self.config.warm_start_steps} steps, "
+                  f"once per data and model; cached in {path.parent})", flush=True)
         with file_lock(path.with_suffix(".lock")):
             if path.exists():  # another process made it while this one waited
                 return
@@ -372,7 +376,8 @@ class Proxy:
             # checkpoints every 100 steps (an interrupted warm start resumes), no evaluation
             train = self._train if self.config.subset is None else load_dataset(self.data, "train")
             result = fit(model, loss, train, config=self.warm_start_config(),
-                         checkpoint_path=partial, resume=True, progress=False)
+                         checkpoint_path=partial, resume=True, progress=progress,
+                         progress_desc="warm start")
             scores = evaluate(model, self._val, metrics=self.config.metrics, tol=self.config.tol,
                               drop_bg=self.config.drop_bg)
             info = {"key": self.key(), "data": self.data, "proxy": self.config.to_dict(),

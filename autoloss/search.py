@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import signal
@@ -366,7 +367,7 @@ _QUEUED = "queued"  # study attribute: the first trials (references, init, prior
 
 
 def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Proxy, *,
-                 created: bool) -> None:
+                 created: bool, progress: bool = False) -> None:
     """Record (creator) or check the study's config, enqueue the first trials once (creator),
     fail stale trials and compute the CE baseline once."""
     ident = _identity(cfg, space, proxy)
@@ -387,10 +388,22 @@ def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Prox
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     if "baseline_ce" not in study.user_attrs:
+        prepare(proxy, progress=progress)
+        if progress:
+            print("scoring the cross-entropy baseline", flush=True)
         metrics = {k: float(v) for k, v in proxy.run(_cross_entropy(proxy), seed=cfg.seed).items()}
         values = _objective_values(metrics, cfg)
         study.set_user_attr("baseline_ce", values if cfg.multi_objective else values[0])
         study.set_user_attr("baseline_ce_metrics", metrics)
+
+
+def prepare(proxy: Proxy, *, progress: bool) -> None:
+    """``proxy.prepare()``, with its progress shown when it takes ``progress`` (a user's proxy
+    may not)."""
+    if "progress" in inspect.signature(proxy.prepare).parameters:
+        proxy.prepare(progress=progress)
+    else:
+        proxy.prepare()
 
 
 def _record_config(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any],
@@ -584,11 +597,11 @@ def run_search(config: SearchConfig, *, progress: bool = True,
             storage = make_storage(cfg.storage, heartbeat=cfg.heartbeat)
             study, created = _load_or_create(cfg, space, make_sampler(cfg, space), make_pruner(
                 cfg, proxy.eval_steps), storage)
-            _setup_study(cfg, space, study, proxy, created=created)
+            _setup_study(cfg, space, study, proxy, created=created, progress=progress)
             done = finished(study)
             remaining = max(0, cfg.trials - done)
             if remaining:  # a finished study (rerun to redraw or export) needs no warm start
-                proxy.prepare()
+                prepare(proxy, progress=progress)
             bar = tqdm(total=cfg.trials, initial=min(done, cfg.trials), desc=f"search {cfg.study}",
                        unit="trial", disable=not progress, dynamic_ncols=True)
             def tick(study: optuna.Study, trial: Any) -> None:

@@ -38,7 +38,7 @@ class Proxy(Protocol):
     ignore_index: int | None
     eval_steps: list[int]
 
-    def prepare(self) -> None: ...
+    def prepare(self, *, progress: bool = False) -> None: ...  # (progress: optional)
 
     def run(self, loss: nn.Module, *, seed: int,
             on_eval: Callable[[int, dict[str, float]], None] | None = None

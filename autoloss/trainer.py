@@ -349,7 +349,7 @@ def fit(model: nn.Module, loss: nn.Module, train_data: Any, *, config: TrainConf
         drop_bg: bool = False, on_eval: Callable[[int, dict[str, float]], None] | None = None,
         checkpoint_path: str | Path | None = None, resume: bool = True,
         init_from: str | Path | None = None, log_path: str | Path | None = None,
-        progress: bool = True) -> TrainResult:
+        progress: bool = True, progress_desc: str = "train") -> TrainResult:
     """Train ``model`` (in place, moved to ``config.device``) with ``loss`` on ``train_data``.
 
     Args:
@@ -366,7 +366,7 @@ def fit(model: nn.Module, loss: nn.Module, train_data: Any, *, config: TrainConf
             checkpoint (ignored when resuming).
         log_path: JSONL log, one object per line: ``{"step", "loss", "lr", "time"}`` every
             ``log_every`` steps, ``{"step", "eval": {...}}`` per evaluation (NaN -> null).
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar (labelled ``progress_desc``).
 
     Raises:
         NonFiniteLossError: the loss became NaN or infinite (no update, nothing written).
@@ -433,7 +433,7 @@ def fit(model: nn.Module, loss: nn.Module, train_data: Any, *, config: TrainConf
                 "elapsed": prior_time + time.perf_counter() - t_start,
             })
 
-        bar = tqdm(total=config.steps, initial=start, disable=not progress, desc="train",
+        bar = tqdm(total=config.steps, initial=start, disable=not progress, desc=progress_desc,
                    dynamic_ncols=True, leave=False)
         train_time = eval_time = 0.0
         last_loss: float | None = None

@@ -262,9 +262,9 @@ def test_two_searches_share_one_warm_start(tmp_path: Path, monkeypatch) -> None:
     trained = []
     real_prepare = proxy_module.Proxy._prepare_warm_start
 
-    def spy(self):
+    def spy(self, **kw):
         trained.append(not self.warm_start_path.exists())  # this call has to train it
-        real_prepare(self)
+        real_prepare(self, **kw)
 
     monkeypatch.setattr(proxy_module.Proxy, "_prepare_warm_start", spy)
     proxy = {k: v for k, v in TINY.items() if k != "data"}
@@ -334,3 +334,23 @@ def test_replaced_data_gets_another_warm_start(tmp_path: Path) -> None:
     np.savez(folder / "train.npz", images=rng.integers(0, 255, (8, 16, 16), np.uint8),
              labels=rng.integers(0, 2, (8, 16, 16), np.uint8))
     assert build_proxy(config, cache_dir=tmp_path).key() != key
+
+
+def test_search_says_what_it_does_before_the_first_trial(tmp_path: Path, monkeypatch,
+                                                         capsys) -> None:
+    """Progress is visible from the first second: the warm start and the baseline announce
+    themselves (a newcomer's first search would otherwise sit silent for minutes)."""
+    from autoloss.search import SearchConfig, run_search
+
+    monkeypatch.setenv("AUTOLOSS_CACHE", str(tmp_path / "shared"))
+    proxy = {k: v for k, v in TINY.items() if k != "data"}
+    config = SearchConfig(metric="miou", data=DATA, trials=1, out=tmp_path / "run", proxy=proxy,
+                          rescore_top=0, plots=False)
+    run_search(config, progress=True)
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "training the cross-entropy warm start (3 steps" in out
+    assert out.index("warm start") < out.index("scoring the cross-entropy baseline")
+    assert "warm start" in captured.err  # its progress bar (tqdm writes to stderr)
+    run_search(SearchConfig(**{**config.__dict__, "trials": 2}), progress=True)
+    assert "training the cross-entropy warm start" not in capsys.readouterr().out  # cached
