@@ -88,13 +88,18 @@ class MetricAccumulator:
 
     def __init__(self, *, num_classes: int, ignore_index: int | None = None, tol: int = 5,
                  drop_bg: bool = False, metrics: Sequence[str] | None = None) -> None:
-        if not isinstance(num_classes, int) or num_classes < 1:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, but got {num_classes=}")
-        if not isinstance(tol, int) or tol < 0:
+        if isinstance(tol, bool) or not isinstance(tol, int) or tol < 0:
             raise ValueError(f"tol must be a non-negative int, but got {tol=}")
-        if ignore_index is not None and not isinstance(ignore_index, int):
+        if ignore_index is not None and (isinstance(ignore_index, bool)
+                                         or not isinstance(ignore_index, int)):
             raise ValueError(f"ignore_index must be an int or None, but got {ignore_index=}")
-        names = list(METRIC_NAMES if metrics is None else metrics)
+        if not isinstance(drop_bg, bool):
+            raise ValueError(f"drop_bg must be a bool, but got {drop_bg=}")
+        # one name as a string is one metric (not its letters)
+        names = [metrics] if isinstance(metrics, str) else list(
+            METRIC_NAMES if metrics is None else metrics)
         if not names:
             raise ValueError("metrics must name at least one metric, but got an empty list")
         self.programs = {name: get_program(name) for name in names}

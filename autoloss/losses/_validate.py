@@ -27,10 +27,19 @@ __all__ = [
     "check_number",
     "class_weights_tensor",
     "did_you_mean",
+    "empty_batch",
     "weights_buffer",
 ]
 
 _SOFT_SUM_TOL = 1e-3
+
+
+def empty_batch(logits: Tensor) -> Tensor | None:
+    """The loss of a batch without pixels (``N = 0`` or an empty image): a finite 0 connected to
+    ``logits`` (so ``backward`` works and gives zero gradients); None for a non-empty batch."""
+    if logits.numel() != 0:
+        return None
+    return logits.sum() * 0.0
 
 
 def did_you_mean(value: object, allowed: Sequence[object]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,8 +34,10 @@ class CombinedLoss(nn.Module):
                 f"{len(weights)} weights"
             )
         for i, w in enumerate(weights):
-            if not isinstance(w, (int, float)) or w < 0:
-                raise ValueError(f"combine weight #{i} must be a non-negative number, but got {w!r}")
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) \
+                    or w < 0:
+                raise ValueError(f"combine weight #{i} must be a finite non-negative number, but "
+                                 f"got {w!r}")
         self.losses = nn.ModuleList(losses)
         self.weights = [float(w) for w in weights]
 

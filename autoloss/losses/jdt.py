@@ -44,6 +44,7 @@ from autoloss.losses._validate import (
     check_logits_and_target,
     check_number,
     class_weights_tensor,
+    empty_batch,
     weights_buffer,
 )
 from autoloss.losses.binary import check_mode, mode_entry, two_class
@@ -117,6 +118,8 @@ def jdt_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, beta: float 
                           miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
                           log_loss=log_loss, classes=classes, soft_classes=soft_classes)
     mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True)
+    if (empty := empty_batch(logits)) is not None:
+        return empty
     probs = torch.softmax(logits, dim=1)
     tp, fp, fn, peak = soft_counts(probs, target, mode=mode, ignore_index=ignore_index,
                                    norm=opts["norm"])

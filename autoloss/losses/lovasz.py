@@ -41,6 +41,7 @@ from autoloss.losses._validate import (
     check_classes,
     check_ignore_index,
     check_logits_and_target,
+    empty_batch,
 )
 
 __all__ = ["LovaszHingeLoss", "LovaszSoftmaxLoss", "lovasz_hinge", "lovasz_softmax"]
@@ -211,6 +212,8 @@ def lovasz_hinge(logits: Tensor, target: Tensor, *, per_image: bool = True,
         >>> lovasz_hinge(logits, torch.randint(0, 2, (2, 8, 8))).backward()
     """
     logits = check_binary_logits_and_target(logits, target, ignore_index=ignore_index)
+    if (empty := empty_batch(logits)) is not None:
+        return empty
     rows = logits.shape[0] if per_image else 1
     scores = logits.reshape(rows, -1)
     labels = target.reshape(rows, -1)

@@ -39,6 +39,7 @@ from autoloss.losses._validate import (
     check_logits_and_target,
     check_number,
     class_weights_tensor,
+    empty_batch,
     weights_buffer,
 )
 from autoloss.losses.binary import check_mode, mode_entry, two_class
@@ -73,10 +74,10 @@ def soft_counts(probs: Tensor, target: Tensor, *, mode: str, ignore_index: int |
         ``tp, fp, fn, peak`` where ``peak[b, c] = max_i q_bic`` over kept pixels.
     """
     n, c = probs.shape[:2]
-    p = probs.reshape(n, c, -1)
+    p = probs.flatten(2)  # (flatten, unlike reshape(n, c, -1), takes an empty batch)
     if mode == "hard":
-        labels = target.reshape(n, -1).long().clamp(0, c - 1)
-        valid = None if ignore_index is None else target.reshape(n, -1) != ignore_index
+        labels = target.flatten(1).long().clamp(0, c - 1)
+        valid = None if ignore_index is None else target.flatten(1) != ignore_index
         if norm == 1:
             keep = None if valid is None else valid.to(p.dtype)
             p_sum = (p.sum(dim=2) if keep is None
@@ -93,7 +94,7 @@ def soft_counts(probs: Tensor, target: Tensor, *, mode: str, ignore_index: int |
             keep = valid.unsqueeze(1).to(p.dtype)
             p, q = p * keep, q * keep
     else:
-        q = target.reshape(n, c, -1).to(p.dtype)
+        q = target.flatten(2).to(p.dtype)
     p_card = p.abs().pow(norm).sum(dim=2)
     q_card = q.abs().pow(norm).sum(dim=2)
     d_card = (p - q).abs().pow(norm).sum(dim=2)
@@ -178,6 +179,8 @@ def tversky_loss(logits: Tensor, target: Tensor, *, alpha: float = 0.3, beta: fl
     """
     red = Reduction.parse(reduction)
     mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True)
+    if (empty := empty_batch(logits)) is not None:
+        return empty
     alpha = check_number("alpha", alpha, low=0.0)
     beta = check_number("beta", beta, low=0.0)
     gamma = check_number("gamma", gamma, low=0.0, low_open=True)

@@ -45,6 +45,7 @@ from autoloss.losses._validate import (
     check_ignore_index,
     check_logits_and_target,
     check_number,
+    empty_batch,
 )
 
 __all__ = ["RMI_PRESETS", "RMILoss", "rmi_loss", "rmi_lower_bound"]
@@ -191,6 +192,8 @@ def rmi_loss(logits: Tensor, target: Tensor, *, radius: int = 3, pool: str = "ma
                    weight_lambda=weight_lambda, lambda_way=lambda_way, output_dtype=output_dtype)
     check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=False,
                             high_labels_ignored=True)
+    if (empty := empty_batch(logits)) is not None:
+        return empty
     num_classes = logits.shape[1]
     labels = target.long()
     valid = labels < num_classes
