@@ -15,6 +15,7 @@ import optuna
 import pytest
 from fake_proxy import fast_tmp_dir
 from optuna.trial import TrialState
+from postgres_server import fresh_database, postgres_url
 
 from autoloss.budget import DISCARDED, OWNER, over_budget
 from autoloss.search import SearchConfig, make_storage, run_search
@@ -41,6 +42,20 @@ def folder() -> Iterator[Path]:
     yield from fast_tmp_dir()
 
 
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[str]:
+    yield from postgres_url()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request, folder) -> str:
+    """A new study storage: a SQLite file, or a database on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{folder / 'study.db'}"
+    server = request.getfixturevalue("postgres_server")
+    return fresh_database(server, f"t{abs(hash(request.node.name)) % 10**8}")
+
+
 def _start(config: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get(
         "PYTHONPATH", "")]), "AUTOLOSS_TRUST_CODE": "1"}  # proxy_factory imports a module
@@ -55,8 +70,7 @@ def _study(storage: str) -> optuna.Study:
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "random"])
-def test_three_processes_finish_exactly_the_budget_without_duplicates(folder, sampler):
-    storage = f"sqlite:///{folder / 'study.db'}"
+def test_three_processes_finish_exactly_the_budget_without_duplicates(folder, storage, sampler):
     configs = []
     for i in range(3):  # one study, three run folders (as on three hosts)
         path = folder / f"p{i}.yaml"
@@ -129,10 +143,11 @@ def test_storage_errors_are_one_clear_line_without_the_password(monkeypatch):
     assert "hunter2" not in str(err.value)
 
 
-def test_a_killed_worker_costs_only_its_trial(folder):
+def test_a_killed_worker_costs_only_its_trial(folder, storage):
     """SIGKILL of one of two workers mid-trial: its trial is failed (not counted), new workers
     run the missing trials, and the search ends with its budget, summary and export."""
     cfg = SearchConfig(metric="miou", data="shapes", trials=8, sampler="random", plots=False,
+                       storage=storage,
                        rescore_top=0, workers=2, out=folder / "run", cache=folder / "cache",
                        proxy_factory="fake_proxy:FakeProxy", proxy={"kill_once": True,
                                                                     "sleep": 0.02})
