@@ -510,7 +510,7 @@ def test_biou_proxy_scores_biou_as_its_surrogate_defines_it(out):
 
     labels = torch.as_tensor(data.arrays()[1])
     pred = torch.ones_like(labels)
-    scores = [evaluate(Constant(), data, metrics=["biou"], drop_bg=d)["biou"] for d in (0, 1)]
+    scores = [evaluate(Constant(), data, metrics=["biou"], drop_bg=d)["biou"] for d in (False, True)]
     assert scores[0] != pytest.approx(scores[1], abs=1e-6)  # the option matters on this data
     for drop_bg in (False, True):
         expected = evaluate_labels(pred, labels, num_classes=data.num_classes,
