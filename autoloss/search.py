@@ -480,10 +480,22 @@ class BudgetReached(Exception):
 
 
 class _HideDiscarded(logging.Filter):
-    """Drops optuna's "Trial k failed" warning of a discarded trial (it never ran)."""
+    """Drops optuna's two "Trial k failed" warnings of a discarded trial (it never ran)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._hidden: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return BudgetReached.__name__ not in record.getMessage()
+        message = record.getMessage()
+        head = " ".join(message.split()[:2])  # "Trial 12"
+        if BudgetReached.__name__ in message:
+            self._hidden.add(head)
+            return False
+        if head in self._hidden and "failed with value" in message:
+            self._hidden.discard(head)
+            return False
+        return True
 
 
 logging.getLogger("optuna.study._optimize").addFilter(_HideDiscarded())
@@ -662,7 +674,7 @@ def _run_workers(cfg: SearchConfig, study: optuna.Study, remaining: int, bar: An
     (killed, out of memory) costs only its running trial: that trial is failed and the missing
     trials run in new workers, until the budget is reached, the timeout has passed, or a round
     of workers finishes no trial at all (then an error)."""
-    started = time.monotonic()
+    started, stalls = time.monotonic(), 0
     while remaining > 0:
         before = finished(study)
         codes = _worker_round(cfg, study, remaining, bar, callbacks)
@@ -672,7 +684,10 @@ def _run_workers(cfg: SearchConfig, study: optuna.Study, remaining: int, bar: An
         lost = fail_orphans(study)
         remaining = max(0, cfg.trials - finished(study))
         timed_out = cfg.timeout is not None and time.monotonic() - started >= cfg.timeout
-        if finished(study) == before:
+        stalls = stalls + 1 if finished(study) == before else 0
+        # workers that failed by themselves (exit code > 0) without a finished trial would fail
+        # again; killed ones (a signal: code < 0) are retried, up to 5 rounds without progress
+        if stalls and (all(code > 0 for code in dead) or stalls >= 5):
             raise RuntimeError(f"{len(dead)} search worker(s) exited with codes {dead} and no "
                                "trial finished; the study is kept, resume it with the same "
                                "command")

@@ -47,11 +47,14 @@ def postgres_server() -> Iterator[str]:
     yield from postgres_url()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "journal"])
 def storage(request, folder) -> str:
-    """A new study storage: a SQLite file, or a database on a real PostgreSQL server."""
+    """A new study storage: a SQLite file, a database on a real PostgreSQL server, or optuna's
+    file journal."""
     if request.param == "sqlite":
         return f"sqlite:///{folder / 'study.db'}"
+    if request.param == "journal":
+        return f"journal:{folder / 'journal.log'}"
     server = request.getfixturevalue("postgres_server")
     return fresh_database(server, f"t{abs(hash(request.node.name)) % 10**8}")
 
