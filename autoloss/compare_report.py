@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from autoloss.atomic import write_atomic, write_text_atomic
 from autoloss.metrics import METRIC_NAMES
 from autoloss.stats import mean_std, paired_difference, plateau
 
@@ -238,14 +239,17 @@ def write_reports(out: Path, runs: Sequence[RunRecord], *, setup: Mapping[str, A
                      "before (a trend).", "", format_plateaus(plateaus)]
     out.mkdir(parents=True, exist_ok=True)
     md, csv_path, json_path = out / "compare.md", out / "compare.csv", out / "compare.json"
-    md.write_text("\n".join(sections))
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["loss", "seed", "metric", "value"])
-        for run in runs:
-            for name, value in run.metrics.items():
-                writer.writerow([run.loss, run.seed, name, repr(float(value))])
-            writer.writerow([run.loss, run.seed, "train_time", f"{run.train_time:.3f}"])
+    write_text_atomic(md, "\n".join(sections))
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["loss", "seed", "metric", "value"])
+            for run in runs:
+                for name, value in run.metrics.items():
+                    writer.writerow([run.loss, run.seed, name, repr(float(value))])
+                writer.writerow([run.loss, run.seed, "train_time", f"{run.train_time:.3f}"])
+
+    write_atomic(csv_path, write_csv)
 
     def run_json(r: RunRecord) -> dict[str, Any]:
         return {"loss": r.loss, "seed": r.seed, "dir": _relative(r.out, out),
@@ -264,5 +268,5 @@ def write_reports(out: Path, runs: Sequence[RunRecord], *, setup: Mapping[str, A
                    if reference is not None else {}),
         "plateau": plateaus,
     }
-    json_path.write_text(json.dumps(record, indent=2, allow_nan=False))
+    write_text_atomic(json_path, json.dumps(record, indent=2, allow_nan=False))
     return md, csv_path, json_path, table

@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
+from autoloss.atomic import write_atomic
 from autoloss.budget import discarded
 
 __all__ = ["FORMATS", "LOSS_COLORS", "STYLE", "check_formats",
@@ -69,7 +70,7 @@ def save_figure(fig: Figure, out: Path | str, formats: Sequence[str]) -> list[Pa
     paths = []
     for fmt in fmts:
         path = base.parent / f"{base.name}.{fmt}"
-        fig.savefig(path, format=fmt, dpi=_DPI)
+        write_atomic(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=_DPI))
         paths.append(path)
     return paths
 

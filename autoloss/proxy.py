@@ -54,6 +54,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autoloss.atomic import write_text_atomic
 from autoloss.data import dataset_splits, load_dataset, parse_spec
 from autoloss.locks import file_lock
 from autoloss.metrics import METRIC_NAMES
@@ -383,7 +384,7 @@ class Proxy:
             info = {"key": self.key(), "data": self.data, "proxy": self.config.to_dict(),
                     "val_metrics": scores, "wall_time": result.wall_time,
                     "seconds_per_step": result.seconds_per_step}
-            path.with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))
+            write_text_atomic(path.with_suffix(".json"), json.dumps(info, indent=1, default=str))
             os.replace(partial, path)
             self.trained_warm_start = True
 

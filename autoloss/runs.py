@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from autoloss.artifact import search_name
+from autoloss.atomic import write_text_atomic
 from autoloss.compare_report import RunRecord
 from autoloss.data import dataset_splits, load_dataset
 from autoloss.locks import file_lock
@@ -257,7 +258,8 @@ def _run_locked(loss_spec: str | Path, loss: nn.Module, net: nn.Module,
     if init_from is not None and not Path(init_from).is_file():
         raise FileNotFoundError(f"init_from={str(init_from)!r}: no checkpoint there")
     out.mkdir(parents=True, exist_ok=True)
-    run_path.write_text(json.dumps(plain_json({"loss": str(loss_spec), **identity}), indent=2))
+    write_text_atomic(run_path, json.dumps(plain_json({"loss": str(loss_spec), **identity}),
+                                          indent=2))
     checkpoint = out / "checkpoint.pt"
     result = fit(net, loss, data.train, config=config, eval_data=data.val, tol=tol,
                  checkpoint_path=checkpoint, log_path=out / "log.jsonl", init_from=init_from,

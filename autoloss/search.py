@@ -53,6 +53,7 @@ import optuna
 from optuna.trial import TrialState
 from torch import nn
 
+from autoloss.atomic import write_text_atomic
 from autoloss.budget import DISCARDED, OWNER, discarded, fail_orphans, finished, over_budget, owner
 from autoloss.pruning import BottomQuantilePruner
 from autoloss.rescore import rescore_seeds, rescore_top
@@ -597,7 +598,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     cfg = resolve_config(config)
     started = time.monotonic()
     cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "run.json").write_text(json.dumps({"storage": mask_password(cfg.storage),
+    write_text_atomic(cfg.out / "run.json", json.dumps({"storage": mask_password(cfg.storage),
                                                         "study": cfg.study}))
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -642,7 +643,7 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                                          storage=cfg.storage)
             wall = time.monotonic() - started
             text = summarize(study, wall_time=wall)
-            (cfg.out / "summary.md").write_text(text)
+            write_text_atomic(cfg.out / "summary.md", text)
             if progress:
                 print(text)
             if cfg.plots:

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autoloss.atomic import write_text_atomic
 from autoloss.compare import compare_losses
 from autoloss.compare_report import format_paired, format_table, metric_names
 from autoloss.search import SearchConfig, parse_target, resolve_config, run_search
@@ -170,7 +171,7 @@ def run_study(path: str | Path, *, progress: bool = True) -> StudyResult:
 
     def save(stage: str, seconds: float) -> None:
         times[stage] = round(times.get(stage, 0.0) + seconds, 1)
-        state_path.write_text(json.dumps({"config": source, "times": times}, indent=2))
+        write_text_atomic(state_path, json.dumps({"config": source, "times": times}, indent=2))
 
     say = print if progress else (lambda *a, **k: None)
     say(f"[study 1/3] search {search_cfg.study} ({search_cfg.trials} trials) in "
@@ -207,7 +208,7 @@ def run_study(path: str | Path, *, progress: bool = True) -> StudyResult:
                      {**verdicts, **{f"{m} (best baseline)": v for m, v in against_best.items()}},
                      times)
     path_md = out / "report.md"
-    path_md.write_text(report)
+    write_text_atomic(path_md, report)
     say(f"wrote {path_md}", flush=True)
     for line in verdicts.values():
         say(line.replace("**", ""), flush=True)

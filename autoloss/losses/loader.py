@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 from torch import nn
 
+from autoloss.atomic import write_text_atomic
 from autoloss.losses.baselines import BASELINES
 from autoloss.losses.combine import CombinedLoss
 from autoloss.losses.presets import PRESETS
@@ -251,5 +252,5 @@ def save_loss(loss: nn.Module | Mapping[str, Any], path: str | Path, *,
         out["provenance"] = dict(prov)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(out, sort_keys=False, default_flow_style=None))
+    write_text_atomic(path, yaml.safe_dump(out, sort_keys=False, default_flow_style=None))
     return path
