@@ -195,6 +195,9 @@ def _accumulate(pred: Tensor | np.ndarray, target: Tensor | np.ndarray, *, num_c
         )
     if pred.dim() == 2:
         pred, target = pred[None], target[None]
+    if pred.shape[0] == 0:
+        raise ValueError(f"pred and target hold no images (shape {tuple(pred.shape)}): nothing "
+                         "to evaluate")
     for start in range(0, pred.shape[0], batch_size):
         acc.update(pred[start:start + batch_size], target[start:start + batch_size])
     return acc
