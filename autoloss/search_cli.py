@@ -26,6 +26,20 @@ _PROXY_FLAGS = {"proxy_steps": "steps", "proxy_model": "model", "proxy_crop": "c
 _SAMPLERS = ("tpe", "cmaes", "random", "qmc", "ppo")
 
 
+def _proxy_default(key: str) -> Any:
+    """The default of proxy option ``key``, from the one place it is defined (ProxyConfig)."""
+    from autoloss.proxy import ProxyConfig
+
+    return {f.name: f.default for f in dataclasses.fields(ProxyConfig)}[key]
+
+
+def _search_default(key: str) -> Any:
+    """The default of search option ``key``, from SearchConfig."""
+    from autoloss.search_config import SearchConfig
+
+    return {f.name: f.default for f in dataclasses.fields(SearchConfig)}[key]
+
+
 def _deprecated(old: str, new: str) -> None:
     print(f"autoloss: {old} is deprecated and will be removed; use {new}", file=sys.stderr)
 
@@ -180,7 +194,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", help="metric (miou, bf1, ...), weighted sum 'miou+0.5*bf1', or "
                    "a comma list 'miou,bf1' (multi-objective)")
     p.add_argument("--data", help="dataset spec, e.g. shapes, camvid:PATH (default shapes)")
-    p.add_argument("--trials", type=int, help="finished trials to reach (default 20)")
+    p.add_argument("--trials", type=int,
+                   help=f"finished trials to reach (default {_search_default('trials')})")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--sampler", choices=_SAMPLERS, help="default tpe")
     p.add_argument("--no-pruner", dest="pruner", action="store_const", const=False,
@@ -191,8 +206,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", help="SQLAlchemy URL or journal:PATH "
                    "(default sqlite:///OUT/study.db)")
     p.add_argument("--study", help="study name (default METRIC-DATA)")
-    p.add_argument("--workers", type=int, help="worker processes on this host (default 1)")
-    p.add_argument("--seed", type=int, help="sampler and proxy seed (default 0)")
+    p.add_argument("--workers", type=int, help="worker processes on this host (default "
+                   f"{_search_default('workers')})")
+    p.add_argument("--seed", type=int,
+                   help=f"sampler and proxy seed (default {_search_default('seed')})")
     p.add_argument("--out", help="run folder (default results/search-METRIC-DATA)")
     p.add_argument("--space", help="search space YAML (default search_spaces/METRIC.yaml)")
     p.add_argument("--cache", help="proxy cache folder (default: $AUTOLOSS_CACHE or "
@@ -201,20 +218,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                    const=True, help="one objective per metric of a comma list")
     p.add_argument("--no-references", dest="enqueue_references", action="store_const",
                    const=False, help="do not evaluate the identity / published curves first")
-    p.add_argument("--proxy-steps", type=int, help="proxy fine-tuning steps")
-    p.add_argument("--proxy-model", help="proxy model name")
+    p.add_argument("--proxy-steps", type=int,
+                   help=f"proxy fine-tuning steps (default {_proxy_default('steps')})")
+    p.add_argument("--proxy-model", help="proxy model: unet or deeplab (default "
+                   f"{_proxy_default('model')})")
     p.add_argument("--proxy-crop", type=_crop, metavar="HxW",
                    help="proxy training crop (default: whole images)")
-    p.add_argument("--width", type=int, help="proxy model width (default 16)")
-    p.add_argument("--depth", type=int, help="proxy model depth (default 3)")
+    p.add_argument("--width", type=int,
+                   help=f"proxy model width (default {_proxy_default('width')})")
+    p.add_argument("--depth", type=int,
+                   help=f"proxy model depth (default {_proxy_default('depth')})")
     p.add_argument("--tol", type=int, help="boundary tolerance in pixels of the proxy's "
-                   "BIoU / BF1 scores (default 5)")
+                   f"BIoU / BF1 scores (default {_proxy_default('tol')})")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
     p.add_argument("--num-threads", type=int, help="torch CPU threads per worker "
                    "(default: torch's)")
-    p.add_argument("--proxy-subset", type=int, help="proxy training images")
-    p.add_argument("--proxy-eval-every", type=int, help="steps between proxy evaluations")
-    p.add_argument("--proxy-batch-size", type=int, help="proxy batch size")
+    p.add_argument("--proxy-subset", type=int, help="proxy training images (default: all)")
+    p.add_argument("--proxy-eval-every", type=int, help="steps between proxy evaluations "
+                   f"(default {_proxy_default('eval_every')})")
+    p.add_argument("--proxy-batch-size", type=int,
+                   help=f"proxy batch size (default {_proxy_default('batch_size')})")
     p.add_argument("--proxy", type=_key_value, action="append", metavar="KEY=VALUE",
                    help="any other proxy option (repeatable)")
     p.add_argument("--proxy-factory", help=argparse.SUPPRESS)

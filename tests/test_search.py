@@ -532,3 +532,24 @@ def test_a_study_recorded_before_drop_bg_existed_resumes(out):
     _check_identity(cfg, study, ident)  # no error
     with pytest.raises(ValueError, match="proxy"):
         _check_identity(cfg, study, {**ident, "proxy": {"steps": 60, "drop_bg": True}})
+
+
+def test_search_help_shows_the_defaults_of_the_configs(capsys):
+    """Each default in ``autoloss search --help`` is read from ProxyConfig / SearchConfig, the
+    one place it is defined, so the help cannot drift from what runs."""
+    import re
+
+    from autoloss.cli import main
+    from autoloss.proxy import ProxyConfig
+
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    proxy, search = ProxyConfig(), SearchConfig()
+    for flag, value in [("--proxy-steps", proxy.steps), ("--width", proxy.width),
+                        ("--depth", proxy.depth), ("--proxy-batch-size", proxy.batch_size),
+                        ("--proxy-eval-every", proxy.eval_every), ("--tol", proxy.tol),
+                        ("--trials", search.trials), ("--workers", search.workers),
+                        ("--seed", search.seed)]:
+        entry = re.search(re.escape(flag) + r" [A-Z_]+ (.*?)(?= --|$)", text)
+        assert entry and f"(default {value})" in entry.group(1), (flag, value)
