@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from autoloss.atomic import write_atomic
 from autoloss.data import normalize
 
 __all__ = ["CHECKPOINT_FORMAT", "DeepLab", "DeepLabConfig", "ModelConfig", "UNet", "UNetConfig",
@@ -359,15 +359,8 @@ CHECKPOINT_FORMAT = 1
 
 
 def write_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """``torch.save`` to ``path`` atomically (a temporary file, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``torch.save`` to ``path`` atomically (:mod:`autoloss.atomic`)."""
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

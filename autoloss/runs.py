@@ -276,9 +276,7 @@ def _run_locked(loss_spec: str | Path, loss: nn.Module, net: nn.Module,
         "seconds_per_step": result.seconds_per_step or None,
         "test_eval_time": round(time.perf_counter() - t0, 3), "steps": result.steps, **identity,
     }
-    tmp = metrics_path.with_name(".metrics.json.tmp")
-    tmp.write_text(json.dumps(plain_json(record), indent=2))
-    tmp.replace(metrics_path)
+    write_text_atomic(metrics_path, json.dumps(plain_json(record), indent=2))
     return _result(loss_spec, out, plain_json(record), cached=False)
 
 

@@ -384,10 +384,7 @@ def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Prox
             _enqueue_first_trials(cfg, space, study)  # its creator stopped before queueing
     if "data_info" not in study.user_attrs:
         study.set_user_attr("data_info", data_info(proxy))
-    fail_orphans(study)  # this host's dead processes: no need to wait for their heartbeats
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    _fail_dead_trials(study)
     if "baseline_ce" not in study.user_attrs:
         prepare(proxy, progress=progress)
         if progress:
@@ -396,6 +393,15 @@ def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Prox
         values = _objective_values(metrics, cfg)
         study.set_user_attr("baseline_ce", values if cfg.multi_objective else values[0])
         study.set_user_attr("baseline_ce_metrics", metrics)
+
+
+def _fail_dead_trials(study: optuna.Study) -> None:
+    """Fail the running trials whose process is gone: at once for this host's dead processes
+    (:func:`autoloss.budget.fail_orphans`), by their stale heartbeat for other hosts'."""
+    fail_orphans(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def prepare(proxy: Proxy, *, progress: bool) -> None:
@@ -419,8 +425,8 @@ def _record_config(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any]
 
 def _wait_for_creator(study: optuna.Study, timeout: float = 30.0) -> None:
     """Wait (up to ``timeout`` s) until the process that created ``study`` a moment ago has
-    recorded its config and queued its first trials; a study with trials or made by an older
-    autoloss is ready at once."""
+    recorded its config and queued its first trials; a study that already has trials is ready
+    at once (so is one made by an older autoloss, which recorded no ``queued`` mark)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         attrs = study.user_attrs
@@ -514,9 +520,11 @@ def _optimize(study: optuna.Study, cfg: SearchConfig, objective: Callable[[Any],
                 callback(study, trial)
         return call
 
+    deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
     while True:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            study.optimize(objective, n_trials=n_trials, timeout=cfg.timeout, catch=(Exception,),
+            study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
                            callbacks=[stop, *map(ran, callbacks)], gc_after_trial=False)
             return
         except ValueError as err:
@@ -532,10 +540,7 @@ def _wait_for_running(study: optuna.Study, cfg: SearchConfig, *, progress: bool)
     (their process dead) are failed on the way; stops when none is left running."""
     said = False
     while finished(study) < cfg.trials:
-        fail_orphans(study)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+        _fail_dead_trials(study)
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not running:
             return
@@ -673,8 +678,9 @@ def _run_workers(cfg: SearchConfig, study: optuna.Study, remaining: int, bar: An
                  callbacks: Sequence[Callable[[Any, Any], None]] = ()) -> None:
     """Run the ``remaining`` trials in ``cfg.workers`` spawned processes. A worker that dies
     (killed, out of memory) costs only its running trial: that trial is failed and the missing
-    trials run in new workers, until the budget is reached, the timeout has passed, or a round
-    of workers finishes no trial at all (then an error)."""
+    trials run in new workers, until the budget is reached or the timeout has passed. An error
+    when workers fail by themselves (exit code > 0) and no trial finished (they would fail
+    again), or after 5 rounds of killed workers without a finished trial."""
     started, stalls = time.monotonic(), 0
     while remaining > 0:
         before = finished(study)

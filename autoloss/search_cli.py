@@ -193,11 +193,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="flat experiment YAML (experiments/search_*.yaml)")
     p.add_argument("--metric", help="metric (miou, bf1, ...), weighted sum 'miou+0.5*bf1', or "
                    "a comma list 'miou,bf1' (multi-objective)")
-    p.add_argument("--data", help="dataset spec, e.g. shapes, camvid:PATH (default shapes)")
+    p.add_argument("--data", help="dataset spec, e.g. shapes, camvid:PATH (default "
+                   f"{_search_default('data')})")
     p.add_argument("--trials", type=int,
                    help=f"finished trials to reach (default {_search_default('trials')})")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--sampler", choices=_SAMPLERS, help="default tpe")
+    p.add_argument("--sampler", choices=_SAMPLERS, help=f"default {_search_default('sampler')}")
     p.add_argument("--no-pruner", dest="pruner", action="store_const", const=False,
                    help="never stop a trial early (by default the bottom quarter is pruned)")
     # --pruner turns it back on; "--pruner on|off" is autoloss 0.1's spelling (deprecated)

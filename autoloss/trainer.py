@@ -23,7 +23,6 @@ import dataclasses
 import difflib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from autoloss.atomic import write_text_atomic
 from autoloss.data import Augment, normalize
 from autoloss.metrics import MetricAccumulator
 from autoloss.models import (
@@ -329,9 +329,7 @@ def _trim_log(path: Path, step: int) -> None:
                 keep.append(line + "\n")
         except (ValueError, KeyError, TypeError):
             continue  # a torn last line of a killed run
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(keep), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(keep))
 
 
 def _check_resume(stored: dict[str, Any], config: TrainConfig, path: Path) -> None:

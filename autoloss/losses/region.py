@@ -179,13 +179,13 @@ def tversky_loss(logits: Tensor, target: Tensor, *, alpha: float = 0.3, beta: fl
     """
     red = Reduction.parse(reduction)
     mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True)
-    if (empty := empty_batch(logits)) is not None:
-        return empty
     alpha = check_number("alpha", alpha, low=0.0)
     beta = check_number("beta", beta, low=0.0)
     gamma = check_number("gamma", gamma, low=0.0, low_open=True)
     smooth = check_number("smooth", smooth, low=0.0, low_open=True)
     classes = check_classes(classes)
+    if (empty := empty_batch(logits)) is not None:
+        return empty
     probs = torch.softmax(logits, dim=1)
     tp, fp, fn, peak = soft_counts(probs, target, mode=mode, ignore_index=ignore_index)
     if not per_image:
