@@ -3,20 +3,40 @@
 Public surface (explicit re-exports)::
 
     from autoloss import evaluate, MetricAccumulator, load_loss, save_loss, SurrogateLoss
+
+Errors the user can fix derive from :class:`AutoLossError` (:mod:`autoloss.errors`).
 """
 
 from autoloss.data import describe_dataset, load_dataset
+from autoloss.errors import (
+    AutoLossError,
+    InvalidTypeError,
+    InvalidValueError,
+    MissingDependencyError,
+    MissingFileError,
+    NonFiniteLossError,
+    SearchError,
+    StorageError,
+    UntrustedCodeError,
+)
 from autoloss.losses import SurrogateLoss, load_loss, save_loss
 from autoloss.metrics import METRIC_NAMES, MetricAccumulator, evaluate, evaluate_per_class
 from autoloss.models import DeepLabConfig, UNetConfig, build_model, load_checkpoint, model_from_name
 from autoloss.programs import MetricProgram
-from autoloss.trainer import NonFiniteLossError, TrainConfig, TrainResult, fit
-from autoloss.trust import UntrustedCodeError, trust_code
+from autoloss.trainer import TrainConfig, TrainResult, fit
+from autoloss.trust import trust_code
 
 __version__ = "0.1.0"
 
 __all__ = [
     "METRIC_NAMES",
+    "AutoLossError",
+    "InvalidTypeError",
+    "InvalidValueError",
+    "MissingDependencyError",
+    "MissingFileError",
+    "SearchError",
+    "StorageError",
     "DeepLabConfig",
     "NonFiniteLossError",
     "TrainConfig",

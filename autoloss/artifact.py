@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from autoloss.budget import discarded
+from autoloss.errors import InvalidValueError
 
 __all__ = ["best_trial", "export_trial", "fail_reason", "search_name", "summarize"]
 
@@ -43,10 +44,10 @@ def best_trial(study: Any) -> Any:
     if len(study.directions) > 1:
         front = study.best_trials
         if not front:
-            raise ValueError(f"study {study.study_name!r} has no complete trial to export")
+            raise InvalidValueError(f"study {study.study_name!r} has no complete trial to export")
         return max(front, key=lambda t: (sum(t.values), -t.number))
     if not _complete(study):
-        raise ValueError(f"study {study.study_name!r} has no complete trial to export")
+        raise InvalidValueError(f"study {study.study_name!r} has no complete trial to export")
     return study.best_trial
 
 
@@ -56,7 +57,7 @@ def _trial(study: Any, number: int | None) -> Any:
     for t in study.get_trials(deepcopy=False):
         if t.number == number:
             return t
-    raise ValueError(f"study {study.study_name!r} has no trial {number} (it has "
+    raise InvalidValueError(f"study {study.study_name!r} has no trial {number} (it has "
                      f"{len(study.trials)} trials, numbered from 0)")
 
 
@@ -116,7 +117,7 @@ def export_trial(study: Any, trial_number: int | None, path: str | Path, *,
     trial = _trial(study, chosen_trial(study) if rescored is not None else trial_number)
     spec = trial.user_attrs.get("loss")
     if spec is None:
-        raise ValueError(f"trial {trial.number} of study {study.study_name!r} has no recorded "
+        raise InvalidValueError(f"trial {trial.number} of study {study.study_name!r} has no recorded "
                          "loss (user attr 'loss'); was it made by autoloss search?")
     config = study.user_attrs.get("config", {})
     info = dict(study.user_attrs.get("data_info") or {})

@@ -13,13 +13,16 @@ Exact with any number of processes: the storage hands out trial numbers in order
 
 Each running trial records its owner (host name and process id, :func:`owner`), so a restart on
 the same host fails the trials of its dead processes at once (:func:`fail_orphans`) instead of
-waiting for their heartbeats to go stale.
+waiting for their heartbeats to go stale; a trial whose process died before recording itself is
+failed once it has been ownerless for :data:`OWNERLESS_GRACE` seconds.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 __all__ = ["DISCARDED", "OWNER", "counts", "discarded", "fail_orphans", "finished", "over_budget",
@@ -27,6 +30,7 @@ __all__ = ["DISCARDED", "OWNER", "counts", "discarded", "fail_orphans", "finishe
 
 DISCARDED = "discarded"  # user attribute of a trial that never ran: why
 OWNER = "owner"  # user attribute of a trial: {"host": ..., "pid": ...} of the process running it
+OWNERLESS_GRACE = 30.0  # seconds a running trial may go without an owner before it counts as dead
 _COUNTED = ("COMPLETE", "PRUNED")  # state names (optuna is imported only by the search)
 
 
@@ -67,24 +71,39 @@ def owner() -> dict[str, Any]:
 
 
 def _orphaned(trial: Any, host: str) -> bool:
-    """A running trial whose owner process ran on ``host`` and is gone."""
+    """A running trial whose owner process ran on ``host`` and is gone, or that has had no owner
+    for :data:`OWNERLESS_GRACE` seconds (its process died between creating it and recording
+    itself, a window of milliseconds; storages without heartbeats would keep it forever)."""
     who = trial.user_attrs.get(OWNER)
+    if who is None:
+        start = trial.datetime_start  # optuna records local time
+        return start is not None and (datetime.now() - start).total_seconds() > OWNERLESS_GRACE
     if not isinstance(who, dict) or who.get("host") != host or not isinstance(who.get("pid"), int):
         return False
     if who["pid"] == os.getpid():
         return False
+    return not _alive(who["pid"])
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie, killed but not yet reaped, does
+    not)."""
     try:
-        os.kill(who["pid"], 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
         return False
-    return False
+    except PermissionError:  # alive, another user's
+        return True
+    try:  # Linux: the state letter follows the parenthesised command name
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def fail_orphans(study: Any) -> list[int]:
-    """Fail the running trials of dead processes of this host (no retry is queued: the budget
-    check lets a new trial take the place); returns their numbers."""
+    """Fail the running trials of dead processes of this host, and those ownerless for
+    :data:`OWNERLESS_GRACE` seconds (no retry is queued: the budget check lets a new trial take
+    the place); returns their numbers."""
     from optuna.trial import TrialState
 
     here = socket.gethostname()

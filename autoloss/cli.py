@@ -147,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(err: BaseException) -> str:
+    """The message of ``err`` for the terminal; an ``OSError`` names its file (``strerror``)."""
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        return f"{err.strerror}: {err.filename}"
+    return str(err) or type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import os
 
@@ -156,11 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from autoloss.trust import ENV_ALL
 
         os.environ[ENV_ALL] = "1"  # inherited by the worker processes of a search
+    from autoloss.errors import AutoLossError
+
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, TypeError, ImportError,
-            PermissionError) as err:
-        print(f"autoloss {args.command}: error: {err}", file=sys.stderr)
+    except (AutoLossError, OSError) as err:  # the user's to fix, or the machine's (disk, rights)
+        print(f"autoloss {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"autoloss {args.command}: interrupted", file=sys.stderr)

@@ -31,6 +31,7 @@ import numpy as np
 
 from autoloss.compare_report import format_table, write_reports
 from autoloss.data import data_slug
+from autoloss.errors import InvalidValueError
 from autoloss.losses import load_loss
 from autoloss.metrics import METRIC_NAMES
 from autoloss.runs import (
@@ -232,24 +233,24 @@ def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: Trai
     """
     losses = [str(loss) for loss in losses]
     if not losses:
-        raise ValueError("losses must name at least one loss, but got an empty list")
+        raise InvalidValueError("losses must name at least one loss, but got an empty list")
     if len(set(losses)) != len(losses):
-        raise ValueError(f"losses must be distinct, but got {losses}")
+        raise InvalidValueError(f"losses must be distinct, but got {losses}")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be a positive int, but got {seeds=}")
+        raise InvalidValueError(f"seeds must be a positive int, but got {seeds=}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive int, but got {jobs=}")
+        raise InvalidValueError(f"jobs must be a positive int, but got {jobs=}")
     if pretrain is not None and init_from is not None:
-        raise ValueError("pass either pretrain (the finetune protocol: each seed starts from its "
+        raise InvalidValueError("pass either pretrain (the finetune protocol: each seed starts from its "
                          "own cross-entropy model) or init_from (one checkpoint for every run), "
                          f"not both; got init_from={str(init_from)!r}")
     if reference is None and "cross_entropy" in losses:
         reference = "cross_entropy"
     if reference is not None and reference not in losses:
-        raise ValueError(f"reference must be one of the compared losses {losses}, but got "
+        raise InvalidValueError(f"reference must be one of the compared losses {losses}, but got "
                          f"{reference=}")
     if plateau_metric not in METRIC_NAMES:
-        raise ValueError(f"plateau_metric must be one of {list(METRIC_NAMES)}, but got "
+        raise InvalidValueError(f"plateau_metric must be one of {list(METRIC_NAMES)}, but got "
                          f"{plateau_metric=}")
     t0 = time.perf_counter()
     out = Path(out)

@@ -8,7 +8,6 @@ from here too. Scores are percentage points on the figures.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 import warnings
@@ -25,6 +24,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from autoloss.comparison import Comparison, ComparisonRun, read_comparison
+from autoloss.errors import InvalidValueError, did_you_mean
 from autoloss.overlay_plots import class_legend, class_palette, colourise
 from autoloss.plots import (
     FORMATS,
@@ -335,9 +335,8 @@ def _overlay_figure(comp: Comparison, a: str, b: str, n_images: int,
 
 def _check_name(value: str, allowed: Sequence[str], what: str) -> None:
     if value not in allowed:
-        close = difflib.get_close_matches(value, allowed, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"{what} must be one of {list(allowed)}, but got {value!r}{hint}")
+        raise InvalidValueError(f"{what} must be one of {list(allowed)}, but got {value!r}"
+                                f"{did_you_mean(value, allowed)}")
 
 
 def plot_comparison(compare_dir: Path | str, *, out: Path | str | None = None,
@@ -363,9 +362,9 @@ def plot_comparison(compare_dir: Path | str, *, out: Path | str | None = None,
     """
     fmts = check_formats(formats)
     if isinstance(metrics, str) or not metrics:
-        raise ValueError(f"metrics must be a non-empty sequence of metric names, but got {metrics!r}")
+        raise InvalidValueError(f"metrics must be a non-empty sequence of metric names, but got {metrics!r}")
     if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
-        raise ValueError(f"n_images must be a positive int, but got {n_images=}")
+        raise InvalidValueError(f"n_images must be a positive int, but got {n_images=}")
     comp = read_comparison(compare_dir)
     for metric in metrics:
         _check_name(metric, comp.metrics, "metrics")
@@ -375,7 +374,7 @@ def plot_comparison(compare_dir: Path | str, *, out: Path | str | None = None,
     dest = Path(out) if out is not None else comp.root / "plots"
     seeds = {loss: len(comp.runs_of(loss)) for loss in comp.losses}
     if not any(seeds.values()):
-        raise ValueError(f"{comp.root / 'compare.json'} holds no runs: nothing to plot")
+        raise InvalidValueError(f"{comp.root / 'compare.json'} holds no runs: nothing to plot")
     written: list[Path] = []
 
     def skip(figure: str, missing: str) -> None:

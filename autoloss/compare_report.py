@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from autoloss.atomic import write_atomic, write_text_atomic
+from autoloss.errors import InvalidValueError
 from autoloss.metrics import METRIC_NAMES
 from autoloss.stats import mean_std, paired_difference, plateau
 
@@ -215,7 +216,7 @@ def write_reports(out: Path, runs: Sequence[RunRecord], *, setup: Mapping[str, A
     names = metric_names(runs)
     losses = _losses(runs)
     if reference is not None and reference not in losses:
-        raise ValueError(f"reference must be one of the compared losses {losses}, but got "
+        raise InvalidValueError(f"reference must be one of the compared losses {losses}, but got "
                          f"{reference=}")
     table = format_table(runs, reference=reference, metrics=names)
     plateaus = plateau_rows(pretrain_runs, metric=plateau_metric, stage="pretrain")

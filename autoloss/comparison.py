@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from autoloss.errors import InvalidValueError, MissingFileError
 from autoloss.plots import default_labels
 
 __all__ = ["Comparison", "ComparisonRun", "read_comparison"]
@@ -109,7 +110,7 @@ def _find_dir(root: Path, written: Any) -> Path | None:
 def _read_run(root: Path, entry: Any, where: str, *, loss: str | None = None) -> ComparisonRun:
     if not isinstance(entry, dict) or not isinstance(entry.get("seed"), int) \
             or not isinstance(loss if loss is not None else entry.get("loss"), str):
-        raise ValueError(f"{where} must be an object with 'loss' (a string) and 'seed' (an int), "
+        raise InvalidValueError(f"{where} must be an object with 'loss' (a string) and 'seed' (an int), "
                          f"but got {entry!r}")
     folder = _find_dir(root, entry.get("dir"))
     metrics, per_class = _fractions(entry.get("metrics")), _fractions(entry.get("per_class_iou"))
@@ -131,17 +132,17 @@ def read_comparison(compare_dir: Path | str) -> Comparison:
     root = Path(compare_dir)
     path = root / "compare.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{str(root)!r} holds no compare.json; expected a folder written "
+        raise MissingFileError(f"{str(root)!r} holds no compare.json; expected a folder written "
                                 f"by autoloss compare")
     info = json.loads(path.read_text())
     if not isinstance(info, dict) or not isinstance(info.get("runs"), list):
-        raise ValueError(f"{path} must hold a JSON object with a 'runs' list")
+        raise InvalidValueError(f"{path} must hold a JSON object with a 'runs' list")
     runs = [_read_run(root, e, f"{path}: runs[{i}]") for i, e in enumerate(info["runs"])]
     pretrain = [_read_run(root, e, f"{path}: pretrain_runs[{i}]", loss="pretraining")
                 for i, e in enumerate(info.get("pretrain_runs") or [])]
     losses = info.get("losses") or list(dict.fromkeys(r.loss for r in runs))
     if not losses:
-        raise ValueError(f"{path} names no losses and holds no runs: nothing to plot")
+        raise InvalidValueError(f"{path} names no losses and holds no runs: nothing to plot")
     reference = info.get("reference") or ("cross_entropy" if "cross_entropy" in losses
                                           else losses[0])
     if reference not in losses:

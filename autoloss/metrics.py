@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from autoloss.errors import InvalidTypeError, InvalidValueError
 from autoloss.operators import ExactOps, one_hot
 from autoloss.programs import class_mean, get_program
 
@@ -51,9 +52,9 @@ def _as_tensor(x: Tensor | np.ndarray, name: str) -> Tensor:
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x))
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array, but got {type(x).__name__}")
+        raise InvalidTypeError(f"{name} must be a torch.Tensor or numpy array, but got {type(x).__name__}")
     if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer class labels, but got dtype {x.dtype}")
+        raise InvalidTypeError(f"{name} must hold integer class labels, but got dtype {x.dtype}")
     return x.long()
 
 
@@ -66,7 +67,7 @@ def check_labels(labels: Tensor, *, name: str, num_classes: int, ignore_index: i
         bad &= labels != ignore_index
     if bool(bad.any()):
         values = torch.unique(labels[bad])[:5].tolist()
-        raise ValueError(
+        raise InvalidValueError(
             f"{name} has values {values} outside [0, {num_classes}) that are not the ignore index "
             f"({ignore_index=})"
         )
@@ -89,19 +90,19 @@ class MetricAccumulator:
     def __init__(self, *, num_classes: int, ignore_index: int | None = None, tol: int = 5,
                  drop_bg: bool = False, metrics: Sequence[str] | None = None) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, but got {num_classes=}")
+            raise InvalidValueError(f"num_classes must be a positive int, but got {num_classes=}")
         if isinstance(tol, bool) or not isinstance(tol, int) or tol < 0:
-            raise ValueError(f"tol must be a non-negative int, but got {tol=}")
+            raise InvalidValueError(f"tol must be a non-negative int, but got {tol=}")
         if ignore_index is not None and (isinstance(ignore_index, bool)
                                          or not isinstance(ignore_index, int)):
-            raise ValueError(f"ignore_index must be an int or None, but got {ignore_index=}")
+            raise InvalidValueError(f"ignore_index must be an int or None, but got {ignore_index=}")
         if not isinstance(drop_bg, bool):
-            raise ValueError(f"drop_bg must be a bool, but got {drop_bg=}")
+            raise InvalidValueError(f"drop_bg must be a bool, but got {drop_bg=}")
         # one name as a string is one metric (not its letters)
         names = [metrics] if isinstance(metrics, str) else list(
             METRIC_NAMES if metrics is None else metrics)
         if not names:
-            raise ValueError("metrics must name at least one metric, but got an empty list")
+            raise InvalidValueError("metrics must name at least one metric, but got an empty list")
         self.programs = {name: get_program(name) for name in names}
         self.num_classes = num_classes
         self.ignore_index = ignore_index
@@ -124,7 +125,7 @@ class MetricAccumulator:
         pred = _as_tensor(pred, "pred")
         target = _as_tensor(target, "target").to(pred.device)
         if pred.dim() != 3 or pred.shape != target.shape:
-            raise ValueError(
+            raise InvalidValueError(
                 f"pred and target must both be [N,H,W] label maps of the same shape, but got "
                 f"pred {tuple(pred.shape)} and target {tuple(target.shape)}"
             )
@@ -189,14 +190,14 @@ def _accumulate(pred: Tensor | np.ndarray, target: Tensor | np.ndarray, *, num_c
                             drop_bg=drop_bg, metrics=metrics)
     pred, target = _as_tensor(pred, "pred"), _as_tensor(target, "target")
     if pred.shape != target.shape or pred.dim() not in (2, 3):
-        raise ValueError(
+        raise InvalidValueError(
             f"pred and target must both be [N,H,W] (or [H,W]) label maps of the same shape, but "
             f"got pred {tuple(pred.shape)} and target {tuple(target.shape)}"
         )
     if pred.dim() == 2:
         pred, target = pred[None], target[None]
     if pred.shape[0] == 0:
-        raise ValueError(f"pred and target hold no images (shape {tuple(pred.shape)}): nothing "
+        raise InvalidValueError(f"pred and target hold no images (shape {tuple(pred.shape)}): nothing "
                          "to evaluate")
     for start in range(0, pred.shape[0], batch_size):
         acc.update(pred[start:start + batch_size], target[start:start + batch_size])

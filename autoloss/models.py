@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from torch import Tensor, nn
 
 from autoloss.atomic import write_atomic
 from autoloss.data import normalize
+from autoloss.errors import InvalidTypeError, InvalidValueError, MissingFileError, did_you_mean
 
 __all__ = ["CHECKPOINT_FORMAT", "DeepLab", "DeepLabConfig", "ModelConfig", "UNet", "UNetConfig",
            "build_model", "config_from_dict", "config_to_dict", "count_parameters",
@@ -51,11 +51,11 @@ def _check_common(config: UNetConfig | DeepLabConfig) -> None:
     for name in ("in_channels", "num_classes", "width", "depth"):
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, but got {name}={value!r}")
+            raise InvalidValueError(f"{name} must be a positive int, but got {name}={value!r}")
     if config.norm not in _NORMS:
-        raise ValueError(f"norm must be one of {_NORMS}, but got norm={config.norm!r}")
+        raise InvalidValueError(f"norm must be one of {_NORMS}, but got norm={config.norm!r}")
     if not isinstance(config.groups, int) or config.groups < 1:
-        raise ValueError(f"groups must be a positive int, but got groups={config.groups!r}")
+        raise InvalidValueError(f"groups must be a positive int, but got groups={config.groups!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,12 +108,12 @@ class DeepLabConfig:
         rates = tuple(self.rates)
         if not rates or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1
                                 for r in rates):
-            raise ValueError(f"rates must be a non-empty sequence of positive ints, but got "
+            raise InvalidValueError(f"rates must be a non-empty sequence of positive ints, but got "
                              f"rates={self.rates!r}")
         object.__setattr__(self, "rates", rates)
         if self.aspp_channels is not None and (not isinstance(self.aspp_channels, int)
                                                or self.aspp_channels < 1):
-            raise ValueError(f"aspp_channels must be a positive int or None, but got "
+            raise InvalidValueError(f"aspp_channels must be a positive int or None, but got "
                              f"aspp_channels={self.aspp_channels!r}")
 
 
@@ -176,7 +176,7 @@ class UNet(nn.Module):
         """Everything before the last decoder block: images ``[N, C_in, H, W]`` -> that block's
         input ``[N, 2*width, H, W]`` (upsampled deep features and the full-resolution skip)."""
         if x.dim() != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(f"input must be [N,{self.config.in_channels},H,W], but got shape "
+            raise InvalidValueError(f"input must be [N,{self.config.in_channels},H,W], but got shape "
                              f"{tuple(x.shape)}")
         skips = []
         for level, block in enumerate(self.down):
@@ -225,7 +225,7 @@ class DeepLab(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(f"input must be [N,{self.config.in_channels},H,W], but got shape "
+            raise InvalidValueError(f"input must be [N,{self.config.in_channels},H,W], but got shape "
                              f"{tuple(x.shape)}")
         size = x.shape[-2:]
         f = self.encoder(x)
@@ -239,7 +239,7 @@ def build_model(config: ModelConfig, *, seed: int | None = None) -> nn.Module:
     """The network described by ``config``; with ``seed``, its initial weights depend only on it
     (the global torch RNG is left untouched)."""
     if not isinstance(config, (UNetConfig, DeepLabConfig)):
-        raise TypeError(f"config must be a UNetConfig or DeepLabConfig, but got "
+        raise InvalidTypeError(f"config must be a UNetConfig or DeepLabConfig, but got "
                         f"{type(config).__name__}")
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
@@ -251,9 +251,8 @@ def build_model(config: ModelConfig, *, seed: int | None = None) -> nn.Module:
 
 def _arch_class(name: str) -> type[UNetConfig] | type[DeepLabConfig]:
     if name not in _ARCHS:
-        close = difflib.get_close_matches(str(name), list(_ARCHS), n=2)
-        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"unknown model {name!r}, expected one of {list(_ARCHS)}{hint}")
+        raise InvalidValueError(f"unknown model {name!r}, expected one of {list(_ARCHS)}"
+                                f"{did_you_mean(name, _ARCHS)}")
     return _ARCHS[name]
 
 
@@ -276,21 +275,21 @@ def config_to_dict(config: ModelConfig) -> dict[str, Any]:
                 value = getattr(config, f.name)
                 out[f.name] = list(value) if isinstance(value, tuple) else value
             return out
-    raise TypeError(f"config must be a UNetConfig or DeepLabConfig, but got "
+    raise InvalidTypeError(f"config must be a UNetConfig or DeepLabConfig, but got "
                     f"{type(config).__name__}")
 
 
 def config_from_dict(data: dict[str, Any]) -> ModelConfig:
     """Inverse of :func:`config_to_dict`; unknown keys are an error (they would be typos)."""
     if "arch" not in data:
-        raise ValueError(f"model config dict needs an 'arch' key ({list(_ARCHS)}), but got keys "
+        raise InvalidValueError(f"model config dict needs an 'arch' key ({list(_ARCHS)}), but got keys "
                          f"{sorted(data)}")
     cls = _arch_class(data["arch"])
     fields = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in data.items() if k != "arch"}
     unknown = sorted(set(values) - fields)
     if unknown:
-        raise ValueError(f"unknown {data['arch']} config keys {unknown}; expected some of "
+        raise InvalidValueError(f"unknown {data['arch']} config keys {unknown}; expected some of "
                          f"{sorted(fields)}")
     if "rates" in values:
         values["rates"] = tuple(values["rates"])
@@ -309,13 +308,13 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or None, but got "
+        raise InvalidValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or None, but got "
                          f"device={device!r}") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested, but CUDA is not available here; "
+        raise InvalidValueError(f"device={device!r} was requested, but CUDA is not available here; "
                          f"use device='cpu' or None")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={device!r} was requested, but MPS is not available here")
+        raise InvalidValueError(f"device={device!r} was requested, but MPS is not available here")
     return dev
 
 
@@ -329,13 +328,13 @@ def predict(model: nn.Module, images: Tensor, *, mean: Sequence[float] | None = 
     ``[C, H, W]``): float in [0, 1] or uint8 (divided by 255), normalised with ``mean``/``std``
     when given (pass the dataset's). Runs in ``eval()`` mode; the model's mode is restored."""
     if not isinstance(images, Tensor) or images.dim() not in (3, 4):
-        raise ValueError(f"images must be a [N,C,H,W] or [C,H,W] tensor, but got "
+        raise InvalidValueError(f"images must be a [N,C,H,W] or [C,H,W] tensor, but got "
                          f"{getattr(images, 'shape', type(images).__name__)}")
     single = images.dim() == 3
     x = images[None] if single else images
     x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
     if (mean is None) != (std is None):
-        raise ValueError("mean and std must be given together (or neither)")
+        raise InvalidValueError("mean and std must be given together (or neither)")
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     was_training = model.training
@@ -368,16 +367,26 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     ``{"model": state_dict}``. Loads with ``weights_only=True`` (no code runs from the file)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    data = torch.load(path, map_location="cpu", weights_only=True)
+        raise MissingFileError(f"checkpoint {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if isinstance(err, EOFError):
+            first = "the file is empty or truncated"
+        if "weights only load failed" in first.lower():  # torch's advice to unpickle: not ours
+            first = ("not a torch.save file of tensors and plain data (autoloss loads "
+                     "checkpoints with weights_only=True and never unpickles code)")
+        raise InvalidValueError(f"cannot read checkpoint {path}: {first}; expected a file "
+                                f"written by autoloss train or torch.save") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path} is not a checkpoint: it holds a {type(data).__name__}")
+        raise InvalidValueError(f"{path} is not a checkpoint: it holds a {type(data).__name__}")
     if "model" not in data:
         if data and all(isinstance(v, torch.Tensor) for v in data.values()):
             return {"model": data}
-        raise ValueError(f"{path} is not a checkpoint: no 'model' entry (keys {sorted(data)[:8]})")
+        raise InvalidValueError(f"{path} is not a checkpoint: no 'model' entry (keys {sorted(data)[:8]})")
     if data.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} has checkpoint format {data['format']}, newer than this "
+        raise InvalidValueError(f"{path} has checkpoint format {data['format']}, newer than this "
                          f"version of autoloss reads ({CHECKPOINT_FORMAT}); upgrade autoloss")
     return data
 
@@ -392,7 +401,7 @@ def load_checkpoint(path: str | Path, *, device: str | None = "cpu"
     """
     data = read_checkpoint(path)
     if not data.get("model_config"):
-        raise ValueError(f"{path} does not record its model config (the model was not built by "
+        raise InvalidValueError(f"{path} does not record its model config (the model was not built by "
                          f"autoloss.models); build the model yourself and use warm_start()")
     model = build_model(config_from_dict(dict(data["model_config"])))
     model.load_state_dict(data["model"])
@@ -412,7 +421,7 @@ def warm_start(model: nn.Module, path: str | Path) -> list[str]:
     matched = {k: v for k, v in stored.items() if k in own and own[k].shape == v.shape}
     share = sum(v.numel() for v in matched.values()) / max(1, sum(v.numel() for v in own.values()))
     if share < 0.5:
-        raise ValueError(f"only {share:.0%} of the model's weights match {path} by name and "
+        raise InvalidValueError(f"only {share:.0%} of the model's weights match {path} by name and "
                          f"shape (a warm start needs at least half); it was trained for another "
                          f"architecture or size")
     skipped = sorted(set(own) - set(matched))

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from autoloss.errors import InvalidValueError
 from autoloss.relaxations import Curve, IdentityCurve
 
 __all__ = [
@@ -325,7 +326,7 @@ class RelaxedOps:
     def __init__(self, curves: Mapping[str, CurveFn], *, eps: float = 1e-8,
                  float32_dilation: bool = False) -> None:
         if not eps > 0:
-            raise ValueError(f"eps must be > 0 for a relaxed (differentiable) program, but got {eps=}")
+            raise InvalidValueError(f"eps must be > 0 for a relaxed (differentiable) program, but got {eps=}")
         self.curves = dict(curves)
         self.eps = float(eps)
         self.float32_dilation = bool(float32_dilation)
@@ -334,7 +335,7 @@ class RelaxedOps:
         try:
             return self.curves[name]
         except KeyError:
-            raise KeyError(
+            raise InvalidValueError(
                 f"the metric program asks for curve {name!r}, but only {sorted(self.curves)} "
                 "were given"
             ) from None

@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from autoloss.errors import InvalidValueError
 from autoloss.plots import FORMATS, STYLE, save_figure
 
 __all__ = ["class_legend", "class_palette", "colourise", "plot_overlays"]
@@ -60,14 +61,14 @@ def plot_overlays(checkpoint: Path | str, data: str, *, split: str = "test", n: 
     the first format.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, but got {n=}")
+        raise InvalidValueError(f"n must be a positive int, but got {n=}")
     from autoloss.data import load_dataset
     from autoloss.trainer import load_checkpoint, predict
 
     model, meta = load_checkpoint(Path(checkpoint))
     dataset = load_dataset(data, split)
     if len(dataset) == 0:
-        raise ValueError(f"split {split!r} of {data!r} has no images")
+        raise InvalidValueError(f"split {split!r} of {data!r} has no images")
     palette = class_palette(dataset.num_classes)
     picks = np.unique(np.linspace(0, len(dataset) - 1, min(n, len(dataset))).round().astype(int))
     rows, seen = [], set()

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from autoloss.errors import InvalidValueError, MissingFileError
+
 __all__ = ["open_run_study", "plot_run", "reference_preset", "register"]
 
 _FORMAT_CHOICES = {"png": ("png",), "svg": ("svg",), "both": ("png", "svg")}
@@ -55,11 +57,11 @@ def run_storage(run_dir: Path | str) -> tuple[str, str | None] | None:
     info_path = run / "run.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     if not isinstance(info, dict):
-        raise ValueError(f"{info_path} must hold a JSON object with 'storage' and 'study', but "
+        raise InvalidValueError(f"{info_path} must hold a JSON object with 'storage' and 'study', but "
                          f"got {type(info).__name__}")
     storage, name = info.get("storage"), info.get("study")
     if isinstance(storage, str) and is_masked(storage):
-        raise ValueError(f"{info_path} records the storage {storage} with its password masked; "
+        raise InvalidValueError(f"{info_path} records the storage {storage} with its password masked; "
                          f"pass --storage URL (with the password) to open it")
     if isinstance(storage, str) and storage.startswith("sqlite:///"):
         if not Path(storage[len("sqlite:///"):]).is_file():
@@ -70,7 +72,7 @@ def run_storage(run_dir: Path | str) -> tuple[str, str | None] | None:
         if not dbs:
             return None
         if len(dbs) > 1:
-            raise ValueError(f"run folder {str(run)!r} holds several databases "
+            raise InvalidValueError(f"run folder {str(run)!r} holds several databases "
                              f"{[p.name for p in dbs]}; expected one (or a run.json naming it)")
         storage = _sqlite_url(dbs[0])
     return storage, name if isinstance(name, str) else None
@@ -129,14 +131,14 @@ def plot_run(run_dir: Path | str, *, out: Path | str | None = None,
 
     run = Path(run_dir)
     if not run.is_dir():
-        raise FileNotFoundError(f"run folder {str(run)!r} does not exist")
+        raise MissingFileError(f"run folder {str(run)!r} does not exist")
     fmts = plots.check_formats(formats)
     dest = Path(out) if out is not None else run / "plots"
     study = open_run_study(run)
     best = run / "best_loss.yaml"
     logs = sorted(run.glob("*.jsonl"))
     if study is None and not best.is_file() and not logs:
-        raise ValueError(f"run folder {str(run)!r} holds no study (run.json / *.db), no "
+        raise InvalidValueError(f"run folder {str(run)!r} holds no study (run.json / *.db), no "
                          "best_loss.yaml and no *.jsonl log: nothing to plot")
     written: list[Path] = []
 
@@ -174,15 +176,15 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
     fmts = _FORMAT_CHOICES[args.format]
     if (args.checkpoint is None) != (args.data is None):
-        raise ValueError("--checkpoint and --data go together (the overlays need both), but got "
+        raise InvalidValueError("--checkpoint and --data go together (the overlays need both), but got "
                          f"--checkpoint={args.checkpoint} --data={args.data}")
     if not args.targets and args.checkpoint is None:
-        raise ValueError("autoloss plot needs a run folder, loss file, preset name or .jsonl "
+        raise InvalidValueError("autoloss plot needs a run folder, loss file, preset name or .jsonl "
                          "log, or --checkpoint with --data")
     runs = [Path(t) for t in args.targets if Path(t).is_dir()]
     comparisons = [run for run in runs if (run / "compare.json").is_file()]
     if args.pair is not None and not comparisons:
-        raise ValueError(f"--pair applies to a comparison folder (one holding compare.json), but "
+        raise InvalidValueError(f"--pair applies to a comparison folder (one holding compare.json), but "
                          f"none is among {args.targets}")
     logs = [Path(t) for t in args.targets if t.endswith(".jsonl")]
     losses = [t for t in args.targets if not Path(t).is_dir() and not t.endswith(".jsonl")]

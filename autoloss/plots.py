@@ -32,6 +32,7 @@ from torch import nn
 
 from autoloss.atomic import write_atomic
 from autoloss.budget import discarded
+from autoloss.errors import InvalidValueError, MissingFileError
 
 __all__ = ["FORMATS", "LOSS_COLORS", "STYLE", "check_formats",
            "curves_of", "default_labels", "plot_curves", "plot_history", "plot_importance",
@@ -55,7 +56,7 @@ def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
     fmts = (formats,) if isinstance(formats, str) else tuple(formats)
     bad = [f for f in fmts if f not in FORMATS]
     if not fmts or bad:
-        raise ValueError(f"formats must be a non-empty subset of {FORMATS}, but got {fmts!r}")
+        raise InvalidValueError(f"formats must be a non-empty subset of {FORMATS}, but got {fmts!r}")
     return fmts
 
 
@@ -110,9 +111,9 @@ def plot_curves(losses: Sequence[str | Path | nn.Module], *, labels: Sequence[st
     if isinstance(losses, (str, Path, nn.Module)):
         losses = [losses]
     if len(losses) == 0:
-        raise ValueError("losses must name at least one loss, but got an empty list")
+        raise InvalidValueError("losses must name at least one loss, but got an empty list")
     if labels is not None and len(labels) != len(losses):
-        raise ValueError(f"labels must have one entry per loss ({len(losses)}), but got "
+        raise InvalidValueError(f"labels must have one entry per loss ({len(losses)}), but got "
                          f"{len(labels)}: {list(labels)}")
     from autoloss.losses import load_loss
 
@@ -122,7 +123,7 @@ def plot_curves(losses: Sequence[str | Path | nn.Module], *, labels: Sequence[st
         module = spec if isinstance(spec, nn.Module) else load_loss(spec)
         curves = curves_of(module)
         if not curves:
-            raise ValueError(f"loss {label!r} ({type(module).__name__}) has no curves to plot; "
+            raise InvalidValueError(f"loss {label!r} ({type(module).__name__}) has no curves to plot; "
                              "expected a surrogate loss (a preset like 'asl-voc-miou' or a "
                              "searched loss file)")
         entries.append((label, getattr(module, "metric", None), curves))
@@ -356,7 +357,7 @@ def read_training_log(path: Path | str) -> tuple[Points, dict[str, Points]]:
     lines (a ``metrics`` mapping is read the same way); null (non-finite) values are skipped."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"training log {str(path)!r} does not exist")
+        raise MissingFileError(f"training log {str(path)!r} does not exist")
     losses: Points = []
     metrics: dict[str, Points] = {}
 
@@ -369,7 +370,7 @@ def read_training_log(path: Path | str) -> tuple[Points, dict[str, Points]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{lineno} is not a JSON record: {err}") from None
+            raise InvalidValueError(f"{path}:{lineno} is not a JSON record: {err}") from None
         step = record.get("step") if isinstance(record, dict) else None
         if not isinstance(step, int):
             continue
@@ -407,13 +408,13 @@ def plot_training(log_jsonl: Path | str | Sequence[Path | str], *, out: Path | s
     one = isinstance(log_jsonl, (str, Path))
     paths = [Path(log_jsonl)] if one else [Path(p) for p in log_jsonl]
     if not paths:
-        raise ValueError("log_jsonl must name at least one log file, but got an empty list")
+        raise InvalidValueError("log_jsonl must name at least one log file, but got an empty list")
     runs = [(label, *read_training_log(p)) for label, p in zip(run_labels(paths), paths)]
     logged = list(dict.fromkeys(name for _, _, evals in runs for name in evals))
     names = logged if metrics is None else list(metrics)
     missing = [m for m in names if m not in logged]
     if missing:
-        raise ValueError(f"metrics {missing} are not in the logs, which hold {logged}")
+        raise InvalidValueError(f"metrics {missing} are not in the logs, which hold {logged}")
     with matplotlib.rc_context(STYLE):
         fig = training_figure(runs, names, title="Training curves")
         return save_figure(fig, out, formats)[0]

@@ -46,6 +46,8 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import truncnorm
 
+from autoloss.errors import InvalidValueError
+
 __all__ = ["GENERATION_ATTR", "GENERATION_SIZE", "PPOSampler", "PolicyState"]
 
 GENERATION_ATTR = "ppo:generation"
@@ -94,21 +96,21 @@ class PPOSampler(BaseSampler):
                  update_steps: int = 60, include_pruned: bool = True,
                  seed: int | None = None) -> None:
         if not (isinstance(sigma, (int, float)) and sigma > 0):
-            raise ValueError(f"sigma must be a positive number, but got {sigma=}")
+            raise InvalidValueError(f"sigma must be a positive number, but got {sigma=}")
         if not isinstance(generation_size, int) or generation_size < 2:
-            raise ValueError(f"generation_size must be an int >= 2, but got {generation_size=}")
+            raise InvalidValueError(f"generation_size must be an int >= 2, but got {generation_size=}")
         if not (isinstance(clip, (int, float)) and 0 < clip < 1):
-            raise ValueError(f"clip must be in (0, 1), but got {clip=}")
+            raise InvalidValueError(f"clip must be in (0, 1), but got {clip=}")
         if not (isinstance(lr, (int, float)) and lr > 0):
-            raise ValueError(f"lr must be a positive number, but got {lr=}")
+            raise InvalidValueError(f"lr must be a positive number, but got {lr=}")
         if not isinstance(update_steps, int) or update_steps < 1:
-            raise ValueError(f"update_steps must be a positive int, but got {update_steps=}")
+            raise InvalidValueError(f"update_steps must be a positive int, but got {update_steps=}")
         if seed is not None and not isinstance(seed, int):
-            raise ValueError(f"seed must be an int or None, but got {seed=}")
+            raise InvalidValueError(f"seed must be an int or None, but got {seed=}")
         initial = dict(initial_params or {})
         for name, value in initial.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"initial_params[{name!r}] must be a number, but got {value!r}")
+                raise InvalidValueError(f"initial_params[{name!r}] must be a number, but got {value!r}")
         self._initial = {k: float(v) for k, v in initial.items()}
         self._sigma = float(sigma)
         self._size = generation_size
@@ -132,7 +134,7 @@ class PPOSampler(BaseSampler):
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         if len(study.directions) > 1:
-            raise ValueError("PPOSampler supports single-objective studies only, but the study "
+            raise InvalidValueError("PPOSampler supports single-objective studies only, but the study "
                              f"has {len(study.directions)} objectives")
         if "fixed_params" in trial.system_attrs or trial.params:
             return  # enqueued or retried trial: not drawn from the current policy

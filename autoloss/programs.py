@@ -28,7 +28,6 @@ Users define their own metric by building a ``MetricProgram`` in their own modul
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib.util
 import sys
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from autoloss.errors import InvalidTypeError, InvalidValueError, MissingFileError, did_you_mean
 from autoloss.operators import dilate, exact_edge, total
 
 __all__ = [
@@ -97,7 +97,7 @@ def class_mean(values: Tensor, present: Tensor | None, classes: str = "present")
     if classes == "all":
         return values.mean(dim=-1)
     if classes != "present":
-        raise ValueError(f"classes must be 'present' or 'all', but got {classes=}")
+        raise InvalidValueError(f"classes must be 'present' or 'all', but got {classes=}")
     weights = present.to(values.dtype)
     kept = torch.where(present, values, torch.zeros_like(values))
     return kept.sum(dim=-1) / weights.sum(dim=-1).clamp_min(1)
@@ -239,11 +239,9 @@ def get_program(name: str | MetricProgram) -> MetricProgram:
     try:
         return BUILTIN_PROGRAMS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, BUILTIN_PROGRAMS, n=3)
-        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ValueError(
+        raise InvalidValueError(
             f"unknown metric {name!r}: expected one of {sorted(BUILTIN_PROGRAMS)} or a user "
-            f"program 'file.py:name'{hint}"
+            f"program 'file.py:name'{did_you_mean(name, BUILTIN_PROGRAMS)}"
         ) from None
 
 
@@ -258,25 +256,28 @@ def load_user_program(reference: str) -> MetricProgram:
     path_text, _, attr = reference.rpartition(":")
     path = Path(path_text).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"user metric file {str(path)!r} (from {reference!r}) does not exist")
+        raise MissingFileError(f"user metric file {str(path)!r} (from {reference!r}) does not exist")
     require_trusted(reference)
     module_name = f"autoloss_user_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
-        raise ValueError(f"cannot import {str(path)!r} as a Python module")
+        raise InvalidValueError(f"cannot import {str(path)!r} as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as err:  # the user's file does not parse: where, not a traceback
+        del sys.modules[module_name]
+        raise InvalidValueError(f"user metric file {err.filename}:{err.lineno}: syntax error: "
+                                f"{err.msg}") from None
     if not hasattr(module, attr):
         names = [n for n in dir(module) if not n.startswith("_")]
-        close = difflib.get_close_matches(attr, names, n=3)
-        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"{str(path)!r} defines no {attr!r}{hint}")
+        raise InvalidValueError(f"{str(path)!r} defines no {attr!r}{did_you_mean(attr, names)}")
     obj = getattr(module, attr)
     if callable(obj) and not isinstance(obj, MetricProgram):
         obj = obj()
     if not isinstance(obj, MetricProgram):
-        raise TypeError(
+        raise InvalidTypeError(
             f"{reference!r} must be a MetricProgram (or a function returning one), "
             f"but got {type(obj).__name__}"
         )

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import hashlib
 import json
 import math
@@ -56,6 +55,7 @@ from torch import nn
 
 from autoloss.atomic import write_text_atomic
 from autoloss.data import dataset_splits, load_dataset, parse_spec
+from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
 from autoloss.locks import file_lock
 from autoloss.metrics import METRIC_NAMES
 from autoloss.models import (
@@ -147,7 +147,7 @@ class ProxyConfig:
 
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> None:
-            raise ValueError(f"proxy option {name} must be {expected}, but got "
+            raise InvalidValueError(f"proxy option {name} must be {expected}, but got "
                              f"{name}={getattr(self, name)!r}")
 
         def is_int(v: Any, low: int) -> bool:
@@ -188,7 +188,7 @@ class ProxyConfig:
         try:
             parse_spec(self.data)
         except ValueError as err:
-            raise ValueError(f"proxy option data: {err}") from None
+            raise InvalidValueError(f"proxy option data: {err}") from None
         if self.eval_split == "test":
             fail("eval_split", "a proxy-validation split other than 'test' (the test split is "
                  "kept for reporting)")
@@ -220,14 +220,13 @@ class ProxyConfig:
         """Build from a plain dict (experiment YAML, CLI); an unknown key is an error with a
         did-you-mean suggestion."""
         if not isinstance(options, Mapping):
-            raise TypeError(f"proxy config must be a dict or ProxyConfig, but got "
+            raise InvalidTypeError(f"proxy config must be a dict or ProxyConfig, but got "
                             f"{type(options).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
         for key in options:
             if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"unknown proxy option {key!r}{hint}; expected one of {names}")
+                raise InvalidValueError(f"unknown proxy option {key!r}{did_you_mean(key, names)}; "
+                                        f"expected one of {names}")
         values = dict(options)
         for key in ("size", "crop", "metrics"):
             if isinstance(values.get(key), list):
@@ -241,10 +240,8 @@ class ProxyConfig:
 
 def _choice(name: str, value: Any, choices: list[str]) -> None:
     if value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"proxy option {name} must be one of {choices}, but got "
-                         f"{name}={value!r}{hint}")
+        raise InvalidValueError(f"proxy option {name} must be one of {choices}, but got "
+                                f"{name}={value!r}{did_you_mean(value, choices)}")
 
 
 def _with_size(spec: str, size: tuple[int, int]) -> str:
@@ -258,7 +255,7 @@ def resolve_data(config: ProxyConfig) -> str:
     parsed = parse_spec(config.data)
     if "size" in parsed.options:
         if config.size is not None:
-            raise ValueError(f"proxy option size={config.size} conflicts with the size option of "
+            raise InvalidValueError(f"proxy option size={config.size} conflicts with the size option of "
                              f"data={config.data!r}; give one of them")
         return config.data
     if config.size is not None:
@@ -301,7 +298,7 @@ class Proxy:
         splits = dataset_splits(self.data)
         for split in ("train", config.eval_split):
             if split not in splits:
-                raise ValueError(f"proxy data {self.data!r} has no {split!r} split (it has "
+                raise InvalidValueError(f"proxy data {self.data!r} has no {split!r} split (it has "
                                  f"{splits}); set eval_split to a held-out split other than "
                                  f"'test'")
         self._train = load_dataset(self.data, "train", subset=config.subset,
@@ -428,9 +425,9 @@ class Proxy:
         ``NonFiniteLossError`` propagates when the loss becomes NaN or infinite.
         """
         if not isinstance(loss, nn.Module):
-            raise TypeError(f"loss must be a torch.nn.Module, but got {type(loss).__name__}")
+            raise InvalidTypeError(f"loss must be a torch.nn.Module, but got {type(loss).__name__}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, but got {seed=}")
+            raise InvalidValueError(f"seed must be a non-negative int, but got {seed=}")
         started = time.perf_counter()
         model = self._initial_model(seed)
         train, val = self._train, self._val

@@ -18,6 +18,8 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from autoloss.errors import InvalidValueError
+
 __all__ = ["BottomQuantilePruner"]
 
 
@@ -36,9 +38,9 @@ class BottomQuantilePruner(optuna.pruners.BasePruner):
     def __init__(self, quantile: float = 0.25, *, n_startup_trials: int = 5,
                  n_warmup_steps: int = 0) -> None:
         if not 0.0 < quantile < 1.0:
-            raise ValueError(f"quantile must be in (0, 1), but got {quantile}")
+            raise InvalidValueError(f"quantile must be in (0, 1), but got {quantile}")
         if n_startup_trials < 1 or n_warmup_steps < 0:
-            raise ValueError(f"n_startup_trials must be >= 1 and n_warmup_steps >= 0, but got "
+            raise InvalidValueError(f"n_startup_trials must be >= 1 and n_warmup_steps >= 0, but got "
                              f"{n_startup_trials} and {n_warmup_steps}")
         self.quantile, self.n_startup_trials = quantile, n_startup_trials
         self.n_warmup_steps = n_warmup_steps

@@ -18,7 +18,6 @@ device, differentiably in the input (curve parameters are constants). Curves are
 
 from __future__ import annotations
 
-import difflib
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate
@@ -27,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
 
 __all__ = ["BezierCurve", "Curve", "IdentityCurve", "LinearCurve", "curve_from_dict",
            "curve_from_raw"]
@@ -41,12 +42,12 @@ def _floats(name: str, values: Sequence[float], size: int | None = None) -> list
     try:
         out = [float(v) for v in values]
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a sequence of numbers, but got {values!r}") from None
+        raise InvalidValueError(f"{name} must be a sequence of numbers, but got {values!r}") from None
     if size is not None and len(out) != size:
-        raise ValueError(f"{name} must have {size} numbers, but got len({name})={len(out)}")
+        raise InvalidValueError(f"{name} must have {size} numbers, but got len({name})={len(out)}")
     for i, v in enumerate(out):
         if not 0.0 <= v <= 1.0:  # also rejects NaN
-            raise ValueError(f"{name} must hold numbers in [0, 1], but got {name}[{i}]={v!r}")
+            raise InvalidValueError(f"{name} must hold numbers in [0, 1], but got {name}[{i}]={v!r}")
     return out
 
 
@@ -54,7 +55,7 @@ def _non_decreasing(name: str, values: Sequence[float], *, strict: bool = False)
     for i in range(1, len(values)):
         if values[i] < values[i - 1] or (strict and values[i] == values[i - 1]):
             kind = "strictly increasing" if strict else "non-decreasing"
-            raise ValueError(f"{name} must be {kind}, but got {values[i - 1]!r} then "
+            raise InvalidValueError(f"{name} must be {kind}, but got {values[i - 1]!r} then "
                              f"{values[i]!r} (entries {i - 1} and {i})")
 
 
@@ -66,14 +67,14 @@ def _cumulative(raw: Sequence[float]) -> list[float]:
 
 def _count(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, but got {name}={value!r}")
+        raise InvalidValueError(f"{name} must be an int >= {minimum}, but got {name}={value!r}")
     return int(value)
 
 
 def _check_x(x: Tensor) -> None:
     if not isinstance(x, Tensor) or not x.is_floating_point():
         got = x.dtype if isinstance(x, Tensor) else type(x).__name__
-        raise TypeError(f"x must be a floating-point tensor, but got {got}")
+        raise InvalidTypeError(f"x must be a floating-point tensor, but got {got}")
 
 
 def _rise(y0: Tensor, y1: Tensor) -> Tensor:
@@ -336,7 +337,7 @@ class BezierCurve(Curve):
         super().__init__()
         values = _floats("points", points)
         if len(values) % 4 != 2:
-            raise ValueError("points must have an even length 2K with K odd (K=1: 1 piece, K=3: "
+            raise InvalidValueError("points must have an even length 2K with K odd (K=1: 1 piece, K=3: "
                              f"2 pieces, K=2p-1: p pieces), but got len(points)={len(values)}")
         _non_decreasing("points (x coordinates)", values[0::2])
         _non_decreasing("points (y coordinates)", values[1::2])
@@ -418,10 +419,10 @@ class LinearCurve(Curve):
         super().__init__()
         xs, ys = _floats("knots_x", knots_x), _floats("knots_y", knots_y)
         if len(xs) != len(ys):
-            raise ValueError(f"knots_x and knots_y must have the same length, but got "
+            raise InvalidValueError(f"knots_x and knots_y must have the same length, but got "
                              f"{len(xs)} and {len(ys)}")
         if xs and not (0.0 < xs[0] and xs[-1] < 1.0):
-            raise ValueError(f"knots_x must lie in the open interval (0, 1), but got {xs}")
+            raise InvalidValueError(f"knots_x must lie in the open interval (0, 1), but got {xs}")
         _non_decreasing("knots_x", xs, strict=True)
         _non_decreasing("knots_y", ys)
         self._xs, self._ys, self._fixed_x = tuple(xs), tuple(ys), bool(fixed_x)
@@ -486,15 +487,10 @@ _KINDS: dict[str, tuple[type[Curve], tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-def _did_you_mean(name: Any, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(name), list(choices), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def _lookup_kind(kind: Any) -> tuple[type[Curve], tuple[str, ...], tuple[str, ...]]:
     if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {sorted(_KINDS)}, but got {kind!r}"
-                         + _did_you_mean(kind, list(_KINDS)))
+        raise InvalidValueError(f"kind must be one of {sorted(_KINDS)}, but got {kind!r}"
+                         + did_you_mean(kind, list(_KINDS)))
     return _KINDS[kind]
 
 
@@ -502,15 +498,15 @@ def curve_from_dict(d: Mapping[str, Any]) -> Curve:
     """Inverse of ``Curve.to_dict``: ``{"kind": "bezier", "points": [...]}``,
     ``{"kind": "linear", "knots_x": [...], "knots_y": [...]}`` or ``{"kind": "identity"}``."""
     if not isinstance(d, Mapping) or "kind" not in d:
-        raise ValueError(f"d must be a mapping with a 'kind' entry, but got {d!r}")
+        raise InvalidValueError(f"d must be a mapping with a 'kind' entry, but got {d!r}")
     cls, required, optional = _lookup_kind(d["kind"])
     fields = {k: v for k, v in d.items() if k != "kind"}
     if unknown := sorted(set(fields) - set(required) - set(optional)):
-        raise ValueError(f"unknown keys {unknown} for a {d['kind']!r} curve, which takes "
+        raise InvalidValueError(f"unknown keys {unknown} for a {d['kind']!r} curve, which takes "
                          f"{list(required + optional)}"
-                         + _did_you_mean(unknown[0], required + optional))
+                         + did_you_mean(unknown[0], required + optional))
     if missing := [k for k in required if k not in fields]:
-        raise ValueError(f"a {d['kind']!r} curve needs keys {list(required)}, but {missing} "
+        raise InvalidValueError(f"a {d['kind']!r} curve needs keys {list(required)}, but {missing} "
                          f"are missing in {dict(d)!r}")
     return cls(**fields)
 
@@ -529,5 +525,5 @@ def curve_from_raw(kind: str, raw: Sequence[float], *, pieces: int = 2,
             return LinearCurve.from_raw(raw, knots=len(knots_x), knots_x=knots_x)
         return LinearCurve.from_raw(raw, knots=(len(raw) + 1) // 2)  # odd length: error
     if raw:
-        raise ValueError(f"an identity curve has no parameters, but got len(raw)={len(raw)}")
+        raise InvalidValueError(f"an identity curve has no parameters, but got len(raw)={len(raw)}")
     return IdentityCurve()

@@ -34,6 +34,7 @@ from autoloss.artifact import search_name
 from autoloss.atomic import write_text_atomic
 from autoloss.compare_report import RunRecord
 from autoloss.data import dataset_splits, load_dataset
+from autoloss.errors import InvalidValueError, MissingFileError
 from autoloss.locks import file_lock
 from autoloss.losses import load_loss
 from autoloss.metrics import MetricAccumulator
@@ -105,7 +106,7 @@ def build_loss(spec: str | Path, *, ignore_index: int | None) -> nn.Module:
     values = _ignore_values(to_dict()) if callable(to_dict) else [None]
     if values is None:
         if ignore_index is not None:
-            raise ValueError(f"loss {str(spec)!r} has no ignore_index option, but the dataset "
+            raise InvalidValueError(f"loss {str(spec)!r} has no ignore_index option, but the dataset "
                              f"marks ignored pixels with ignore_index={ignore_index}; use a loss "
                              f"that takes ignore_index or a dataset without ignored pixels")
         return loss
@@ -137,7 +138,7 @@ def evaluate_checkpoint(path: str | Path, data: str, *, split: str = "test", tol
     dataset = load_dataset(data, split)
     config = getattr(model, "config", None)
     if config is not None and config.num_classes != dataset.num_classes:
-        raise ValueError(f"the checkpoint's model predicts {config.num_classes} classes, but "
+        raise InvalidValueError(f"the checkpoint's model predicts {config.num_classes} classes, but "
                          f"dataset {data!r} has num_classes={dataset.num_classes}")
     return score_model(model, dataset, tol=tol)
 
@@ -162,9 +163,9 @@ def load_splits(data: str, *, val_split: str | None, test_split: str) -> RunData
     splits = dataset_splits(data)
     for name, split in (("val_split", val_split), ("test_split", test_split)):
         if split is not None and split not in splits:
-            raise ValueError(f"{name}={split!r} is not a split of {data!r}, which has {splits}")
+            raise InvalidValueError(f"{name}={split!r} is not a split of {data!r}, which has {splits}")
     if val_split is not None and val_split == test_split:
-        raise ValueError(f"val_split and test_split must differ (validation must not see the "
+        raise InvalidValueError(f"val_split and test_split must differ (validation must not see the "
                          f"reported split), but both are {test_split!r}")
     return RunData(data, load_dataset(data, "train"),
                    load_dataset(data, val_split) if val_split is not None else None,
@@ -195,7 +196,7 @@ def _check_identity(path: Path, stored: dict[str, Any], current: dict[str, Any])
     old, new = _comparable(stored), _comparable(current)
     diff = [f"{k}: stored {old.get(k)!r} vs now {new[k]!r}" for k in new if old.get(k) != new[k]]
     if diff:
-        raise ValueError(f"{path.parent} holds a run with another setup ({'; '.join(diff)}); "
+        raise InvalidValueError(f"{path.parent} holds a run with another setup ({'; '.join(diff)}); "
                          f"pass another out folder or delete that one")
 
 
@@ -256,7 +257,7 @@ def _run_locked(loss_spec: str | Path, loss: nn.Module, net: nn.Module,
     if run_path.is_file():
         _check_identity(run_path, json.loads(run_path.read_text()), identity)
     if init_from is not None and not Path(init_from).is_file():
-        raise FileNotFoundError(f"init_from={str(init_from)!r}: no checkpoint there")
+        raise MissingFileError(f"init_from={str(init_from)!r}: no checkpoint there")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_path, json.dumps(plain_json({"loss": str(loss_spec), **identity}),
                                           indent=2))

@@ -55,6 +55,13 @@ from torch import nn
 
 from autoloss.atomic import write_text_atomic
 from autoloss.budget import DISCARDED, OWNER, discarded, fail_orphans, finished, over_budget, owner
+from autoloss.errors import (
+    InvalidValueError,
+    MissingDependencyError,
+    SearchError,
+    StorageError,
+    did_you_mean,
+)
 from autoloss.pruning import BottomQuantilePruner
 from autoloss.rescore import rescore_seeds, rescore_top
 from autoloss.search_config import (
@@ -62,7 +69,6 @@ from autoloss.search_config import (
     Proxy,
     SearchConfig,
     SearchResult,
-    _hint,
     load_experiment,
     make_proxy,
     make_space,
@@ -117,14 +123,14 @@ def make_storage(url: str, *, heartbeat: int = 30) -> optuna.storages.BaseStorag
             except ImportError:  # the URL's database driver
                 scheme = url.split("://", 1)[0]
                 package = _DRIVERS.get(scheme, f"the driver of {scheme!r}")
-                raise ImportError(f"storage {mask_password(url)} needs the database driver "
+                raise MissingDependencyError(f"storage {mask_password(url)} needs the database driver "
                                   f"{package}, which is not installed (for PostgreSQL: pip "
                                   "install 'autoloss[postgres]')") from None
             except Exception as err:
                 # processes creating one new database together race on its tables: retry
                 if attempt == 4 or not any(text in str(err) for text in _CREATION_RACES):
                     first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-                    raise ValueError(f"cannot open the storage {mask_password(url)}: "
+                    raise StorageError(f"cannot open the storage {mask_password(url)}: "
                                        f"{mask_password_in(first, url)}") from None
                 time.sleep(0.2 + 0.3 * attempt)
     raise AssertionError("unreachable")
@@ -144,12 +150,12 @@ def initial_params(cfg: SearchConfig, space: Any) -> dict[str, float]:
     from autoloss.losses import read_spec
 
     if not hasattr(space, "params_of_loss"):
-        raise ValueError(f"init_from needs a single-metric search space, but the target "
+        raise InvalidValueError(f"init_from needs a single-metric search space, but the target "
                          f"{cfg.metric!r} combines several")
     try:
         return space.params_of_loss(read_spec(cfg.init_from))
     except ValueError as err:
-        raise ValueError(f"init_from={str(cfg.init_from)!r}: {err}") from None
+        raise InvalidValueError(f"init_from={str(cfg.init_from)!r}: {err}") from None
 
 
 def prior_points(space: Any, n: int, *, seed: int, sigma: float = 0.2,
@@ -185,8 +191,8 @@ def make_sampler(cfg: SearchConfig, space: Any) -> optuna.samplers.BaseSampler:
         try:
             import cmaes  # noqa: F401
         except ImportError:
-            raise ImportError("sampler 'cmaes' needs the cmaes package: pip install cmaes"
-                              ) from None
+            raise MissingDependencyError("sampler 'cmaes' needs the cmaes package: "
+                                         "pip install cmaes") from None
         # starts at the centre of the box (x0/sigma0 are deprecated in optuna 4.9); the
         # enqueued reference points are evaluated first all the same
         return TrialSeededSampler(lambda s: optuna.samplers.CmaEsSampler(seed=s), seed)
@@ -215,7 +221,7 @@ def _objective_values(metrics: dict[str, float], cfg: SearchConfig) -> list[floa
     values = []
     for name, weight in terms:
         if name not in metrics:
-            raise KeyError(f"the proxy reported no {name!r}; it reports {sorted(metrics)}")
+            raise InvalidValueError(f"the proxy reported no {name!r}; it reports {sorted(metrics)}")
         values.append(weight * float(metrics[name]))
     return values if names else [sum(values)]
 
@@ -290,7 +296,7 @@ def _load_or_create(cfg: SearchConfig, space: Any, sampler: Any, pruner: Any,
                                   pruner=pruner)
         created = False
     if len(study.directions) != n_obj:
-        raise ValueError(f"study {cfg.study!r} has {len(study.directions)} objective(s), but "
+        raise InvalidValueError(f"study {cfg.study!r} has {len(study.directions)} objective(s), but "
                          f"this search has {n_obj}; use another --study or --out")
     if not study.metric_names:  # named objectives in optuna-dashboard and the callbacks
         with warnings.catch_warnings():
@@ -354,7 +360,7 @@ def _check_identity(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any
                    "proxy": json.loads(json.dumps(cfg.proxy))}
     if stored != current:
         diff = [k for k in current if json.dumps(stored.get(k)) != json.dumps(current[k])]
-        raise ValueError(f"study {cfg.study!r} in {mask_password(cfg.storage)} was created with "
+        raise InvalidValueError(f"study {cfg.study!r} in {mask_password(cfg.storage)} was created with "
                          f"other {diff} ({ {k: stored.get(k) for k in diff} }); use another --study "
                          "or --out to start a new search")
     if "version" not in stored:
@@ -534,20 +540,58 @@ def _optimize(study: optuna.Study, cfg: SearchConfig, objective: Callable[[Any],
                 raise
 
 
+_DISCARD_WAIT = 10.0  # seconds
+
+
+def _run_until_budget(cfg: SearchConfig, study: optuna.Study, space: Any, proxy: Proxy,
+                      started: float, bar: Any, tick: Callable[[Any, Any], None],
+                      callbacks: Sequence[Callable[[Any, Any], None]], *, progress: bool) -> None:
+    """Run trials here and in workers until the study (shared with other processes) has its
+    budget, then wait for the trials others still run. A round gives this process the missing
+    trials; if others' trials then fail (a killed process), the next round runs their share.
+    Stops at the timeout, or after a round in which no trial finished (they fail by
+    themselves)."""
+    while True:
+        remaining = max(0, cfg.trials - finished(study))
+        left = None if cfg.timeout is None else cfg.timeout - (time.monotonic() - started)
+        if not remaining or (left is not None and left <= 0):
+            return
+        before = finished(study)
+        now = cfg if left is None else dataclasses.replace(cfg, timeout=left)
+        # With workers, the queued trials (references, retries) run here first: two processes
+        # could both pop one WAITING trial from SQLite (no row locks there).
+        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        here = remaining if cfg.workers == 1 else min(remaining, waiting)
+        if here:
+            _optimize(study, now, build_objective(cfg, space, proxy), here, [tick, *callbacks])
+        remaining = max(0, cfg.trials - finished(study))
+        if remaining and cfg.workers > 1:
+            _run_workers(now, study, remaining, bar, callbacks)
+        _wait_for_running(study, cfg, progress=progress)
+        if finished(study) == before:
+            return
+
+
 def _wait_for_running(study: optuna.Study, cfg: SearchConfig, *, progress: bool) -> None:
     """With the budget reached or given out, wait for the trials other processes still run, so
     that every process re-scores, exports and summarises the same finished study. Stale trials
-    (their process dead) are failed on the way; stops when none is left running."""
-    said = False
-    while finished(study) < cfg.trials:
+    (their process dead) are failed on the way. Once the budget is reached, a trial still
+    running is one its process is about to discard (it started too late): waited for
+    :data:`_DISCARD_WAIT` seconds at most."""
+    said, full_since = False, None
+    while True:
         _fail_dead_trials(study)
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not running:
             return
+        if finished(study) >= cfg.trials:
+            full_since = full_since or time.monotonic()
+            if time.monotonic() - full_since > _DISCARD_WAIT:
+                return
         if progress and not said:
             print(f"waiting for {len(running)} trial(s) running in other processes", flush=True)
             said = True
-        time.sleep(1.0)
+        time.sleep(0.5)
 
 
 def _best_text(study: optuna.Study) -> str:
@@ -627,17 +671,8 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                 bar.set_postfix(best=_best_text(study))
 
             try:
-                # With workers, the queued trials (references, retries) run here first: two
-                # processes could both pop one WAITING trial from SQLite (no row locks there).
-                waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-                here = remaining if cfg.workers == 1 else min(remaining, waiting)
-                if here:
-                    _optimize(study, cfg, build_objective(cfg, space, proxy), here,
-                              [tick, *callbacks])
-                remaining = max(0, cfg.trials - finished(study))
-                if remaining and cfg.workers > 1:
-                    _run_workers(cfg, study, remaining, bar, callbacks)
-                _wait_for_running(study, cfg, progress=progress)
+                _run_until_budget(cfg, study, space, proxy, started, bar, tick, callbacks,
+                                  progress=progress)
                 _discard_leftover_queue(study, cfg)
             finally:
                 bar.close()
@@ -653,9 +688,22 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                 print(text)
             if cfg.plots:
                 _draw_plots(cfg.out)
+    except optuna.exceptions.StorageInternalError as err:  # e.g. a full disk under SQLite
+        raise StorageError(f"cannot write to the storage {mask_password(cfg.storage)}: "
+                           f"{mask_password_in(_root_cause(err), cfg.storage)}; fix it and run "
+                           "the same command again (finished trials are kept)") from None
     finally:
         optuna.logging.set_verbosity(verbosity)
     return _result(cfg, study, loss_path, wall)
+
+
+def _root_cause(err: BaseException) -> str:
+    """The first line of the innermost exception ``err`` was raised from (the database's own
+    message, e.g. ``database or disk is full``)."""
+    while err.__cause__ is not None or err.__context__ is not None:
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def rescore(cfg: SearchConfig, study: optuna.Study, proxy: Proxy, *,
@@ -695,7 +743,7 @@ def _run_workers(cfg: SearchConfig, study: optuna.Study, remaining: int, bar: An
         # workers that failed by themselves (exit code > 0) without a finished trial would fail
         # again; killed ones (a signal: code < 0) are retried, up to 5 rounds without progress
         if stalls and (all(code > 0 for code in dead) or stalls >= 5):
-            raise RuntimeError(f"{len(dead)} search worker(s) exited with codes {dead} and no "
+            raise SearchError(f"{len(dead)} search worker(s) exited with codes {dead} and no "
                                "trial finished; the study is kept, resume it with the same "
                                "command")
         warnings.warn(f"{len(dead)} search worker(s) exited with codes {dead}; their running "
@@ -772,11 +820,11 @@ def open_study(storage: str, study: str | None = None) -> optuna.Study:
     names = optuna.get_all_study_names(storage=store)
     if study is None:
         if len(names) != 1:
-            raise ValueError(f"storage {mask_password(storage)} holds studies {names}: name one "
+            raise InvalidValueError(f"storage {mask_password(storage)} holds studies {names}: name one "
                              f"with --study")
         study = names[0]
     if study not in names:
-        raise ValueError(f"storage {mask_password(storage)} has no study {study!r}; it holds "
+        raise InvalidValueError(f"storage {mask_password(storage)} has no study {study!r}; it holds "
                          f"{names}"
-                         f"{_hint(study, names)}")
+                         f"{did_you_mean(study, names)}")
     return optuna.load_study(study_name=study, storage=store)

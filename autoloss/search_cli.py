@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from autoloss.errors import InvalidValueError, MissingFileError
+
 __all__ = ["register"]
 
 # CLI flag -> proxy config key, for the common proxy knobs (anything else: --proxy KEY=VALUE).
@@ -112,7 +114,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print(f"exported loss (trial {prov.get('trial', result.best_trial)}, {how}): "
               f"{result.loss_path}")
     print(f"summary: {result.out / 'summary.md'}")
-    if (result.out / "plots").is_dir():
+    if any((result.out / "plots").glob("*.png")):
         print(f"plots: {result.out / 'plots'}")
     return 0
 
@@ -126,22 +128,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.run_dir is not None and storage is None:
         folder = Path(args.run_dir)
         if not (folder / "run.json").is_file():
-            raise FileNotFoundError(f"{str(folder)!r} is not a search run folder (it has no "
+            raise MissingFileError(f"{str(folder)!r} is not a search run folder (it has no "
                                     "run.json); pass --storage URL [--study NAME] instead")
         # the folder's own study.db when the recorded SQLite path is not on this machine
         found = run_storage(folder)
         if found is None:
-            raise FileNotFoundError(f"run folder {str(folder)!r} holds no study database; pass "
+            raise MissingFileError(f"run folder {str(folder)!r} holds no study database; pass "
                                     "--storage URL [--study NAME]")
         storage, study_name = found[0], study_name or found[1]
     elif storage is None:
-        raise ValueError("export needs a run folder or --storage URL")
+        raise InvalidValueError("export needs a run folder or --storage URL")
     elif args.run_dir is not None:
         folder = Path(args.run_dir)
     study = open_study(storage, study_name)
     if args.rescore_top is not None or args.rescore_seeds is not None:
         if args.trial is not None:
-            raise ValueError("--trial exports that trial as it is; re-scoring (--rescore-top, "
+            raise InvalidValueError("--trial exports that trial as it is; re-scoring (--rescore-top, "
                              "--rescore-seeds) chooses the trial, so pass one or the other")
         _rescore_for_export(study, storage, folder, args)
     name = "best_loss.yaml" if args.trial is None else f"trial_{args.trial}_loss.yaml"
@@ -163,7 +165,7 @@ def _rescore_for_export(study: Any, storage: str, folder: Path, args: argparse.N
 
     stored = dict(study.user_attrs.get("config") or {})
     if not stored:
-        raise ValueError(f"study {study.study_name!r} records no search config (user attr "
+        raise InvalidValueError(f"study {study.study_name!r} records no search config (user attr "
                          "'config'); was it made by autoloss search?")
     fields = {f.name for f in dataclasses.fields(SearchConfig)}
     values = {k: v for k, v in stored.items() if k in fields}

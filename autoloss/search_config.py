@@ -5,7 +5,6 @@ here (see ``autoloss.search``)."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import re
 import warnings
@@ -18,6 +17,7 @@ from torch import nn
 
 from autoloss.cache import default_cache_dir
 from autoloss.data import data_slug
+from autoloss.errors import InvalidValueError, did_you_mean
 from autoloss.metrics import METRIC_NAMES
 from autoloss.programs import is_user_reference
 from autoloss.spaces import SearchSpace, load_space
@@ -127,14 +127,14 @@ def parse_target(metric: str) -> list[tuple[str, float]]:
     for part in metric.split("+"):
         m = re.fullmatch(r"\s*(?:([0-9.eE-]+)\s*\*\s*)?([^*]+?)\s*", part)
         if m is None or not m.group(2):
-            raise ValueError(f"metric term {part!r} of {metric!r} must be NAME or WEIGHT*NAME")
+            raise InvalidValueError(f"metric term {part!r} of {metric!r} must be NAME or WEIGHT*NAME")
         try:
             weight = float(m.group(1)) if m.group(1) else 1.0
         except ValueError:
-            raise ValueError(f"metric term {part!r}: weight {m.group(1)!r} is not a number"
+            raise InvalidValueError(f"metric term {part!r}: weight {m.group(1)!r} is not a number"
                              ) from None
         if weight <= 0:
-            raise ValueError(f"metric term {part!r}: weight must be > 0, but got {weight}")
+            raise InvalidValueError(f"metric term {part!r}: weight must be > 0, but got {weight}")
         terms.append((m.group(2), weight))
     return terms
 
@@ -149,26 +149,26 @@ def resolve_config(cfg: SearchConfig) -> SearchConfig:
     for name, types in _TYPES.items():
         value = getattr(cfg, name)
         if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
-            raise ValueError(f"{name} must be {' or '.join(t.__name__ for t in types)}, but got "
+            raise InvalidValueError(f"{name} must be {' or '.join(t.__name__ for t in types)}, but got "
                              f"{value!r}")
     if cfg.trials < 1 or cfg.workers < 1 or cfg.heartbeat < 1:
-        raise ValueError(f"trials, workers and heartbeat must be >= 1, but got trials="
+        raise InvalidValueError(f"trials, workers and heartbeat must be >= 1, but got trials="
                          f"{cfg.trials}, workers={cfg.workers}, heartbeat={cfg.heartbeat}")
     if cfg.rescore_top < 0 or cfg.rescore_seeds < 0:
-        raise ValueError(f"rescore_top and rescore_seeds must be >= 0 (0: no re-scoring), but "
+        raise InvalidValueError(f"rescore_top and rescore_seeds must be >= 0 (0: no re-scoring), but "
                          f"got rescore_top={cfg.rescore_top}, rescore_seeds={cfg.rescore_seeds}")
     if cfg.timeout is not None and cfg.timeout <= 0:
-        raise ValueError(f"timeout must be > 0 seconds or None, but got {cfg.timeout}")
+        raise InvalidValueError(f"timeout must be > 0 seconds or None, but got {cfg.timeout}")
     if cfg.startup not in STARTUPS:
-        raise ValueError(f"startup must be one of {list(STARTUPS)}, but got {cfg.startup!r}"
-                         f"{_hint(cfg.startup, STARTUPS)}")
+        raise InvalidValueError(f"startup must be one of {list(STARTUPS)}, but got {cfg.startup!r}"
+                         f"{did_you_mean(cfg.startup, STARTUPS)}")
     if cfg.sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {list(SAMPLERS)}, but got {cfg.sampler!r}"
-                         f"{_hint(cfg.sampler, SAMPLERS)}")
+        raise InvalidValueError(f"sampler must be one of {list(SAMPLERS)}, but got {cfg.sampler!r}"
+                         f"{did_you_mean(cfg.sampler, SAMPLERS)}")
     for key in cfg.ppo:
         if key not in _PPO_OPTIONS:
-            raise ValueError(f"ppo option {key!r} is unknown: expected one of {list(_PPO_OPTIONS)}"
-                             f"{_hint(key, _PPO_OPTIONS)}")
+            raise InvalidValueError(f"ppo option {key!r} is unknown: expected one of {list(_PPO_OPTIONS)}"
+                             f"{did_you_mean(key, _PPO_OPTIONS)}")
     if cfg.sampler == "ppo":
         from autoloss.ppo import GENERATION_SIZE
 
@@ -180,21 +180,21 @@ def resolve_config(cfg: SearchConfig) -> SearchConfig:
                           f"ppo generation_size", stacklevel=2)
     metrics = cfg.metric if isinstance(cfg.metric, list) else [cfg.metric]
     if not metrics or not all(isinstance(m, str) and m for m in metrics):
-        raise ValueError(f"metric must be a name or a list of names, but got {cfg.metric!r}")
+        raise InvalidValueError(f"metric must be a name or a list of names, but got {cfg.metric!r}")
     if not isinstance(cfg.metric, list):
         parse_target(cfg.metric)
     if isinstance(cfg.metric, list) and len(metrics) == 1:
         metrics, cfg = metrics, dataclasses.replace(cfg, metric=metrics[0])
     if cfg.multi_objective != isinstance(cfg.metric, list):
-        raise ValueError("multi_objective=True needs a list of >= 2 metrics and a list needs "
+        raise InvalidValueError("multi_objective=True needs a list of >= 2 metrics and a list needs "
                          f"multi_objective=True, but got metric={cfg.metric!r}, "
                          f"multi_objective={cfg.multi_objective}")
     if cfg.multi_objective and any("+" in m or "*" in m for m in metrics):
-        raise ValueError(f"multi-objective metrics must be plain names, but got {metrics}")
+        raise InvalidValueError(f"multi-objective metrics must be plain names, but got {metrics}")
     if cfg.multi_objective and cfg.sampler in ("ppo", "cmaes"):
-        raise ValueError(f"sampler {cfg.sampler!r} is single-objective; use tpe, random or qmc")
+        raise InvalidValueError(f"sampler {cfg.sampler!r} is single-objective; use tpe, random or qmc")
     if cfg.space is not None and (cfg.multi_objective or len(parse_target(metrics[0])) > 1):
-        raise ValueError("space applies to a single-metric search; a composite target uses "
+        raise InvalidValueError("space applies to a single-metric search; a composite target uses "
                          "each metric's search_spaces/<metric>.yaml")
     name = "+".join(metrics) if cfg.multi_objective else metrics[0]
     data = data_slug(cfg.data)
@@ -206,19 +206,14 @@ def resolve_config(cfg: SearchConfig) -> SearchConfig:
         cache=Path(cfg.cache).expanduser().resolve() if cfg.cache else default_cache_dir())
 
 
-def _hint(name: str, choices: Any) -> str:
-    close = difflib.get_close_matches(str(name), list(choices), n=3)
-    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-
-
 def load_experiment(path: str | Path) -> SearchConfig:
     """Read and check a flat experiment YAML (keys: the :class:`SearchConfig` fields). Derived
     defaults stay unset (see :func:`resolve_config`), so command-line overrides can change them."""
     data = read_mapping(path)
     for key in data:
         if key not in _TYPES:
-            raise ValueError(f"{path}: unknown option {key!r}, expected one of {list(_TYPES)}"
-                             f"{_hint(key, _TYPES)}")
+            raise InvalidValueError(f"{path}: unknown option {key!r}, expected one of {list(_TYPES)}"
+                             f"{did_you_mean(key, _TYPES)}")
     if data.get("proxy_factory") is not None:
         from autoloss.trust import require_trusted_import
 
@@ -227,7 +222,7 @@ def load_experiment(path: str | Path) -> SearchConfig:
     try:
         resolve_config(config)
     except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
+        raise InvalidValueError(f"{path}: {err}") from None
     return config
 
 
@@ -319,7 +314,7 @@ def _drop_bg_of(cfg: SearchConfig) -> bool:
     values = {bool(s.options.get("drop_bg", False)) for s in spaces
               if s.metric in ("biou", "bf1")}
     if len(values) > 1:
-        raise ValueError(f"the boundary metrics of {cfg.metric!r} disagree on drop_bg in their "
+        raise InvalidValueError(f"the boundary metrics of {cfg.metric!r} disagree on drop_bg in their "
                          "search spaces; the proxy scores them with one value: set proxy "
                          "drop_bg (true or false)")
     return values.pop() if values else False
@@ -348,6 +343,6 @@ def make_proxy(cfg: SearchConfig) -> Proxy:
         return build_proxy(_proxy_config(cfg), cache_dir=cfg.cache)
     module, _, attr = cfg.proxy_factory.partition(":")
     if not attr:
-        raise ValueError(f"proxy_factory must be 'module:attr', but got {cfg.proxy_factory!r}")
+        raise InvalidValueError(f"proxy_factory must be 'module:attr', but got {cfg.proxy_factory!r}")
     factory = getattr(importlib.import_module(module), attr)
     return factory(_proxy_config(cfg), cache_dir=cfg.cache)

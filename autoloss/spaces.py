@@ -23,7 +23,6 @@ searched. (``autoloss.search_config.CompositeSpace`` joins several metrics' spac
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import yaml
 from torch import nn
 
+from autoloss.errors import InvalidValueError, MissingFileError, did_you_mean
 from autoloss.programs import BUILTIN_PROGRAMS, get_program, is_user_reference
 
 __all__ = ["CeWeight", "CurveSpace", "SearchSpace", "bezier_raw_from_points",
@@ -53,27 +53,22 @@ _REFERENCES = {"miou": "asl-voc-miou", "fwiou": "asl-voc-fwiou", "mdice": "asl-v
                "biou": "asl-voc-biou", "bf1": "asl-voc-bf1"}
 
 
-def _did_you_mean(name: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=3)
-    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-
-
 def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
     for key in data:
         if key not in allowed:
-            raise ValueError(f"{where}: unknown key {key!r}, expected one of {list(allowed)}"
-                             f"{_did_you_mean(str(key), allowed)}")
+            raise InvalidValueError(f"{where}: unknown key {key!r}, expected one of {list(allowed)}"
+                             f"{did_you_mean(str(key), allowed)}")
 
 
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{where} must be a number, but got {value!r} ({type(value).__name__})")
+        raise InvalidValueError(f"{where} must be a number, but got {value!r} ({type(value).__name__})")
     return float(value)
 
 
 def _count(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{where} must be a positive integer, but got {value!r}")
+        raise InvalidValueError(f"{where} must be a positive integer, but got {value!r}")
     return value
 
 
@@ -265,11 +260,11 @@ class SearchSpace:
         surrogate = next((p for p in parts if p.get("name") == "surrogate"), None)
         if surrogate is None or surrogate.get("metric") != self.metric:
             found = None if surrogate is None else surrogate.get("metric")
-            raise ValueError(f"the loss has no surrogate of metric {self.metric!r} (found "
+            raise InvalidValueError(f"the loss has no surrogate of metric {self.metric!r} (found "
                              f"{found!r}), so it cannot start a search of this space")
         raw = self._raw_of_curves(surrogate.get("curves") or {})
         if not raw:
-            raise ValueError(f"none of the loss's curves {sorted(surrogate.get('curves') or {})} "
+            raise InvalidValueError(f"none of the loss's curves {sorted(surrogate.get('curves') or {})} "
                              f"is a Bezier curve that fits this space's "
                              f"{ {n: (c.kind, c.size) for n, c in self.curves.items()} }")
         ce = next((p for p in parts if p.get("name") == "cross_entropy"), None)
@@ -283,7 +278,7 @@ class SearchSpace:
         """Curve name -> curve dict (absolute points) of flat parameters ``params``."""
         missing = [n for n in self.param_names() if n not in params]
         if missing:
-            raise ValueError(f"params lack {missing[:4]}{' ...' if len(missing) > 4 else ''} "
+            raise InvalidValueError(f"params lack {missing[:4]}{' ...' if len(missing) > 4 else ''} "
                              f"of the {self.metric!r} space")
         return {c: cs.curve([params[f"{c}.{i}"] for i in range(cs.size)]).to_dict()
                 for c, cs in self.curves.items()}
@@ -326,17 +321,17 @@ def default_space(metric: str) -> SearchSpace:
 
 def _parse_curve(data: Any, where: str) -> CurveSpace:
     if not isinstance(data, Mapping):
-        raise ValueError(f"{where} must be a mapping like {{kind: bezier, pieces: 2}}, "
+        raise InvalidValueError(f"{where} must be a mapping like {{kind: bezier, pieces: 2}}, "
                          f"but got {data!r}")
     kind = data.get("kind")
     if kind not in _CURVE_KEYS:
-        raise ValueError(f"{where}.kind must be one of {list(_CURVE_KEYS)}, but got {kind!r}"
-                         f"{_did_you_mean(str(kind), list(_CURVE_KEYS))}")
+        raise InvalidValueError(f"{where}.kind must be one of {list(_CURVE_KEYS)}, but got {kind!r}"
+                         f"{did_you_mean(str(kind), list(_CURVE_KEYS))}")
     _check_keys(data, _CURVE_KEYS[kind], where)
     low = _number(data.get("low", 0.0), f"{where}.low")
     high = _number(data.get("high", 1.0), f"{where}.high")
     if not 0.0 <= low <= high <= 1.0:
-        raise ValueError(f"{where}: bounds must satisfy 0 <= low <= high <= 1, but got "
+        raise InvalidValueError(f"{where}: bounds must satisfy 0 <= low <= high <= 1, but got "
                          f"low={low}, high={high}")
     if kind == "bezier":
         return CurveSpace("bezier", pieces=_count(data.get("pieces", 2), f"{where}.pieces"),
@@ -344,22 +339,22 @@ def _parse_curve(data: Any, where: str) -> CurveSpace:
     knots_x = data.get("knots_x")
     if knots_x is not None:
         if not isinstance(knots_x, list):
-            raise ValueError(f"{where}.knots_x must be a list of numbers, but got {knots_x!r}")
+            raise InvalidValueError(f"{where}.knots_x must be a list of numbers, but got {knots_x!r}")
         knots_x = tuple(_number(v, f"{where}.knots_x[{i}]") for i, v in enumerate(knots_x))
         if not all(0 < a < b < 1 for a, b in zip((0.0, *knots_x), (*knots_x, 1.0))
                    if (a, b) != (0.0, 1.0)) or any(not 0 < v < 1 for v in knots_x):
-            raise ValueError(f"{where}.knots_x must be strictly increasing inside (0, 1), but "
+            raise InvalidValueError(f"{where}.knots_x must be strictly increasing inside (0, 1), but "
                              f"got {list(knots_x)}")
     knots = _count(data.get("knots", len(knots_x) if knots_x else 3), f"{where}.knots")
     if knots_x is not None and len(knots_x) != knots:
-        raise ValueError(f"{where}: knots_x must have knots={knots} entries, but got "
+        raise InvalidValueError(f"{where}: knots_x must have knots={knots} entries, but got "
                          f"{len(knots_x)}")
     return CurveSpace("linear", knots=knots, knots_x=knots_x, low=low, high=high)
 
 
 def _parse_options(data: Any, where: str) -> dict[str, Any]:
     if not isinstance(data, Mapping):
-        raise ValueError(f"{where} must be a mapping, but got {data!r}")
+        raise InvalidValueError(f"{where} must be a mapping, but got {data!r}")
     _check_keys(data, list(_OPTION_TYPES), where)
     out = dict(data)
     for key, value in out.items():
@@ -368,9 +363,9 @@ def _parse_options(data: Any, where: str) -> dict[str, Any]:
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             ok, out[key] = True, float(value)
         if not ok:
-            raise ValueError(f"{where}.{key} must be {expected.__name__}, but got {value!r}")
+            raise InvalidValueError(f"{where}.{key} must be {expected.__name__}, but got {value!r}")
     if out.get("classes", "present") not in ("present", "all"):
-        raise ValueError(f"{where}.classes must be 'present' or 'all', but got "
+        raise InvalidValueError(f"{where}.classes must be 'present' or 'all', but got "
                          f"{out['classes']!r}")
     return out
 
@@ -379,19 +374,19 @@ def _parse_ce(data: Any, where: str) -> CeWeight:
     if isinstance(data, (int, float)) and not isinstance(data, bool):
         data = {"fixed": data}
     if not isinstance(data, Mapping):
-        raise ValueError(f"{where} must be {{fixed: w}} or {{low: a, high: b}}, but got {data!r}")
+        raise InvalidValueError(f"{where} must be {{fixed: w}} or {{low: a, high: b}}, but got {data!r}")
     _check_keys(data, ["fixed", "low", "high"], where)
     if "fixed" in data:
         if "low" in data or "high" in data:
-            raise ValueError(f"{where}: give either 'fixed' or 'low'/'high', not both")
+            raise InvalidValueError(f"{where}: give either 'fixed' or 'low'/'high', not both")
         fixed = _number(data["fixed"], f"{where}.fixed")
         if fixed < 0:
-            raise ValueError(f"{where}.fixed must be >= 0, but got {fixed}")
+            raise InvalidValueError(f"{where}.fixed must be >= 0, but got {fixed}")
         return CeWeight(fixed=fixed)
     low = _number(data.get("low", 0.0), f"{where}.low")
     high = _number(data.get("high", 1.0), f"{where}.high")
     if not 0.0 <= low <= high:
-        raise ValueError(f"{where}: bounds must satisfy 0 <= low <= high, but got "
+        raise InvalidValueError(f"{where}: bounds must satisfy 0 <= low <= high, but got "
                          f"low={low}, high={high}")
     return CeWeight(fixed=None, low=low, high=high)
 
@@ -399,23 +394,23 @@ def _parse_ce(data: Any, where: str) -> CeWeight:
 def _parse_points(data: Any, curves: Mapping[str, CurveSpace], where: str
                   ) -> dict[str, dict[str, tuple[float, ...]]]:
     if not isinstance(data, Mapping):
-        raise ValueError(f"{where} must map a name to {{curve: [raw numbers]}}, but got {data!r}")
+        raise InvalidValueError(f"{where} must map a name to {{curve: [raw numbers]}}, but got {data!r}")
     out = {}
     for name, point in data.items():
         w = f"{where}.{name}"
         if not isinstance(point, Mapping):
-            raise ValueError(f"{w} must map curve names to lists of numbers, but got {point!r}")
+            raise InvalidValueError(f"{w} must map curve names to lists of numbers, but got {point!r}")
         _check_keys(point, list(curves), w)
         raw = {}
         for curve, values in point.items():
             cs = curves[curve]
             if not isinstance(values, list) or len(values) != cs.size:
-                raise ValueError(f"{w}.{curve} must be a list of {cs.size} numbers, but got "
+                raise InvalidValueError(f"{w}.{curve} must be a list of {cs.size} numbers, but got "
                                  f"{values!r}")
             nums = tuple(_number(v, f"{w}.{curve}[{i}]") for i, v in enumerate(values))
             bad = [v for v in nums if not cs.low <= v <= cs.high]
             if bad:
-                raise ValueError(f"{w}.{curve}: values must lie in [low, high] = "
+                raise InvalidValueError(f"{w}.{curve}: values must lie in [low, high] = "
                                  f"[{cs.low}, {cs.high}], but got {bad[0]}")
             raw[curve] = nums
         out[str(name)] = raw
@@ -425,28 +420,28 @@ def _parse_points(data: Any, curves: Mapping[str, CurveSpace], where: str
 def parse_space(data: Any, *, source: str = "<dict>") -> SearchSpace:
     """Validate a space mapping (the parsed YAML); errors name ``source`` and the key."""
     if not isinstance(data, Mapping):
-        raise ValueError(f"{source}: a search space must be a mapping (metric: ..., curves: ...), "
+        raise InvalidValueError(f"{source}: a search space must be a mapping (metric: ..., curves: ...), "
                          f"but got {type(data).__name__}")
     _check_keys(data, _TOP_KEYS, source)
     for key in ("metric", "curves"):
         if key not in data:
-            raise ValueError(f"{source}: missing required key {key!r}")
+            raise InvalidValueError(f"{source}: missing required key {key!r}")
     metric = data["metric"]
     if not isinstance(metric, str):
-        raise ValueError(f"{source}: metric must be a string, but got {metric!r}")
+        raise InvalidValueError(f"{source}: metric must be a string, but got {metric!r}")
     try:
         program = get_program(metric)
     except (ValueError, FileNotFoundError, TypeError) as err:
-        raise ValueError(f"{source}: {err}") from None
+        raise InvalidValueError(f"{source}: {err}") from None
     raw_curves = data["curves"]
     if not isinstance(raw_curves, Mapping):
-        raise ValueError(f"{source}: curves must map curve names to settings, but got "
+        raise InvalidValueError(f"{source}: curves must map curve names to settings, but got "
                          f"{raw_curves!r}")
     missing = [c for c in program.curves if c not in raw_curves]
     extra = [c for c in raw_curves if c not in program.curves]
     if missing or extra:
-        hint = "".join(_did_you_mean(str(c), program.curves) for c in extra)
-        raise ValueError(f"{source}: curves must be exactly those of metric {metric!r}: "
+        hint = "".join(did_you_mean(str(c), program.curves) for c in extra)
+        raise InvalidValueError(f"{source}: curves must be exactly those of metric {metric!r}: "
                          f"{list(program.curves)}, but got {list(raw_curves)} (missing "
                          f"{missing}, unknown {extra}){hint}")
     curves = {c: _parse_curve(raw_curves[c], f"{source}: curves.{c}") for c in program.curves}
@@ -459,8 +454,8 @@ def parse_space(data: Any, *, source: str = "<dict>") -> SearchSpace:
 
         if reference not in PRESETS or "curves" not in PRESETS[reference]:
             names = [n for n, p in PRESETS.items() if "curves" in p]
-            hint = _did_you_mean(str(reference), names)
-            raise ValueError(f"{source}: reference must be a preset with curves, one of "
+            hint = did_you_mean(str(reference), names)
+            raise InvalidValueError(f"{source}: reference must be a preset with curves, one of "
                              f"{names}, but got {reference!r}{hint}")
     return SearchSpace(metric, curves, options, ce, points, reference, source)
 
@@ -478,17 +473,17 @@ def load_space(path_or_metric: str | Path) -> SearchSpace:
             if (folder / f"{text}.yaml").is_file():
                 return load_space((folder / f"{text}.yaml").resolve())
         if text not in BUILTIN_PROGRAMS:
-            raise ValueError(f"unknown metric {text!r} and no space file: expected one of "
+            raise InvalidValueError(f"unknown metric {text!r} and no space file: expected one of "
                              f"{sorted(BUILTIN_PROGRAMS)}, a 'file.py:name' program or a .yaml "
-                             f"path{_did_you_mean(text, list(BUILTIN_PROGRAMS))}")
+                             f"path{did_you_mean(text, list(BUILTIN_PROGRAMS))}")
         return default_space(text)
     if not path.is_file():
-        raise FileNotFoundError(f"search space file {str(path)!r} does not exist")
+        raise MissingFileError(f"search space file {str(path)!r} does not exist")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f", line {mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err)
-        raise ValueError(f"{path}{line}: invalid YAML: {problem}") from None
+        raise InvalidValueError(f"{path}{line}: invalid YAML: {problem}") from None
     return parse_space(data, source=str(path))

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as scipy_stats
 
+from autoloss.errors import InvalidValueError
+
 __all__ = ["PairedDifference", "Plateau", "mean_std", "paired_difference", "plateau"]
 
 
@@ -63,7 +65,7 @@ def paired_difference(values: dict[int, float], reference: dict[int, float], *,
     with no spread (every difference equal) it has zero width.
     """
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), but got {confidence=}")
+        raise InvalidValueError(f"confidence must be in (0, 1), but got {confidence=}")
     seeds = sorted(s for s in values if s in reference
                    and math.isfinite(values[s]) and math.isfinite(reference[s]))
     diffs = np.array([values[s] - reference[s] for s in seeds], dtype=float)
@@ -103,12 +105,12 @@ def plateau(steps: Sequence[int], values: Sequence[float], *, share: float = 0.2
     (at least 2), the values move by less than ``tol`` (max - min; 0.005 = half a point for
     metrics in [0, 1]). Non-finite values count as unbounded movement."""
     if len(steps) != len(values):
-        raise ValueError(f"steps and values must have one length, but got {len(steps)} steps "
+        raise InvalidValueError(f"steps and values must have one length, but got {len(steps)} steps "
                          f"and {len(values)} values")
     if len(values) < 2:
-        raise ValueError(f"a plateau needs at least 2 evaluations, but got {len(values)}")
+        raise InvalidValueError(f"a plateau needs at least 2 evaluations, but got {len(values)}")
     if not 0 < share <= 1:
-        raise ValueError(f"share must be in (0, 1], but got {share=}")
+        raise InvalidValueError(f"share must be in (0, 1], but got {share=}")
     window = min(len(values), max(2, math.ceil(share * len(values))))
     tail = [float(v) for v in values[-window:]]
     spread = max(tail) - min(tail) if all(math.isfinite(v) for v in tail) else math.inf

@@ -45,6 +45,7 @@ from typing import Any
 from autoloss.atomic import write_text_atomic
 from autoloss.compare import compare_losses
 from autoloss.compare_report import format_paired, format_table, metric_names
+from autoloss.errors import InvalidValueError, SearchError
 from autoloss.search import SearchConfig, parse_target, resolve_config, run_search
 from autoloss.stats import paired_difference
 from autoloss.train_cli import experiment_from_dict
@@ -73,11 +74,11 @@ def read_study(path: str | Path) -> dict[str, Any]:
     data = read_mapping(path)
     for key in data:
         if key not in _TOP_KEYS:
-            raise ValueError(f"{path}: unknown option {key!r}; expected one of {list(_TOP_KEYS)}")
+            raise InvalidValueError(f"{path}: unknown option {key!r}; expected one of {list(_TOP_KEYS)}")
     for key in ("search", "retrain"):
         section = data.get(key)
         if not isinstance(section, Mapping):
-            raise ValueError(f"{path}: '{key}:' must be a mapping of the {key} options, but got "
+            raise InvalidValueError(f"{path}: '{key}:' must be a mapping of the {key} options, but got "
                              f"{section!r}")
         section = dict(section)
         if "config" in section:
@@ -89,7 +90,7 @@ def _search_config(values: Mapping[str, Any], out: Path, source: str) -> SearchC
     fields = {f.name for f in dataclasses.fields(SearchConfig)}
     unknown = sorted(set(values) - fields)
     if unknown:
-        raise ValueError(f"{source}: search: unknown option {unknown[0]!r}; expected "
+        raise InvalidValueError(f"{source}: search: unknown option {unknown[0]!r}; expected "
                          f"SearchConfig fields {sorted(fields)}")
     if values.get("proxy_factory") is not None:
         from autoloss.trust import require_trusted_import
@@ -100,7 +101,7 @@ def _search_config(values: Mapping[str, Any], out: Path, source: str) -> SearchC
     try:
         return resolve_config(SearchConfig(**values))
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{source}: search: {err}") from None
+        raise InvalidValueError(f"{source}: search: {err}") from None
 
 
 def verdict(runs: Sequence[Any], loss: str, reference: str, metric: str) -> str:
@@ -160,7 +161,7 @@ def run_study(path: str | Path, *, progress: bool = True) -> StudyResult:
     out = Path(data.get("out") or Path("results") / f"study-{Path(path).stem}")
     search_cfg = _search_config(data["search"], out, source)
     if search_cfg.multi_objective:
-        raise ValueError(f"{source}: a study retrains one exported loss; a multi-objective "
+        raise InvalidValueError(f"{source}: a study retrains one exported loss; a multi-objective "
                          f"search exports a Pareto front (use a weighted sum 'miou+0.5*bf1')")
     exp = experiment_from_dict({"out": str(out / "retrain"), **data["retrain"]},
                                source=f"{source}: retrain")
@@ -179,7 +180,8 @@ def run_study(path: str | Path, *, progress: bool = True) -> StudyResult:
     t0 = time.perf_counter()
     search = run_search(search_cfg, progress=progress)
     if search.loss_path is None:
-        raise RuntimeError(f"the search {search_cfg.study} has no complete trial to retrain")
+        raise SearchError(f"the search {search_cfg.study} has no complete trial to retrain; "
+                            "see its summary.md for the failed trials")
     save("search", time.perf_counter() - t0)
 
     loss = _display_path(Path(search.loss_path))

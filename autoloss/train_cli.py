@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import json
 import math
 import shlex
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoloss.errors import InvalidValueError, did_you_mean
 from autoloss.yaml_files import read_mapping
 
 __all__ = ["DEFAULT_TRAIN", "EXPERIMENT_KEYS", "Experiment", "experiment_from_dict",
@@ -111,11 +111,6 @@ class Experiment:
         return Path(self.out) if self.out else Path("results") / f"retrain-{data_slug(self.data)}"
 
 
-def _hint(key: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(key, choices, n=3)
-    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-
-
 def _parse_crop(value: Any) -> Any:
     """``"HxW"`` / ``"S"`` / ``S`` / ``[H, W]`` -> ``(H, W)`` (None stays None)."""
     if value is None or isinstance(value, (list, tuple)):
@@ -128,7 +123,7 @@ def _parse_crop(value: Any) -> Any:
     except ValueError:
         dims = []
     if len(dims) not in (1, 2):
-        raise ValueError(f"crop must be HxW (e.g. 96x128), S, or [H, W], but got crop={value!r}")
+        raise InvalidValueError(f"crop must be HxW (e.g. 96x128), S, or [H, W], but got crop={value!r}")
     return (dims[0], dims[-1])
 
 
@@ -141,52 +136,52 @@ def experiment_from_dict(values: Mapping[str, Any], *, source: str = "experiment
     train = dict(DEFAULT_TRAIN)
     for key, value in values.items():
         if key == "seed":
-            raise ValueError(f"{source}: 'seed' is set per run: use 'seeds: N' (compare runs "
+            raise InvalidValueError(f"{source}: 'seed' is set per run: use 'seeds: N' (compare runs "
                              f"seeds 0..N-1) or 'autoloss train --seed S'")
         if key in train_fields:
             train[key] = _parse_crop(value) if key == "crop" else value
             continue
         if key not in EXPERIMENT_KEYS:
-            raise ValueError(f"{source}: unknown option {key!r}{_hint(key, known)}; expected "
+            raise InvalidValueError(f"{source}: unknown option {key!r}{did_you_mean(key, known)}; expected "
                              f"one of {known}")
         types = EXPERIMENT_KEYS[key][0]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise ValueError(f"{source}: {key} must be "
+            raise InvalidValueError(f"{source}: {key} must be "
                              f"{' or '.join(t.__name__ for t in types)}, but got {key}={value!r}")
         exp[key] = value
     if isinstance(exp.get("losses"), str):
         exp["losses"] = [s.strip() for s in exp["losses"].split(",") if s.strip()]
     if "losses" in exp:
         if not all(isinstance(s, str) and s for s in exp["losses"]):
-            raise ValueError(f"{source}: losses must be a list of loss specs, but got "
+            raise InvalidValueError(f"{source}: losses must be a list of loss specs, but got "
                              f"{exp['losses']!r}")
         exp["losses"] = tuple(exp["losses"])
     if exp.get("protocol", "scratch") not in PROTOCOLS:
-        raise ValueError(f"{source}: protocol must be one of {PROTOCOLS}, but got "
+        raise InvalidValueError(f"{source}: protocol must be one of {PROTOCOLS}, but got "
                          f"protocol={exp['protocol']!r}")
     if exp.get("pretrain") is not None:
         if exp.get("protocol") != "finetune":
-            raise ValueError(f"{source}: 'pretrain' configures the finetune protocol; set "
+            raise InvalidValueError(f"{source}: 'pretrain' configures the finetune protocol; set "
                              f"'protocol: finetune' or remove it")
         bad = [k for k in exp["pretrain"] if k not in train_fields]
         if bad:
-            raise ValueError(f"{source}: pretrain: unknown option {bad[0]!r}"
-                             f"{_hint(bad[0], train_fields)}; expected TrainConfig fields "
+            raise InvalidValueError(f"{source}: pretrain: unknown option {bad[0]!r}"
+                             f"{did_you_mean(bad[0], train_fields)}; expected TrainConfig fields "
                              f"{train_fields}")
         exp["pretrain"] = {k: _parse_crop(v) if k == "crop" else v
                            for k, v in exp["pretrain"].items()}
     if exp.get("protocol") == "finetune" and exp.get("init_from") is not None:
-        raise ValueError(f"{source}: init_from and protocol finetune exclude each other (the "
+        raise InvalidValueError(f"{source}: init_from and protocol finetune exclude each other (the "
                          f"finetune protocol starts each seed from its own cross-entropy model)")
     for key, low in (("seeds", 1), ("width", 1), ("depth", 1), ("tol", 0), ("jobs", 1)):
         if exp.get(key) is not None and exp[key] < low:
-            raise ValueError(f"{source}: {key} must be >= {low}, but got {key}={exp[key]!r}")
+            raise InvalidValueError(f"{source}: {key} must be >= {low}, but got {key}={exp[key]!r}")
     experiment = Experiment(**exp, train=train)
     try:
         experiment.train_config(seed=0)
         experiment.pretrain_config(seed=0)
     except (ValueError, TypeError) as err:
-        raise ValueError(f"{source}: {err}") from None
+        raise InvalidValueError(f"{source}: {err}") from None
     return experiment
 
 
@@ -241,7 +236,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     exp = _experiment(args)
     if args.loss is None and len(exp.losses) != 1:
-        raise ValueError(f"train needs --loss SPEC (the experiment lists "
+        raise InvalidValueError(f"train needs --loss SPEC (the experiment lists "
                          f"{list(exp.losses) or 'no'} losses)")
     loss = args.loss or exp.losses[0]
     seed = 0 if args.seed is None else args.seed
@@ -269,7 +264,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if data is None and run_json.is_file():  # a run folder of train / compare
         data = json.loads(run_json.read_text())["data"]
     if data is None:
-        raise ValueError(f"evaluate needs --data (there is no run.json next to "
+        raise InvalidValueError(f"evaluate needs --data (there is no run.json next to "
                          f"{args.checkpoint} to take it from)")
     scores = evaluate_checkpoint(args.checkpoint, data, split=args.split, tol=args.tol,
                                  device=args.device)
@@ -307,7 +302,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     exp = _experiment(args)
     if not exp.losses:
-        raise ValueError("compare needs --losses SPEC,SPEC,... (or 'losses:' in --config)")
+        raise InvalidValueError("compare needs --losses SPEC,SPEC,... (or 'losses:' in --config)")
     out = Path(args.out) if args.out else exp.out_dir()
     try:
         result = compare_losses(exp.losses, exp.data, seeds=exp.seeds,

@@ -20,7 +20,6 @@ an uninterrupted run takes (same final weights on CPU). This module knows nothin
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import time
@@ -36,6 +35,7 @@ from tqdm import tqdm
 
 from autoloss.atomic import write_text_atomic
 from autoloss.data import Augment, normalize
+from autoloss.errors import InvalidTypeError, InvalidValueError, NonFiniteLossError, did_you_mean
 from autoloss.metrics import MetricAccumulator
 from autoloss.models import (
     CHECKPOINT_FORMAT,
@@ -56,16 +56,6 @@ __all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "evaluate", "fit"
 _OPTIMIZERS = ("sgd", "adamw")
 # TrainConfig fields that do not change the trajectory (may differ when resuming)
 _FREE_FIELDS = frozenset({"device", "num_threads", "eval_every", "log_every", "eval_batch_size"})
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite at ``step`` (1-based); ``value`` is that loss."""
-
-    def __init__(self, step: int, value: float) -> None:
-        super().__init__(f"the loss is {value} (non-finite) at step {step}; training stopped "
-                         f"before the update. Lower lr, set grad_clip, or check the loss")
-        self.step = step
-        self.value = value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,7 +98,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, expected: str) -> None:
             if not ok:
-                raise ValueError(f"{name} must be {expected}, but got "
+                raise InvalidValueError(f"{name} must be {expected}, but got "
                                  f"{name}={getattr(self, name)!r}")
 
         def is_int(v: Any, low: int) -> bool:
@@ -133,9 +123,8 @@ class TrainConfig:
         need(self.grad_clip is None or (is_num(self.grad_clip) and self.grad_clip > 0),
              "grad_clip", "a positive number or None")
         need(isinstance(self.augment, bool), "augment", "a bool")
-        close = difflib.get_close_matches(str(self.optimizer), _OPTIMIZERS, n=1)
         need(self.optimizer in _OPTIMIZERS, "optimizer", f"one of {_OPTIMIZERS}"
-             + (f" (did you mean {close[0]!r}?)" if close else ""))
+             + did_you_mean(self.optimizer, _OPTIMIZERS))
         if self.crop is not None:
             object.__setattr__(self, "crop", tuple(self.crop))
         object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
@@ -186,12 +175,12 @@ class _Split:
     def of(cls, data: Any, name: str) -> _Split:
         for attr in ("arrays", "mean", "std", "num_classes", "ignore_index"):
             if not hasattr(data, attr):
-                raise TypeError(f"{name} must be a dataset from autoloss.data.load_dataset (with "
+                raise InvalidTypeError(f"{name} must be a dataset from autoloss.data.load_dataset (with "
                                 f"arrays(), mean, std, num_classes, ignore_index), but got "
                                 f"{type(data).__name__} without {attr!r}")
         images, labels = data.arrays()
         if images.ndim != 4 or labels.shape != images.shape[:3] or len(labels) == 0:
-            raise ValueError(f"{name}.arrays() must return images [N,H,W,C] and labels [N,H,W] "
+            raise InvalidValueError(f"{name}.arrays() must return images [N,H,W,C] and labels [N,H,W] "
                              f"with N >= 1, but got {images.shape} and {labels.shape}")
         if labels.dtype not in (np.uint8, np.int16, np.int32, np.int64):  # kept small until batched
             labels = labels.astype(np.int32)
@@ -261,7 +250,7 @@ def _evaluate_split(model: nn.Module, split: _Split, *, metrics: Sequence[str] |
             x, y = split.batch(slice(start, min(start + batch_size, n)), device)
             logits = model(x)
             if logits.shape[1] != split.num_classes:
-                raise ValueError(f"the model outputs {logits.shape[1]} classes, but the data has "
+                raise InvalidValueError(f"the model outputs {logits.shape[1]} classes, but the data has "
                                  f"num_classes={split.num_classes}")
             acc.update(logits.max(dim=1).indices, y)  # = argmax(1), ~8x faster on CPU
     finally:
@@ -288,9 +277,9 @@ def evaluate(model: nn.Module, data: Any, *, metrics: Sequence[str] | None = Non
         metric name -> value in [0, 1] (NaN if undefined).
     """
     if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
-        raise ValueError(f"max_images must be a positive int or None, but got {max_images=}")
+        raise InvalidValueError(f"max_images must be a positive int or None, but got {max_images=}")
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, but got {batch_size=}")
+        raise InvalidValueError(f"batch_size must be a positive int, but got {batch_size=}")
     if device is not None:
         model.to(pick_device(device))
     return _evaluate_split(model, _Split.of(data, "data"), metrics=metrics, batch_size=batch_size,
@@ -310,7 +299,7 @@ def _plain(value: Any) -> Any:
     def default(obj: Any) -> Any:
         if hasattr(obj, "tolist"):
             return obj.tolist()
-        raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint")
+        raise InvalidTypeError(f"cannot store {type(obj).__name__} in a checkpoint")
     return json.loads(json.dumps(value, default=default))
 
 
@@ -337,7 +326,7 @@ def _check_resume(stored: dict[str, Any], config: TrainConfig, path: Path) -> No
     diff = [f"{k}: checkpoint {stored.get(k)!r} vs now {current[k]!r}" for k in current
             if k not in _FREE_FIELDS and _plain(stored.get(k)) != _plain(current[k])]
     if diff:
-        raise ValueError(f"cannot resume from {path}: it was written with a different training "
+        raise InvalidValueError(f"cannot resume from {path}: it was written with a different training "
                          f"config ({'; '.join(diff)}); pass resume=False or another "
                          f"checkpoint_path")
 
@@ -370,7 +359,7 @@ def fit(model: nn.Module, loss: nn.Module, train_data: Any, *, config: TrainConf
         NonFiniteLossError: the loss became NaN or infinite (no update, nothing written).
     """
     if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, but got {type(config).__name__}")
+        raise InvalidTypeError(f"config must be a TrainConfig, but got {type(config).__name__}")
     t_start = time.perf_counter()
     device = pick_device(config.device)
     old_threads = torch.get_num_threads()
@@ -447,12 +436,12 @@ def fit(model: nn.Module, loss: nn.Module, train_data: Any, *, config: TrainConf
                 group["lr"] = lr
             logits = model(x)
             if step == start and logits.shape != (x.shape[0], train.num_classes, *x.shape[2:]):
-                raise ValueError(f"the model must output logits [N,{train.num_classes},H,W] = "
+                raise InvalidValueError(f"the model must output logits [N,{train.num_classes},H,W] = "
                                  f"{[x.shape[0], train.num_classes, *x.shape[2:]]} for this data, "
                                  f"but got {list(logits.shape)}")
             value = loss(logits, y)
             if not isinstance(value, Tensor) or value.dim() != 0:
-                raise ValueError(f"the loss must return a scalar tensor, but got "
+                raise InvalidValueError(f"the loss must return a scalar tensor, but got "
                                  f"{getattr(value, 'shape', type(value).__name__)}")
             last_loss = float(value.detach())
             if not math.isfinite(last_loss):

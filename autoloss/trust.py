@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from autoloss.errors import UntrustedCodeError
+
 __all__ = ["ENV_ALL", "ENV_FILES", "UntrustedCodeError", "code_file", "is_trusted",
            "require_trusted", "require_trusted_import", "trust_code"]
 
@@ -28,10 +30,6 @@ ENV_FILES = "AUTOLOSS_TRUSTED_FILES"
 
 _HOW = ("pass --trust-code on the command line, call autoloss.trust_code(PATH) or "
         "load_loss(..., trust_code=True) in Python, or set AUTOLOSS_TRUST_CODE=1")
-
-
-class UntrustedCodeError(PermissionError):
-    """A file would run user code that nobody trusted."""
 
 
 def code_file(reference: str) -> Path | None:

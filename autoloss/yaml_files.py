@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from autoloss.errors import InvalidValueError, MissingFileError
+
 __all__ = ["read_mapping"]
 
 
@@ -18,14 +20,14 @@ def read_mapping(path: str | Path, *, what: str = "an experiment") -> dict[str, 
     in that message."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"{what.split(' ', 1)[-1]} file {str(path)!r} does not exist")
+        raise MissingFileError(f"{what.split(' ', 1)[-1]} file {str(path)!r} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f", line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{path}{line}: invalid YAML: {getattr(err, 'problem', err)}") from None
+        raise InvalidValueError(f"{path}{line}: invalid YAML: {getattr(err, 'problem', err)}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: {what} must be a mapping of options, but got "
+        raise InvalidValueError(f"{path}: {what} must be a mapping of options, but got "
                          f"{type(data).__name__}")
     return data

@@ -4,7 +4,9 @@ restart fails the trials of its dead processes at once."""
 
 from __future__ import annotations
 
+import difflib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ from optuna.trial import TrialState
 from postgres_server import fresh_database, postgres_url
 
 from autoloss.budget import DISCARDED, OWNER, over_budget
+from autoloss.errors import StorageError
 from autoloss.search import SearchConfig, make_storage, run_search
 
 TESTS = Path(__file__).resolve().parent
@@ -59,13 +62,25 @@ def storage(request, folder) -> str:
     return fresh_database(server, f"t{abs(hash(request.node.name)) % 10**8}")
 
 
-def _start(config: Path) -> subprocess.Popen[str]:
+def _start(config: Path, *, new_session: bool = False) -> subprocess.Popen[str]:
+    """``autoloss search --config CONFIG`` in a new process (``new_session``: in its own process
+    group, so that ``os.killpg`` reaches its workers too)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get(
         "PYTHONPATH", "")]), "AUTOLOSS_TRUST_CODE": "1"}  # proxy_factory imports a module
     code = "import sys; from autoloss.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.Popen([sys.executable, "-c", code, "search", "--config", str(config),
                              "--no-progress"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=new_session)
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 300) -> str:
+    """The output of ``proc`` once it ends; on a timeout it is killed and the test fails with
+    what it printed."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the search did not end in {timeout} s; its output:\n{proc.communicate()[0]}")
 
 
 def _study(storage: str) -> optuna.Study:
@@ -92,12 +107,18 @@ def test_three_processes_finish_exactly_the_budget_without_duplicates(folder, st
     assert len(set(params)) == len(params), "two trials sampled the same parameters"
     refs = [t.user_attrs["reference"] for t in study.trials if "reference" in t.user_attrs]
     assert refs == ["identity", "paper:asl-voc-miou"]  # queued once, by the creator
-    summaries = {_without_wall_time(folder / f"out{i}" / "summary.md") for i in range(3)}
-    assert len(summaries) == 1  # each process waited for the others' trials, then wrote it
+    summaries = [_without_wall_time(folder / f"out{i}" / "summary.md") for i in range(3)]
+    for i in (1, 2):  # each process waited for the others' trials, then wrote the same
+        _assert_same(summaries[0], summaries[i])
     assert f"- trials: {sum(t.state == TrialState.COMPLETE for t in counted)} complete" in (
-        summaries.pop())
+        summaries[0])
     pids = {t.user_attrs[OWNER]["pid"] for t in ran}
     assert len(pids) >= 2, "the trials should have been shared between the processes"
+
+
+def _assert_same(first: str, second: str) -> None:
+    assert first == second, "\n".join(difflib.unified_diff(
+        first.splitlines(), second.splitlines(), "first", "second", lineterm=""))
 
 
 def _without_wall_time(path: Path) -> str:
@@ -137,7 +158,7 @@ def test_restart_fails_the_trials_of_dead_processes_at_once(folder):
 
 
 def test_storage_errors_are_one_clear_line_without_the_password(monkeypatch):
-    with pytest.raises(ValueError, match=r"cannot open the storage nosuch://u:\*\*\*@x/db"):
+    with pytest.raises(StorageError, match=r"cannot open the storage nosuch://u:\*\*\*@x/db"):
         make_storage("nosuch://u:hunter2@x/db")
     monkeypatch.setitem(sys.modules, "psycopg2", None)  # not installed
     with pytest.raises(ImportError, match=r"needs the database driver psycopg2.*autoloss\[postgres\]"
@@ -200,3 +221,74 @@ def test_sigterm_stops_the_workers_and_the_study_resumes(folder):
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 12
     assert not study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
     assert (out / "summary.md").is_file()
+
+
+def _two_by_two(folder: Path, storage: str, trials: int, proxy: str) -> list[Path]:
+    """Two process configs (two run folders, as on two hosts) of two workers each on one study;
+    one shared cache folder, so ``kill_once`` kills one worker of the four."""
+    configs = []
+    for i in range(2):
+        path = folder / f"p{i}.yaml"
+        path.write_text(EXPERIMENT.format(trials=trials, sampler="tpe", out=folder / f"out{i}",
+                                          storage=storage, cache=folder / "cache").replace(
+            "proxy: {sleep: 0.05}", f"proxy: {proxy}") + "workers: 2\n")
+        configs.append(path)
+    return configs
+
+
+def _counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def test_two_processes_of_two_workers_survive_a_killed_worker(folder, storage):
+    """2 processes x 2 workers on one study, one worker SIGKILLed mid-trial: exactly the budget
+    is finished, no parameter set twice, only the killed trial failed, one summary."""
+    configs = _two_by_two(folder, storage, 12, "{sleep: 0.05, kill_once: true}")
+    procs = [_start(path) for path in configs]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert (folder / "cache" / "killed").is_file()  # a worker did die
+    assert "exited with codes [-9]" in "".join(outputs)
+    study = _study(storage)
+    assert len(_counted(study)) == 12
+    ran = [t for t in study.trials if DISCARDED not in t.user_attrs]
+    failed = [t for t in ran if t.state == TrialState.FAIL]
+    assert len(failed) == 1, [(t.number, t.state) for t in ran]
+    assert not study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
+    params = [tuple(sorted(t.params.items())) for t in ran if t.state != TrialState.FAIL]
+    assert len(set(params)) == len(params), "two trials sampled the same parameters"
+    _assert_same(*(_without_wall_time(folder / f"out{i}" / "summary.md") for i in range(2)))
+    assert all((folder / f"out{i}" / "best_loss.yaml").is_file() for i in range(2))
+
+
+def test_killing_every_process_and_worker_then_resuming(folder, storage):
+    """SIGKILL of both processes and all their workers mid-search; one process started again
+    finishes the budget: no completed trial lost, nothing left RUNNING or WAITING."""
+    configs = _two_by_two(folder, storage, 10, "{sleep: 0.3}")
+    procs = [_start(path, new_session=True) for path in configs]
+    deadline = time.monotonic() + 120
+    study = None
+    while time.monotonic() < deadline:  # until some trials finished and workers run others
+        try:
+            study = _study(storage)
+        except KeyError:  # not created yet
+            time.sleep(0.2)
+            continue
+        if len(_counted(study)) >= 3 and study.get_trials(states=(TrialState.RUNNING,)):
+            break
+        time.sleep(0.2)
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    before = {t.number: t.value for t in _study(storage).trials if t.state == TrialState.COMPLETE}
+    assert before, "nothing had finished before the kill"
+    resumed = _start(configs[0])
+    output = _finish(resumed)
+    assert resumed.returncode == 0, output
+    study = _study(storage)
+    assert len(_counted(study)) == 10
+    left = study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
+    assert not left, [(t.number, t.state.name, t.user_attrs, t.datetime_start) for t in left]
+    after = {t.number: t.value for t in study.trials if t.state == TrialState.COMPLETE}
+    assert all(after.get(number) == value for number, value in before.items())
+    assert (folder / "out0" / "summary.md").is_file()

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from autoloss.errors import InvalidTypeError, InvalidValueError
+
 __all__ = ["Augment", "normalize", "to_tensors"]
 
 
@@ -33,11 +35,11 @@ def normalize(images: Tensor, mean: Sequence[float] | Tensor, std: Sequence[floa
     std_t = torch.as_tensor(std, dtype=images.dtype, device=images.device).reshape(-1, 1, 1)
     channels = images.shape[-3] if images.dim() >= 3 else -1
     if images.dim() not in (3, 4) or mean_t.numel() != channels or std_t.numel() != channels:
-        raise ValueError(f"images must be [B,C,H,W] or [C,H,W] with C = len(mean) = len(std), "
+        raise InvalidValueError(f"images must be [B,C,H,W] or [C,H,W] with C = len(mean) = len(std), "
                          f"but got images {tuple(images.shape)}, {len(mean_t)} means and "
                          f"{len(std_t)} stds")
     if bool((std_t <= 0).any()):
-        raise ValueError(f"std must be positive, but got {std_t.flatten().tolist()}")
+        raise InvalidValueError(f"std must be positive, but got {std_t.flatten().tolist()}")
     return (images - mean_t) / std_t
 
 
@@ -67,10 +69,10 @@ class Augment:
                  scale: tuple[float, float] | None = (0.75, 1.25), flip: bool = True,
                  ignore_index: int | None) -> None:
         if crop is not None and (len(crop) != 2 or min(crop) < 1):
-            raise ValueError(f"crop must be (height, width) with positive sides or None, "
+            raise InvalidValueError(f"crop must be (height, width) with positive sides or None, "
                              f"but got {crop=}")
         if scale is not None and (len(scale) != 2 or not 0 < scale[0] <= scale[1]):
-            raise ValueError(f"scale must be (low, high) with 0 < low <= high or None, "
+            raise InvalidValueError(f"scale must be (low, high) with 0 < low <= high or None, "
                              f"but got {scale=}")
         self.crop = None if crop is None else (int(crop[0]), int(crop[1]))
         self.scale = None if scale is None else (float(scale[0]), float(scale[1]))
@@ -85,11 +87,11 @@ class Augment:
                  ) -> tuple[Tensor, Tensor]:
         if images.dim() != 4 or labels.dim() != 3 or images.shape[0] != labels.shape[0] \
                 or images.shape[2:] != labels.shape[1:]:
-            raise ValueError(f"images must be [B,C,H,W] and labels [B,H,W] of the same B,H,W, "
+            raise InvalidValueError(f"images must be [B,C,H,W] and labels [B,H,W] of the same B,H,W, "
                              f"but got images {tuple(images.shape)} and labels "
                              f"{tuple(labels.shape)}")
         if not images.is_floating_point() or labels.is_floating_point():
-            raise TypeError(f"images must be float and labels integer, but got {images.dtype} "
+            raise InvalidTypeError(f"images must be float and labels integer, but got {images.dtype} "
                             f"and {labels.dtype}")
         b, c, h, w = images.shape
         ch, cw = self.crop or (h, w)

@@ -20,6 +20,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from autoloss.errors import InvalidValueError, MissingFileError
+
 __all__ = ["ArrayStore", "FileStore", "SegmentationDataset", "count_labels", "read_image",
            "read_mask", "resize_label"]
 
@@ -34,9 +36,9 @@ def _open(path: Path, what: str) -> Image.Image:
     try:
         return Image.open(path)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{what} {path} does not exist") from None
+        raise MissingFileError(f"{what} {path} does not exist") from None
     except OSError as err:
-        raise ValueError(f"cannot read {what} {path}: {err}") from err
+        raise InvalidValueError(f"cannot read {what} {path}: {err}") from err
 
 
 def read_image(path: Path, *, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -48,7 +50,7 @@ def read_image(path: Path, *, channels: int, size: tuple[int, int] | None = None
     with _open(path, "image") as im:
         if channels == 1:
             if im.mode not in _GREY_MODES:
-                raise ValueError(f"image {path} has mode {im.mode}, but this dataset is grey "
+                raise InvalidValueError(f"image {path} has mode {im.mode}, but this dataset is grey "
                                  f"(1 channel, set by its first image); convert it to mode L")
             im = im.convert("L")
         else:
@@ -69,7 +71,7 @@ def read_mask(path: Path) -> np.ndarray:
     """Read a single-channel index mask as an integer ``[H, W]`` array (palette PNGs: the index)."""
     with _open(path, "mask") as im:
         if im.mode not in _MASK_MODES:
-            raise ValueError(
+            raise InvalidValueError(
                 f"mask {path} has mode {im.mode}, but masks must be single-channel index images "
                 f"(mode L or P, one class index per pixel); convert colour-coded masks to indices"
             )
@@ -174,13 +176,13 @@ class FileStore:
             with _open(self.images[index], "image") as im:
                 width, height = im.size
             if (height, width) != mask.shape:
-                raise ValueError(
+                raise InvalidValueError(
                     f"image and mask sizes differ: image {self.images[index]} is {height}x{width} "
                     f"(HxW), mask {mask_path} is {mask.shape[0]}x{mask.shape[1]}")
         if self.label_map is not None:
             top = int(mask.max(initial=0))
             if top > self.max_stored:
-                raise ValueError(f"mask {mask_path} has value {top}, but the label ids of this "
+                raise InvalidValueError(f"mask {mask_path} has value {top}, but the label ids of this "
                                  f"layout are 0..{self.max_stored}")
             mask = self.label_map[mask]
         return resize_label(mask, self.size) if self.size is not None else mask
@@ -209,12 +211,12 @@ class SegmentationDataset(Dataset):
                  num_classes: int, ignore_index: int | None, class_names: Sequence[str],
                  stats_source: Callable[[], tuple[Stats, Stats]] | None = None) -> None:
         if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, but got {num_classes=}")
+            raise InvalidValueError(f"num_classes must be a positive int, but got {num_classes=}")
         if ignore_index is not None and 0 <= ignore_index < num_classes:
-            raise ValueError(f"ignore_index must not be a class index in [0, {num_classes}), "
+            raise InvalidValueError(f"ignore_index must not be a class index in [0, {num_classes}), "
                              f"but got {ignore_index=}")
         if len(class_names) != num_classes:
-            raise ValueError(f"{spec}: expected {num_classes} class names, but got "
+            raise InvalidValueError(f"{spec}: expected {num_classes} class names, but got "
                              f"{len(class_names)}: {list(class_names)}")
         self.store = store
         self.name = name
@@ -247,7 +249,7 @@ class SegmentationDataset(Dataset):
         return f"{self.store.source} split {self.split!r} image {index} ({self.item_names[index]})"
 
     def _bad_labels(self, bad: list[int], index: int) -> ValueError:
-        return ValueError(
+        return InvalidValueError(
             f"{self._where(index)} has label values {bad} outside the allowed range "
             f"[0, {self.num_classes}) that are not the ignore index ({self.ignore_index}); "
             f"set num_classes / ignore_index (e.g. '?num_classes=N&ignore_index=255')")
@@ -294,10 +296,10 @@ class SegmentationDataset(Dataset):
             return self.store.images, self.store.labels
         items = [self.load_item(i) for i in range(len(self))]
         if not items:
-            raise ValueError(f"{self.spec}: split {self.split!r} has no images")
+            raise InvalidValueError(f"{self.spec}: split {self.split!r} has no images")
         sizes = {im.shape[:2] for im, _ in items}
         if len(sizes) > 1:
-            raise ValueError(f"{self.spec}: split {self.split!r} has images of different sizes "
+            raise InvalidValueError(f"{self.spec}: split {self.split!r} has images of different sizes "
                              f"{sorted(sizes)[:4]}; add '?size=HxW' to the spec to resize them")
         labels = np.stack([lab for _, lab in items])
         top = max(int(labels.max(initial=0)), self.ignore_index or 0)
@@ -309,7 +311,7 @@ class SegmentationDataset(Dataset):
         """A dataset of the items at ``indices`` (same metadata and statistics source)."""
         idx = np.asarray(indices, dtype=np.int64)
         if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= len(self))):
-            raise ValueError(f"indices must be a 1-d list of positions in [0, {len(self)}), "
+            raise InvalidValueError(f"indices must be a 1-d list of positions in [0, {len(self)}), "
                              f"but got {idx.tolist()[:10]}")
         out = object.__new__(SegmentationDataset)
         out.__dict__.update(self.__dict__)
@@ -342,7 +344,7 @@ class SegmentationDataset(Dataset):
     def std(self, value: Sequence[float]) -> None:
         std = _check_stats(value, "std", self.in_channels)
         if min(std) <= 0:
-            raise ValueError(f"std must be positive per channel, but got {std}")
+            raise InvalidValueError(f"std must be positive per channel, but got {std}")
         self._std = std
 
     def _compute_stats(self) -> None:
@@ -365,7 +367,7 @@ def _image_tensor(image: np.ndarray) -> Tensor:
 def _check_stats(value: Sequence[float], name: str, channels: int) -> tuple[float, ...]:
     stats = tuple(float(v) for v in value)
     if len(stats) != channels or not all(math.isfinite(v) for v in stats):
-        raise ValueError(f"{name} must hold {channels} finite values (one per channel), "
+        raise InvalidValueError(f"{name} must hold {channels} finite values (one per channel), "
                          f"but got {name}={stats}")
     return stats
 
@@ -403,7 +405,7 @@ def channel_stats(dataset: SegmentationDataset) -> tuple[Stats, Stats]:
                 total[c] += x.sum()
                 total_sq[c] += np.square(x).sum()
     if count == 0:
-        raise ValueError(f"{dataset.spec}: cannot compute mean/std of an empty split")
+        raise InvalidValueError(f"{dataset.spec}: cannot compute mean/std of an empty split")
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     std = np.where(std < 1e-6, 1.0, std)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from autoloss.data.dataset import ArrayStore, SegmentationDataset
+from autoloss.errors import InvalidValueError
 
 __all__ = ["SHAPES_CLASSES", "SHAPES_SPLITS", "generate_shapes", "shapes_dataset"]
 
@@ -102,7 +103,7 @@ def generate_shapes(n: int, *, size: tuple[int, int] = (64, 64), seed: int = 0, 
         ignore_index: label of the blobs' 1-px rim (``None``: no ignored pixels).
     """
     if n < 1 or min(size) < 8 or seed < 0 or stream < 0:
-        raise ValueError(f"shapes needs n >= 1, size >= 8x8 and non-negative seeds, but got "
+        raise InvalidValueError(f"shapes needs n >= 1, size >= 8x8 and non-negative seeds, but got "
                          f"{n=}, {size=}, {seed=}, {stream=}")
     blocks = [_generate_block(_BLOCK, size, np.random.default_rng(
         np.random.SeedSequence([seed, stream, block])), ignore_index)
@@ -188,9 +189,9 @@ def shapes_dataset(split: str, *, n: int = 512, seed: int = 0, size: tuple[int, 
                    ignore_index: int | None = 255, spec: str = "shapes") -> SegmentationDataset:
     """Split ``split`` of ``shapes``: ``train`` has ``n`` images, ``val`` n/4, ``test`` n/2."""
     if split not in SHAPES_SPLITS:
-        raise ValueError(f"shapes has splits {list(SHAPES_SPLITS)}, but got split={split!r}")
+        raise InvalidValueError(f"shapes has splits {list(SHAPES_SPLITS)}, but got split={split!r}")
     if ignore_index is not None and not 6 <= ignore_index <= 255:
-        raise ValueError(f"shapes stores labels as uint8: ignore_index must be in [6, 255] or "
+        raise InvalidValueError(f"shapes stores labels as uint8: ignore_index must be in [6, 255] or "
                          f"none, but got {ignore_index=}")
     stream, share = SHAPES_SPLITS[split]
     count = max(1, round(n * share))

@@ -16,6 +16,7 @@ lazily; ``num_classes`` (if not given) comes from a scan of every mask.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from autoloss.data.dataset import (
     read_mask,
     resize_label,
 )
+from autoloss.errors import InvalidValueError, MissingFileError
 
 __all__ = ["IMAGE_EXTENSIONS", "folder_dataset", "folder_splits", "npz_arrays", "npz_dataset",
            "npz_splits", "pair_files", "split_order"]
@@ -46,27 +48,27 @@ def split_order(names: Sequence[str]) -> list[str]:
 
 def _require_dir(path: Path, what: str) -> None:
     if not path.exists():
-        raise FileNotFoundError(f"{what} {path} does not exist")
+        raise MissingFileError(f"{what} {path} does not exist")
     if not path.is_dir():
-        raise ValueError(f"{what} {path} is not a folder")
+        raise InvalidValueError(f"{what} {path} is not a folder")
 
 
 def no_split(spec: str, split: str, splits: Sequence[str]) -> ValueError:
-    return ValueError(f"{spec}: no split {split!r}; available splits: {list(splits)}")
+    return InvalidValueError(f"{spec}: no split {split!r}; available splits: {list(splits)}")
 
 
 # ---- npz --------------------------------------------------------------------------------------
 
 def _npz_files(path: Path) -> dict[str, Path]:
     if not path.exists():
-        raise FileNotFoundError(f"npz dataset path {path} does not exist")
+        raise MissingFileError(f"npz dataset path {path} does not exist")
     if path.is_file():
         if path.suffix != ".npz":
-            raise ValueError(f"expected a .npz file or a folder of .npz files, but got {path}")
+            raise InvalidValueError(f"expected a .npz file or a folder of .npz files, but got {path}")
         return {path.stem: path}
     files = {p.stem: p for p in path.glob("*.npz")}
     if not files:
-        raise FileNotFoundError(f"no .npz files in {path} (expected train.npz, val.npz, ...)")
+        raise MissingFileError(f"no .npz files in {path} (expected train.npz, val.npz, ...)")
     return files
 
 
@@ -75,12 +77,24 @@ def npz_splits(path: Path) -> list[str]:
     return split_order(_npz_files(path))
 
 
-def _load_npz(file: Path) -> dict[str, np.ndarray]:
+def _load_npz(file: Path, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an npz file (only ``keys`` when given, all else); a file that is not a
+    readable npz archive (empty, truncated, corrupt, pickled objects) raises one clear error."""
     try:
         with np.load(file, allow_pickle=False) as z:
-            return {key: z[key] for key in z.files}
-    except ValueError as err:
-        raise ValueError(f"cannot read {file}: {err}") from err
+            return {key: z[key] for key in (z.files if keys is None else keys) if key in z.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        reason = ("neither a zip archive nor an .npy array; numpy would try it as a pickle, "
+                  "which autoloss never loads" if "pickled" in str(err)
+                  else f"{type(err).__name__}: {err}")
+        raise InvalidValueError(
+            f"cannot read {file}: not a valid .npz archive ({reason}); write it with "
+            f"numpy.savez(path, images=..., labels=...)") from None
+
+
+def _npz_keys(file: Path) -> list[str]:
+    with np.load(file, allow_pickle=False) as z:
+        return list(z.files)
 
 
 def npz_arrays(file: Path, *, size: tuple[int, int] | None = None
@@ -89,25 +103,25 @@ def npz_arrays(file: Path, *, size: tuple[int, int] | None = None
     arrays = _load_npz(file)
     missing = [k for k in ("images", "labels") if k not in arrays]
     if missing:
-        raise ValueError(f"{file} has no array(s) {missing}; found {sorted(arrays)} "
+        raise InvalidValueError(f"{file} has no array(s) {missing}; found {sorted(arrays)} "
                          f"(expected 'images' [N,H,W,3] and 'labels' [N,H,W])")
     images, labels = arrays.pop("images"), arrays.pop("labels")
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3) or labels.ndim != 3 \
             or images.shape[:3] != labels.shape:
-        raise ValueError(f"{file}: expected images [N,H,W,3] or [N,H,W] and labels [N,H,W] of the "
+        raise InvalidValueError(f"{file}: expected images [N,H,W,3] or [N,H,W] and labels [N,H,W] of the "
                          f"same N,H,W, but got images {images.shape} and labels {labels.shape}")
     if images.dtype != np.uint8:
         if not np.issubdtype(images.dtype, np.floating):
-            raise ValueError(f"{file}: images must be uint8 (0..255) or float in [0, 1], "
+            raise InvalidValueError(f"{file}: images must be uint8 (0..255) or float in [0, 1], "
                              f"but got dtype {images.dtype}")
         images = images.astype(np.float32)
         if images.size and (images.min() < 0 or images.max() > 1):
-            raise ValueError(f"{file}: float images must lie in [0, 1], but got values in "
+            raise InvalidValueError(f"{file}: float images must lie in [0, 1], but got values in "
                              f"[{images.min()}, {images.max()}]")
     if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{file}: labels must be integers, but got dtype {labels.dtype}")
+        raise InvalidValueError(f"{file}: labels must be integers, but got dtype {labels.dtype}")
     if size is not None and images.shape[1:3] != tuple(size):
         images = np.stack([_resize_array_image(im, size) for im in images]) if len(images) \
             else np.zeros((0, *size, images.shape[-1]), images.dtype)
@@ -129,7 +143,7 @@ def _scalar(arrays: dict[str, np.ndarray], key: str, file: Path) -> int | None:
         return None
     value = arrays[key]
     if value.size != 1 or not np.issubdtype(value.dtype, np.integer):
-        raise ValueError(f"{file}: array {key!r} must be a single integer, but got {value!r}")
+        raise InvalidValueError(f"{file}: array {key!r} must be a single integer, but got {value!r}")
     return int(value.reshape(()))
 
 
@@ -156,7 +170,7 @@ def npz_dataset(path: Path, split: str, *, spec: str, num_classes: int | None = 
     if class_names is None and "class_names" in extra:
         class_names = [str(c) for c in extra["class_names"].reshape(-1)]
         if len(class_names) != num_classes:
-            raise ValueError(f"{file}: 'class_names' has {len(class_names)} entries, but "
+            raise InvalidValueError(f"{file}: 'class_names' has {len(class_names)} entries, but "
                              f"num_classes is {num_classes}")
     if class_names is None:
         class_names = [f"class{i}" for i in range(num_classes)]
@@ -173,10 +187,11 @@ def _infer_num_classes(files: dict[str, Path], ignore_index: int | None) -> int:
     """Largest label (other than ``ignore_index``) over every split's ``labels`` + 1."""
     top = 0
     for file in files.values():
-        with np.load(file, allow_pickle=False) as z:
-            if "labels" not in z.files:
-                raise ValueError(f"{file} has no array 'labels'; found {sorted(z.files)}")
-            labels = z["labels"]
+        arrays = _load_npz(file, ["labels"])
+        if "labels" not in arrays:
+            raise InvalidValueError(f"{file} has no array 'labels'; found "
+                                    f"{sorted(_npz_keys(file))}")
+        labels = arrays["labels"]
         values = np.unique(labels) if labels.dtype != np.uint8 \
             else np.flatnonzero(np.bincount(labels.ravel(), minlength=256))
         values = values[values != ignore_index] if ignore_index is not None else values
@@ -202,7 +217,7 @@ def folder_splits(path: Path) -> list[str]:
     splits = [p.name for p in path.iterdir()
               if p.is_dir() and (p / "images").is_dir() and _mask_dir(p) is not None]
     if not splits:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path} has neither images/ + masks/ (or labels/) subfolders nor split folders "
             f"like {path}/train/images + {path}/train/masks")
     return split_order(splits)
@@ -214,7 +229,7 @@ def _index(folder: Path) -> dict[str, Path]:
         if p.suffix.lower() not in IMAGE_EXTENSIONS or not p.is_file():
             continue
         if p.stem in files:
-            raise ValueError(f"two files with the stem {p.stem!r} in {folder}: "
+            raise InvalidValueError(f"two files with the stem {p.stem!r} in {folder}: "
                              f"{files[p.stem].name} and {p.name}")
         files[p.stem] = p
     return files
@@ -229,11 +244,11 @@ def pair_files(image_dir: Path, mask_dir: Path, *, mask_suffix: str = ""
     masks = {stem[:len(stem) - len(mask_suffix)] if mask_suffix and stem.endswith(mask_suffix)
              else stem: p for stem, p in _index(mask_dir).items()}
     if not images:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {image_dir}")
+        raise MissingFileError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {image_dir}")
     no_mask = sorted(set(images) - set(masks))
     no_image = sorted(set(masks) - set(images))
     if no_mask or no_image:
-        raise ValueError(
+        raise InvalidValueError(
             f"images in {image_dir} and masks in {mask_dir} must match by file stem, but "
             f"{len(no_mask)} image(s) have no mask {no_mask[:5]} and {len(no_image)} mask(s) "
             f"have no image {no_image[:5]}")

@@ -19,6 +19,7 @@ import numpy as np
 
 from autoloss.data.dataset import FileStore, SegmentationDataset
 from autoloss.data.formats import no_split, npz_dataset, npz_splits, pair_files, split_order
+from autoloss.errors import InvalidValueError, MissingFileError
 
 __all__ = ["CAMVID_CLASSES", "CITYSCAPES_CLASSES", "CITYSCAPES_TRAIN_IDS", "VOC_CLASSES",
            "camvid_dataset", "camvid_splits", "cityscapes_dataset", "cityscapes_splits",
@@ -45,14 +46,14 @@ _CAMVID_SPLITS = ("train", "val", "test")
 def _camvid_layout(path: Path) -> str:
     if not path.is_dir():
         if not path.exists():
-            raise FileNotFoundError(f"CamVid folder {path} does not exist")
-        raise ValueError(f"CamVid path {path} must be a folder (with train.npz, ... or the "
+            raise MissingFileError(f"CamVid folder {path} does not exist")
+        raise InvalidValueError(f"CamVid path {path} must be a folder (with train.npz, ... or the "
                          f"SegNet folders), but it is a file")
     if any((path / f"{s}.npz").is_file() for s in _CAMVID_SPLITS):
         return "npz"
     if any((path / s).is_dir() and (path / f"{s}annot").is_dir() for s in _CAMVID_SPLITS):
         return "png"
-    raise FileNotFoundError(f"{path} holds neither train.npz/val.npz/test.npz nor the SegNet "
+    raise MissingFileError(f"{path} holds neither train.npz/val.npz/test.npz nor the SegNet "
                             f"folders train/ + trainannot/, val/ + valannot/, test/ + testannot/")
 
 
@@ -83,11 +84,11 @@ def voc_splits(path: Path) -> list[str]:
     sets = path / "ImageSets" / "Segmentation"
     for folder in (path, path / "JPEGImages", path / "SegmentationClass", sets):
         if not folder.is_dir():
-            raise FileNotFoundError(f"Pascal VOC folder {folder} does not exist (expected "
+            raise MissingFileError(f"Pascal VOC folder {folder} does not exist (expected "
                                     f"JPEGImages/, SegmentationClass/, ImageSets/Segmentation/)")
     splits = [p.stem for p in sets.glob("*.txt")]
     if not splits:
-        raise FileNotFoundError(f"no split lists (train.txt, val.txt, ...) in {sets}")
+        raise MissingFileError(f"no split lists (train.txt, val.txt, ...) in {sets}")
     return split_order(splits)
 
 
@@ -103,7 +104,7 @@ def voc_dataset(path: Path, split: str, *, spec: str, size: tuple[int, int] | No
     masks = tuple(path / "SegmentationClass" / f"{i}.png" for i in ids)
     missing = [str(p) for pair in zip(images, masks) for p in pair if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} file(s) listed in {list_file} are missing, "
+        raise MissingFileError(f"{len(missing)} file(s) listed in {list_file} are missing, "
                                 f"e.g. {missing[:3]}")
     store = FileStore(images, masks, channels=3, size=size)
     return SegmentationDataset(store, name="voc", spec=spec, split=split, num_classes=21,
@@ -115,12 +116,12 @@ def voc_dataset(path: Path, split: str, *, spec: str, size: tuple[int, int] | No
 def cityscapes_splits(path: Path) -> list[str]:
     for folder in (path, path / "leftImg8bit", path / "gtFine"):
         if not folder.is_dir():
-            raise FileNotFoundError(f"Cityscapes folder {folder} does not exist (expected "
+            raise MissingFileError(f"Cityscapes folder {folder} does not exist (expected "
                                     f"leftImg8bit/<split>/<city>/ and gtFine/<split>/<city>/)")
     splits = [p.name for p in (path / "leftImg8bit").iterdir()
               if p.is_dir() and (path / "gtFine" / p.name).is_dir()]
     if not splits:
-        raise FileNotFoundError(f"no split folder present in both {path / 'leftImg8bit'} "
+        raise MissingFileError(f"no split folder present in both {path / 'leftImg8bit'} "
                                 f"and {path / 'gtFine'}")
     return split_order(splits)
 
@@ -142,12 +143,12 @@ def cityscapes_dataset(path: Path, split: str, *, spec: str, size: tuple[int, in
     suffix = "_leftImg8bit"
     images = tuple(sorted((path / "leftImg8bit" / split).glob(f"*/*{suffix}.png")))
     if not images:
-        raise FileNotFoundError(f"no *{suffix}.png images in {path / 'leftImg8bit' / split}/*/")
+        raise MissingFileError(f"no *{suffix}.png images in {path / 'leftImg8bit' / split}/*/")
     masks = tuple(path / "gtFine" / split / p.parent.name
                   / f"{p.name[:-len(suffix) - 4]}_gtFine_labelIds.png" for p in images)
     missing = [str(m) for m in masks if not m.is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} label file(s) missing, e.g. {missing[:3]}")
+        raise MissingFileError(f"{len(missing)} label file(s) missing, e.g. {missing[:3]}")
     store = FileStore(images, masks, channels=3, size=size, label_map=cityscapes_label_map(),
                       max_stored=33)
     return SegmentationDataset(store, name="cityscapes", spec=spec, split=split, num_classes=19,

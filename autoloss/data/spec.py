@@ -19,7 +19,6 @@ Options (the path may not contain ``?``):
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from autoloss.data.layouts import (
     voc_dataset,
     voc_splits,
 )
+from autoloss.errors import InvalidValueError, did_you_mean
 
 __all__ = ["DATASET_KINDS", "DatasetSpec", "data_slug", "dataset_splits", "load_dataset", "parse_spec",
            "train_stats"]
@@ -62,7 +62,7 @@ class DatasetSpec:
     options: dict[str, str]
 
     def error(self, key: str, expected: str) -> ValueError:
-        return ValueError(f"dataset spec {self.text!r}: option {key}={self.options[key]!r} "
+        return InvalidValueError(f"dataset spec {self.text!r}: option {key}={self.options[key]!r} "
                           f"is invalid; expected {expected}")
 
     def get_int(self, key: str, default: int | None, *, minimum: int) -> int | None:
@@ -110,7 +110,7 @@ class DatasetSpec:
 
 def _path(spec: DatasetSpec) -> Path:
     if spec.path is None:
-        raise ValueError(f"dataset spec {spec.text!r} needs a path: '{spec.kind}:PATH'")
+        raise InvalidValueError(f"dataset spec {spec.text!r} needs a path: '{spec.kind}:PATH'")
     return spec.path
 
 
@@ -174,15 +174,10 @@ DATASET_KINDS: dict[str, _Kind] = {
 }
 
 
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def parse_spec(spec: str) -> DatasetSpec:
     """Parse ``KIND[:PATH][?key=value&...]``; raise ``ValueError`` naming what is wrong."""
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"dataset spec must be a non-empty string like 'shapes' or "
+        raise InvalidValueError(f"dataset spec must be a non-empty string like 'shapes' or "
                          f"'npz:PATH', but got {spec!r}")
     text = spec.strip()
     head, has_query, query = text.partition("?")
@@ -192,30 +187,30 @@ def parse_spec(spec: str) -> DatasetSpec:
         hint = ""
         if Path(head).expanduser().exists() or "/" in head or "\\" in head:
             hint = f"; to load files, prefix the path with its kind, e.g. 'npz:{head}'"
-        raise ValueError(
+        raise InvalidValueError(
             f"unknown dataset kind {kind!r} in spec {text!r}"
-            f"{_did_you_mean(kind, list(DATASET_KINDS))}; known kinds: "
+            f"{did_you_mean(kind, list(DATASET_KINDS))}; known kinds: "
             f"{', '.join(DATASET_KINDS)}{hint}")
     options: dict[str, str] = {}
     for part in query.split("&") if has_query else []:
         key, eq, value = (p.strip() for p in part.partition("="))
         if not eq or not key or not value:
-            raise ValueError(f"malformed option {part!r} in dataset spec {text!r}: expected "
+            raise InvalidValueError(f"malformed option {part!r} in dataset spec {text!r}: expected "
                              f"key=value pairs joined by '&', e.g. "
                              f"'npz:data?num_classes=5&ignore_index=255'")
         if key in options:
-            raise ValueError(f"option {key!r} is given twice in dataset spec {text!r}")
+            raise InvalidValueError(f"option {key!r} is given twice in dataset spec {text!r}")
         options[key] = value
     allowed = list(DATASET_KINDS[kind].options + _COMMON_OPTIONS)
     for key in options:
         if key not in allowed:
-            raise ValueError(f"unknown option {key!r} for dataset kind {kind!r} in {text!r}"
-                             f"{_did_you_mean(key, allowed)}; allowed options: {allowed}")
+            raise InvalidValueError(f"unknown option {key!r} for dataset kind {kind!r} in {text!r}"
+                             f"{did_you_mean(key, allowed)}; allowed options: {allowed}")
     path = path.strip()
     if DATASET_KINDS[kind].needs_path and not path:
-        raise ValueError(f"dataset kind {kind!r} needs a path: '{kind}:PATH', but got {text!r}")
+        raise InvalidValueError(f"dataset kind {kind!r} needs a path: '{kind}:PATH', but got {text!r}")
     if not DATASET_KINDS[kind].needs_path and path:
-        raise ValueError(f"dataset kind {kind!r} takes no path, but got {text!r}; options go "
+        raise InvalidValueError(f"dataset kind {kind!r} takes no path, but got {text!r}; options go "
                          f"after '?', e.g. 'shapes?n=256&seed=1'")
     return DatasetSpec(text, kind, Path(path).expanduser() if path else None, options)
 
@@ -265,11 +260,11 @@ def load_dataset(spec: str, split: str = "train", *, subset: int | None = None,
         if values is not None:
             setattr(dataset, key, values)
     if subset_seed is not None and subset is None:
-        raise ValueError(f"subset_seed={subset_seed} needs subset (the number of images)")
+        raise InvalidValueError(f"subset_seed={subset_seed} needs subset (the number of images)")
     if subset is not None:
         if isinstance(subset, bool) or not isinstance(subset, int) or \
                 not 1 <= subset <= len(dataset):
-            raise ValueError(f"subset must be an int in [1, {len(dataset)}] (the size of split "
+            raise InvalidValueError(f"subset must be an int in [1, {len(dataset)}] (the size of split "
                              f"{split!r} of {parsed.text!r}), but got {subset=}")
         if subset_seed is None:
             indices = np.arange(subset)

@@ -7,7 +7,6 @@ The slower work that names the offending values (``unique``) only runs when ther
 
 from __future__ import annotations
 
-import difflib
 import enum
 import math
 from collections.abc import Sequence
@@ -15,6 +14,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
 
 __all__ = [
     "Reduction",
@@ -42,19 +43,10 @@ def empty_batch(logits: Tensor) -> Tensor | None:
     return logits.sum() * 0.0
 
 
-def did_you_mean(value: object, allowed: Sequence[object]) -> str:
-    """``"; did you mean 'x'?"`` for a misspelt string, else ``""``."""
-    if not isinstance(value, str):
-        return ""
-    by_lower = {str(a).lower(): a for a in allowed}
-    close = difflib.get_close_matches(value.lower(), list(by_lower), n=2)
-    return f"; did you mean {' or '.join(repr(by_lower[c]) for c in close)}?" if close else ""
-
-
 def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
     """Return ``value`` if it is one of ``allowed``, else raise naming ``name`` (did-you-mean)."""
     if isinstance(value, bool) or value not in allowed:
-        raise ValueError(
+        raise InvalidValueError(
             f"{name} must be one of {list(allowed)}, but got {name}={value!r}"
             f"{did_you_mean(value, allowed)}"
         )
@@ -71,12 +63,12 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
         kind = "an int" if integer else "a finite number"
-        raise ValueError(f"{name} must be {kind}, but got {name}={value!r}")
+        raise InvalidValueError(f"{name} must be {kind}, but got {name}={value!r}")
     if low is not None and (value < low or (low_open and value == low)):
         op = ">" if low_open else ">="
-        raise ValueError(f"{name} must be {op} {low}, but got {name}={value!r}")
+        raise InvalidValueError(f"{name} must be {op} {low}, but got {name}={value!r}")
     if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, but got {name}={value!r}")
+        raise InvalidValueError(f"{name} must be <= {high}, but got {name}={value!r}")
     return int(value) if integer else float(value)
 
 
@@ -84,7 +76,7 @@ def check_ignore_index(ignore_index: Any) -> int | None:
     """``ignore_index`` must be an int (any value, e.g. 255 or -100) or None."""
     if ignore_index is not None and (isinstance(ignore_index, bool)
                                      or not isinstance(ignore_index, int)):
-        raise ValueError(f"ignore_index must be an int or None, but got {ignore_index=!r}")
+        raise InvalidValueError(f"ignore_index must be an int or None, but got {ignore_index=!r}")
     return ignore_index
 
 
@@ -95,9 +87,9 @@ def check_classes(classes: Any, *, name: str = "classes") -> str | list[int]:
     if isinstance(classes, (list, tuple)) and classes and all(
             isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in classes):
         if len(set(classes)) != len(classes):
-            raise ValueError(f"{name} must not repeat a class, but got {name}={classes!r}")
+            raise InvalidValueError(f"{name} must not repeat a class, but got {name}={classes!r}")
         return [int(c) for c in classes]
-    raise ValueError(
+    raise InvalidValueError(
         f"{name} must be 'present', 'all' or a non-empty list of class indices >= 0, "
         f"but got {name}={classes!r}"
     )
@@ -110,14 +102,14 @@ def check_class_weights(class_weights: Any) -> list[float] | None:
     if isinstance(class_weights, Tensor):
         class_weights = class_weights.detach().cpu().flatten().tolist()
     if isinstance(class_weights, (str, bytes)) or not isinstance(class_weights, Sequence):
-        raise ValueError(
+        raise InvalidValueError(
             f"class_weights must be a sequence of numbers or None, but got {class_weights=!r}"
         )
     values = list(class_weights)
     if not values or not all(
             isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
             and w >= 0 for w in values):
-        raise ValueError(
+        raise InvalidValueError(
             f"class_weights must be a non-empty sequence of finite numbers >= 0, but got "
             f"{class_weights=!r}"
         )
@@ -136,7 +128,7 @@ def class_weights_tensor(class_weights: Sequence[float] | Tensor | None, num_cla
         return None
     weights = torch.as_tensor(class_weights, dtype=like.dtype, device=like.device).flatten()
     if weights.numel() != num_classes:
-        raise ValueError(
+        raise InvalidValueError(
             f"class_weights must have one weight per class (C={num_classes}), but got "
             f"{weights.numel()} weights"
         )
@@ -163,7 +155,7 @@ def _check_hard_values(target: Tensor, *, num_classes: int, ignore_index: int | 
     more = f" (and {values.numel() - 5} more)" if values.numel() > 5 else ""
     allowed = (f"[0, {num_classes})" if not high_labels_ignored
                else f"[0, {num_classes}) or >= {num_classes} (ignored)")
-    raise ValueError(
+    raise InvalidValueError(
         f"target has label values {shown}{more} outside the allowed range {allowed} that are "
         f"not the ignore index ({ignore_index=}); logits have C={num_classes} channels. If "
         f"{shown[0]} marks void pixels in your data, pass it as the loss's ignore_index "
@@ -176,13 +168,13 @@ def _check_soft_values(target: Tensor) -> None:
         return
     low, high = torch.aminmax(target)
     if not (bool(low >= 0) and bool(high <= 1)):
-        raise ValueError(
+        raise InvalidValueError(
             "soft target must hold probabilities in [0, 1], but got values in "
             f"[{float(low):.6g}, {float(high):.6g}]"
         )
     worst = float((target.sum(dim=1, dtype=torch.float64) - 1.0).abs().max())
     if not worst <= _SOFT_SUM_TOL:
-        raise ValueError(
+        raise InvalidValueError(
             f"soft target must sum to 1 over the class dimension (dim 1) within {_SOFT_SUM_TOL}, "
             f"but the worst pixel deviates by {worst:.6g}"
         )
@@ -205,42 +197,42 @@ def check_logits_and_target(logits: Tensor, target: Tensor, *, ignore_index: int
         ``"hard"`` or ``"soft"``.
     """
     if not isinstance(logits, Tensor) or not isinstance(target, Tensor):
-        raise TypeError(
+        raise InvalidTypeError(
             "logits and target must be torch.Tensors, but got "
             f"{type(logits).__name__} and {type(target).__name__}"
         )
     if not logits.is_floating_point():
-        raise TypeError(f"logits must be a float tensor, but got dtype {logits.dtype}")
+        raise InvalidTypeError(f"logits must be a float tensor, but got dtype {logits.dtype}")
     if logits.dim() != 4:
-        raise ValueError(f"logits must be [N,C,H,W], but got shape {tuple(logits.shape)}")
+        raise InvalidValueError(f"logits must be [N,C,H,W], but got shape {tuple(logits.shape)}")
     if target.device != logits.device:
-        raise ValueError(
+        raise InvalidValueError(
             f"target must be on the logits' device {logits.device}, but got {target.device}"
         )
     n, c, h, w = logits.shape
     if target.is_floating_point():
         if target.dim() == 3:
-            raise TypeError(
+            raise InvalidTypeError(
                 f"target has dtype {target.dtype} and shape {tuple(target.shape)}: hard labels "
                 "must have an integer dtype (use target.long())"
             )
         if not allow_soft:
-            raise TypeError(
+            raise InvalidTypeError(
                 "this loss takes hard integer labels [N,H,W], but got a float target of shape "
                 f"{tuple(target.shape)}"
             )
         if tuple(target.shape) != (n, c, h, w):
-            raise ValueError(
+            raise InvalidValueError(
                 f"soft target must have the logits' shape [N,C,H,W]={tuple(logits.shape)}, but "
                 f"got {tuple(target.shape)}"
             )
         _check_soft_values(target)
         return "soft"
     if target.dtype == torch.bool or target.is_complex():
-        raise TypeError(f"target must hold integer class labels, but got dtype {target.dtype}")
+        raise InvalidTypeError(f"target must hold integer class labels, but got dtype {target.dtype}")
     if target.dim() != 3 or tuple(target.shape) != (n, h, w):
         expected = "[N,H,W] or soft [N,C,H,W]" if allow_soft else "[N,H,W]"
-        raise ValueError(
+        raise InvalidValueError(
             f"target must be {expected} matching logits [N,C,H,W]={tuple(logits.shape)}, but got "
             f"target shape {tuple(target.shape)}"
         )
@@ -254,29 +246,29 @@ def check_binary_logits_and_target(logits: Tensor, target: Tensor, *,
     """Check binary logits ``[N,H,W]`` or ``[N,1,H,W]`` and labels ``[N,H,W]`` in {0, 1}
     (or ``ignore_index``); return the logits as ``[N,H,W]``."""
     if not isinstance(logits, Tensor) or not isinstance(target, Tensor):
-        raise TypeError(
+        raise InvalidTypeError(
             "logits and target must be torch.Tensors, but got "
             f"{type(logits).__name__} and {type(target).__name__}"
         )
     if not logits.is_floating_point():
-        raise TypeError(f"logits must be a float tensor, but got dtype {logits.dtype}")
+        raise InvalidTypeError(f"logits must be a float tensor, but got dtype {logits.dtype}")
     if logits.dim() == 4 and logits.shape[1] == 1:
         logits = logits[:, 0]
     if logits.dim() != 3:
-        raise ValueError(
+        raise InvalidValueError(
             f"binary logits must be [N,H,W] or [N,1,H,W], but got shape {tuple(logits.shape)}"
         )
     if target.device != logits.device:
-        raise ValueError(
+        raise InvalidValueError(
             f"target must be on the logits' device {logits.device}, but got {target.device}"
         )
     if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
-        raise TypeError(
+        raise InvalidTypeError(
             f"binary target must hold integer labels 0/1 (use target.long()), but got dtype "
             f"{target.dtype}"
         )
     if tuple(target.shape) != tuple(logits.shape):
-        raise ValueError(
+        raise InvalidValueError(
             f"binary target must be [N,H,W]={tuple(logits.shape)} like the logits, but got "
             f"target shape {tuple(target.shape)}"
         )

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from autoloss.errors import InvalidValueError
+
 __all__ = ["MODES", "check_mode", "mode_entry", "two_class"]
 
 MODES = ("multiclass", "binary")
@@ -22,7 +24,7 @@ MODES = ("multiclass", "binary")
 def check_mode(mode: object) -> str:
     """``mode`` if it is one of :data:`MODES`, else a ValueError naming it."""
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {list(MODES)}, but got mode={mode!r}")
+        raise InvalidValueError(f"mode must be one of {list(MODES)}, but got mode={mode!r}")
     return str(mode)
 
 
@@ -44,7 +46,7 @@ def two_class(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         ``([N,2,H,W]`` logits ``[0, x]``, ``[N,H,W]`` target``)``.
     """
     if logits.dim() != 4 or logits.shape[1] != 1:
-        raise ValueError(f"mode='binary' takes logits [N,1,H,W] (one foreground logit per "
+        raise InvalidValueError(f"mode='binary' takes logits [N,1,H,W] (one foreground logit per "
                          f"pixel), but got shape {tuple(logits.shape)}; use "
                          f"mode='multiclass' for [N,C,H,W] logits")
     if target.dim() == 4 and target.shape[1] == 1:

@@ -8,6 +8,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from autoloss.errors import InvalidValueError
+
 __all__ = ["CombinedLoss"]
 
 
@@ -27,16 +29,16 @@ class CombinedLoss(nn.Module):
     def __init__(self, losses: Sequence[nn.Module], weights: Sequence[float]) -> None:
         super().__init__()
         if len(losses) == 0:
-            raise ValueError("combine needs at least one loss, but got an empty list")
+            raise InvalidValueError("combine needs at least one loss, but got an empty list")
         if len(losses) != len(weights):
-            raise ValueError(
+            raise InvalidValueError(
                 f"combine needs one weight per loss, but got {len(losses)} losses and "
                 f"{len(weights)} weights"
             )
         for i, w in enumerate(weights):
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) \
                     or w < 0:
-                raise ValueError(f"combine weight #{i} must be a finite non-negative number, but "
+                raise InvalidValueError(f"combine weight #{i} must be a finite non-negative number, but "
                                  f"got {w!r}")
         self.losses = nn.ModuleList(losses)
         self.weights = [float(w) for w in weights]

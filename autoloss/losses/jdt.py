@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from autoloss.errors import InvalidValueError
 from autoloss.losses._validate import (
     check_class_weights,
     check_classes,
@@ -67,12 +68,12 @@ def _check_options(*, alpha: float, beta: float, gamma: float, miou_d: float, mi
     weights = {name: check_number(name, value, low=0.0)
                for name, value in (("miou_d", miou_d), ("miou_i", miou_i), ("miou_c", miou_c))}
     if not any(w > 0 for w in weights.values()):
-        raise ValueError(
+        raise InvalidValueError(
             f"at least one of miou_d, miou_i, miou_c must be > 0, but got {miou_d=}, {miou_i=}, "
             f"{miou_c=}"
         )
     if not isinstance(log_loss, bool):
-        raise ValueError(f"log_loss must be a bool, but got {log_loss=!r}")
+        raise InvalidValueError(f"log_loss must be a bool, but got {log_loss=!r}")
     return {
         "alpha": check_number("alpha", alpha, low=0.0),
         "beta": check_number("beta", beta, low=0.0),

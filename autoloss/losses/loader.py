@@ -33,7 +33,6 @@ passed.
 from __future__ import annotations
 
 import copy
-import difflib
 import inspect
 import warnings
 from collections.abc import Mapping
@@ -44,6 +43,7 @@ import yaml
 from torch import nn
 
 from autoloss.atomic import write_text_atomic
+from autoloss.errors import InvalidTypeError, InvalidValueError, MissingFileError, did_you_mean
 from autoloss.losses.baselines import BASELINES
 from autoloss.losses.combine import CombinedLoss
 from autoloss.losses.presets import PRESETS
@@ -100,17 +100,12 @@ def loss_names() -> dict[str, list[str]]:
     return {"presets": sorted(PRESETS), "baselines": sorted(BASELINES) + ["surrogate"]}
 
 
-def _did_you_mean(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=3)
-    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-
-
 def read_spec(spec: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     """Resolve a preset name, baseline name, YAML path or dict into a spec dict (a copy)."""
     if isinstance(spec, Mapping):
         return copy.deepcopy(dict(spec))
     if not isinstance(spec, (str, Path)):
-        raise TypeError(f"spec must be a name, a path or a dict, but got {type(spec).__name__}")
+        raise InvalidTypeError(f"spec must be a name, a path or a dict, but got {type(spec).__name__}")
     text = str(spec)
     if text in PRESETS:
         return copy.deepcopy(PRESETS[text])
@@ -119,21 +114,21 @@ def read_spec(spec: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     path = Path(text).expanduser()
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
-            raise FileNotFoundError(f"loss file {str(path)!r} does not exist")
+            raise MissingFileError(f"loss file {str(path)!r} does not exist")
         try:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:
-            raise ValueError(f"loss file {str(path)!r} is not valid YAML: {err}") from None
+            raise InvalidValueError(f"loss file {str(path)!r} is not valid YAML: {err}") from None
         if not isinstance(data, dict):
-            raise ValueError(
+            raise InvalidValueError(
                 f"loss file {str(path)!r} must hold a mapping (name: ..., ...), but got "
                 f"{type(data).__name__}"
             )
         return data
     choices = sorted(PRESETS) + sorted(BASELINES)
-    raise ValueError(
+    raise InvalidValueError(
         f"unknown loss {text!r}: expected a preset {sorted(PRESETS)}, a baseline "
-        f"{sorted(BASELINES)}, or a path to a .yaml loss file{_did_you_mean(text, choices)}"
+        f"{sorted(BASELINES)}, or a path to a .yaml loss file{did_you_mean(text, choices)}"
     )
 
 
@@ -146,21 +141,21 @@ def _accepted_options(name: str) -> list[str]:
 def _build_single(spec: dict[str, Any]) -> nn.Module:
     name = spec.pop("name", None)
     if name is None:
-        raise ValueError(f"a loss spec needs a 'name' (or 'combine'), but got keys {sorted(spec)}")
+        raise InvalidValueError(f"a loss spec needs a 'name' (or 'combine'), but got keys {sorted(spec)}")
     if name != "surrogate" and name not in BASELINES:
         choices = sorted(BASELINES) + ["surrogate"]
-        raise ValueError(f"unknown loss name {name!r}: expected one of {choices}"
-                         f"{_did_you_mean(name, choices)}")
+        raise InvalidValueError(f"unknown loss name {name!r}: expected one of {choices}"
+                         f"{did_you_mean(name, choices)}")
     accepted = _accepted_options(name)
     for key in spec:
         if key not in accepted:
-            raise ValueError(
+            raise InvalidValueError(
                 f"unknown option {key!r} for loss {name!r}: expected one of {accepted}"
-                f"{_did_you_mean(key, accepted)}"
+                f"{did_you_mean(key, accepted)}"
             )
     if name == "surrogate":
         if "metric" not in spec:
-            raise ValueError("a 'surrogate' loss spec needs a 'metric' (e.g. metric: miou)")
+            raise InvalidValueError("a 'surrogate' loss spec needs a 'metric' (e.g. metric: miou)")
         return SurrogateLoss(spec.pop("metric"), **spec)
     return BASELINES[name](**spec)
 
@@ -171,7 +166,7 @@ def _apply_overrides(spec: dict[str, Any], overrides: Mapping[str, Any]) -> None
             takers = [part for part in spec["combine"]
                       if isinstance(part, dict) and key in _accepted_options(part.get("name", ""))]
             if not takers:
-                raise ValueError(f"override {key!r} is an option of none of the combined losses")
+                raise InvalidValueError(f"override {key!r} is an option of none of the combined losses")
             for part in takers:
                 part[key] = value
     else:
@@ -212,7 +207,7 @@ def load_loss(spec: str | Path | Mapping[str, Any], *, trust_code: bool = False,
         trust(*[ref for ref in _metric_references(data) if code_file(ref) is not None])
     version = data.get("autoloss_schema", SCHEMA_VERSION)
     if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise ValueError(
+        raise InvalidValueError(
             f"loss spec schema version must be an int <= {SCHEMA_VERSION}, but got {version!r} "
             "(written by a newer autoloss?)"
         )
@@ -222,10 +217,10 @@ def load_loss(spec: str | Path | Mapping[str, Any], *, trust_code: bool = False,
     if "combine" in data:
         extra = sorted(set(data) - {"combine"})
         if extra:
-            raise ValueError(f"a 'combine' spec takes no other keys, but got {extra}")
+            raise InvalidValueError(f"a 'combine' spec takes no other keys, but got {extra}")
         parts = data["combine"]
         if not isinstance(parts, list):
-            raise ValueError(f"'combine' must be a list of loss specs, but got {type(parts).__name__}")
+            raise InvalidValueError(f"'combine' must be a list of loss specs, but got {type(parts).__name__}")
         losses, weights = [], []
         for part in parts:
             part = dict(part)

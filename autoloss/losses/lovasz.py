@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from autoloss.errors import InvalidValueError
 from autoloss.losses._validate import (
     check_binary_logits_and_target,
     check_classes,
@@ -162,7 +163,7 @@ def lovasz_softmax(logits: Tensor, target: Tensor, *, per_image: bool = False,
     if isinstance(classes, list):
         bad = [k for k in classes if k >= c]
         if bad:
-            raise ValueError(f"classes lists {bad}, but the logits have only C={c} classes")
+            raise InvalidValueError(f"classes lists {bad}, but the logits have only C={c} classes")
         probs = probs[:, classes]
         class_ids = torch.tensor(classes, device=logits.device)
     else:
@@ -244,7 +245,7 @@ class LovaszSoftmaxLoss(nn.Module):
                  ignore_index: int | None = None) -> None:
         super().__init__()
         if not isinstance(per_image, bool):
-            raise ValueError(f"per_image must be a bool, but got {per_image=!r}")
+            raise InvalidValueError(f"per_image must be a bool, but got {per_image=!r}")
         self.per_image = per_image
         self.classes = check_classes(classes)
         self.ignore_index = check_ignore_index(ignore_index)
@@ -267,7 +268,7 @@ class LovaszHingeLoss(nn.Module):
     def __init__(self, *, per_image: bool = True, ignore_index: int | None = None) -> None:
         super().__init__()
         if not isinstance(per_image, bool):
-            raise ValueError(f"per_image must be a bool, but got {per_image=!r}")
+            raise InvalidValueError(f"per_image must be a bool, but got {per_image=!r}")
         self.per_image = per_image
         self.ignore_index = check_ignore_index(ignore_index)
 

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from autoloss.errors import InvalidValueError
 from autoloss.losses._validate import (
     Reduction,
     check_class_weights,
@@ -125,7 +126,7 @@ def active_mask(peak: Tensor, classes: str | Sequence[int], *,
     num_classes = peak.shape[-1]
     bad = [k for k in classes if k >= num_classes]
     if bad:
-        raise ValueError(
+        raise InvalidValueError(
             f"classes lists {bad}, but the logits have only C={num_classes} classes"
         )
     mask = torch.zeros(num_classes, dtype=torch.bool, device=peak.device)
@@ -242,7 +243,7 @@ class _RegionLoss(nn.Module):
         self.gamma = check_number("gamma", gamma, low=0.0, low_open=True)
         self.smooth = check_number("smooth", smooth, low=0.0, low_open=True)
         if not isinstance(per_image, bool):
-            raise ValueError(f"per_image must be a bool, but got {per_image=!r}")
+            raise InvalidValueError(f"per_image must be a bool, but got {per_image=!r}")
         self.per_image = per_image
         self.classes = check_classes(classes)
         self.ignore_index = check_ignore_index(ignore_index)

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from autoloss.errors import InvalidValueError
 from autoloss.losses._validate import (
     check_choice,
     check_ignore_index,
@@ -152,7 +153,7 @@ def rmi_lower_bound(labels: Tensor, probs: Tensor, *, radius: int = 3, pool: str
     q, p = _downsample(labels, probs, pool=pool, size=pool_size, stride=pool_stride)
     n, c, h, w = q.shape
     if h < radius or w < radius:
-        raise ValueError(
+        raise InvalidValueError(
             f"RMI needs a pooled size >= radius={radius}, but the input {tuple(labels.shape[2:])} "
             f"pools to {(h, w)} (pool_stride={pool_stride})"
         )

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from autoloss.errors import InvalidValueError
 from autoloss.losses._validate import check_choice, check_logits_and_target
 from autoloss.losses.binary import check_mode, mode_entry, two_class
 from autoloss.operators import RelaxedOps, one_hot
@@ -109,7 +110,7 @@ class SurrogateLoss(nn.Module):
         given = dict(curves or {})
         unknown = sorted(set(given) - set(self.program.curves))
         if unknown:
-            raise ValueError(
+            raise InvalidValueError(
                 f"curves {unknown} are not used by metric {self.program.name!r}, which uses "
                 f"{list(self.program.curves)}"
             )
@@ -118,19 +119,19 @@ class SurrogateLoss(nn.Module):
             curve = given.get(name, IdentityCurve())
             self.curves[name] = curve_from_dict(curve) if isinstance(curve, Mapping) else curve
         if ignore_index is not None and not isinstance(ignore_index, int):
-            raise ValueError(f"ignore_index must be an int or None, but got {ignore_index=}")
+            raise InvalidValueError(f"ignore_index must be an int or None, but got {ignore_index=}")
         if not isinstance(tol, int) or tol < 0:
-            raise ValueError(f"tol must be a non-negative int, but got {tol=}")
+            raise InvalidValueError(f"tol must be a non-negative int, but got {tol=}")
         if tol_at is not None:
             if (isinstance(tol_at, (str, bytes)) or len(tol_at) != 2
                     or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
                                for v in tol_at)):
-                raise ValueError(f"tol_at must be (height, width) with positive ints or None, "
+                raise InvalidValueError(f"tol_at must be (height, width) with positive ints or None, "
                                  f"but got {tol_at=}")
             tol_at = (int(tol_at[0]), int(tol_at[1]))
         check_choice("classes", classes, ("present", "all"))
         if not (isinstance(eps, (int, float)) and eps > 0):
-            raise ValueError(f"eps must be a positive number, but got {eps=}")
+            raise InvalidValueError(f"eps must be a positive number, but got {eps=}")
         self.ignore_index = ignore_index
         self.tol = tol
         self.tol_at = tol_at

@@ -1,0 +1,173 @@
+"""One root error type for everything that is the user's to fix, one line from the CLI, and a
+traceback kept for real bugs (autoloss.errors)."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+import autoloss
+from autoloss import cli, errors
+from autoloss.data import load_dataset
+from autoloss.errors import (
+    AutoLossError,
+    InvalidValueError,
+    StorageError,
+    did_you_mean,
+)
+from autoloss.models import read_checkpoint
+from autoloss.programs import load_user_program
+from autoloss.search import SearchConfig, run_search
+
+PACKAGE = Path(autoloss.__file__).parent
+
+BUILTIN_OF = {
+    "InvalidValueError": ValueError, "InvalidTypeError": TypeError,
+    "MissingFileError": FileNotFoundError, "MissingDependencyError": ImportError,
+    "StorageError": RuntimeError, "SearchError": RuntimeError,
+    "NonFiniteLossError": RuntimeError, "UntrustedCodeError": PermissionError,
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_OF))
+def test_every_error_is_an_autoloss_error_and_the_builtin_users_catch(name):
+    cls = getattr(errors, name)
+    assert issubclass(cls, AutoLossError) and issubclass(cls, BUILTIN_OF[name])
+    assert getattr(autoloss, name) is cls  # exported from the package root
+
+
+def test_the_package_raises_no_bare_builtin_for_bad_input():
+    """Input errors go through autoloss.errors, so the CLI can tell them from bugs."""
+    pattern = re.compile(r"raise (ValueError|TypeError|FileNotFoundError|KeyError)\(")
+    found = [f"{path.relative_to(PACKAGE)}:{i}" for path in sorted(PACKAGE.rglob("*.py"))
+             for i, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not found, f"bare builtin raises (use autoloss.errors): {found}"
+
+
+def test_did_you_mean():
+    assert did_you_mean("miuo", ["miou", "bf1"]) == "; did you mean 'miou'?"
+    assert did_you_mean("PRESENT", ["present", "all"]) == "; did you mean 'present'?"
+    assert did_you_mean("zzz", ["miou"]) == ""
+    assert did_you_mean(3, ["miou"]) == ""
+    assert " or " in did_you_mean("tol", ["tol", "tols", "col"])
+
+
+def test_there_is_one_did_you_mean_helper():
+    copies = [str(path.relative_to(PACKAGE)) for path in sorted(PACKAGE.rglob("*.py"))
+              if "get_close_matches" in path.read_text()]
+    assert copies == ["errors.py"]
+
+
+# ---- the CLI: one line for the user's errors, a traceback for bugs ---------------------------
+
+def _run_cli(monkeypatch, capsys, exc: BaseException) -> tuple[int, str]:
+    def command(args):
+        raise exc
+    monkeypatch.setattr(cli, "_cmd_losses", command)
+    code = cli.main(["losses"])
+    return code, capsys.readouterr().err
+
+
+def test_cli_prints_an_autoloss_error_as_one_line(monkeypatch, capsys):
+    code, err = _run_cli(monkeypatch, capsys, InvalidValueError("tol must be >= 0, but got -1"))
+    assert code == 2
+    assert err == "autoloss losses: error: tol must be >= 0, but got -1\n"
+
+
+def test_cli_prints_a_machine_error_as_one_line_with_its_file(monkeypatch, capsys):
+    code, err = _run_cli(monkeypatch, capsys, OSError(30, "Read-only file system", "/x/run"))
+    assert code == 2
+    assert err == "autoloss losses: error: Read-only file system: /x/run\n"
+
+
+def test_cli_keeps_the_traceback_of_a_bug(monkeypatch, capsys):
+    def command(args):
+        return {}["missing"]  # a bug, not the user's input
+    monkeypatch.setattr(cli, "_cmd_losses", command)
+    with pytest.raises(KeyError):
+        cli.main(["losses"])
+
+
+# ---- files that are not what they claim ---------------------------------------------------
+
+def _npz_bytes(tmp_path: Path) -> bytes:
+    np.savez(tmp_path / "good.npz", images=np.zeros((2, 8, 8, 3), np.uint8),
+             labels=np.zeros((2, 8, 8), np.uint8))
+    return (tmp_path / "good.npz").read_bytes()
+
+
+@pytest.mark.parametrize("kind,reason", [
+    ("empty", "EOFError"), ("truncated", "BadZipFile"), ("bad_crc", "Bad CRC-32"),
+    ("random", "neither a zip archive nor an .npy array"),
+])
+def test_a_broken_npz_is_one_clear_error(tmp_path, capsys, kind, reason):
+    good = _npz_bytes(tmp_path)
+    data = {"empty": b"", "truncated": good[: len(good) // 2],
+            "random": np.random.default_rng(0).bytes(3000)}.get(kind)
+    if kind == "bad_crc":
+        flipped = bytearray(good)
+        flipped[200] ^= 0xFF
+        data = bytes(flipped)
+    folder = tmp_path / kind
+    folder.mkdir()
+    for split in ("train", "val"):
+        (folder / f"{split}.npz").write_bytes(data)
+    with pytest.raises(InvalidValueError, match=f"cannot read .*train.npz: not a valid .npz "
+                       f"archive .*{re.escape(reason)}"):
+        load_dataset(f"npz:{folder}", "train")
+    assert cli.main(["info", f"npz:{folder}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pickle.load" not in err and "allow_pickle" not in err
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b"", "empty or truncated"), (bytes(range(256)) * 4, "weights_only=True"),
+])
+def test_a_garbage_checkpoint_is_one_clear_error(tmp_path, content, reason):
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(InvalidValueError, match=f"cannot read checkpoint .*{reason}") as err:
+        read_checkpoint(path)
+    assert "will likely succeed" not in str(err.value)  # torch's advice to unpickle: not ours
+
+
+def test_a_user_metric_with_a_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "my_metrics.py"
+    path.write_text("from autoloss.programs import MetricProgram\n\ndef tversky(:\n    pass\n")
+    autoloss.trust_code(path)
+    with pytest.raises(InvalidValueError, match=r"my_metrics.py:3: syntax error"):
+        load_user_program(f"{path}:tversky")
+
+
+def test_a_storage_that_cannot_be_written_is_one_clear_error(tmp_path, monkeypatch):
+    """optuna's StorageInternalError (a full disk under SQLite) becomes a StorageError with the
+    database's own reason and the advice to resume."""
+    import autoloss.search as search
+
+    def full_disk(*args, **kwargs):
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as err:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the "
+                                                         "commit.") from err
+    monkeypatch.setattr(search, "_setup_study", full_disk)
+    cfg = SearchConfig(metric="miou", data="shapes", trials=2, sampler="random", plots=False,
+                       rescore_top=0, out=tmp_path / "run", cache=tmp_path / "cache",
+                       proxy_factory="fake_proxy:FakeProxy")
+    with pytest.raises(StorageError, match=r"cannot write to the storage sqlite:///.*: database "
+                       r"or disk is full; .* run the same command again"):
+        run_search(cfg, progress=False)
+
+
+def test_errors_keep_torch_usable():
+    """The builtin bases keep the usual idioms: a shape error is still a ValueError."""
+    from autoloss.losses import load_loss
+
+    with pytest.raises(ValueError, match="logits"):
+        load_loss("asl-voc-miou")(torch.randn(2, 3, 4), torch.zeros(2, 4, dtype=torch.long))
