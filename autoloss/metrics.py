@@ -25,11 +25,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from autoloss.errors import InvalidTypeError, InvalidValueError
 from autoloss.operators import ExactOps, one_hot
@@ -73,10 +75,16 @@ def check_labels(labels: Tensor, *, name: str, num_classes: int, ignore_index: i
         )
 
 
-class MetricAccumulator:
+class MetricAccumulator(nn.Module):
     """Streaming exact metrics: ``update`` per batch, ``compute`` at the end.
 
-    Memory does not grow with the dataset: only the per-class sums of each program are kept.
+    Memory does not grow with the dataset: only the per-class sums of each program are kept, in
+    float64, on the accumulator's device (CPU until moved: ``acc.to("cuda")``, like any
+    ``nn.Module``). ``update`` stays on that device and never waits for it when
+    ``validate_args=False`` (no ``.item()``, no host copy), so a GPU evaluation loop is not slowed
+    by it; ``compute`` copies the sums to the host once. Under ``torch.distributed``,
+    :meth:`all_reduce` sums them over the ranks (every rank has the same sums from the start, so
+    a rank that saw no batch takes part too).
 
     Args:
         num_classes: number of classes C.
@@ -85,10 +93,22 @@ class MetricAccumulator:
         drop_bg: leave class 0 out of the boundary band (``biou``) and of the mean (``bf1``).
         metrics: names of the metrics to compute (default: all of ``METRIC_NAMES``), or user
             programs ``file.py:name``.
+        validate_args: check the label values of every batch (an error names the bad ones);
+            this reads a flag back from the device. ``False`` skips it: out-of-range predictions
+            are then counted nowhere.
+
+    Example:
+        >>> acc = MetricAccumulator(num_classes=3, metrics=["miou"])
+        >>> logits = torch.randn(2, 3, 8, 8)  # [N,C,H,W] scores or [N,H,W] labels
+        >>> acc.update(logits, torch.randint(0, 3, (2, 8, 8)))
+        >>> sorted(acc.compute())
+        ['miou']
     """
 
     def __init__(self, *, num_classes: int, ignore_index: int | None = None, tol: int = 5,
-                 drop_bg: bool = False, metrics: Sequence[str] | None = None) -> None:
+                 drop_bg: bool = False, metrics: Sequence[str] | None = None,
+                 validate_args: bool = True) -> None:
+        super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise InvalidValueError(f"num_classes must be a positive int, but got {num_classes=}")
         if isinstance(tol, bool) or not isinstance(tol, int) or tol < 0:
@@ -98,6 +118,8 @@ class MetricAccumulator:
             raise InvalidValueError(f"ignore_index must be an int or None, but got {ignore_index=}")
         if not isinstance(drop_bg, bool):
             raise InvalidValueError(f"drop_bg must be a bool, but got {drop_bg=}")
+        if not isinstance(validate_args, bool):
+            raise InvalidValueError(f"validate_args must be a bool, but got {validate_args=}")
         # one name as a string is one metric (not its letters)
         names = [metrics] if isinstance(metrics, str) else list(
             METRIC_NAMES if metrics is None else metrics)
@@ -108,35 +130,84 @@ class MetricAccumulator:
         self.ignore_index = ignore_index
         self.tol = tol
         self.drop_bg = drop_bg
+        self.validate_args = validate_args
+        self._shapes = self._stat_shapes()
         self.reset()
 
+    def _stat_shapes(self) -> dict[str, dict[str, torch.Size]]:
+        """The sums each program keeps (name -> shape), found by running it on the meta device
+        (no data, no compute)."""
+        C = self.num_classes
+        P = torch.zeros(1, C, 1, 1, device="meta")
+        mask = torch.zeros(1, 1, 1, 1, device="meta")
+        shapes = {}
+        for name, program in self.programs.items():
+            stats = program.run_stats(_EXACT, P, P, mask, tol=self.tol, drop_bg=self.drop_bg)
+            shapes[name] = {key: value.shape for key, value in stats.items()}
+        return shapes
+
+    @property
+    def device(self) -> torch.device:
+        """Where the sums are kept (and batches are counted)."""
+        return self._valid_pixels.device
+
     def reset(self) -> None:
-        """Forget every batch seen so far."""
-        self._sums: dict[str, dict[str, Tensor]] = {name: {} for name in self.programs}
-        self.images = 0
-        self.valid_pixels = 0
+        """Forget every batch seen so far (the sums stay on their device)."""
+        device = self._valid_pixels.device if hasattr(self, "_valid_pixels") else None
+        zeros = functools.partial(torch.zeros, dtype=torch.float64, device=device)
+        self._sums: dict[str, dict[str, Tensor]] = {
+            name: {key: zeros(shape) for key, shape in shapes.items()}
+            for name, shapes in self._shapes.items()}
+        self._valid_pixels = zeros(())
+        self._images = torch.zeros((), dtype=torch.long, device=device)
+        self.images = 0  # on the host: batches are counted without reading the device
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> MetricAccumulator:
+        """``.to()``, ``.cuda()``, ``.cpu()`` move the sums too (they are not parameters or
+        buffers, which would let ``.half()`` and ``state_dict`` touch them)."""
+        super()._apply(fn, recurse)
+        self._sums = {name: {key: fn(v) for key, v in sums.items()}
+                      for name, sums in self._sums.items()}
+        self._valid_pixels, self._images = fn(self._valid_pixels), fn(self._images)
+        return self
+
+    @property
+    def valid_pixels(self) -> int:
+        """Ground-truth pixels counted so far (reads the device)."""
+        return int(self._valid_pixels)
 
     @torch.no_grad()
     def update(self, pred: Tensor | np.ndarray, target: Tensor | np.ndarray) -> None:
-        """Add a batch of predicted and ground-truth label maps, both ``[N,H,W]`` integers.
+        """Add a batch: ``pred`` predicted labels ``[N,H,W]`` (integers) or scores / logits
+        ``[N,C,H,W]`` (floats, argmax over C), ``target`` ground-truth labels ``[N,H,W]``; tensors
+        on another device than the accumulator's (and numpy arrays) are copied to it.
 
         The batch is processed in chunks of about ``2**20`` one-hot elements (at least one image).
         """
-        pred = _as_tensor(pred, "pred")
-        target = _as_tensor(target, "target").to(pred.device)
+        if isinstance(pred, Tensor) and pred.is_floating_point() and pred.dim() == 4:
+            if pred.shape[1] != self.num_classes:
+                raise InvalidValueError(
+                    f"pred scores [N,C,H,W] must have C=num_classes={self.num_classes} channels, "
+                    f"but got pred {tuple(pred.shape)}")
+            pred = pred.argmax(dim=1)
+        pred = _as_tensor(pred, "pred").to(self.device)  # a copy only if elsewhere
+        target = _as_tensor(target, "target").to(self.device)
         if pred.dim() != 3 or pred.shape != target.shape:
             raise InvalidValueError(
-                f"pred and target must both be [N,H,W] label maps of the same shape, but got "
-                f"pred {tuple(pred.shape)} and target {tuple(target.shape)}"
+                f"pred and target must both be [N,H,W] label maps of the same shape (or pred "
+                f"[N,C,H,W] scores), but got pred {tuple(pred.shape)} and target "
+                f"{tuple(target.shape)}"
             )
-        check_labels(pred, name="pred", num_classes=self.num_classes, ignore_index=None)
-        check_labels(target, name="target", num_classes=self.num_classes,
-                     ignore_index=self.ignore_index)
+        if self.validate_args:
+            check_labels(pred, name="pred", num_classes=self.num_classes, ignore_index=None)
+            check_labels(target, name="target", num_classes=self.num_classes,
+                         ignore_index=self.ignore_index)
         elements = self.num_classes * pred.shape[1] * pred.shape[2]  # one-hot size of one image
         step = max(1, _CHUNK_ELEMENTS // max(1, elements))
         for start in range(0, pred.shape[0], step):
             self._add(pred[start:start + step], target[start:start + step])
         self.images += pred.shape[0]
+        self._images += pred.shape[0]
 
     def _add(self, pred: Tensor, target: Tensor) -> None:
         valid = (target >= 0) & (target < self.num_classes)
@@ -151,25 +222,40 @@ class MetricAccumulator:
             if signature not in shared:
                 shared[signature] = program.run_stats(_EXACT, P, G, mask, tol=self.tol,
                                                       drop_bg=self.drop_bg)
-            stats = shared[signature]
             sums = self._sums[name]
-            for key, value in stats.items():
-                value = value.detach().to("cpu", torch.float64)
-                sums[key] = sums[key] + value if key in sums else value
-        self.valid_pixels += int(valid.sum())
+            for key, value in shared[signature].items():
+                sums[key] += value.detach()  # in float64, on the accumulator's device
+        self._valid_pixels += valid.sum()
+
+    def all_reduce(self, group: Any = None) -> MetricAccumulator:
+        """Sum the accumulated sums over the ranks of ``torch.distributed`` (``group``: the
+        process group, default the world), in place, so that ``compute`` gives the metrics of
+        every rank's batches on each rank. Call it on every rank, after the last ``update``
+        (once: calling it again adds the ranks' sums again). Returns ``self``."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise InvalidValueError("all_reduce needs torch.distributed initialised "
+                                    "(torch.distributed.init_process_group)")
+        tensors = [t for sums in self._sums.values() for t in sums.values()]
+        for tensor in [*tensors, self._valid_pixels, self._images]:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
+        self.images = int(self._images)
+        return self
 
     def _scores(self, name: str) -> tuple[Tensor, Tensor | None]:
-        sums = self._sums[name]
-        if not sums:
+        if self.images == 0:
             raise RuntimeError("compute() called before any update()")
+        sums = {key: value.to("cpu") for key, value in self._sums[name].items()}
         return self.programs[name].score(sums, _EXACT)
 
     def compute(self) -> dict[str, float]:
         """Every metric over all batches so far, as floats (NaN when undefined, e.g. no pixel)."""
         out = {}
+        pixels = self.valid_pixels
         for name in self.programs:
             values, present = self._scores(name)
-            undefined = self.valid_pixels == 0 or (present is not None and not bool(present.any()))
+            undefined = pixels == 0 or (present is not None and not bool(present.any()))
             out[name] = float("nan") if undefined else float(class_mean(values, present))
         return out
 

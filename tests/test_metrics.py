@@ -395,3 +395,78 @@ def test_numpy_torch_and_2d_inputs_agree():
     per_torch = evaluate_per_class(torch.from_numpy(pred), torch.from_numpy(gt), **options)
     for name in per_np:
         np.testing.assert_array_equal(per_np[name], per_torch[name])
+
+
+# ------------------------------------------------------ the accumulator as a device module
+def test_accumulator_takes_logits_like_their_argmax():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 16, 16, generator=gen)
+    target = torch.randint(0, 4, (3, 16, 16), generator=gen)
+    from_logits, from_labels = MetricAccumulator(num_classes=4), MetricAccumulator(num_classes=4)
+    from_logits.update(logits, target)
+    from_labels.update(logits.argmax(1), target)
+    assert from_logits.compute() == from_labels.compute()
+    with pytest.raises(ValueError, match=r"C=num_classes=5 channels.*\(3, 4, 16, 16\)"):
+        MetricAccumulator(num_classes=5).update(logits, target)
+
+
+def test_accumulator_update_never_reads_the_device():
+    """On the meta device every host read (.item(), bool(), a copy to CPU) raises, so an update
+    that runs there syncs nothing: on a GPU it does not wait for the device."""
+    acc = MetricAccumulator(num_classes=3, tol=1, validate_args=False).to("meta")
+    assert acc.device.type == "meta"
+    logits = torch.zeros(2, 3, 12, 12, device="meta")
+    acc.update(logits, torch.zeros(2, 12, 12, dtype=torch.long, device="meta"))
+    assert acc.images == 2
+    assert all(t.device.type == "meta" for sums in acc._sums.values() for t in sums.values())
+    checked = MetricAccumulator(num_classes=3).to("meta")  # validate_args reads a flag back
+    with pytest.raises(RuntimeError, match="meta"):
+        checked.update(logits, torch.zeros(2, 12, 12, dtype=torch.long, device="meta"))
+
+
+def test_accumulator_moves_with_to_and_copies_batches_to_its_device():
+    rng = np.random.default_rng(4)
+    pred, target = _random_labels(rng, 2, 3, 255)
+    acc = MetricAccumulator(num_classes=3, ignore_index=255).to(torch.device("cpu"))
+    acc.update(pred, target)  # numpy arrays are copied to the accumulator's device
+    want = evaluate(pred, target, num_classes=3, ignore_index=255)
+    assert acc.compute() == want
+    acc.reset()
+    with pytest.raises(RuntimeError, match="before any update"):
+        acc.compute()
+
+
+def _distributed_rank(rank: int, world: int, init: str, pred, target, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        acc = MetricAccumulator(num_classes=4, ignore_index=255, tol=1)
+        if rank == 0:  # rank 1 sees no batch at all: it still takes part in the sum
+            acc.update(pred, target)
+        acc.all_reduce()
+        torch.save(acc.compute(), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_accumulator_all_reduce_sums_over_ranks(tmp_path):
+    """Two gloo ranks on CPU: after all_reduce every rank computes the metrics of all batches."""
+    import torch.multiprocessing as mp
+
+    rng = np.random.default_rng(5)
+    pred, target = _random_labels(rng, 3, 4, 255)
+    out = str(tmp_path / "metrics")
+    mp.spawn(_distributed_rank, args=(2, f"file://{tmp_path / 'init'}", pred, target, out),
+             nprocs=2, join=True)
+    want = evaluate(pred, target, num_classes=4, ignore_index=255, tol=1)
+    for rank in (0, 1):
+        got = torch.load(f"{out}.{rank}")
+        assert got.keys() == want.keys()
+        for key in want:
+            assert got[key] == pytest.approx(want[key], nan_ok=True), key
+
+
+def test_all_reduce_without_a_process_group_is_a_clear_error():
+    with pytest.raises(ValueError, match="init_process_group"):
+        MetricAccumulator(num_classes=2).all_reduce()
