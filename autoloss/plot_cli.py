@@ -124,7 +124,8 @@ def plot_run(run_dir: Path | str, *, out: Path | str | None = None,
              formats: Sequence[str] = ("png", "svg")) -> list[Path]:
     """Every figure available for a search run folder, written under ``out`` (default
     ``<run>/plots``): ``curves`` (best_loss.yaml against the identity and the paper's preset for
-    the metric), ``history``, ``importance`` (when there are enough complete trials) and
+    the metric), ``history``, ``importance`` (when there are enough complete trials),
+    ``pareto`` (two-objective searches), ``intermediate`` (the values the pruner saw) and
     ``training`` (from ``*.jsonl`` logs in the folder). Returns the written files."""
     from autoloss import plots
     from autoloss.losses import load_loss
@@ -158,8 +159,15 @@ def plot_run(run_dir: Path | str, *, out: Path | str | None = None,
         if plots.curves_of(loss):
             written += plots.plot_curves(specs, labels=labels, out=dest / "curves", formats=fmts)
     if study is not None:
+        from autoloss import search_plots
+
         written += siblings(plots.plot_history(study, out=dest / "history", formats=fmts))
         written += siblings(plots.plot_importance(study, out=dest / "importance", formats=fmts))
+        if len(study.directions) == 2:
+            written += siblings(search_plots.plot_pareto(study, out=dest / "pareto",
+                                                         formats=fmts))
+        written += siblings(search_plots.plot_intermediate(study, out=dest / "intermediate",
+                                                           formats=fmts))
     if logs:
         written += siblings(plots.plot_training(logs, out=dest / "training", formats=fmts))
     return written

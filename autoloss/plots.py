@@ -1,7 +1,8 @@
 """Figures: learned curves, search history, parameter importance, training curves (overlays:
-:mod:`autoloss.overlay_plots`; comparisons: :mod:`autoloss.compare_plots`).
+:mod:`autoloss.overlay_plots`; comparisons: :mod:`autoloss.compare_plots`; Pareto front and
+per-trial curves: :mod:`autoloss.search_plots`).
 
-With those two, the only modules that import matplotlib. Figures are drawn on ``matplotlib.figure.Figure``
+With those three, the only modules that import matplotlib. Figures are drawn on ``matplotlib.figure.Figure``
 objects rendered by the Agg canvas (PNG) or the SVG backend -- pyplot is never imported, so no
 global figure state, no GUI and no backend switch in the caller's process.
 

@@ -285,7 +285,7 @@ def test_plot_run(tmp_path: Path) -> None:
     assert plot_cli.reference_preset(None, "bf1") == "asl-voc-bf1"
     written = plot_cli.plot_run(run, formats=("svg",))
     assert [p.name for p in written] == ["curves.svg", "history.svg", "importance.svg",
-                                         "training.svg"]
+                                         "intermediate.svg", "training.svg"]
     assert all(p.parent == run / "plots" and p.stat().st_size > 1000 for p in written)
     assert "paper: asl-voc-miou" in _svg_text(run / "plots" / "curves.svg")
     with pytest.raises(ValueError, match="nothing to plot"):
@@ -375,3 +375,47 @@ def test_default_labels_name_searched_losses_by_their_study() -> None:
                                  "results/search-miou-camvid/best_loss.yaml", "losses/mine.yaml",
                                  "other/mine.yaml"]) == [
         "cross_entropy", "study-miou-camvid", "search-miou-camvid", "losses/mine", "other/mine"]
+
+
+# ---- Pareto front and per-trial values (autoloss.search_plots) ---------------------------------
+
+def test_pareto_front_is_the_non_dominated_trials(tmp_path: Path) -> None:
+    from autoloss import search_plots
+
+    study = optuna.create_study(directions=["maximize", "maximize"], study_name="mo")
+    study.set_metric_names(["miou", "bf1"])
+    study.set_user_attr("baseline_ce", [0.5, 0.3])
+    dist = {"x": FloatDistribution(0.0, 1.0)}
+    points = [(0.6, 0.2), (0.5, 0.5), (0.3, 0.6), (0.4, 0.4), (0.55, 0.45)]
+    for i, values in enumerate(points):  # (0.4, 0.4) is dominated by (0.5, 0.5)
+        study.add_trial(create_trial(params={"x": i / 10}, distributions=dist, values=values,
+                                     user_attrs={"reference": "identity"} if i == 0 else {}))
+    front = search_plots._front(np.array(points), [True, True])
+    assert [points[i] for i in front] == [(0.3, 0.6), (0.5, 0.5), (0.55, 0.45), (0.6, 0.2)]
+    assert sorted(t.number for t in study.best_trials) == sorted(int(i) for i in front)
+    path = search_plots.plot_pareto(study, out=tmp_path / "pareto")
+    _check_png(path)
+    text = _svg_text(tmp_path / "pareto.svg")
+    assert "Pareto front (4)" in text and "trials (5)" in text
+    assert "miou (higher is better)" in text and "bf1 (higher is better)" in text
+    assert "cross-entropy (0.500, 0.300)" in text and "identity" in text
+    with pytest.raises(ValueError, match="needs a study with 2 objectives"):
+        search_plots.plot_pareto(_study(), out=tmp_path / "single")
+
+
+def test_intermediate_values_mark_where_pruned_trials_stopped(tmp_path: Path) -> None:
+    from autoloss import search_plots
+
+    study = _study()
+    for values in ({10: 0.3, 20: 0.35, 30: 0.4}, {10: 0.32, 20: 0.36, 30: 0.41}):
+        study.add_trial(create_trial(params={"inter.0": 0.1, "inter.1": 0.2, "union.0": 0.3},
+                                     distributions=DISTS, value=values[30],
+                                     intermediate_values=values))
+    path = search_plots.plot_intermediate(study, out=tmp_path / "inter")
+    _check_png(path)
+    text = _svg_text(tmp_path / "inter.svg")
+    reported = [t for t in study.trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    assert "complete (2)" in text and f"pruned ({len(reported)}), where it stopped" in text
+    assert "cross-entropy baseline (0.42)" in text and "miou at the step" in text
+    empty = optuna.create_study(study_name="none")
+    assert search_plots.plot_intermediate(empty, out=tmp_path / "none") is None
