@@ -261,27 +261,34 @@ def _gap_on_grid(curve: list[float], compute: np.ndarray, grid: np.ndarray,
 
 
 def plot(summary: dict[str, Any], runs: dict[str, Any], path: Path) -> None:
-    """Left: mean best-so-far against trials. Right: mean gap to each seed's PPO best @ N
-    against compute in full trials (0 = the goal's target reached)."""
+    """Left: mean best-so-far against trials. Middle: mean gap to each seed's PPO best @ N
+    against compute in full trials (0 = the goal's target reached). Right: the spread over
+    seeds of that gap after N trials (one dot per seed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n, seeds = summary["trials"], summary["seeds"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 4.8),
+                                        gridspec_kw={"width_ratios": [1, 1, 0.75]})
     x = np.arange(1, n + 1)
     grid = np.linspace(0, n, 4 * n + 1)
     for arm, a in summary["arms"].items():
         style = "--" if arm == "tpe" else "-"  # drawn over tpe+pruning, which it nearly equals
         (line,) = ax1.step(x, a["mean_curve"], where="post", label=arm, lw=1.8, ls=style)
-        gaps = [_gap_on_grid(summary_curve(summary, arm, s),
-                             cumulative_compute(runs[arm][s]["trials"], n), grid,
-                             summary["ppo_best"][s]) for s in seeds]
+        gaps = np.stack([_gap_on_grid(summary_curve(summary, arm, s),
+                                      cumulative_compute(runs[arm][s]["trials"], n), grid,
+                                      summary["ppo_best"][s]) for s in seeds])
         with warnings.catch_warnings():  # NaN before an arm's first trial: "mean of empty slice"
             warnings.simplefilter("ignore", RuntimeWarning)
-            ax2.plot(grid, 100 * np.nanmean(np.stack(gaps), axis=0), color=line.get_color(),
+            ax2.plot(grid, 100 * np.nanmean(gaps, axis=0), color=line.get_color(),
                      lw=1.8, ls=style, label=arm)
+        finals = [100 * (a["final"][str(s)] - summary["ppo_best"][s]) for s in seeds]
+        k = list(summary["arms"]).index(arm)
+        ax3.plot(np.full(len(finals), k) + np.linspace(-0.15, 0.15, len(finals)), finals, "o",
+                 color=line.get_color(), ms=5, alpha=0.8)
+        ax3.plot([k - 0.3, k + 0.3], [np.mean(finals)] * 2, color=line.get_color(), lw=2.2)
     ce = float(np.mean(list(summary["baseline_ce"].values())))
     ax1.axhline(ce, color="k", ls=":", lw=1, label="cross-entropy (mean)")
     ax1.axvline(n // 2, color="grey", ls="--", lw=0.8, label=f"N/2 = {n // 2}")
@@ -291,6 +298,11 @@ def plot(summary: dict[str, Any], runs: dict[str, Any], path: Path) -> None:
     ax2.set(xlabel="proxy compute (full trials; a trial pruned halfway counts 0.5)",
             ylabel=f"best so far - PPO's best in {n} (points)",
             title="mean gap to the target of the goal")
+    ax3.axhline(0, color="k", lw=0.8)
+    ax3.set_xticks(range(len(summary["arms"])), list(summary["arms"]), rotation=30, ha="right")
+    ax3.set(ylabel=f"best in {n} - PPO's best in {n} (points)",
+            title="seed spread: one dot per seed, bar = mean")
+    ax3.grid(alpha=0.3)
     ax2.set_ylim(-5, 1.5)
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
@@ -312,12 +324,22 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder of the studies (resumable)")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "search_efficiency.md")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--plot-only", action="store_true",
+                   help="redraw the PNG from the committed JSON (no study needed)")
     args = p.parse_args(argv)
     if "ppo" not in args.arms:
         p.error("--arms must include ppo (the reference of the goal)")
     if args.trials < 2:
         p.error(f"--trials must be >= 2, but got {args.trials}")
 
+    if args.plot_only:
+        raw = json.loads(args.out.with_suffix(".json").read_text())
+        summary = {**raw["summary"], "ppo_best": {int(k): v for k, v in
+                                                  raw["summary"]["ppo_best"].items()}}
+        runs = {arm: {int(s): r for s, r in v.items()} for arm, v in raw["runs"].items()}
+        plot(summary, runs, args.out.with_suffix(".png"))
+        print(args.out.with_suffix(".png"))
+        return 0
     started, load_before = time.perf_counter(), os.getloadavg()
     jobs = [(arm, s) for s in args.seeds for arm in args.arms]
     located: dict[tuple[str, int], dict[str, Any]] = {}
