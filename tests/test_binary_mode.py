@@ -81,8 +81,8 @@ def test_binary_surrogates(metric):
 
 
 def test_binary_mode_errors_name_the_argument():
-    with pytest.raises(ValueError, match=r"mode must be one of \['multiclass', 'binary'\], but got "
-                                         r"mode='sigmoid'"):
+    with pytest.raises(ValueError, match=r"mode must be one of \['multiclass', 'binary', "
+                                         r"'multilabel'\], but got mode='sigmoid'"):
         load_loss({"name": "dice", "mode": "sigmoid"})
     x = torch.randn(2, 3, 4, 4)
     with pytest.raises(ValueError, match=r"mode='binary' takes logits \[N,1,H,W\].*\(2, 3, 4, 4\)"):

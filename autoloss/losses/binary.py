@@ -1,4 +1,5 @@
-"""Binary segmentation with one logit channel (``mode="binary"``): roads, membranes, lesions.
+"""Binary segmentation with one logit channel (``mode="binary"``): roads, membranes, lesions;
+and multi-label segmentation (``mode="multilabel"``): one independent sigmoid channel per label.
 
 A binary model outputs one foreground logit ``x`` per pixel (``[N,1,H,W]``, read through a
 sigmoid) rather than two softmax channels. The two-class logits ``[0, x]`` have exactly
@@ -7,18 +8,25 @@ binary loss of the single logit, with exact gradients. ``mode="binary"`` on a lo
 conversion first; the loss's ``classes`` option still chooses which of the two classes are
 averaged (``classes=[1]`` is the foreground-only Dice / IoU of binary libraries). Targets are
 ``[N,H,W]`` or ``[N,1,H,W]`` labels in ``{0, 1}`` (or the loss's ``ignore_index``).
+
+``mode="multilabel"`` takes logits ``[N,L,H,W]`` and targets ``[N,L,H,W]`` in ``{0, 1}`` (or
+``ignore_index``), labels that may overlap (a pixel can be both "road" and "wet"): the loss is
+the binary loss of each label channel, averaged over the labels (``reduction="none"``: the
+per-image or per-pixel values averaged over the labels).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from autoloss.errors import InvalidValueError
 
-__all__ = ["MODES", "check_mode", "mode_entry", "two_class"]
+__all__ = ["MODES", "apply_mode", "check_mode", "mode_entry", "per_label", "two_class"]
 
-MODES = ("multiclass", "binary")
+MODES = ("multiclass", "binary", "multilabel")
 
 
 def check_mode(mode: object) -> str:
@@ -54,3 +62,35 @@ def two_class(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     if target.is_floating_point():
         target = target.round().long()
     return torch.cat([torch.zeros_like(logits), logits], dim=1), target
+
+
+def per_label(loss: Callable[[Tensor, Tensor], Tensor], logits: Tensor, target: Tensor) -> Tensor:
+    """``mode="multilabel"``: ``loss`` (a multi-class loss) of each label channel as a binary
+    problem (:func:`two_class`), averaged over the labels.
+
+    Args:
+        loss: ``f(logits [N,2,H,W], target [N,H,W]) -> Tensor``.
+        logits: ``[N,L,H,W]``, one independent logit per label and pixel.
+        target: ``[N,L,H,W]`` in ``{0, 1}`` (or the loss's ignore index), the same shape.
+    """
+    if logits.dim() != 4 or logits.shape[1] < 1:
+        raise InvalidValueError(f"mode='multilabel' takes logits [N,L,H,W] (one logit per label "
+                                f"and pixel), but got shape {tuple(logits.shape)}")
+    if tuple(target.shape) != tuple(logits.shape):
+        raise InvalidValueError(f"mode='multilabel' takes a target [N,L,H,W] of 0/1 per label, "
+                                f"the shape of the logits {tuple(logits.shape)}, but got "
+                                f"{tuple(target.shape)}")
+    values = [loss(*two_class(logits[:, k:k + 1], target[:, k])) for k in range(logits.shape[1])]
+    return torch.stack(values).mean(dim=0)
+
+
+def apply_mode(mode: str, loss: Callable[[Tensor, Tensor], Tensor], logits: Tensor,
+               target: Tensor) -> Tensor:
+    """``loss`` (written for multi-class logits ``[N,C,H,W]`` and labels ``[N,H,W]``) applied in
+    ``mode``: as it is, on the two-class form of one logit (``binary``) or per label
+    (``multilabel``)."""
+    if mode == "multilabel":
+        return per_label(loss, logits, target)
+    if mode == "binary":
+        logits, target = two_class(logits, target)
+    return loss(logits, target)

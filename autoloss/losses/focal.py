@@ -24,7 +24,7 @@ from autoloss.losses._validate import (
     class_weights_tensor,
     weights_buffer,
 )
-from autoloss.losses.binary import check_mode, mode_entry, two_class
+from autoloss.losses.binary import apply_mode, check_mode, mode_entry
 
 __all__ = ["FocalLoss", "focal_loss"]
 
@@ -108,8 +108,9 @@ class FocalLoss(nn.Module):
         self.reduction = Reduction.parse(reduction).value
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        if self.mode == "binary":
-            logits, target = two_class(logits, target)
+        return apply_mode(self.mode, self._loss, logits, target)
+
+    def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return focal_loss(logits, target, gamma=self.gamma, alpha=self.alpha,
                           class_weights=self.class_weights, ignore_index=self.ignore_index,
                           reduction=self.reduction)

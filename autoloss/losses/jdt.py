@@ -48,7 +48,7 @@ from autoloss.losses._validate import (
     empty_batch,
     weights_buffer,
 )
-from autoloss.losses.binary import check_mode, mode_entry, two_class
+from autoloss.losses.binary import apply_mode, check_mode, mode_entry
 from autoloss.losses.region import active_mask, masked_mean, soft_counts, tversky_loss_matrix
 
 __all__ = [
@@ -223,8 +223,9 @@ class _JDTModule(nn.Module):
                 "soft_classes": self.soft_classes}
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        if self.mode == "binary":
-            logits, target = two_class(logits, target)
+        return apply_mode(self.mode, self._loss, logits, target)
+
+    def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
         options = {**self._options(), "class_weights": self.class_weights}
         return jdt_loss(logits, target, alpha=self.alpha, beta=self.beta, **options)
 

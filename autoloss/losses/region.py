@@ -43,7 +43,7 @@ from autoloss.losses._validate import (
     empty_batch,
     weights_buffer,
 )
-from autoloss.losses.binary import check_mode, mode_entry, two_class
+from autoloss.losses.binary import apply_mode, check_mode, mode_entry
 
 __all__ = [
     "DiceLoss",
@@ -252,8 +252,9 @@ class _RegionLoss(nn.Module):
         self.reduction = Reduction.parse(reduction).value
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        if self.mode == "binary":
-            logits, target = two_class(logits, target)
+        return apply_mode(self.mode, self._loss, logits, target)
+
+    def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return tversky_loss(logits, target, alpha=self.alpha, beta=self.beta, gamma=self.gamma,
                             smooth=self.smooth, per_image=self.per_image, classes=self.classes,
                             ignore_index=self.ignore_index, class_weights=self.class_weights,

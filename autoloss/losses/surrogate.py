@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from autoloss.errors import InvalidValueError
 from autoloss.losses._validate import check_choice, check_logits_and_target
-from autoloss.losses.binary import check_mode, mode_entry, two_class
+from autoloss.losses.binary import apply_mode, check_mode, mode_entry
 from autoloss.operators import RelaxedOps, one_hot
 from autoloss.programs import MetricProgram, class_mean, get_program
 from autoloss.relaxations import Curve, IdentityCurve, curve_from_dict
@@ -83,8 +83,9 @@ class SurrogateLoss(nn.Module):
             diagonal elsewhere (``round(tol * diag(input) / diag(tol_at))``), so that a loss
             searched at one resolution means the same at another. None: ``tol`` pixels always.
         drop_bg: leave class 0's boundaries out (BIoU band, BF1 mean).
-        mode: ``"multiclass"`` (logits ``[N,C,H,W]``) or ``"binary"`` (one foreground logit
-            ``[N,1,H,W]``; :mod:`autoloss.losses.binary`).
+        mode: ``"multiclass"`` (logits ``[N,C,H,W]``), ``"binary"`` (one foreground logit
+            ``[N,1,H,W]``) or ``"multilabel"`` (``[N,L,H,W]``, one sigmoid per label, targets
+            ``[N,L,H,W]`` of 0/1; the mean over labels); :mod:`autoloss.losses.binary`.
         classes: ``"present"`` or ``"all"`` (see the module docstring).
         eps: added to prediction-dependent denominators.
         float32_dilation: dilate predicted edges in float32 (bit-level parity with the reference).
@@ -148,8 +149,9 @@ class SurrogateLoss(nn.Module):
         return int(round(self.tol * math.hypot(height, width) / math.hypot(*self.tol_at)))
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        if self.mode == "binary":
-            logits, target = two_class(logits, target)
+        return apply_mode(self.mode, self._loss, logits, target)
+
+    def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
         num_classes = logits.shape[1] if logits.dim() == 4 else None
         if (not self._warned_ignore and num_classes is not None and self.ignore_index is not None
                 and 0 <= self.ignore_index < num_classes):
