@@ -224,9 +224,12 @@ def _result(loss_spec: str | Path, out: Path, stored: dict[str, Any], *,
 
 def run_once(loss_spec: str | Path, data: RunData, *, config: TrainConfig, model: str,
          width: int | None, depth: int | None, out: Path, init_from: str | Path | None,
-         tol: int, progress: bool, init_label: str | None = None) -> RunResult:
+         tol: int, progress: bool, init_label: str | None = None,
+         tensorboard_dir: str | Path | None = None) -> RunResult:
     """One run into ``out`` (or its stored result). ``init_label`` stands for ``init_from`` in
-    the run's identity (a path relative to the comparison folder, so that the folder can move)."""
+    the run's identity (a path relative to the comparison folder, so that the folder can move).
+    ``tensorboard_dir``: TensorBoard scalars of the training there too (not part of the
+    identity)."""
     out = Path(out)
     loss = build_loss(loss_spec, ignore_index=data.train.ignore_index)
     net = model_from_name(model, in_channels=data.train.in_channels,
@@ -241,12 +244,14 @@ def run_once(loss_spec: str | Path, data: RunData, *, config: TrainConfig, model
     }
     with file_lock(out.parent / f".{out.name}.lock"):  # one process per run folder at a time
         return _run_locked(loss_spec, loss, net, identity, data, config=config, out=out,
-                           init_from=init_from, tol=tol, progress=progress)
+                           init_from=init_from, tol=tol, progress=progress,
+                           tensorboard_dir=tensorboard_dir)
 
 
 def _run_locked(loss_spec: str | Path, loss: nn.Module, net: nn.Module,
                 identity: dict[str, Any], data: RunData, *, config: TrainConfig, out: Path,
-                init_from: str | Path | None, tol: int, progress: bool) -> RunResult:
+                init_from: str | Path | None, tol: int, progress: bool,
+                tensorboard_dir: str | Path | None = None) -> RunResult:
     """:func:`run_once` once it holds the run's lock: a second process that reaches a run the
     first is training waits, then finds it finished."""
     metrics_path, run_path = out / "metrics.json", out / "run.json"
@@ -264,7 +269,7 @@ def _run_locked(loss_spec: str | Path, loss: nn.Module, net: nn.Module,
     checkpoint = out / "checkpoint.pt"
     result = fit(net, loss, data.train, config=config, eval_data=data.val, tol=tol,
                  checkpoint_path=checkpoint, log_path=out / "log.jsonl", init_from=init_from,
-                 progress=progress)
+                 tensorboard_dir=tensorboard_dir, progress=progress)
     train_time = float(read_checkpoint(checkpoint)["elapsed"])
     t0 = time.perf_counter()
     scores = score_model(net, data.test, tol=tol, batch_size=config.eval_batch_size)
@@ -284,7 +289,8 @@ def _run_locked(loss_spec: str | Path, loss: nn.Module, net: nn.Module,
 def train_run(loss: str | Path, data: str, *, config: TrainConfig, out: str | Path,
               model: str = "unet", width: int | None = None, depth: int | None = None,
               init_from: str | Path | None = None, tol: int = 5, val_split: str | None = "val",
-              test_split: str = "test", progress: bool = True) -> RunResult:
+              test_split: str = "test", progress: bool = True,
+              tensorboard_dir: str | Path | None = None) -> RunResult:
     """Train one model with one loss (seed ``config.seed``) into ``out``, or return the stored
     result of a finished run there; resumes from ``out/checkpoint.pt`` after an interruption.
 
@@ -292,7 +298,9 @@ def train_run(loss: str | Path, data: str, *, config: TrainConfig, out: str | Pa
     the final model on ``test_split`` with every metric of ``METRIC_NAMES`` (boundary tolerance
     ``tol``). ``model``, ``width``, ``depth``: see :func:`autoloss.models.model_from_name` (the
     initial weights are seeded with ``config.seed``). ``init_from``: warm-start checkpoint.
+    ``tensorboard_dir``: also write the training curves there (``tensorboard`` package).
     """
     splits = load_splits(data, val_split=val_split, test_split=test_split)
     return run_once(loss, splits, config=config, model=model, width=width, depth=depth,
-                out=Path(out), init_from=init_from, tol=tol, progress=progress)
+                out=Path(out), init_from=init_from, tol=tol, progress=progress,
+                tensorboard_dir=tensorboard_dir)

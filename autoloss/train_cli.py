@@ -245,7 +245,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         result = train_run(loss, exp.data, config=exp.train_config(seed=seed), out=out,
                            model=exp.model, width=exp.width, depth=exp.depth,
                            init_from=exp.init_from, tol=exp.tol, val_split=exp.val_split,
-                           test_split=exp.test_split, progress=not args.no_progress)
+                           test_split=exp.test_split, progress=not args.no_progress,
+                           tensorboard_dir=args.tensorboard)
     except KeyboardInterrupt:
         print(f"interrupted: run the same command again to resume from {out / 'checkpoint.pt'}")
         raise
@@ -358,6 +359,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="model init, batch order, augmentation (default 0)")
     p.add_argument("--out", help="run folder (default OUT/runs/<loss>/seed<s>, "
                    "OUT = results/retrain-<data>)")
+    p.add_argument("--tensorboard", metavar="DIR", help="also write the training curves as "
+                   "TensorBoard scalars into DIR (needs: pip install tensorboard)")
     _add_training_flags(p)
     p.set_defaults(func=_cmd_train)
 

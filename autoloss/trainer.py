@@ -336,7 +336,8 @@ def fit(model: nn.Module, loss: nn.Module, train_data: Any, *, config: TrainConf
         drop_bg: bool = False, on_eval: Callable[[int, dict[str, float]], None] | None = None,
         checkpoint_path: str | Path | None = None, resume: bool = True,
         init_from: str | Path | None = None, log_path: str | Path | None = None,
-        progress: bool = True, progress_desc: str = "train") -> TrainResult:
+        tensorboard_dir: str | Path | None = None, progress: bool = True,
+        progress_desc: str = "train") -> TrainResult:
     """Train ``model`` (in place, moved to ``config.device``) with ``loss`` on ``train_data``.
 
     Args:
@@ -353,6 +354,8 @@ def fit(model: nn.Module, loss: nn.Module, train_data: Any, *, config: TrainConf
             checkpoint (ignored when resuming).
         log_path: JSONL log, one object per line: ``{"step", "loss", "lr", "time"}`` every
             ``log_every`` steps, ``{"step", "eval": {...}}`` per evaluation (NaN -> null).
+        tensorboard_dir: also write those records as TensorBoard scalars there
+            (:mod:`autoloss.tensorboard_log`; needs the ``tensorboard`` package).
         progress: show a tqdm progress bar (labelled ``progress_desc``).
 
     Raises:
@@ -369,6 +372,7 @@ def fit(model: nn.Module, loss: nn.Module, train_data: Any, *, config: TrainConf
     log_path = Path(log_path) if log_path is not None else None
     bar = None
     log_file = None
+    board = None
     try:
         torch.manual_seed(config.seed)
         train = _Split.of(train_data, "train_data")
@@ -402,11 +406,17 @@ def fit(model: nn.Module, loss: nn.Module, train_data: Any, *, config: TrainConf
             if start > 0:
                 _trim_log(log_path, start)
             log_file = open(log_path, "a" if start > 0 else "w", encoding="utf-8")  # noqa: SIM115
+        if tensorboard_dir is not None:
+            from autoloss.tensorboard_log import TensorBoardLog
+
+            board = TensorBoardLog(tensorboard_dir, purge_step=start)
 
         def log(record: dict[str, Any]) -> None:
             if log_file is not None:
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
+            if board is not None:
+                board.write(record)
 
         def save(step: int) -> None:
             if checkpoint_path is None:
@@ -491,4 +501,6 @@ def fit(model: nn.Module, loss: nn.Module, train_data: Any, *, config: TrainConf
             bar.close()
         if log_file is not None:
             log_file.close()
+        if board is not None:
+            board.close()
         torch.set_num_threads(old_threads)

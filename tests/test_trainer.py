@@ -184,6 +184,26 @@ def test_jsonl_log(train_data, val_data, tmp_path: Path) -> None:
     assert times == sorted(times)
 
 
+def test_tensorboard_log_holds_what_the_jsonl_log_holds(train_data, val_data,
+                                                        tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="tensorboard is in the dev extra; not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = TrainConfig(**{**QUICK, "log_every": 2}, lr=0.02)
+    fit(tiny(), ce(), train_data, config=config, eval_data=val_data, metrics=["miou", "gacc"],
+        log_path=tmp_path / "log.jsonl", tensorboard_dir=tmp_path / "tb", progress=False)
+    board = EventAccumulator(str(tmp_path / "tb"))
+    board.Reload()
+    assert set(board.Tags()["scalars"]) == {"train/loss", "train/lr", "val/miou", "val/gacc"}
+    records = read_log(tmp_path / "log.jsonl")
+    losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    logged = [(e.step, e.value) for e in board.Scalars("train/loss")]
+    assert [s for s, _ in logged] == [s for s, _ in losses]
+    assert [v for _, v in logged] == pytest.approx([v for _, v in losses], rel=1e-6)
+    evals = [(r["step"], r["eval"]["miou"]) for r in records if "eval" in r]
+    assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in board.Scalars("val/miou")] == evals
+
+
 def test_checkpoint_rebuilds_model_and_warm_start(train_data, val_data, tmp_path: Path) -> None:
     ckpt = tmp_path / "ce.pt"
     trained = tiny()
@@ -283,3 +303,14 @@ def test_poly_schedule() -> None:
     assert config.lr_at(5) == pytest.approx(0.1 * 0.25)
     assert config.lr_at(9) == pytest.approx(0.1 * 0.01)
     assert TrainConfig(crop=[16, 24]).crop == (16, 24)  # lists (from YAML) become tuples
+
+
+def test_tensorboard_without_the_package_names_it(monkeypatch, tmp_path: Path) -> None:
+    import sys
+
+    from autoloss.errors import MissingDependencyError
+    from autoloss.tensorboard_log import TensorBoardLog
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with pytest.raises(MissingDependencyError, match="pip install tensorboard"):
+        TensorBoardLog(tmp_path / "tb")
