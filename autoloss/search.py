@@ -342,13 +342,24 @@ def _identity(cfg: SearchConfig, space: Any, proxy: Proxy) -> dict[str, Any]:
     settings = {k: v for k, v in resolved_proxy_config(cfg, proxy).items()
                 if k not in _EXECUTION_OPTIONS}
     return {"version": _IDENTITY_VERSION, "metric": cfg.metric, "data": cfg.data,
-            "proxy": settings, "params": {n: list(b) for n, b in space.bounds().items()}}
+            "proxy": settings, "params": {n: list(b) for n, b in space.bounds().items()},
+            "space_options": _space_options(space)}
+
+
+def _space_options(space: Any) -> dict[str, Any]:
+    """The fixed surrogate options of the space (``classes``, ``tol``, ``drop_bg``, ...), per
+    metric for a composite target: a trial's loss depends on them as much as on its
+    parameters."""
+    if hasattr(space, "terms"):
+        return {metric: dict(term.options) for metric, _, term in space.terms}
+    return dict(getattr(space, "options", {}))
 
 
 def _check_identity(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any]) -> None:
-    """Refuse to resume a study made with another target, data, proxy or space. A study made by
-    an older autoloss (unversioned identity: proxy overrides only) is checked the old way,
-    with a warning, and its identity upgraded."""
+    """Refuse to resume a study made with another target, data, proxy or space (bounds and fixed
+    options). A study made by an older autoloss (unversioned identity: proxy overrides only) is
+    checked the old way, with a warning, and its identity upgraded; one recorded before the
+    space options were checked gets them recorded."""
     stored = json.loads(json.dumps(study.user_attrs["identity"]))
     current = json.loads(json.dumps(ident))
     if isinstance(stored.get("proxy"), dict) and isinstance(current.get("proxy"), dict):
@@ -358,6 +369,9 @@ def _check_identity(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any
     if "version" not in stored:
         current = {**{k: v for k, v in current.items() if k != "version"},
                    "proxy": json.loads(json.dumps(cfg.proxy))}
+    upgrade = "space_options" not in stored  # recorded before autoloss checked them
+    if upgrade:
+        current.pop("space_options", None)
     if stored != current:
         diff = [k for k in current if json.dumps(stored.get(k)) != json.dumps(current[k])]
         raise InvalidValueError(f"study {cfg.study!r} in {mask_password(cfg.storage)} was created with "
@@ -367,7 +381,8 @@ def _check_identity(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any
         warnings.warn(f"study {cfg.study!r} was made by an older autoloss that recorded only the "
                       "proxy overrides; resuming it with the current proxy defaults "
                       f"({ident['proxy']})", stacklevel=3)
-        study.set_user_attr("identity", ident)
+    if upgrade or "version" not in stored:
+        study.set_user_attr("identity", ident)  # from now on, a change is caught
 
 
 _QUEUED = "queued"  # study attribute: the first trials (references, init, prior) are enqueued

@@ -242,6 +242,25 @@ def test_resume_with_other_proxy_settings_is_refused(out):
         run_search(config(out, trials=3, study="s", proxy={"sleep": 0.001}), progress=False)
 
 
+def test_resume_with_other_space_options_is_refused(out, tmp_path):
+    """A space file whose fixed surrogate options changed (classes: present -> all) is another
+    search, though its bounds are the same; a study recorded before the options were checked
+    resumes and gets them recorded."""
+    spaces = Path(__file__).resolve().parents[1] / "search_spaces"
+    present = tmp_path / "present.yaml"
+    present.write_text((spaces / "miou.yaml").read_text())
+    every = tmp_path / "all.yaml"
+    every.write_text(present.read_text().replace("classes: present", "classes: all"))
+    first = run_search(config(out, trials=2, study="s", space=str(present)), progress=False)
+    with pytest.raises(ValueError, match="space_options"):
+        run_search(config(out, trials=3, study="s", space=str(every)), progress=False)
+    study = load(first)
+    old = {k: v for k, v in study.user_attrs["identity"].items() if k != "space_options"}
+    study.set_user_attr("identity", old)
+    run_search(config(out, trials=3, study="s", space=str(present)), progress=False)
+    assert load(first).user_attrs["identity"]["space_options"] == {"classes": "present"}
+
+
 def test_study_of_an_older_autoloss_resumes_with_a_warning(out):
     """An unversioned identity (proxy overrides only) is checked the old way and upgraded."""
     first = run_search(config(out, trials=2, study="s", proxy={"sleep": 0.0}), progress=False)
