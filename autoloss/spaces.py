@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from torch import nn
 
 from autoloss.errors import InvalidValueError, MissingFileError, did_you_mean
 from autoloss.programs import BUILTIN_PROGRAMS, get_program, is_user_reference
+from autoloss.yaml_files import load_yaml
 
 __all__ = ["CeWeight", "CurveSpace", "SearchSpace", "bezier_raw_from_points",
            "default_space", "load_space"]
@@ -479,11 +479,4 @@ def load_space(path_or_metric: str | Path) -> SearchSpace:
         return default_space(text)
     if not path.is_file():
         raise MissingFileError(f"search space file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f", line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise InvalidValueError(f"{path}{line}: invalid YAML: {problem}") from None
-    return parse_space(data, source=str(path))
+    return parse_space(load_yaml(path), source=str(path))

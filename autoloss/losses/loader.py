@@ -48,6 +48,7 @@ from autoloss.losses.baselines import BASELINES
 from autoloss.losses.combine import CombinedLoss
 from autoloss.losses.presets import PRESETS
 from autoloss.losses.surrogate import SurrogateLoss
+from autoloss.yaml_files import load_yaml
 
 __all__ = ["DATASET_OPTIONS", "SCHEMA_VERSION", "load_loss", "loss_names", "portable_spec",
            "read_spec", "save_loss"]
@@ -115,10 +116,7 @@ def read_spec(spec: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise MissingFileError(f"loss file {str(path)!r} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise InvalidValueError(f"loss file {str(path)!r} is not valid YAML: {err}") from None
+        data = load_yaml(path)
         if not isinstance(data, dict):
             raise InvalidValueError(
                 f"loss file {str(path)!r} must hold a mapping (name: ..., ...), but got "
