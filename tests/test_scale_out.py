@@ -83,6 +83,17 @@ def _finish(proc: subprocess.Popen[str], timeout: float = 300) -> str:
         pytest.fail(f"the search did not end in {timeout} s; its output:\n{proc.communicate()[0]}")
 
 
+def _all_succeed(procs: list[subprocess.Popen[str]]) -> list[str]:
+    """The outputs of processes that must all exit with 0; else the test fails with the whole
+    output of each failed one (an assertion message would be cut)."""
+    outputs = [_finish(p) for p in procs]
+    failed = [f"process {i} exited with {p.returncode}:\n{out}"
+              for i, (p, out) in enumerate(zip(procs, outputs)) if p.returncode != 0]
+    if failed:
+        pytest.fail("\n\n".join(failed), pytrace=False)
+    return outputs
+
+
 def _study(storage: str) -> optuna.Study:
     return optuna.load_study(study_name="miou-shapes", storage=make_storage(storage))
 
@@ -96,8 +107,7 @@ def test_three_processes_finish_exactly_the_budget_without_duplicates(folder, st
                                           storage=storage, cache=folder / f"cache{i}"))
         configs.append(path)
     procs = [_start(path) for path in configs]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    _all_succeed(procs)
     study = _study(storage)
     counted = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(counted) == 12  # the budget is the study's, not each process's
@@ -245,8 +255,7 @@ def test_two_processes_of_two_workers_survive_a_killed_worker(folder, storage):
     is finished, no parameter set twice, only the killed trial failed, one summary."""
     configs = _two_by_two(folder, storage, 12, "{sleep: 0.05, kill_once: true}")
     procs = [_start(path) for path in configs]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
+    outputs = _all_succeed(procs)
     assert (folder / "cache" / "killed").is_file()  # a worker did die
     assert "exited with codes [-9]" in "".join(outputs)
     study = _study(storage)
