@@ -341,8 +341,8 @@ def plot_importance(study: Any, *, out: Path | str,
         ax.bar_label(bars, fmt="%.3f", padding=2, fontsize=7)
         ax.set_xlim(0, max(max(values), 1e-9) * 1.18)
         ax.set(xlabel="importance (normalised, sums to 1)", ylabel="parameter",
-               title=f"Parameter importance: {study.study_name} ({evaluator}, "
-                     f"{len(complete)} complete trials)")
+               title=f"Parameter importance: {study.study_name}\n({evaluator}, "
+                     f"{len(complete)} complete trials)")  # two lines: long names fit
         ax.grid(axis="y", visible=False)
         return save_figure(fig, out, formats)[0]
 
