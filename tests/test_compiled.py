@@ -258,3 +258,30 @@ def test_a_search_compiles_once_per_worker(tmp_path: Path) -> None:
     assert sum(compiled.values()) >= 1
     completed = [line.split() for line in log if line.split()[2] != "None"]
     assert sum(int(c) for _, d, c in completed) == sum(int(d) for _, d, c in completed)
+
+
+def test_a_graph_another_process_compiles_runs_eagerly_meanwhile(tmp_path, monkeypatch) -> None:
+    """While another process holds a graph's compile lock, calls run the eager kernel (nothing
+    compiled, no warning); once it is released, this process compiles (from the cache the
+    other one filled)."""
+    import fcntl
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(compiled_module, "_REGISTRY", compiled_module._Registry())
+    logits = torch.randn(1, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 3, (1, 6, 6))
+    loss = SurrogateLoss("miou", compile=True)
+    key = compiled_module.graph_key(loss.program, loss.curves, logits, labels, mode="hard", tol=5,
+                                    drop_bg=False, eps=1e-8, float32_dilation=False)
+    lock = tmp_path / "autoloss-locks" / f"{key.name()}.lock"
+    lock.parent.mkdir()
+    with open(lock, "a+") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert compiled_module.compiled_stats(key, logits, labels, ignore_index=None,
+                                                  curves=loss.curves) is None
+        assert compile_report() == []
+        fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+    with compiled_module._compile_turn(key) as turn:
+        assert turn

@@ -273,10 +273,45 @@ def _compiling() -> Iterator[None]:
         notice.setLevel(level)
 
 
+@contextlib.contextmanager
+def _compile_turn(key: GraphKey) -> Iterator[bool]:
+    """Whether this process may compile ``key`` now: False while another process compiles it
+    (an exclusive, non-blocking ``flock`` beside inductor's cache), so that process fills the
+    on-disk cache and this one, running eagerly meanwhile, then loads from it in seconds."""
+    try:
+        import fcntl
+
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+    except ImportError:  # no flock (Windows): every process compiles for itself
+        yield True
+        return
+    folder = os.path.join(cache_dir(), "autoloss-locks")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{key.name()}.lock"), "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _reason(err: BaseException) -> str:
+    """The innermost cause of a compilation error, in one line."""
+    inner = getattr(err, "inner_exception", None) or err.__cause__ or err
+    text = next((line for line in str(inner).splitlines() if line.strip()), "")
+    return f"{type(inner).__name__}: {text.strip()[:300]}"
+
+
 def compiled_stats(key: GraphKey, logits: Tensor, target: Tensor, *, ignore_index: int | None,
                    curves: Mapping[str, Curve]) -> tuple[dict[str, Tensor], Tensor] | None:
     """``(stats, any_valid)`` of the compiled graph of ``key`` (compiling it on the first call),
-    or None when it cannot be compiled (then one :class:`CompileFallbackWarning`)."""
+    or None when it cannot run compiled: compilation failed (then one
+    :class:`CompileFallbackWarning`, and eager from then on) or another process is compiling
+    the same graph (eager for this call)."""
     entry = _REGISTRY.entries.get(key)
     if entry is not None and entry.failed:
         return None
@@ -285,15 +320,19 @@ def compiled_stats(key: GraphKey, logits: Tensor, target: Tensor, *, ignore_inde
     for name, _, _ in key.curves:
         ct = curve_tensors(curves[name], key.dtype, key.device)
         tensors += [ct.table, ct.bounds]
+    args = (logits, target, ignore, tuple(tensors))
+    if entry is not None and entry.ready:
+        entry.calls += 1
+        return entry.function(*args)
     started = time.perf_counter()
     try:
-        if entry is None:
-            entry = _REGISTRY.entries[key] = _Entry(_compile(key))
-        if entry.ready:
-            out = entry.function(logits, target, ignore, tuple(tensors))
-        else:
+        with _compile_turn(key) as turn:
+            if not turn:
+                return None
+            if entry is None:
+                entry = _REGISTRY.entries[key] = _Entry(_compile(key))
             with _compiling():
-                out = entry.function(logits, target, ignore, tuple(tensors))
+                out = entry.function(*args)
     except Exception as err:  # no compiler, an untraceable program, ...
         if entry is None:
             entry = _REGISTRY.entries[key] = _Entry(lambda *args: None)
@@ -301,13 +340,11 @@ def compiled_stats(key: GraphKey, logits: Tensor, target: Tensor, *, ignore_inde
         if not _REGISTRY.warned:
             _REGISTRY.warned = True
             warnings.warn(f"autoloss could not compile the {key.program.name!r} surrogate "
-                          f"({type(err).__name__}: {str(err).strip().splitlines()[0][:300]}); "
-                          f"it runs the eager kernel (set {ENV_COMPILE}=0 to skip trying)",
-                          CompileFallbackWarning, stacklevel=4)
+                          f"({_reason(err)}); it runs the eager kernel (set {ENV_COMPILE}=0 to "
+                          f"skip trying)", CompileFallbackWarning, stacklevel=4)
         return None
     entry.calls += 1
-    if not entry.ready:
-        entry.ready, entry.seconds = True, time.perf_counter() - started
+    entry.ready, entry.seconds = True, time.perf_counter() - started
     return out
 
 
