@@ -203,7 +203,8 @@ def test_a_failed_compilation_falls_back_with_one_warning(monkeypatch) -> None:
 
 def test_options_environment_and_auto(monkeypatch) -> None:
     """``compile`` validated and left out of the loss file; AUTOLOSS_COMPILE=0 wins over
-    compile=True; "auto" compiles after AUTO_AFTER calls, at once inside compile_losses."""
+    compile=True; "auto" compiles once eager forwards took AUTO_AFTER seconds, at once inside
+    compile_losses."""
     with pytest.raises(ValueError, match="compile must be True, False or 'auto'"):
         SurrogateLoss("miou", compile="yes")
     assert "compile" not in SurrogateLoss("miou", compile=True).to_dict()
@@ -221,8 +222,12 @@ def test_options_environment_and_auto(monkeypatch) -> None:
     with pytest.raises(ValueError, match="AUTOLOSS_COMPILE must be one of"):
         compiled_module.wants_compile(True, key)
     monkeypatch.delenv("AUTOLOSS_COMPILE")
-    monkeypatch.setattr(compiled_module, "AUTO_AFTER", 2)
-    assert [compiled_module.wants_compile("auto", key) for _ in range(3)] == [False, False, True]
+    monkeypatch.setattr(compiled_module, "AUTO_AFTER", 1.0)
+    decisions = []
+    for _ in range(3):
+        decisions.append(compiled_module.wants_compile("auto", key))
+        compiled_module.note_eager(key, 0.6)  # what surrogate_loss reports after an eager call
+    assert decisions == [False, False, True]
     other = compiled_module.GraphKey(**{**key.__dict__, "tol": 3})
     with compile_losses(True):
         assert compiled_module.wants_compile("auto", other)

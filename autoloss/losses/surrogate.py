@@ -24,6 +24,7 @@ Conventions (defaults) and the Auto Seg-Loss reference conventions (used by the 
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -62,6 +63,19 @@ def surrogate_loss(logits: Tensor, target: Tensor, *, program: MetricProgram,
             ops = RelaxedOps(curves, eps=eps, float32_dilation=float32_dilation)
             values, present = program.score(stats, ops)
             return 1.0 - class_mean(values, present, classes)
+    started = time.perf_counter()
+    value = _eager_loss(logits, target, mode, program=program, curves=curves,
+                        ignore_index=ignore_index, tol=tol, drop_bg=drop_bg, classes=classes,
+                        eps=eps, float32_dilation=float32_dilation)
+    if compile == "auto":
+        compiled.note_eager(key, time.perf_counter() - started)
+    return value
+
+
+def _eager_loss(logits: Tensor, target: Tensor, mode: str, *, program: MetricProgram,
+                curves: Mapping[str, Curve], ignore_index: int | None, tol: int, drop_bg: bool,
+                classes: str, eps: float, float32_dilation: bool) -> Tensor:
+    """:func:`surrogate_loss` with the eager kernels (inputs already checked)."""
     probs = torch.softmax(logits, dim=1)
     num_classes = logits.shape[1]
     if mode == "hard":
@@ -103,10 +117,11 @@ class SurrogateLoss(nn.Module):
         float32_dilation: dilate predicted edges in float32 (bit-level parity with the reference).
         compile: run forward and backward as one ``torch.compile`` graph (:mod:`autoloss.losses.
             compiled`): ``True``, ``False`` (the eager kernel) or ``"auto"`` (default: eager
-            for the first calls, compiled once the process has made
-            :data:`~autoloss.losses.compiled.AUTO_AFTER` calls of one shape, so a one-off call
-            never waits for the compiler, about a minute the first time on a machine; the
-            proxy compiles from the first step). ``AUTOLOSS_COMPILE=0`` forces eager. A runtime
+            until the eager forward passes of one shape have taken
+            :data:`~autoloss.losses.compiled.AUTO_AFTER` seconds in the process, about what
+            a cold compilation costs, then compiled; so a one-off call never waits for the
+            compiler, and a long training loop compiles early; the proxy compiles from the
+            first step). ``AUTOLOSS_COMPILE=0`` forces eager. A runtime
             choice (attribute ``compile_option``), not part of :meth:`to_dict`: loss files
             stay torch-only.
 
