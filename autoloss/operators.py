@@ -32,6 +32,7 @@ from torch.autograd.function import once_differentiable
 
 from autoloss.errors import InvalidValueError
 from autoloss.relaxations import Curve, IdentityCurve
+from autoloss.traced_filters import traced_filter
 
 __all__ = [
     "CurveFn",
@@ -152,9 +153,13 @@ class _SquareFilterFunction(torch.autograd.Function):
 def _filter(x: Tensor, radius: int, *, largest: bool) -> Tensor:
     """Square ``(2r+1)^2`` max- or min-filter of ``x [N,C,H,W]`` over in-image neighbours: the
     shift-and-compare filter (about 15x faster than max-pooling on CPU), with max-pooling's
-    gradient when autograd needs one. Non-floating inputs use max-pooling."""
+    gradient when autograd needs one. Non-floating inputs use max-pooling; while
+    ``torch.compile`` traces, :func:`autoloss.traced_filters.traced_filter` (same values and
+    gradient)."""
     if not x.is_floating_point():
         return _pool_filter(x, radius) if largest else -_pool_filter(-x, radius)
+    if torch.compiler.is_compiling():
+        return traced_filter(x, radius, largest=largest)
     if x.requires_grad and torch.is_grad_enabled():
         return _SquareFilterFunction.apply(x, radius, largest)
     return _square_filter(x, radius, largest=largest)[0]
@@ -201,8 +206,11 @@ def total(x: Tensor, valid: Tensor | None = None, *, per_image: bool = False) ->
     """
     if valid is not None:
         x = x * valid
-    dims = (2, 3) if per_image else (0, 2, 3)
-    return x.sum(dim=dims)
+    if per_image:
+        return x.sum(dim=(2, 3))
+    if torch.compiler.is_compiling():  # per image first: inductor fuses that sum with x's ops
+        return x.sum(dim=(2, 3)).sum(dim=0)
+    return x.sum(dim=(0, 2, 3))
 
 
 def _in_unit_interval(x: Tensor) -> bool:

@@ -57,6 +57,7 @@ from autoloss.atomic import write_text_atomic
 from autoloss.data import dataset_splits, load_dataset, parse_spec
 from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
 from autoloss.locks import file_lock
+from autoloss.losses.compiled import compile_losses, compile_totals
 from autoloss.metrics import METRIC_NAMES
 from autoloss.models import (
     DeepLabConfig,
@@ -112,7 +113,10 @@ class ProxyConfig:
     initial weights seeded with the trial's seed), ``warm_start_steps``, ``warm_start_lr``,
     ``warm_start_seed``.
 
-    Execution: ``device`` (None: CUDA if available), ``num_threads`` (torch CPU threads).
+    Execution: ``device`` (None: CUDA if available), ``num_threads`` (torch CPU threads),
+    ``compile_loss`` (surrogates with ``compile="auto"`` run as compiled graphs from the first
+    step: True; eager: False; ``"auto"``: their own rule, see :mod:`autoloss.losses.compiled`;
+    ``AUTOLOSS_COMPILE=0`` still forces eager).
     """
 
     data: str = "shapes"
@@ -144,6 +148,7 @@ class ProxyConfig:
     warm_start_seed: int = 0
     device: str | None = None
     num_threads: int | None = None
+    compile_loss: bool | str = True
 
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> None:
@@ -214,6 +219,9 @@ class ProxyConfig:
             object.__setattr__(self, "metrics", tuple(dict.fromkeys(metrics)))
         if self.device is not None and not isinstance(self.device, str):
             fail("device", "'cpu', 'cuda', 'cuda:N' or None")
+        if not (self.compile_loss is True or self.compile_loss is False
+                or self.compile_loss == "auto"):
+            fail("compile_loss", "True, False or 'auto'")
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any]) -> ProxyConfig:
@@ -288,7 +296,8 @@ class Proxy:
     ``ignore_index``, ``image_size`` (``(H, W)`` of the train images), ``eval_steps`` (steps at
     which ``run`` evaluates), ``warm_start_path``,
     ``last_run`` (timings of the latest :meth:`run`: ``wall_time``, ``seconds_per_step``,
-    ``eval_time``, seconds).
+    ``eval_time``, seconds; ``compiles`` and ``compile_time``: loss graphs compiled during it
+    and the seconds their first calls took, included in ``seconds_per_step``).
     """
 
     def __init__(self, config: ProxyConfig, *, cache_dir: Path) -> None:
@@ -434,13 +443,18 @@ class Proxy:
         if self.config.finetune == "last":
             train, val = self._features()
             model = UNetTail(model)
-        result = fit(model, loss, train, config=self.train_config(seed), eval_data=val,
-                     metrics=self.config.metrics, tol=self.config.tol,
-                     drop_bg=self.config.drop_bg, on_eval=on_eval,
-                     progress=False)
+        compiles_before = compile_totals()
+        with compile_losses(self.config.compile_loss):
+            result = fit(model, loss, train, config=self.train_config(seed), eval_data=val,
+                         metrics=self.config.metrics, tol=self.config.tol,
+                         drop_bg=self.config.drop_bg, on_eval=on_eval,
+                         progress=False)
+        compiles_after = compile_totals()
         self.last_run = {"wall_time": time.perf_counter() - started,
                          "seconds_per_step": result.seconds_per_step,
-                         "eval_time": result.eval_time}
+                         "eval_time": result.eval_time,
+                         "compiles": compiles_after[0] - compiles_before[0],
+                         "compile_time": compiles_after[1] - compiles_before[1]}
         return result.metrics
 
 

@@ -141,6 +141,16 @@ class Curve:
         plan = self._plans.get((dtype, device)) or self._plan(dtype, device)
         return self._plans.setdefault((dtype, device), plan)
 
+    def coefficients(self, dtype: torch.dtype, device: torch.device | str = "cpu"
+                     ) -> tuple[tuple[str, ...], Tensor, Tensor]:
+        """The curve as data: ``(names, table [pieces, len(names)], bounds [pieces - 1])``, the
+        per-piece coefficients and interior piece bounds of the eager kernel in ``dtype``
+        (what :mod:`autoloss.tensor_curves` evaluates under ``torch.compile``). Curves of one
+        ``kind`` and number of pieces give tensors of the same shapes."""
+        plan = self._cached_plan(dtype, torch.device(device))
+        table = torch.tensor(plan.all_columns, dtype=dtype, device=device)
+        return plan.names, table, torch.tensor(plan.bounds, dtype=dtype, device=device)
+
     def _evaluate(self, x: Tensor, *, need_grad: bool) -> tuple[Tensor, Tensor | None]:
         """``(h(x), h'(x) or None)``, computed in float64 for float64 ``x``, else float32."""
         cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -162,6 +172,7 @@ class _Plan:
                  dtype: torch.dtype, device: torch.device) -> None:
         self.kernel, self.dtype, self.device = kernel, dtype, device
         self.pieces = len(columns)
+        self.names, self.all_columns = tuple(names), columns  # Curve.coefficients
         by_name = dict(zip(names, zip(*columns)))
         self.scalars: dict[str, Coef] = {**constants, **{
             k: v[0] for k, v in by_name.items() if all(c == v[0] for c in v)}}

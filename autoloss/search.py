@@ -306,7 +306,7 @@ def _load_or_create(cfg: SearchConfig, space: Any, sampler: Any, pruner: Any,
 
 
 # proxy options that change how fast a trial runs, not its result
-_EXECUTION_OPTIONS = ("device", "num_threads")
+_EXECUTION_OPTIONS = ("device", "num_threads", "compile_loss")
 # proxy options added after studies were recorded, with the value those studies ran with: a
 # study without the option resumes when the option has that value
 _ADDED_PROXY_OPTIONS = {"drop_bg": False}

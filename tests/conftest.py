@@ -21,6 +21,19 @@ def private_proxy_cache(tmp_path_factory):
         os.environ["AUTOLOSS_CACHE"] = old
 
 
+@pytest.fixture(autouse=True, scope="session")
+def eager_losses():
+    """Surrogates run their eager kernel in tests (AUTOLOSS_COMPILE=0): a compilation costs
+    seconds to a minute, so only tests/test_compiled.py compiles, on purpose and once per graph."""
+    old = os.environ.get("AUTOLOSS_COMPILE")
+    os.environ["AUTOLOSS_COMPILE"] = "0"
+    yield
+    if old is None:
+        os.environ.pop("AUTOLOSS_COMPILE", None)
+    else:
+        os.environ["AUTOLOSS_COMPILE"] = old
+
+
 @pytest.fixture
 def single_thread():
     """One torch thread: tiny tensors and models run fastest that way (thread-pool wake-ups

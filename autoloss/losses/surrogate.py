@@ -24,6 +24,7 @@ Conventions (defaults) and the Auto Seg-Loss reference conventions (used by the 
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from autoloss.errors import InvalidValueError
+from autoloss.losses import compiled
 from autoloss.losses._validate import check_choice, check_logits_and_target
 from autoloss.losses.binary import apply_mode, check_mode, mode_entry
 from autoloss.operators import RelaxedOps, one_hot
@@ -44,11 +46,37 @@ __all__ = ["SurrogateLoss", "surrogate_loss"]
 def surrogate_loss(logits: Tensor, target: Tensor, *, program: MetricProgram,
                    curves: Mapping[str, Curve], ignore_index: int | None = None, tol: int = 5,
                    drop_bg: bool = False, classes: str = "present", eps: float = 1e-8,
-                   float32_dilation: bool = False) -> Tensor:
+                   float32_dilation: bool = False, compile: bool | str = False) -> Tensor:
     """``1 - surrogate`` of ``program`` for ``logits [N,C,H,W]`` and ``target`` (hard ``[N,H,W]``
     long labels or soft ``[N,C,H,W]`` probabilities). Returns a scalar; an all-ignored batch gives
-    0 with zero gradient."""
+    0 with zero gradient. ``compile``: run the per-class sums as a compiled graph (True, False or
+    ``"auto"``; see :mod:`autoloss.losses.compiled`, which also says which calls are eligible)."""
     mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True)
+    key = compiled.graph_key(program, curves, logits, target, mode=mode, tol=tol,
+                             drop_bg=drop_bg, eps=eps, float32_dilation=float32_dilation)
+    if compiled.wants_compile(compile, key):
+        result = compiled.compiled_stats(key, logits, target, ignore_index=ignore_index,
+                                         curves=curves)
+        if result is not None:
+            stats, any_valid = result
+            if not bool(any_valid):
+                return logits.sum() * 0.0
+            ops = RelaxedOps(curves, eps=eps, float32_dilation=float32_dilation)
+            values, present = program.score(stats, ops)
+            return 1.0 - class_mean(values, present, classes)
+    started = time.perf_counter()
+    value = _eager_loss(logits, target, mode, program=program, curves=curves,
+                        ignore_index=ignore_index, tol=tol, drop_bg=drop_bg, classes=classes,
+                        eps=eps, float32_dilation=float32_dilation)
+    if compile == "auto":
+        compiled.note_eager(key, time.perf_counter() - started)
+    return value
+
+
+def _eager_loss(logits: Tensor, target: Tensor, mode: str, *, program: MetricProgram,
+                curves: Mapping[str, Curve], ignore_index: int | None, tol: int, drop_bg: bool,
+                classes: str, eps: float, float32_dilation: bool) -> Tensor:
+    """:func:`surrogate_loss` with the eager kernels (inputs already checked)."""
     probs = torch.softmax(logits, dim=1)
     num_classes = logits.shape[1]
     if mode == "hard":
@@ -89,6 +117,15 @@ class SurrogateLoss(nn.Module):
         classes: ``"present"`` or ``"all"`` (see the module docstring).
         eps: added to prediction-dependent denominators.
         float32_dilation: dilate predicted edges in float32 (bit-level parity with the reference).
+        compile: run forward and backward as one ``torch.compile`` graph (:mod:`autoloss.losses.
+            compiled`): ``True``, ``False`` (the eager kernel) or ``"auto"`` (default: eager
+            until the eager forward passes of one shape have taken
+            :data:`~autoloss.losses.compiled.AUTO_AFTER` seconds in the process, about what
+            a cold compilation costs, then compiled; so a one-off call never waits for the
+            compiler, and a long training loop compiles early; the proxy compiles from the
+            first step). ``AUTOLOSS_COMPILE=0`` forces eager. A runtime
+            choice (attribute ``compile_option``), not part of :meth:`to_dict`: loss files
+            stay torch-only.
 
     Example:
         >>> loss = SurrogateLoss("miou")
@@ -102,8 +139,9 @@ class SurrogateLoss(nn.Module):
                  ignore_index: int | None = None, tol: int = 5, drop_bg: bool = False,
                  classes: str = "present", eps: float = 1e-8,
                  float32_dilation: bool = False, tol_at: Sequence[int] | None = None,
-                 mode: str = "multiclass") -> None:
+                 mode: str = "multiclass", compile: bool | str = "auto") -> None:
         super().__init__()
+        self.compile_option = compiled.check_compile_option(compile)  # nn.Module has compile()
         self.mode = check_mode(mode)
         self.program = get_program(metric)
         self.metric = metric if isinstance(metric, str) else (self.program.reference or
@@ -166,6 +204,7 @@ class SurrogateLoss(nn.Module):
             ignore_index=self.ignore_index, tol=self.tol_for(*logits.shape[-2:]),
             drop_bg=self.drop_bg,
             classes=self.classes, eps=self.eps, float32_dilation=self.float32_dilation,
+            compile=self.compile_option,
         )
 
     def to_dict(self) -> dict[str, Any]:
