@@ -162,7 +162,7 @@ def test_overrides_and_errors() -> None:
 def test_malformed_yaml_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: surrogate\nmetric: [miou\n")
-    with pytest.raises(ValueError, match="not valid YAML"):
+    with pytest.raises(ValueError, match=r"bad.yaml, line 3: invalid YAML"):
         load_loss(bad)
     with pytest.raises(FileNotFoundError):
         load_loss(tmp_path / "missing.yaml")
