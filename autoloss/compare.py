@@ -105,6 +105,7 @@ class _Setup:
     width: int | None
     depth: int | None
     tol: int
+    tensorboard_dir: Path | None = None
 
 
 _WORKER_DATA: dict[tuple[str, str | None, str], RunData] = {}
@@ -116,9 +117,13 @@ def _do_task(setup: _Setup, task: _Task, progress: bool) -> RunResult:
         _WORKER_DATA.clear()
         _WORKER_DATA[key] = load_splits(setup.data, val_split=setup.val_split,
                                        test_split=setup.test_split)
+    board = None
+    if setup.tensorboard_dir is not None:  # one TensorBoard run per run folder: <loss>/seed<s>
+        board = setup.tensorboard_dir / task.out.parent.name / task.out.name
     return run_once(task.loss, _WORKER_DATA[key], config=task.config, model=setup.model,
                 width=setup.width, depth=setup.depth, out=task.out, init_from=task.init_from,
-                init_label=task.init_label, tol=setup.tol, progress=progress)
+                init_label=task.init_label, tol=setup.tol, progress=progress,
+                tensorboard_dir=board)
 
 
 def _report(task: _Task, run: RunResult, done: int, total: int) -> None:
@@ -210,7 +215,8 @@ def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: Trai
                    pretrain: TrainConfig | None = None, reference: str | None = None,
                    jobs: int = 1, plateau_metric: str = "miou", command: str | None = None,
                    report_dir: str | Path | None = None, plots: bool = True,
-                   progress: bool = True) -> CompareResult:
+                   progress: bool = True,
+                   tensorboard_dir: str | Path | None = None) -> CompareResult:
     """Train every loss with seeds ``0 .. seeds-1`` (each run as :func:`train_run`, in
     ``out/runs/<loss-slug>/seed<s>/``), then write ``compare.md``, ``compare.csv`` and
     ``compare.json`` in ``out`` (see :mod:`autoloss.compare_report`). Finished runs are reused;
@@ -229,7 +235,10 @@ def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: Trai
     where the tables go (default ``out``; the runs stay in ``out``, so comparisons of different
     panels can share runs). ``plots``: draw the figures
     (:func:`autoloss.compare_plots.plot_comparison`) into ``plots/`` next to the tables; a
-    plotting error is a warning, the comparison is kept.
+    plotting error is a warning, the comparison is kept. ``tensorboard_dir``: also write each
+    run's training curves as TensorBoard scalars, one run per ``<loss-slug>/seed<s>`` (and
+    ``pretrain/seed<s>``) under it, so ``tensorboard --logdir DIR`` overlays them (needs the
+    ``tensorboard`` package; not part of any run's identity).
     """
     losses = [str(loss) for loss in losses]
     if not losses:
@@ -274,7 +283,12 @@ def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: Trai
                 label = f"pretrain/seed{s}/checkpoint.pt"
             tasks.append(_Task(f"{loss} seed {s}", loss, s, out / "runs" / slug / f"seed{s}",
                                dataclasses.replace(config, seed=s), start, label))
-    setup = _Setup(data, val_split, test_split, model, width, depth, tol)
+    setup = _Setup(data, val_split, test_split, model, width, depth, tol,
+                   None if tensorboard_dir is None else Path(tensorboard_dir))
+    if tensorboard_dir is not None:  # fail before any training when the package is missing
+        from autoloss.tensorboard_log import require_tensorboard
+
+        require_tensorboard()
     _WORKER_DATA[(data, val_split, test_split)] = splits
     results = _execute(setup, pre_tasks, tasks, jobs=jobs, progress=progress)
     runs = [results[t] for t in tasks]

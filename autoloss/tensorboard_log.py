@@ -14,19 +14,26 @@ from typing import Any
 
 from autoloss.errors import MissingDependencyError
 
-__all__ = ["TensorBoardLog"]
+__all__ = ["TensorBoardLog", "require_tensorboard"]
+
+
+def require_tensorboard() -> type:
+    """``torch.utils.tensorboard.SummaryWriter``, or a clear error when ``tensorboard`` is
+    missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise MissingDependencyError(
+            "tensorboard_dir / --tensorboard needs the tensorboard package: pip install "
+            "tensorboard (or 'autoloss[tensorboard]')") from None
+    return SummaryWriter
 
 
 class TensorBoardLog:
     """A ``torch.utils.tensorboard.SummaryWriter`` fed with the trainer's log records."""
 
     def __init__(self, log_dir: str | Path, *, purge_step: int | None = None) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise MissingDependencyError(
-                "tensorboard_dir / --tensorboard needs the tensorboard package: pip install "
-                "tensorboard (or 'autoloss[tensorboard]')") from None
+        SummaryWriter = require_tensorboard()
         # purge_step: events a killed run wrote after its last checkpoint are hidden on resume
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step or None)
 

@@ -313,7 +313,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                                 test_split=exp.test_split,
                                 pretrain=exp.pretrain_config(seed=0), reference=exp.reference,
                                 jobs=exp.jobs, command=_command_line(args), plots=exp.plots,
-                                report_dir=exp.report, progress=not args.no_progress)
+                                report_dir=exp.report, progress=not args.no_progress,
+                                tensorboard_dir=args.tensorboard)
     except KeyboardInterrupt:
         print("interrupted: run the same command again to continue (finished runs are kept, "
               "the interrupted one resumes from its checkpoint)")
@@ -389,5 +390,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-plots", dest="plots", action="store_const", const=False,
                    help="do not draw the figures into OUT/plots at the end (autoloss plot OUT "
                    "draws them later)")
+    p.add_argument("--tensorboard", metavar="DIR", help="also write every run's training curves "
+                   "as TensorBoard scalars, DIR/<loss>/seed<s> (needs: pip install tensorboard)")
     _add_training_flags(p)
     p.set_defaults(func=_cmd_compare)

@@ -139,6 +139,25 @@ def test_compare_done_when_command_tiny(tmp_path, capsys):
     assert len(list((tmp_path / "cmp" / "runs").glob("*/seed*/metrics.json"))) == 6
 
 
+def test_compare_tensorboard_writes_one_run_per_loss_and_seed(tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is in the dev extra; not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = tmp_path / "tb"
+    assert cli("compare", "--losses", "cross_entropy,soft-miou", "--seeds", "1", *TINY,
+               "--no-plots", "--out", tmp_path / "cmp", "--tensorboard", board) == 0
+    assert sorted(p.relative_to(board).as_posix() for p in board.glob("*/seed*")) == [
+        "cross_entropy/seed0", "soft-miou/seed0"]
+    for run in ("cross_entropy", "soft-miou"):
+        events = EventAccumulator(str(board / run / "seed0")).Reload()
+        log = [json.loads(line) for line in
+               (tmp_path / "cmp" / "runs" / run / "seed0" / "log.jsonl").read_text().splitlines()]
+        evals = [r for r in log if "eval" in r]
+        miou = events.Scalars("val/miou")
+        assert [e.step for e in miou] == [r["step"] for r in evals]
+        assert [e.value for e in miou] == pytest.approx([r["eval"]["miou"] for r in evals])
+
+
 def test_compare_config_file_and_flag_override(tmp_path, capsys):
     config = tmp_path / "exp.yaml"
     config.write_text(f"losses: [soft-miou, soft-mdice]\ndata: '{DATA}'\nseeds: 3\nmodel: unet\n"
