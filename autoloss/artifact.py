@@ -185,7 +185,7 @@ def _table(header: Sequence[str], rows: list[Sequence[Any]]) -> list[str]:
 
 
 def _rescore_lines(study: Any) -> list[str]:
-    from autoloss.rescore import rescore_summary
+    from autoloss.rescore import gain_line, rescore_summary
 
     summary = rescore_summary(study)
     if summary is None:
@@ -204,7 +204,9 @@ def _rescore_lines(study: Any) -> list[str]:
     if base is not None:
         rows.append(("cross-entropy", "-", _fmt(base["mean"]), _fmt(base["std"]),
                      " ".join(_fmt(v) for v in base["values"])))
-    return lines + _table(["trial", "search score", "re-scored mean", "std", "per seed"], rows)
+    lines += _table(["trial", "search score", "re-scored mean", "std", "per seed"], rows)
+    gain = gain_line(summary)
+    return lines + ([] if gain is None else ["", f"**Gain over cross-entropy:** {gain}."])
 
 
 def summarize(study: Any, *, wall_time: float | None = None, top: int = 5) -> str:

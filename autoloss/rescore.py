@@ -21,7 +21,8 @@ import numpy as np
 
 from autoloss.losses import load_loss
 
-__all__ = ["RESCORE_ATTR", "chosen_trial", "rescore_seeds", "rescore_summary", "rescore_top"]
+__all__ = ["RESCORE_ATTR", "chosen_trial", "gain_line", "rescore_seeds", "rescore_summary",
+           "rescore_top", "rescored_gain"]
 
 RESCORE_ATTR = "rescore"
 BASELINE = "cross_entropy"
@@ -101,3 +102,41 @@ def chosen_trial(study: Any) -> int | None:
     """The trial a finished, current re-scoring chose (None: see :func:`rescore_summary`)."""
     summary = rescore_summary(study)
     return None if summary is None else int(summary["chosen"])
+
+
+def rescored_gain(summary: dict[str, Any]) -> Any:
+    """The exported trial's re-scored values minus cross-entropy's, paired by proxy seed: an
+    :class:`autoloss.stats.PairedDifference` in the objective's unit (None without a baseline or
+    a chosen trial). The seeds are not the search's, so the trial was not selected on them,
+    except among the ``top`` re-scored trials (with ``top == 1``: not at all)."""
+    from autoloss.stats import paired_difference
+
+    base, chosen = summary.get("baseline"), summary.get("chosen")
+    if base is None or chosen is None:
+        return None
+    seeds = summary["seeds"]
+    values = summary["trials"][str(chosen)]["values"]
+    return paired_difference({s: v for s, v in zip(seeds, values) if v is not None},
+                             {s: v for s, v in zip(seeds, base["values"]) if v is not None})
+
+
+def gain_line(summary: dict[str, Any]) -> str | None:
+    """One sentence: the export's paired gain over cross-entropy in points, its 95 % interval,
+    the seed noise, and whether the gain is beyond that noise (None: nothing to compare)."""
+    gain = rescored_gain(summary)
+    if gain is None or gain.mean is None:
+        return None
+    base_std = summary["baseline"].get("std")
+    noise = f"; cross-entropy's seed std {100 * base_std:.2f}" if base_std is not None else ""
+    if gain.low is None:
+        return (f"trial {summary['chosen']} vs cross-entropy on {gain.n} re-scoring seed: "
+                f"{100 * gain.mean:+.2f} points (one seed: no interval){noise}")
+    verdict = ("beyond the seed noise" if gain.significant else
+               "within the seed noise: not a demonstrated gain")
+    chosen_on = ("" if summary["top"] <= 1 else
+                 f" (chosen as the best of {summary['top']} on these seeds, which flatters it a "
+                 "little; --rescore-top 1 gives an unselected estimate)")
+    return (f"trial {summary['chosen']} vs cross-entropy, paired over proxy seeds "
+            f"{', '.join(str(s) for s in summary['seeds'][:gain.n])}: {100 * gain.mean:+.2f} "
+            f"points, 95 % interval [{100 * gain.low:+.2f}, {100 * gain.high:+.2f}], better on "
+            f"{gain.wins}/{gain.n} seeds{noise}: {verdict}{chosen_on}")

@@ -63,7 +63,7 @@ from autoloss.errors import (
     did_you_mean,
 )
 from autoloss.pruning import BottomQuantilePruner
-from autoloss.rescore import rescore_seeds, rescore_top
+from autoloss.rescore import gain_line, rescore_seeds, rescore_summary, rescore_top
 from autoloss.search_config import (
     SAMPLERS,
     Proxy,
@@ -825,8 +825,10 @@ def _result(cfg: SearchConfig, study: optuna.Study, loss_path: Path | None,
         else:
             best_value, best_trial = study.best_value, study.best_trial.number
     baseline = study.user_attrs.get("baseline_ce")
+    rescored = rescore_summary(study)
+    gain = None if rescored is None else gain_line(rescored)
     return SearchResult(cfg.study, cfg.storage, best_value, best_trial, baseline, cfg.out,
-                        loss_path, counts, wall)
+                        loss_path, counts, wall, gain)
 
 
 def open_study(storage: str, study: str | None = None) -> optuna.Study:

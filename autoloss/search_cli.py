@@ -113,6 +113,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         how = "best re-scored mean" if "rescore" in prov else "best score"
         print(f"exported loss (trial {prov.get('trial', result.best_trial)}, {how}): "
               f"{result.loss_path}")
+    if result.gain is not None:
+        print(f"gain over cross-entropy: {result.gain}")
     print(f"summary: {result.out / 'summary.md'}")
     if any((result.out / "plots").glob("*.png")):
         print(f"plots: {result.out / 'plots'}")

@@ -108,7 +108,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
 
 @dataclass
 class SearchResult:
-    """What a search produced (``best_value`` is a list for multi-objective searches)."""
+    """What a search produced (``best_value`` is a list for multi-objective searches;
+    ``gain``: the exported trial against cross-entropy, paired over the re-scoring seeds, as one
+    sentence with its interval and the seed noise; None without a re-scoring)."""
 
     study: str
     storage: str
@@ -119,6 +121,7 @@ class SearchResult:
     loss_path: Path | None
     counts: dict[str, int]
     wall_time: float
+    gain: str | None = None
 
 
 def parse_target(metric: str) -> list[tuple[str, float]]:

@@ -11,8 +11,9 @@ from fake_proxy import FakeProxy, fast_tmp_dir
 
 from autoloss import search_cli
 from autoloss.losses import load_loss
-from autoloss.rescore import rescore_seeds, rescore_summary, rescore_top
+from autoloss.rescore import gain_line, rescore_seeds, rescore_summary, rescore_top, rescored_gain
 from autoloss.search import SearchConfig, make_storage, open_study, run_search
+from autoloss.stats import paired_difference
 
 FACTORY = "fake_proxy:FakeProxy"
 
@@ -52,6 +53,37 @@ def test_rescoring_exports_the_best_mean_of_fresh_seeds(out, tmp_path):
     text = (out / "summary.md").read_text()
     assert "## Re-scoring: the top 3 trials with proxy seeds [1, 2]" in text
     assert f"| {chosen} (exported) |" in text
+    # the gain: the export minus cross-entropy, paired by re-scoring seed, in the summary and
+    # the result
+    gain = rescored_gain(summary)
+    values = dict(zip([1, 2], summary["trials"][str(chosen)]["values"]))
+    expected = paired_difference(values, dict(zip([1, 2], summary["baseline"]["values"])))
+    assert (gain.mean, gain.low, gain.high, gain.n) == pytest.approx(
+        (expected.mean, expected.low, expected.high, 2))
+    assert result.gain == gain_line(summary)
+    assert f"**Gain over cross-entropy:** {result.gain}." in text
+    assert f"{100 * gain.mean:+.2f} points" in result.gain and "best of 3" in result.gain
+
+
+def _summary(values, base, top=1):
+    done = [b for b in base if b is not None]
+    std = float(np.std(done, ddof=1)) if len(done) > 1 else None
+    return {"seeds": [1, 2, 3], "top": top, "chosen": 4, "trials": {"4": {"values": values}},
+            "baseline": {"values": base, "std": std}}
+
+
+def test_gain_line_says_whether_the_gain_is_beyond_the_seed_noise():
+    beyond = gain_line(_summary([0.60, 0.62, 0.61], [0.55, 0.56, 0.555]))
+    assert beyond.startswith("trial 4 vs cross-entropy, paired over proxy seeds 1, 2, 3: +5.50 "
+                             "points, 95 % interval [")
+    assert "3/3 seeds; cross-entropy's seed std 0.50: beyond the seed noise" in beyond
+    assert "chosen as the best" not in beyond  # top 1: the seeds did not select it
+    within = gain_line(_summary([0.56, 0.54, 0.57], [0.55, 0.56, 0.555], top=5))
+    assert "within the seed noise: not a demonstrated gain" in within
+    assert "best of 5 on these seeds" in within
+    one = gain_line({**_summary([0.6, None, None], [0.5, None, None]), "seeds": [1, 2, 3]})
+    assert "+10.00 points (one seed: no interval)" in one
+    assert gain_line({**_summary([0.6] * 3, [0.5] * 3), "baseline": None}) is None
 
 
 def test_rescoring_off_exports_the_single_best_trial(out):
