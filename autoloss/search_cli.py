@@ -216,7 +216,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int,
                    help=f"sampler and proxy seed (default {_search_default('seed')})")
     p.add_argument("--out", help="run folder (default results/search-METRIC-DATA)")
-    p.add_argument("--space", help="search space YAML (default search_spaces/METRIC.yaml)")
+    p.add_argument("--space", help="search space YAML (default: the metric's built-in space, "
+                   "autoloss/search_spaces/METRIC.yaml)")
     p.add_argument("--cache", help="proxy cache folder (default: $AUTOLOSS_CACHE or "
                    "~/.cache/autoloss, shared by every search)")
     p.add_argument("--multi-objective", dest="multi_objective", action="store_const",

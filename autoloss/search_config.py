@@ -198,7 +198,7 @@ def resolve_config(cfg: SearchConfig) -> SearchConfig:
         raise InvalidValueError(f"sampler {cfg.sampler!r} is single-objective; use tpe, random or qmc")
     if cfg.space is not None and (cfg.multi_objective or len(parse_target(metrics[0])) > 1):
         raise InvalidValueError("space applies to a single-metric search; a composite target uses "
-                         "each metric's search_spaces/<metric>.yaml")
+                         "each metric's built-in space (autoloss/search_spaces/<metric>.yaml)")
     name = "+".join(metrics) if cfg.multi_objective else metrics[0]
     data = data_slug(cfg.data)
     out = Path(cfg.out) if cfg.out is not None else Path("results") / f"search-{_slug(name)}-{data}"

@@ -1,4 +1,4 @@
-"""Search spaces: ``search_spaces/<metric>.yaml`` -> a typed :class:`SearchSpace`.
+"""Search spaces: ``autoloss/search_spaces/<metric>.yaml`` -> a typed :class:`SearchSpace`.
 
 A space says which curves of the metric program are searched and how (Li et al., "Auto
 Seg-Loss", ICLR 2021, section 3.3): each curve is a ``bezier`` (``pieces`` quadratic pieces,
@@ -37,22 +37,14 @@ from autoloss.yaml_files import load_yaml
 __all__ = ["CeWeight", "CurveSpace", "SearchSpace", "bezier_raw_from_points",
            "default_space", "load_space"]
 
-SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+#: the built-in spaces, one file per built-in metric, shipped inside the package
+SPACES_DIR = Path(__file__).resolve().parent / "search_spaces"
 _TOP_KEYS = ("metric", "description", "curves", "options", "ce_weight", "initial_points",
              "reference")
 _CURVE_KEYS = {"bezier": ("kind", "pieces", "low", "high"),
                "linear": ("kind", "knots", "knots_x", "low", "high")}
 _OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
     "classes": str, "tol": int, "drop_bg": bool, "eps": float, "float32_dilation": bool}
-# The paper's published settings per metric (golden README 5.2) where they differ from defaults.
-_METRIC_OPTIONS = {"biou": {"tol": 5, "drop_bg": True}, "bf1": {"tol": 5, "drop_bg": False}}
-_BF1_PIECES = 1  # Auto Seg-Loss searches four single-piece curves for BF1
-# Published Auto Seg-Loss curves per metric (mDice and per-image mIoU: the mIoU ones, same program).
-_REFERENCES = {"miou": "asl-voc-miou", "fwiou": "asl-voc-fwiou", "mdice": "asl-voc-miou",
-               "miou_image": "asl-voc-miou", "macc": "asl-voc-macc", "gacc": "asl-voc-gacc",
-               "biou": "asl-voc-biou", "bf1": "asl-voc-bf1"}
-
-
 def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
     for key in data:
         if key not in allowed:
@@ -309,14 +301,20 @@ class SearchSpace:
 
 
 def default_space(metric: str) -> SearchSpace:
-    """The built-in space: Auto Seg-Loss's (2-piece Bezier per curve, 1-piece for BF1's four
-    curves, raw numbers in [0, 1], BIoU with ``drop_bg``, ``tol=5``), classes present in the
-    batch, no cross-entropy. A user program gets a 2-piece Bezier per curve."""
+    """The built-in space of a metric: the shipped ``autoloss/search_spaces/<metric>.yaml``
+    (Auto Seg-Loss's settings: 2-piece Bezier per curve, 1-piece for BF1's four curves, raw
+    numbers in [0, 1], BIoU with ``drop_bg``, ``tol=5``, classes present in the batch, no
+    cross-entropy, the paper's initial point). A user program ``file.py:name`` gets a 2-piece
+    Bezier per curve and the same options, with no initial point or reference."""
+    if metric in BUILTIN_PROGRAMS:
+        path = SPACES_DIR / f"{metric}.yaml"
+        if not path.is_file():
+            raise MissingFileError(f"the built-in search space {path} is missing: this autoloss "
+                                   "install is incomplete; reinstall it")
+        return parse_space(load_yaml(path), source=str(path))
     program = get_program(metric)
-    pieces = _BF1_PIECES if metric == "bf1" else 2
-    curves = {c: CurveSpace("bezier", pieces=pieces) for c in program.curves}
-    options = {"classes": "present", **_METRIC_OPTIONS.get(metric, {})}
-    return SearchSpace(metric, curves, options, CeWeight(), reference=_REFERENCES.get(metric))
+    curves = {c: CurveSpace("bezier", pieces=2) for c in program.curves}
+    return SearchSpace(metric, curves, {"classes": "present"}, CeWeight())
 
 
 def _parse_curve(data: Any, where: str) -> CurveSpace:
@@ -462,16 +460,16 @@ def parse_space(data: Any, *, source: str = "<dict>") -> SearchSpace:
 
 def load_space(path_or_metric: str | Path) -> SearchSpace:
     """Load a space file, or the space of a metric name: ``search_spaces/<metric>.yaml`` in the
-    current directory, then next to the package, else :func:`default_space` (a user metric
-    ``file.py:name`` always gets the default space)."""
+    current directory (a user's own version), else :func:`default_space` (the shipped file; a
+    user metric ``file.py:name`` gets the default space)."""
     text = str(path_or_metric)
     path = Path(text).expanduser()
     if path.suffix not in (".yaml", ".yml") and not path.is_file():
         if is_user_reference(text):
             return default_space(text)
-        for folder in (Path("search_spaces"), SPACES_DIR):
-            if (folder / f"{text}.yaml").is_file():
-                return load_space((folder / f"{text}.yaml").resolve())
+        local = Path("search_spaces") / f"{text}.yaml"
+        if local.is_file():
+            return load_space(local.resolve())
         if text not in BUILTIN_PROGRAMS:
             raise InvalidValueError(f"unknown metric {text!r} and no space file: expected one of "
                              f"{sorted(BUILTIN_PROGRAMS)}, a 'file.py:name' program or a .yaml "

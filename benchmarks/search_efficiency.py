@@ -176,7 +176,7 @@ def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "",
         f"**Protocol.** Target: mIoU on the embedded `shapes` data (6 classes), proxy "
         f"`{json.dumps(PROXY)}` (from scratch, one thread per run), search space "
-        f"`search_spaces/miou.yaml`. {n} trials per run, seeds {seeds}; in each run the first "
+        f"`autoloss/search_spaces/miou.yaml`. {n} trials per run, seeds {seeds}; in each run the first "
         "two trials are the enqueued reference points (identity curves, published Auto Seg-Loss "
         "curves), the same for every arm. Repeat `s` gives every arm `seed=s` (sampler and proxy "
         "training), so within a repeat all arms optimise the same deterministic function. "

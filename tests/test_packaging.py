@@ -4,12 +4,14 @@ install that keeps the user's torch (the dependency is an open lower bound)."""
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 import autoloss
 
@@ -36,12 +38,56 @@ def test_torch_requirement_is_an_open_lower_bound():
     assert torch_dep == ["torch>=2.1"], "an upper bound makes pip replace a newer user build"
 
 
-def test_wheel_carries_license_and_py_typed(tmp_path):
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
     pytest.importorskip("setuptools")
+    folder = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
-    (wheel,) = tmp_path.glob("autoloss-*.whl")
+                    "-q", "-w", str(folder), str(ROOT)], check=True, capture_output=True)
+    (path,) = folder.glob("autoloss-*.whl")
+    return path
+
+
+def test_wheel_carries_license_py_typed_and_the_search_spaces(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "autoloss/py.typed" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE")
                for n in names), names
+    spaces = sorted(Path(n).stem for n in names if n.startswith("autoloss/search_spaces/"))
+    assert spaces == sorted(p.stem for p in (ROOT / "autoloss" / "search_spaces").glob("*.yaml"))
+    assert not any(n.startswith(("tests/", "results/", "experiments/")) for n in names)
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_a_wheel_install_runs_a_search_from_any_folder(wheel, tmp_path):
+    """Installed from the wheel into a new venv (its dependencies from this environment, autoloss
+    itself only from the wheel), ``autoloss search`` runs on the embedded data in an empty folder
+    and the built-in spaces are the files shipped in the wheel."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+                   check=True, capture_output=True)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+                    str(wheel)], check=True, capture_output=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    where = subprocess.run([str(python), "-c", "import autoloss; print(autoloss.__file__)"],
+                           cwd=work, check=True, capture_output=True, text=True).stdout.strip()
+    assert Path(where).is_relative_to(venv), f"autoloss imported from {where}, not the wheel"
+    env = {**os.environ, "AUTOLOSS_COMPILE": "0", "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    run = subprocess.run(
+        [str(venv / "bin" / "autoloss"), "search", "--metric", "miou", "--data",
+         "shapes?n=16&size=32", "--trials", "3", "--sampler", "random", "--width", "4",
+         "--depth", "2", "--proxy-steps", "2", "--proxy-eval-every", "2", "--proxy",
+         "warm_start_steps=2", "--rescore-top", "0", "--num-threads", "1", "--out", "run",
+         "--cache", "cache", "--no-progress", "--no-plots"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    spec = yaml.safe_load((work / "run" / "best_loss.yaml").read_text())
+    assert spec["metric"] == "miou" and "trial" in spec["provenance"]
+    assert "exported loss" in run.stdout
+    source = subprocess.run([str(python), "-c", "from autoloss.spaces import load_space; "
+                             "print(load_space('bf1').source)"], cwd=work, env=env, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    assert Path(source).is_relative_to(venv) and source.endswith("search_spaces/bf1.yaml")

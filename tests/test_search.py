@@ -246,7 +246,7 @@ def test_resume_with_other_space_options_is_refused(out, tmp_path):
     """A space file whose fixed surrogate options changed (classes: present -> all) is another
     search, though its bounds are the same; a study recorded before the options were checked
     resumes and gets them recorded."""
-    spaces = Path(__file__).resolve().parents[1] / "search_spaces"
+    spaces = Path(__file__).resolve().parents[1] / "autoloss" / "search_spaces"
     present = tmp_path / "present.yaml"
     present.write_text((spaces / "miou.yaml").read_text())
     every = tmp_path / "all.yaml"

@@ -15,6 +15,7 @@ from autoloss.losses.presets import PRESETS
 from autoloss.programs import BUILTIN_PROGRAMS
 from autoloss.search_config import CompositeSpace
 from autoloss.spaces import (
+    CeWeight,
     CurveSpace,
     bezier_raw_from_points,
     default_space,
@@ -23,7 +24,7 @@ from autoloss.spaces import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SPACE_FILES = sorted((REPO / "search_spaces").glob("*.yaml"))
+SPACE_FILES = sorted((REPO / "autoloss" / "search_spaces").glob("*.yaml"))
 GOLDEN = REPO.parent / "shared" / "golden" / "asl_bezier_curves.npz"
 X = torch.linspace(0, 1, 2001, dtype=torch.float64)
 
@@ -32,17 +33,49 @@ def test_one_file_per_builtin_metric():
     assert {p.stem for p in SPACE_FILES} == set(BUILTIN_PROGRAMS)
 
 
+# The paper's published settings (golden README 5.2): the shipped files must keep them.
+PAPER_OPTIONS = {"biou": {"classes": "present", "tol": 5, "drop_bg": True},
+                 "bf1": {"classes": "present", "tol": 5, "drop_bg": False}}
+PAPER_REFERENCES = {"miou": "asl-voc-miou", "fwiou": "asl-voc-fwiou", "mdice": "asl-voc-miou",
+                    "miou_image": "asl-voc-miou", "macc": "asl-voc-macc", "gacc": "asl-voc-gacc",
+                    "biou": "asl-voc-biou", "bf1": "asl-voc-bf1"}
+
+
 @pytest.mark.parametrize("path", SPACE_FILES, ids=lambda p: p.stem)
-def test_space_files_load_and_match_the_builtin_default(path):
+def test_space_files_are_the_builtin_spaces_with_the_paper_settings(path, tmp_path, monkeypatch):
     space = load_space(path)
     assert space.metric == path.stem and space.source == str(path)
     assert tuple(space.curves) == BUILTIN_PROGRAMS[path.stem].curves
-    default = default_space(path.stem)
-    assert (space.curves, space.options, space.ce_weight, space.reference) == (
-        default.curves, default.options, default.ce_weight, default.reference)
+    assert default_space(path.stem) == space  # the built-in space is the shipped file
+    assert space.options == PAPER_OPTIONS.get(path.stem, {"classes": "present"})
+    assert space.reference == PAPER_REFERENCES[path.stem]
+    assert space.ce_weight == CeWeight()  # no cross-entropy term
+    pieces = 1 if path.stem == "bf1" else 2
+    assert {(c.kind, c.pieces, c.low, c.high) for c in space.curves.values()} == {
+        ("bezier", pieces, 0.0, 1.0)}
+    assert list(space.initial_points) == ["paper_mu"]  # the paper's mu: the identity
     names = space.param_names()
     assert len(names) == len(set(names)) == sum(cs.size for cs in space.curves.values())
-    assert load_space(path.stem) == space  # by metric name: search_spaces/<metric>.yaml
+    monkeypatch.chdir(tmp_path)  # from any folder: by metric name, the shipped file
+    assert load_space(path.stem) == space
+
+
+def test_a_local_search_spaces_file_takes_precedence(tmp_path, monkeypatch):
+    (tmp_path / "search_spaces").mkdir()
+    text = (SPACE_FILES[0].read_text()).replace("high: 1.0", "high: 0.9")
+    (tmp_path / "search_spaces" / SPACE_FILES[0].name).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    space = load_space(SPACE_FILES[0].stem)
+    assert space.source == str((tmp_path / "search_spaces" / SPACE_FILES[0].name).resolve())
+    assert {c.high for c in space.curves.values()} == {0.9}
+
+
+def test_a_missing_builtin_file_is_a_clear_error(tmp_path, monkeypatch):
+    import autoloss.spaces as spaces_mod
+
+    monkeypatch.setattr(spaces_mod, "SPACES_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="install is incomplete; reinstall"):
+        default_space("miou")
 
 
 def test_parameter_counts_follow_the_paper():
