@@ -98,6 +98,23 @@ def _travel(spec: dict[str, Any], info: dict[str, Any]) -> tuple[dict[str, Any],
     return spec, dataset_options
 
 
+def _reward_split(study: Any, config: dict[str, Any]) -> str:
+    """The split the proxy scored the trials on: the resolved proxy config's ``eval_split``."""
+    proxy = study.user_attrs.get("proxy_config") or config.get("proxy") or {}
+    return str(proxy.get("eval_split") or "val")
+
+
+def _storage_record(storage: str | None, folder: Path) -> dict[str, Any]:
+    """Provenance of the study's storage: a file beside the loss file as a URL relative to that
+    folder (``storage_relative_to``), any other URL password-masked."""
+    from autoloss.run_folder import portable_storage
+
+    if storage is None:
+        return {"storage": None}
+    url, relative = portable_storage(storage, folder)
+    return {"storage": url, **({"storage_relative_to": "this file's folder"} if relative else {})}
+
+
 def export_trial(study: Any, trial_number: int | None, path: str | Path, *,
                  storage: str | None = None) -> Path:
     """Write trial ``trial_number`` of ``study`` as a loss YAML. None: the trial a current
@@ -111,7 +128,6 @@ def export_trial(study: Any, trial_number: int | None, path: str | Path, *,
     from autoloss import __version__
     from autoloss.losses import save_loss
     from autoloss.rescore import chosen_trial, rescore_summary
-    from autoloss.urls import mask_password
 
     rescored = rescore_summary(study) if trial_number is None else None
     trial = _trial(study, chosen_trial(study) if rescored is not None else trial_number)
@@ -135,10 +151,10 @@ def export_trial(study: Any, trial_number: int | None, path: str | Path, *,
         "dataset_options": dataset_options,
         "dataset_classes": info.get("num_classes"),
         "train_size": info.get("train_size"),
-        "reward_split": "val",
+        "reward_split": _reward_split(study, config),
         "proxy": study.user_attrs.get("proxy_config", config.get("proxy")),
         "study": study.study_name,
-        "storage": mask_password(storage or study.user_attrs.get("storage")),
+        **_storage_record(storage or study.user_attrs.get("storage"), Path(path).parent),
         "trial": trial.number,
         "params": dict(trial.params),
         "seed": config.get("seed"),

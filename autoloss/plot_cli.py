@@ -7,8 +7,9 @@ logs and of a checkpoint's predictions (the figures themselves are in ``autoloss
     autoloss plot train.jsonl other.jsonl         # training curves -> ./plots/training.*
     autoloss plot --checkpoint model.pt --data camvid:PATH   # overlays -> ./plots/overlays-model.*
 
-A run folder is what ``autoloss.search.run_search`` writes: ``run.json`` (storage URL and study
-name), ``study.db`` (the default SQLite storage) and ``best_loss.yaml`` (the exported best loss).
+A run folder is what ``autoloss.search.run_search`` writes (:mod:`autoloss.run_folder`):
+``run.json`` (storage URL and study name), ``study.db`` (the default SQLite storage) and
+``best_loss.yaml`` (the exported best loss).
 A comparison folder is what ``autoloss compare`` writes (``compare.json``); its figures are in
 ``autoloss.compare_plots``.
 """
@@ -16,7 +17,6 @@ A comparison folder is what ``autoloss compare`` writes (``compare.json``); its 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,53 +29,14 @@ __all__ = ["open_run_study", "plot_run", "reference_preset", "register"]
 _FORMAT_CHOICES = {"png": ("png",), "svg": ("svg",), "both": ("png", "svg")}
 
 
-def _sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path.resolve()}"
-
-
 def open_run_study(run_dir: Path | str) -> Any | None:
     """The optuna study of a run folder, or None if the folder holds none (see
-    :func:`run_storage`)."""
+    :meth:`autoloss.run_folder.RunFolder.storage`)."""
+    from autoloss.run_folder import RunFolder
     from autoloss.search import open_study
 
-    found = run_storage(run_dir)
+    found = RunFolder(run_dir).storage()
     return None if found is None else open_study(*found)
-
-
-def run_storage(run_dir: Path | str) -> tuple[str, str | None] | None:
-    """``(storage URL, study name or None)`` of a run folder, or None if it holds no study.
-
-    Reads ``run.json`` (``{"storage": URL, "study": NAME}``); a SQLite path that does not
-    resolve from here (another clone or machine) falls back to ``<run>/study.db``. Without
-    ``run.json``, the single ``*.db`` file of the folder is used (it must hold one study, or
-    ``run.json`` must name it). A recorded URL whose password was masked cannot be opened: the
-    error says to pass ``--storage``.
-    """
-    from autoloss.urls import is_masked
-
-    run = Path(run_dir)
-    info_path = run / "run.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    if not isinstance(info, dict):
-        raise InvalidValueError(f"{info_path} must hold a JSON object with 'storage' and 'study', but "
-                         f"got {type(info).__name__}")
-    storage, name = info.get("storage"), info.get("study")
-    if isinstance(storage, str) and is_masked(storage):
-        raise InvalidValueError(f"{info_path} records the storage {storage} with its password masked; "
-                         f"pass --storage URL (with the password) to open it")
-    if isinstance(storage, str) and storage.startswith("sqlite:///"):
-        if not Path(storage[len("sqlite:///"):]).is_file():
-            local = run / "study.db"
-            storage = _sqlite_url(local) if local.is_file() else None
-    if not storage:
-        dbs = sorted(run.glob("*.db"))
-        if not dbs:
-            return None
-        if len(dbs) > 1:
-            raise InvalidValueError(f"run folder {str(run)!r} holds several databases "
-                             f"{[p.name for p in dbs]}; expected one (or a run.json naming it)")
-        storage = _sqlite_url(dbs[0])
-    return storage, name if isinstance(name, str) else None
 
 
 def reference_preset(study: Any | None, metric: str | None) -> str | None:
@@ -129,14 +90,16 @@ def plot_run(run_dir: Path | str, *, out: Path | str | None = None,
     ``training`` (from ``*.jsonl`` logs in the folder). Returns the written files."""
     from autoloss import plots
     from autoloss.losses import load_loss
+    from autoloss.run_folder import RunFolder
 
     run = Path(run_dir)
     if not run.is_dir():
         raise MissingFileError(f"run folder {str(run)!r} does not exist")
     fmts = plots.check_formats(formats)
-    dest = Path(out) if out is not None else run / "plots"
+    folder = RunFolder(run)
+    dest = Path(out) if out is not None else folder.plots_dir
     study = open_run_study(run)
-    best = run / "best_loss.yaml"
+    best = folder.loss_path
     logs = sorted(run.glob("*.jsonl"))
     if study is None and not best.is_file() and not logs:
         raise InvalidValueError(f"run folder {str(run)!r} holds no study (run.json / *.db), no "

@@ -64,6 +64,7 @@ from autoloss.errors import (
 )
 from autoloss.pruning import BottomQuantilePruner
 from autoloss.rescore import gain_line, rescore_seeds, rescore_summary, rescore_top
+from autoloss.run_folder import RunFolder, portable_path, portable_storage
 from autoloss.search_config import (
     SAMPLERS,
     Proxy,
@@ -436,12 +437,16 @@ def prepare(proxy: Proxy, *, progress: bool) -> None:
 
 def _record_config(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any],
                    proxy: Proxy) -> None:
+    """The study's record of its search: the config with the run folder's paths relative to
+    it (``out`` is ``"."``, the storage file and the cache as :mod:`autoloss.run_folder` records
+    them), so a copied folder names no path of the machine that made it."""
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
-    config["storage"] = mask_password(cfg.storage)
+    storage = portable_storage(cfg.storage, cfg.out)[0]
+    config.update(storage=storage, out=".", cache=portable_path(cfg.cache, cfg.out))
     study.set_user_attr("identity", ident)
     study.set_user_attr("config", config)
     study.set_user_attr("proxy_config", resolved_proxy_config(cfg, proxy))
-    study.set_user_attr("storage", mask_password(cfg.storage))
+    study.set_user_attr("storage", storage)
 
 
 def _wait_for_creator(study: optuna.Study, timeout: float = 30.0) -> None:
@@ -661,9 +666,8 @@ def run_search(config: SearchConfig, *, progress: bool = True,
 
     cfg = resolve_config(config)
     started = time.monotonic()
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(cfg.out / "run.json", json.dumps({"storage": mask_password(cfg.storage),
-                                                        "study": cfg.study}))
+    folder = RunFolder(cfg.out)
+    folder.write_info(cfg.storage, cfg.study)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -694,11 +698,10 @@ def run_search(config: SearchConfig, *, progress: bool = True,
             loss_path = None
             if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
                 rescore(cfg, study, proxy, progress=progress)
-                loss_path = export_trial(study, None, cfg.out / "best_loss.yaml",
-                                         storage=cfg.storage)
+                loss_path = export_trial(study, None, folder.loss_path, storage=cfg.storage)
             wall = time.monotonic() - started
             text = summarize(study, wall_time=wall)
-            write_text_atomic(cfg.out / "summary.md", text)
+            write_text_atomic(folder.summary_path, text)
             if progress:
                 print(text)
             if cfg.plots:

@@ -123,17 +123,17 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from autoloss.artifact import export_trial
-    from autoloss.plot_cli import run_storage
+    from autoloss.run_folder import RunFolder
     from autoloss.search import open_study
 
     storage, study_name, folder = args.storage, args.study, Path(".")
     if args.run_dir is not None and storage is None:
         folder = Path(args.run_dir)
-        if not (folder / "run.json").is_file():
+        if not RunFolder(folder).info_path.is_file():
             raise MissingFileError(f"{str(folder)!r} is not a search run folder (it has no "
                                     "run.json); pass --storage URL [--study NAME] instead")
         # the folder's own study.db when the recorded SQLite path is not on this machine
-        found = run_storage(folder)
+        found = RunFolder(folder).storage()
         if found is None:
             raise MissingFileError(f"run folder {str(folder)!r} holds no study database; pass "
                                     "--storage URL [--study NAME]")

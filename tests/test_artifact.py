@@ -47,7 +47,7 @@ def test_best_loss_round_trip(searched):
     assert prov["baseline_ce"] == pytest.approx(result.baseline_ce)
     assert prov["gain_over_ce_points"] == pytest.approx(100 * (best.value - result.baseline_ce),
                                                         abs=1e-3)
-    assert prov["study"] == result.study and prov["storage"] == result.storage
+    assert prov["study"] == result.study and prov["storage"] == "sqlite:///study.db"  # beside it
     assert (prov["dataset"], prov["reward_split"], prov["sampler"], prov["seed"]) == (
         "shapes", "val", "random", 1)
     assert prov["proxy"] == {"crash_above": 0.75}

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import optuna
 import pytest
 from fake_proxy import fast_tmp_dir
 
 from autoloss import search
-from autoloss.losses import load_loss
-from autoloss.plot_cli import open_run_study, run_storage
+from autoloss.losses import load_loss, read_spec
+from autoloss.plot_cli import open_run_study
+from autoloss.run_folder import RunFolder
 from autoloss.urls import is_masked, mask_password
 
 FACTORY = "fake_proxy:FakeProxy"
@@ -65,15 +67,56 @@ def test_a_search_writes_and_prints_no_password(out, monkeypatch, capsys):
     assert load_loss(result.loss_path).provenance["storage"] == mask_password(url)
     # the masked URL cannot be opened; the error says what to pass
     with pytest.raises(ValueError, match=r"password masked; pass --storage URL"):
-        run_storage(out)
+        RunFolder(out).storage()
 
 
-def test_a_run_folder_opens_in_another_clone(out, tmp_path):
-    """run.json records an absolute SQLite path; a copy of the folder elsewhere (a clone on
-    another machine) opens its own study.db, and nothing is created at the recorded path."""
+def test_a_run_folder_records_no_path_of_the_machine(out):
+    """run.json, best_loss.yaml, summary.md and the study's own records name the storage and
+    the run folder relative to the folder: nothing in them holds the folder's absolute path."""
+    result = search.run_search(search.SearchConfig(out=out, trials=3, sampler="random",
+                                                   plots=False, proxy_factory=FACTORY,
+                                                   rescore_top=1, rescore_seeds=1),
+                               progress=False)
+    info = json.loads((out / "run.json").read_text())
+    assert info == {"storage": "sqlite:///study.db", "study": result.study,
+                    "relative_to": "run folder"}
+    prov = load_loss(result.loss_path).provenance
+    assert prov["storage"] == "sqlite:///study.db"
+    assert prov["storage_relative_to"] == "this file's folder"
+    assert prov["reward_split"] == "val"
+    absolute = str(out.resolve())
+    for name in ("run.json", "best_loss.yaml", "summary.md"):
+        assert absolute not in (out / name).read_text(), name
+    study = optuna.load_study(study_name=result.study, storage=f"sqlite:///{out / 'study.db'}")
+    assert absolute not in json.dumps(study.user_attrs)
+    assert study.user_attrs["config"]["out"] == "." and study.user_attrs["storage"] == (
+        "sqlite:///study.db")
+
+
+def test_a_run_folder_opens_its_own_study_when_copied(out, tmp_path):
+    """A copy of the folder elsewhere (another clone or machine) opens its own study.db, even
+    while the original still exists, and exports from it."""
     result = search.run_search(search.SearchConfig(out=out, trials=3, sampler="random",
                                                    plots=False, proxy_factory=FACTORY,
                                                    rescore_top=0), progress=False)
+    moved = tmp_path / "clone" / "run"
+    shutil.copytree(out, moved)
+    optuna.delete_study(study_name=result.study, storage=f"sqlite:///{out / 'study.db'}")
+    assert open_run_study(moved).study_name == result.study  # not the emptied original
+    from autoloss.cli import main
+
+    assert main(["export", str(moved), "--to", str(tmp_path / "again.yaml")]) == 0
+    assert load_loss(tmp_path / "again.yaml").provenance["trial"] == result.best_trial
+
+
+def test_an_old_run_folder_with_an_absolute_path_opens_in_another_clone(out, tmp_path):
+    """run.json of autoloss 0.1 recorded an absolute SQLite path; a copy of the folder elsewhere
+    opens its own study.db, and nothing is created at the recorded path."""
+    result = search.run_search(search.SearchConfig(out=out, trials=3, sampler="random",
+                                                   plots=False, proxy_factory=FACTORY,
+                                                   rescore_top=0), progress=False)
+    (out / "run.json").write_text(json.dumps({"storage": f"sqlite:///{out / 'study.db'}",
+                                              "study": result.study}))
     moved = tmp_path / "clone" / "run"
     shutil.copytree(out, moved)
     shutil.rmtree(out)
@@ -83,3 +126,57 @@ def test_a_run_folder_opens_in_another_clone(out, tmp_path):
     assert main(["export", str(moved), "--to", str(tmp_path / "again.yaml")]) == 0
     assert load_loss(tmp_path / "again.yaml") is not None
     assert not (out / "study.db").exists(), "no empty database at the recorded path"
+
+
+def test_make_portable_rewrites_an_old_folder(out, tmp_path, monkeypatch):
+    """A folder as autoloss 0.1 left it (absolute paths in run.json, the study's records and the
+    loss file's provenance) carries none after ``make_portable``; results are unchanged."""
+    result = search.run_search(search.SearchConfig(out=out, trials=3, sampler="random",
+                                                   plots=False, proxy_factory=FACTORY,
+                                                   rescore_top=0), progress=False)
+    absolute = f"sqlite:///{out.resolve() / 'study.db'}"
+    (out / "run.json").write_text(json.dumps({"storage": absolute, "study": result.study}))
+    study = optuna.load_study(study_name=result.study, storage=absolute)
+    config = {**study.user_attrs["config"], "storage": absolute, "out": str(out.resolve()),
+              "cache": str(out.resolve() / "cache")}
+    study.set_user_attr("config", config)
+    study.set_user_attr("storage", absolute)
+    loss_text = (out / "best_loss.yaml").read_text().replace(
+        "  storage: sqlite:///study.db\n  storage_relative_to: this file's folder\n",
+        f"  storage: {absolute}\n")
+    assert absolute in loss_text
+    (out / "best_loss.yaml").write_text(loss_text)
+    before = [(t.number, t.value, t.params) for t in study.trials]
+
+    moved = tmp_path / "elsewhere" / "run"  # rewritten where it lies now: another clone
+    shutil.copytree(out, moved)
+    assert RunFolder(moved).make_portable() == ["run.json", "study records", "best_loss.yaml"]
+    assert RunFolder(moved).make_portable() == []  # nothing left to do
+    for name in ("run.json", "best_loss.yaml", "study.db"):
+        assert str(out.resolve()).encode() not in (moved / name).read_bytes(), name
+    again = optuna.load_study(study_name=result.study,
+                              storage=f"sqlite:///{moved / 'study.db'}")
+    assert again.user_attrs["config"]["cache"] == "cache"
+    assert [(t.number, t.value, t.params) for t in again.trials] == before
+    assert load_loss(moved / "best_loss.yaml").provenance["storage"] == "sqlite:///study.db"
+
+
+REPO = Path(__file__).resolve().parents[1]
+COMMITTED = sorted(p.parent for p in (REPO / "results").rglob("run.json")
+                   if (p.parent / "study.db").is_file())
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_a_committed_run_folder_exports_from_another_directory(folder, tmp_path):
+    """Each committed search run folder records no path of the machine that made it, and a copy
+    in another directory exports its loss again (the same trial, the same curves)."""
+    text = (folder / "run.json").read_text()
+    assert json.loads(text)["relative_to"] == "run folder", text
+    moved = tmp_path / "clone" / folder.name
+    shutil.copytree(folder, moved, ignore=shutil.ignore_patterns("plots"))
+    from autoloss.cli import main
+
+    assert main(["export", str(moved), "--to", str(tmp_path / "again.yaml")]) == 0
+    exported, committed = read_spec(tmp_path / "again.yaml"), read_spec(folder / "best_loss.yaml")
+    assert exported.pop("provenance")["trial"] == committed.pop("provenance")["trial"]
+    assert exported == committed
