@@ -23,7 +23,7 @@ soft edge) into single autograd nodes that keep one gradient factor instead of e
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,7 @@ from autoloss.traced_filters import traced_filter
 __all__ = [
     "CurveFn",
     "ExactOps",
+    "OperatorSet",
     "RelaxedOps",
     "dilate",
     "erode",
@@ -50,6 +51,55 @@ class CurveFn(Protocol):
     """Anything that maps a tensor of values in [0, 1] to a tensor of the same shape."""
 
     def __call__(self, x: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class OperatorSet(Protocol):
+    """What a metric program may call on its ``ops`` argument; :class:`ExactOps` (the metric),
+    :class:`RelaxedOps` (the surrogate) and :class:`autoloss.tensor_ops.TensorOps` (the compiled
+    surrogate) implement it. Shapes: maps are ``[N,C,H,W]`` (``N`` images, ``C`` classes; the
+    prediction ``P`` and the one-hot ground truth ``G`` of the program, or maps derived from
+    them), per-class sums are ``[C]`` (or ``[N,C]`` per image). A curve name says which curve
+    bends an operand (``None``: the operand as it is; :class:`ExactOps` ignores the names)."""
+
+    #: True for the differentiable operators (probabilities in, soft values out)
+    relaxed: ClassVar[bool]
+
+    def and_(self, a: Tensor, b: Tensor, curves: tuple[str | None, str | None]) -> Tensor:
+        """Logical / relaxed AND of ``a`` and ``b`` (same shape ``[N,C,H,W]``): ``a * b``, or
+        ``h_a(a) * h_b(b)``; the result has their shape."""
+        ...
+
+    def or_(self, a: Tensor, b: Tensor, curves: tuple[str | None, str | None]) -> Tensor:
+        """Logical / relaxed OR of ``a`` and ``b`` (same shape ``[N,C,H,W]``): ``max(a, b)``,
+        or ``h_a(a) + h_b(b) - h_a(a) h_b(b)``; the result has their shape."""
+        ...
+
+    def edge(self, x: Tensor, curves: tuple[str, str, str, str]) -> Tensor:
+        """The boundary map of ``x [N,C,H,W]`` (same shape): ``x XOR erode(x)``; ``curves``
+        bend (AND on x, AND on erode x, OR on x, OR on erode x)."""
+        ...
+
+    def dilate(self, x: Tensor, radius: int) -> Tensor:
+        """Square ``(2r+1)^2`` max-filter of ``x [N,C,H,W]`` over in-image neighbours (same
+        shape)."""
+        ...
+
+    def ratio(self, num: Tensor, den: Tensor) -> Tensor:
+        """``num / den`` elementwise (``[C]`` or ``[N,C]``) where the denominator depends on the
+        prediction: exact with 0 for a zero denominator, or ``num / (den + eps)``."""
+        ...
+
+    def count_ratio(self, num: Tensor, count: Tensor) -> Tensor:
+        """``num / count`` where ``count`` counts ground-truth pixels only (a zero count gives
+        0, or is clamped to ``eps``)."""
+        ...
+
+    def present(self, gt_count: Tensor, pred_count: Tensor) -> Tensor:
+        """Bool mask of the classes averaged over, from per-class counts (``[C]`` or
+        ``[N,C]``): in the ground truth or the prediction (exact), in the ground truth
+        (relaxed)."""
+        ...
 
 
 def one_hot(labels: Tensor, num_classes: int, *, valid: Tensor | None = None,
@@ -284,13 +334,14 @@ class _SoftEdgeFunction(torch.autograd.Function):
 
 
 class ExactOps:
-    """Logical operators on binary maps: the program computes the evaluation metric.
+    """Logical operators on binary maps: the program computes the evaluation metric (an
+    :class:`OperatorSet`; the methods' shapes are documented there).
 
     Curve names are accepted and ignored (every curve is the identity on {0, 1}). Divisions are
     exact; a zero denominator gives 0 (such a class is excluded by the ``present`` mask).
     """
 
-    relaxed = False
+    relaxed: ClassVar[bool] = False
 
     def and_(self, a: Tensor, b: Tensor, curves: tuple[str | None, str | None]) -> Tensor:
         return a * b
@@ -317,7 +368,8 @@ class ExactOps:
 
 
 class RelaxedOps:
-    """Smooth operators on probabilities: the program computes a differentiable surrogate.
+    """Smooth operators on probabilities: the program computes a differentiable surrogate (an
+    :class:`OperatorSet`; the methods' shapes are documented there).
 
     Args:
         curves: curve name -> callable ``h`` (monotone, ``h(0)=0``, ``h(1)=1``). Every name a
@@ -329,7 +381,7 @@ class RelaxedOps:
             bit-level parity with it).
     """
 
-    relaxed = True
+    relaxed: ClassVar[bool] = True
 
     def __init__(self, curves: Mapping[str, CurveFn], *, eps: float = 1e-8,
                  float32_dilation: bool = False) -> None:

@@ -33,13 +33,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from autoloss.errors import InvalidTypeError, InvalidValueError, MissingFileError, did_you_mean
-from autoloss.operators import dilate, exact_edge, total
+from autoloss.operators import OperatorSet, dilate, exact_edge, total
 
 __all__ = [
     "BUILTIN_PROGRAMS",
@@ -50,7 +49,7 @@ __all__ = [
 ]
 
 StatsFn = Callable[..., dict[str, Tensor]]
-ScoreFn = Callable[[dict[str, Tensor], Any], tuple[Tensor, Tensor | None]]
+ScoreFn = Callable[[dict[str, Tensor], OperatorSet], tuple[Tensor, Tensor | None]]
 
 
 @dataclass(frozen=True)
@@ -79,9 +78,12 @@ class MetricProgram:
     monotone: bool = True
     reference: str | None = field(default=None, compare=False)
 
-    def run_stats(self, ops: Any, P: Tensor, G: Tensor, valid: Tensor, *, tol: int = 5,
+    def run_stats(self, ops: OperatorSet, P: Tensor, G: Tensor, valid: Tensor, *, tol: int = 5,
                   drop_bg: bool = False) -> dict[str, Tensor]:
-        """Call ``stats`` with only the options this program declares."""
+        """Call ``stats`` with only the options this program declares: ``P`` (prediction:
+        probabilities or one-hot) and ``G`` (one-hot ground truth) ``[N,C,H,W]``, ``valid``
+        ``[N,1,H,W]`` (1 where the label is not ignored); returns named per-class sums
+        (``[C]``, or ``[N,C]`` for per-image programs)."""
         given = {"tol": tol, "drop_bg": drop_bg}
         return self.stats(ops, P, G, valid, **{k: given[k] for k in self.options})
 
@@ -104,7 +106,7 @@ def class_mean(values: Tensor, present: Tensor | None, classes: str = "present")
 
 
 # --------------------------------------------------------------------------- region metrics
-def _region_stats(ops: Any, P: Tensor, G: Tensor, valid: Tensor) -> dict[str, Tensor]:
+def _region_stats(ops: OperatorSet, P: Tensor, G: Tensor, valid: Tensor) -> dict[str, Tensor]:
     return {
         "inter": total(ops.and_(P, G, ("inter", None)), valid),
         "union": total(ops.or_(P, G, ("union", None)), valid),
@@ -113,39 +115,39 @@ def _region_stats(ops: Any, P: Tensor, G: Tensor, valid: Tensor) -> dict[str, Te
     }
 
 
-def _iou_score(s: dict[str, Tensor], ops: Any) -> tuple[Tensor, Tensor]:
+def _iou_score(s: dict[str, Tensor], ops: OperatorSet) -> tuple[Tensor, Tensor]:
     """IoU_c = |P_c AND G_c| / |P_c OR G_c| (Jaccard index)."""
     return ops.ratio(s["inter"], s["union"]), ops.present(s["gt"], s["pred"])
 
 
-def _fwiou_score(s: dict[str, Tensor], ops: Any) -> tuple[Tensor, None]:
+def _fwiou_score(s: dict[str, Tensor], ops: OperatorSet) -> tuple[Tensor, None]:
     """FWIoU = sum_c freq_c * IoU_c with freq_c = n_c / sum n (textbook form)."""
     iou = ops.ratio(s["inter"], s["union"])
     freq = ops.count_ratio(s["gt"], s["gt"].sum())
     return (freq * iou).sum(), None
 
 
-def _dice_score(s: dict[str, Tensor], ops: Any) -> tuple[Tensor, Tensor]:
+def _dice_score(s: dict[str, Tensor], ops: OperatorSet) -> tuple[Tensor, Tensor]:
     """Dice_c = 2 |P_c AND G_c| / (|P_c| + |G_c|) = 2 I / (I + U)."""
     return ops.ratio(2 * s["inter"], s["inter"] + s["union"]), ops.present(s["gt"], s["pred"])
 
 
-def _acc_stats(ops: Any, P: Tensor, G: Tensor, valid: Tensor) -> dict[str, Tensor]:
+def _acc_stats(ops: OperatorSet, P: Tensor, G: Tensor, valid: Tensor) -> dict[str, Tensor]:
     return {"hit": total(ops.and_(P, G, ("acc", None)), valid), "gt": total(G, valid)}
 
 
-def _macc_score(s: dict[str, Tensor], ops: Any) -> tuple[Tensor, Tensor]:
+def _macc_score(s: dict[str, Tensor], ops: OperatorSet) -> tuple[Tensor, Tensor]:
     """Acc_c = |P_c AND G_c| / |G_c| (recall of class c)."""
     return ops.count_ratio(s["hit"], s["gt"]), s["gt"] > 0
 
 
-def _gacc_score(s: dict[str, Tensor], ops: Any) -> tuple[Tensor, None]:
+def _gacc_score(s: dict[str, Tensor], ops: OperatorSet) -> tuple[Tensor, None]:
     """gAcc = sum_c |P_c AND G_c| / sum_c |G_c| (pixel accuracy)."""
     return ops.count_ratio(s["hit"].sum(), s["gt"].sum()), None
 
 
 # ------------------------------------------------------------------------- per-image mIoU
-def _miou_image_stats(ops: Any, P: Tensor, G: Tensor, valid: Tensor) -> dict[str, Tensor]:
+def _miou_image_stats(ops: OperatorSet, P: Tensor, G: Tensor, valid: Tensor) -> dict[str, Tensor]:
     inter = total(ops.and_(P, G, ("inter", None)), valid, per_image=True)  # [N,C]
     union = total(ops.or_(P, G, ("union", None)), valid, per_image=True)
     present = ops.present(total(G, valid, per_image=True), total(P, valid, per_image=True))
@@ -157,7 +159,7 @@ def _miou_image_stats(ops: Any, P: Tensor, G: Tensor, valid: Tensor) -> dict[str
     }
 
 
-def _miou_image_score(s: dict[str, Tensor], ops: Any) -> tuple[Tensor, None]:
+def _miou_image_score(s: dict[str, Tensor], ops: OperatorSet) -> tuple[Tensor, None]:
     """Mean over images (with at least one class) of that image's mIoU."""
     return ops.count_ratio(s["score_sum"], s["images"]), None
 
@@ -175,12 +177,12 @@ def _trimap(G: Tensor, tol: int, drop_bg: bool) -> Tensor:
     return (dilate(edge.amax(dim=1, keepdim=True), tol) > 0.5).to(G.dtype)
 
 
-def _biou_stats(ops: Any, P: Tensor, G: Tensor, valid: Tensor, *, tol: int,
+def _biou_stats(ops: OperatorSet, P: Tensor, G: Tensor, valid: Tensor, *, tol: int,
                 drop_bg: bool) -> dict[str, Tensor]:
     return _region_stats(ops, P, G, valid * _trimap(G, tol, drop_bg))
 
 
-def _bf1_stats(ops: Any, P: Tensor, G: Tensor, valid: Tensor, *, tol: int,
+def _bf1_stats(ops: OperatorSet, P: Tensor, G: Tensor, valid: Tensor, *, tol: int,
                drop_bg: bool) -> dict[str, Tensor]:
     gt_edge = exact_edge(G)
     if drop_bg:  # class 0 then has no boundary, so it is left out of the mean
@@ -194,7 +196,7 @@ def _bf1_stats(ops: Any, P: Tensor, G: Tensor, valid: Tensor, *, tol: int,
     }
 
 
-def _bf1_score(s: dict[str, Tensor], ops: Any) -> tuple[Tensor, Tensor]:
+def _bf1_score(s: dict[str, Tensor], ops: OperatorSet) -> tuple[Tensor, Tensor]:
     """BF1_c = 2 P R / (P + R) with boundary precision P and recall R at tolerance ``tol``."""
     precision = ops.ratio(s["match_pred"], s["n_pred"])
     recall = ops.count_ratio(s["match_gt"], s["n_gt"])

@@ -185,3 +185,48 @@ def test_fused_soft_edge_matches_the_plain_formula(curved: bool, dtype: torch.dt
     (want * weight).sum().backward()
     atol = 1e-14 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(x_fused.grad, x_ref.grad, rtol=0, atol=atol)
+
+
+def _operator_sets():
+    from autoloss.operators import ExactOps
+    from autoloss.tensor_curves import curve_tensors
+    from autoloss.tensor_ops import TensorOps
+
+    names = ("inter", "union", "e0", "e1", "e2", "e3")
+    curve = BezierCurve.from_raw([0.2, 0.7, 0.4, 0.6, 0.3, 0.5], pieces=2)
+    return {
+        "exact": ExactOps(),
+        "relaxed": RelaxedOps(dict.fromkeys(names, curve)),
+        "tensor": TensorOps({n: curve_tensors(curve, torch.float64, "cpu") for n in names}),
+    }
+
+
+@pytest.mark.parametrize("name", ["exact", "relaxed", "tensor"])
+def test_every_operator_set_keeps_the_documented_contract(name: str) -> None:
+    """Contract of :class:`autoloss.operators.OperatorSet` for each implementation: the protocol
+    holds, maps keep their ``[N,C,H,W]`` shape, per-class ratios and masks keep ``[C]``, and on
+    binary maps every set agrees with the logical operators."""
+    from autoloss.operators import OperatorSet, exact_edge
+
+    ops = _operator_sets()[name]
+    assert isinstance(ops, OperatorSet) and ops.relaxed == (name != "exact")
+    gen = torch.Generator().manual_seed(0)
+    a = (torch.rand(2, 3, 9, 11, generator=gen, dtype=torch.float64) > 0.5).double()
+    b = (torch.rand(2, 3, 9, 11, generator=gen, dtype=torch.float64) > 0.5).double()
+    soft = torch.rand(2, 3, 9, 11, generator=gen, dtype=torch.float64)
+    for x in (a, soft):
+        for out in (ops.and_(x, b, ("inter", None)), ops.or_(x, b, ("union", None)),
+                    ops.edge(x, ("e0", "e1", "e2", "e3")), ops.dilate(x, 2)):
+            assert out.shape == x.shape and out.dtype == x.dtype
+    # on binary maps, every set is the logical operator set
+    assert torch.equal(ops.and_(a, b, ("inter", None)), a * b)
+    assert torch.equal(ops.or_(a, b, ("union", None)), torch.maximum(a, b))
+    assert torch.equal(ops.edge(a, ("e0", "e1", "e2", "e3")), exact_edge(a))
+    num, den = torch.tensor([1.0, 2.0, 0.0]), torch.tensor([2.0, 4.0, 0.0])
+    for fn in (ops.ratio, ops.count_ratio):
+        out = fn(num, den)
+        assert out.shape == (3,) and torch.isfinite(out).all()
+        assert out[:2].tolist() == pytest.approx([0.5, 0.5])
+    present = ops.present(torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 0.5, 0.0]))
+    assert present.dtype == torch.bool and present.shape == (3,)
+    assert present.tolist() == ([True, True, False] if name == "exact" else [True, False, False])
