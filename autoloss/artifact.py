@@ -225,9 +225,11 @@ def _rescore_lines(study: Any) -> list[str]:
     return lines + ([] if gain is None else ["", f"**Gain over cross-entropy:** {gain}."])
 
 
-def summarize(study: Any, *, wall_time: float | None = None, top: int = 5) -> str:
-    """A markdown summary: counts, cross-entropy baseline, best trial and its gain over CE, the
-    top trials, the reference points and the failed trials."""
+def summarize(study: Any, *, wall_time: float | None = None, top: int = 5,
+              command: str | None = None) -> str:
+    """A markdown summary: the command that ran it (when given), counts, cross-entropy
+    baseline, best trial and its gain over CE, the top trials, the reference points and the
+    failed trials."""
     trials = study.get_trials(deepcopy=False)
     states = [_state(t) for t in trials]
     count = {s: states.count(s)
@@ -236,6 +238,7 @@ def summarize(study: Any, *, wall_time: float | None = None, top: int = 5) -> st
     baseline = study.user_attrs.get("baseline_ce")
     multi = len(study.directions) > 1
     lines = [f"# Search summary: {study.study_name}", "",
+             *([f"Produced by `{command}`.", ""] if command else []),
              f"- target: {config.get('metric')} on {config.get('data')} (proxy-validation "
              f"split), sampler {config.get('sampler')}",
              f"- trials: {count['COMPLETE']} complete, {count['PRUNED']} pruned, "

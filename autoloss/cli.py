@@ -159,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the reports that name it
     if args.trust_code:
         from autoloss.trust import ENV_ALL
 

@@ -651,7 +651,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def run_search(config: SearchConfig, *, progress: bool = True,
-               callbacks: Sequence[Callable[[Any, Any], None]] = ()) -> SearchResult:
+               callbacks: Sequence[Callable[[Any, Any], None]] = (),
+               command: str | None = None) -> SearchResult:
     """Run (or resume) a search; export the best trial to ``<out>/best_loss.yaml``, write
     ``<out>/summary.md`` and (``plots``) draw the plots into ``<out>/plots``.
 
@@ -659,7 +660,8 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     search (e.g. ``optuna_integration.MLflowCallback``); with ``workers > 1`` each worker
     process gets a copy, so they must pickle. The study's objectives are named after the
     metrics (``study.metric_names``) and it holds the cross-entropy baseline as the user
-    attribute ``baseline_ce`` (reference trials carry ``reference``)."""
+    attribute ``baseline_ce`` (reference trials carry ``reference``). ``command``: how the search
+    was started, named at the top of ``summary.md`` (its storage password masked)."""
     from tqdm.auto import tqdm
 
     from autoloss.artifact import export_trial, summarize
@@ -700,7 +702,9 @@ def run_search(config: SearchConfig, *, progress: bool = True,
                 rescore(cfg, study, proxy, progress=progress)
                 loss_path = export_trial(study, None, folder.loss_path, storage=cfg.storage)
             wall = time.monotonic() - started
-            text = summarize(study, wall_time=wall)
+            text = summarize(study, wall_time=wall,
+                             command=None if command is None else mask_password_in(command,
+                                                                                    cfg.storage))
             write_text_atomic(folder.summary_path, text)
             if progress:
                 print(text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from autoloss.search import run_search
     from autoloss.urls import mask_password
 
-    result = run_search(_config_from_args(args), progress=not args.no_progress)
+    argv = getattr(args, "argv", None)  # set by autoloss.cli.main
+    command = None if argv is None else shlex.join(["autoloss", *argv])
+    result = run_search(_config_from_args(args), progress=not args.no_progress, command=command)
     print(f"study {result.study} in {mask_password(result.storage)}")
     if result.loss_path is not None:
         from autoloss.losses import read_spec

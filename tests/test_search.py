@@ -436,6 +436,18 @@ def test_cli_search_and_export(out, tmp_path, capsys, monkeypatch):
     assert "best.yaml" in capsys.readouterr().out
 
 
+def test_summary_names_the_command_that_ran_it(out, monkeypatch, capsys):
+    from autoloss.cli import main
+
+    monkeypatch.setenv("AUTOLOSS_TRUST_CODE", "1")
+    argv = ["search", "--trials", "2", "--sampler", "random", "--proxy-factory", FACTORY,
+            "--out", str(out), "--no-progress", "--no-plots", "--rescore-top", "0"]
+    assert main(argv) == 0
+    summary = (out / "summary.md").read_text()
+    assert f"Produced by `autoloss search --trials 2 --sampler random --proxy-factory {FACTORY} " \
+           f"--out {out} --no-progress --no-plots --rescore-top 0`." in summary
+
+
 def test_fake_proxy_rejects_unknown_options(tmp_path):
     with pytest.raises(ValueError, match="unknown"):
         FakeProxy({"data": "shapes", "steps": 3}, cache_dir=tmp_path)
