@@ -24,7 +24,8 @@ from pathlib import Path
 
 from autoloss.errors import InvalidValueError
 
-__all__ = ["RUN_INFO", "RunFolder", "portable_path", "portable_storage", "resolve_storage"]
+__all__ = ["RUN_INFO", "RunFolder", "portable_cache", "portable_path", "portable_storage",
+           "resolve_storage"]
 
 RUN_INFO = "run.json"
 _RELATIVE = "run folder"
@@ -47,6 +48,16 @@ def portable_path(path: str | Path, folder: str | Path) -> str:
         return relative
     home = _inside(Path(path), Path.home())
     return f"~/{home}" if home not in (None, ".") else str(path)
+
+
+def portable_cache(path: str | Path | None, folder: str | Path) -> str | None:
+    """How a run folder records its proxy cache: as :func:`portable_path` when inside the folder
+    or the home folder, else not at all (None: a cache never changes a result, and reusing a
+    study takes the cache of the machine it runs on)."""
+    if path is None:
+        return None
+    recorded = portable_path(path, folder)
+    return None if Path(recorded).is_absolute() else recorded
 
 
 def portable_storage(url: str, folder: str | Path) -> tuple[str, bool]:
@@ -173,10 +184,7 @@ class RunFolder:
         cache, old_out = config.get("cache"), config.get("out")
         if isinstance(cache, str):  # a cache inside the folder where it was made: relative
             inside = _inside(Path(cache), Path(old_out)) if isinstance(old_out, str) else None
-            cache = inside or portable_path(cache, self.path)
-            # elsewhere on that machine: not recorded (a cache never changes a result, and
-            # reusing a study takes this machine's cache anyway)
-            new_config["cache"] = None if Path(cache).is_absolute() else cache
+            new_config["cache"] = inside or portable_cache(cache, self.path)
         if new_config != config or study.user_attrs.get("storage") != url:
             study.set_user_attr("config", new_config)
             study.set_user_attr("storage", url)

@@ -64,7 +64,7 @@ from autoloss.errors import (
 )
 from autoloss.pruning import BottomQuantilePruner
 from autoloss.rescore import gain_line, rescore_seeds, rescore_summary, rescore_top
-from autoloss.run_folder import RunFolder, portable_path, portable_storage
+from autoloss.run_folder import RunFolder, portable_cache, portable_storage
 from autoloss.search_config import (
     SAMPLERS,
     Proxy,
@@ -442,7 +442,7 @@ def _record_config(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any]
     them), so a copied folder names no path of the machine that made it."""
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
     storage = portable_storage(cfg.storage, cfg.out)[0]
-    config.update(storage=storage, out=".", cache=portable_path(cfg.cache, cfg.out))
+    config.update(storage=storage, out=".", cache=portable_cache(cfg.cache, cfg.out))
     study.set_user_attr("identity", ident)
     study.set_user_attr("config", config)
     study.set_user_attr("proxy_config", resolved_proxy_config(cfg, proxy))
