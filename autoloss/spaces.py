@@ -32,6 +32,7 @@ from torch import nn
 
 from autoloss.errors import InvalidValueError, MissingFileError, did_you_mean
 from autoloss.programs import BUILTIN_PROGRAMS, get_program, is_user_reference
+from autoloss.relaxations import FAMILIES, RelaxationFamily, cumulative_inverse, family
 from autoloss.yaml_files import load_yaml
 
 __all__ = ["CeWeight", "CurveSpace", "SearchSpace", "bezier_raw_from_points",
@@ -41,8 +42,9 @@ __all__ = ["CeWeight", "CurveSpace", "SearchSpace", "bezier_raw_from_points",
 SPACES_DIR = Path(__file__).resolve().parent / "search_spaces"
 _TOP_KEYS = ("metric", "description", "curves", "options", "ce_weight", "initial_points",
              "reference")
-_CURVE_KEYS = {"bezier": ("kind", "pieces", "low", "high"),
-               "linear": ("kind", "knots", "knots_x", "low", "high")}
+# the keys of a search-space curve entry, per family a space can search
+_CURVE_KEYS = {kind: ("kind", *fam.shape_keys, "low", "high")
+               for kind, fam in FAMILIES.items() if fam.searchable}
 _OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
     "classes": str, "tol": int, "drop_bg": bool, "eps": float, "float32_dilation": bool}
 def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
@@ -64,22 +66,12 @@ def _count(value: Any, where: str) -> int:
     return value
 
 
-def _cumulative_inverse(values: Sequence[float]) -> list[float]:
-    """Inverse of ``c_k = c_{k-1} + s_k (1 - c_{k-1})``: ``s_k = (c_k - c_{k-1}) / (1 - c_{k-1})``
-    (``s_k = 0`` once ``c_{k-1} = 1``, where any ``s_k`` gives the same point)."""
-    out, prev = [], 0.0
-    for c in values:
-        out.append(0.0 if prev >= 1.0 else min(max((c - prev) / (1.0 - prev), 0.0), 1.0))
-        prev = c
-    return out
-
-
 def bezier_raw_from_points(points: Sequence[float]) -> list[float]:
     """Raw search numbers ``[s1x, s1y, s2x, s2y, ...]`` of absolute Bezier control points
     ``[x1, y1, x2, y2, ...]`` (non-decreasing per coordinate): the cumulative transform inverted
     per coordinate (golden README 5.1)."""
-    xs = _cumulative_inverse(points[0::2])
-    ys = _cumulative_inverse(points[1::2])
+    xs = cumulative_inverse(points[0::2])
+    ys = cumulative_inverse(points[1::2])
     return [v for pair in zip(xs, ys) for v in pair]
 
 
@@ -96,43 +88,32 @@ class CurveSpace:
     high: float = 1.0
 
     @property
+    def family(self) -> RelaxationFamily:
+        """The curve family of ``kind`` (:data:`autoloss.relaxations.FAMILIES`)."""
+        return family(self.kind)
+
+    def _shape(self) -> dict[str, Any]:
+        return {"pieces": self.pieces, "knots": self.knots, "knots_x": self.knots_x}
+
+    @property
     def size(self) -> int:
         """Number of raw search numbers of this curve."""
-        from autoloss.relaxations import BezierCurve, LinearCurve
-
-        if self.kind == "bezier":
-            return BezierCurve.raw_size(self.pieces)
-        return LinearCurve.raw_size(self.knots, fixed_x=self.knots_x is not None)
+        return self.family.raw_size(**self._shape())
 
     def curve(self, raw: Sequence[float]) -> Any:
         """The :class:`~autoloss.relaxations.Curve` of raw numbers ``raw`` (``size`` of them)."""
-        from autoloss.relaxations import BezierCurve, LinearCurve
-
-        if self.kind == "bezier":
-            return BezierCurve.from_raw(list(raw), pieces=self.pieces)
-        knots_x = list(self.knots_x) if self.knots_x is not None else None
-        return LinearCurve.from_raw(list(raw), knots=self.knots, knots_x=knots_x)
+        return self.family.from_raw(raw, **self._shape())
 
     def identity_raw(self) -> list[float]:
-        """Raw numbers of the identity ``h(x) = x``: control points ``P_k = (k/2p, k/2p)`` give
-        ``s_k = 1 / (2p - k + 1)``; linear knots on the diagonal likewise."""
-        if self.kind == "bezier":
-            k_max = 2 * self.pieces - 1
-            return [v for k in range(1, k_max + 1) for v in (1 / (2 * self.pieces - k + 1),) * 2]
-        if self.knots_x is not None:  # y of each fixed knot on the diagonal
-            return _cumulative_inverse(list(self.knots_x))
-        # searched knots, raw = [s^x..., s^y...]: c_i = (i+1)/(k+1) puts x_i = (i+1)/(k+1)
-        steps = _cumulative_inverse([(i + 1) / (self.knots + 1) for i in range(self.knots)])
-        return steps + steps
+        """Raw numbers of the identity ``h(x) = x`` (see the family's ``identity_raw``)."""
+        return self.family.identity_raw(**self._shape())
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind}
-        if self.kind == "bezier":
-            out["pieces"] = self.pieces
-        else:
-            out["knots"] = self.knots
-            if self.knots_x is not None:
-                out["knots_x"] = list(self.knots_x)
+        for key in self.family.shape_keys:  # knots_x only when fixed
+            value = self._shape()[key]
+            if value is not None or key != "knots_x":
+                out[key] = list(value) if isinstance(value, tuple) else value
         out.update(low=self.low, high=self.high)
         return out
 

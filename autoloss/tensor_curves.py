@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from autoloss.errors import InvalidTypeError
-from autoloss.relaxations import BezierCurve, Curve, IdentityCurve, LinearCurve
+from autoloss.relaxations import Curve, family_of
 
 __all__ = ["CurveTensors", "apply_curve", "curve_signature", "curve_tensors"]
 
@@ -52,14 +51,8 @@ class CurveTensors:
 def curve_signature(curve: Curve) -> tuple[str, int]:
     """``(kind, pieces)``: what a compiled graph depends on (curves with the same signature
     share one graph; their control points are inputs)."""
-    if isinstance(curve, IdentityCurve):
-        return ("identity", 0)
-    if isinstance(curve, BezierCurve):
-        return ("bezier", curve.pieces)
-    if isinstance(curve, LinearCurve):
-        return ("linear", len(curve.knots_x) + 1)
-    raise InvalidTypeError(f"curve must be a BezierCurve, LinearCurve or IdentityCurve, but got "
-                    f"{type(curve).__name__}")
+    fam = family_of(curve)
+    return (fam.kind, fam.graph_size(curve))
 
 
 def curve_tensors(curve: Curve, dtype: torch.dtype, device: torch.device | str) -> CurveTensors:

@@ -430,3 +430,41 @@ def test_curves_are_immutable_views() -> None:
     curve.points[1] = 0.9
     curve.to_dict()["points"][2] = 0.9
     assert curve.points == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+
+
+FAMILY_SHAPES = [("bezier", {"pieces": 1}), ("bezier", {"pieces": 3}), ("linear", {"knots": 3}),
+                 ("linear", {"knots_x": (0.25, 0.6)}), ("identity", {})]
+
+
+@pytest.mark.parametrize(("kind", "shape"), FAMILY_SHAPES, ids=lambda v: str(v))
+def test_every_relaxation_family_keeps_its_contract(kind, shape):
+    """For each family and shape: the identity point gives h(x) = x, any raw numbers in [0, 1]
+    give a curve with h(0) = 0, h(1) = 1 that never decreases, the file form round-trips, and
+    the family of the curve is the family."""
+    from autoloss.relaxations import FAMILIES, curve_from_dict, family, family_of
+
+    fam = family(kind)
+    assert FAMILIES[kind] is fam and fam.kind == kind
+    size = fam.raw_size(**shape)
+    identity = fam.identity_raw(**shape)
+    assert len(identity) == size and fam.searchable == (size > 0)
+    x = torch.linspace(0, 1, 257, dtype=torch.float64)
+    assert torch.allclose(fam.from_raw(identity, **shape)(x), x, atol=1e-12)
+    gen = torch.Generator().manual_seed(len(kind) + size)
+    for raw in [torch.rand(size, generator=gen).tolist() for _ in range(5)] + [[0.0] * size,
+                                                                              [1.0] * size]:
+        curve = fam.from_raw(raw, **shape)
+        y = curve(x)
+        assert float(y[0]) == 0.0 and float(y[-1]) == 1.0 and bool((y[1:] >= y[:-1]).all())
+        assert curve_from_dict(curve.to_dict()) == curve
+        assert family_of(curve) is fam and curve.kind == kind
+
+
+def test_family_errors_name_the_known_kinds():
+    from autoloss.relaxations import curve_from_dict, family
+
+    with pytest.raises(ValueError, match=r"kind must be one of \['bezier', 'identity', "
+                                         r"'linear'\], but got 'bezeir'; did you mean 'bezier'"):
+        family("bezeir")
+    with pytest.raises(ValueError, match="unknown keys \\['pointz'\\] for a 'bezier' curve"):
+        curve_from_dict({"kind": "bezier", "pointz": [0.5, 0.5]})
