@@ -115,8 +115,11 @@ class ProxyConfig:
 
     Execution: ``device`` (None: CUDA if available), ``num_threads`` (torch CPU threads),
     ``compile_loss`` (surrogates with ``compile="auto"`` run as compiled graphs from the first
-    step: True; eager: False; ``"auto"``: their own rule, see :mod:`autoloss.losses.compiled`;
-    ``AUTOLOSS_COMPILE=0`` still forces eager).
+    step: True; eager: False; ``"auto"``, the default: their own rule, compile once the eager
+    passes have cost ~10 s in the process, see :mod:`autoloss.losses.compiled`;
+    ``AUTOLOSS_COMPILE=0`` still forces eager). On a CPU the loss is a small share of a proxy
+    step (``results/proxy_cost.md``: compiled and eager steps equal within 5 %), so compiling from
+    the first step only adds its 10-35 s per worker; ``"auto"`` spends at most that once, late.
     """
 
     data: str = "shapes"
@@ -148,7 +151,7 @@ class ProxyConfig:
     warm_start_seed: int = 0
     device: str | None = None
     num_threads: int | None = None
-    compile_loss: bool | str = True
+    compile_loss: bool | str = "auto"
 
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> None:

@@ -4,11 +4,12 @@ Builds the proxy for ``--data`` (CamVid by default, from ``../shared``), trains 
 cross-entropy warm start (a one-time cost, reported apart), then times ``--trials`` trials per
 loss (cross-entropy, a searched mIoU loss and the published BF1 surrogate) and reports wall
 seconds per trial, CPU seconds, seconds per training step, trials per hour, and the machine
-load. With the default ``compile_loss=True`` a surrogate's first trial in the process also
-compiles its graph (``compile_time``, on the inductor cache as it is); trials per hour count
+load. With ``compile_loss=True`` (``--proxy compile_loss=true``) a surrogate's first trial in
+the process also compiles its graph (``compile_time``, on the inductor cache as it is); trials per hour count
 the later trials, which is what a search worker runs. ``--md`` also writes a markdown table.
 
     python benchmarks/proxy_cost.py                          # CamVid, 2 threads, defaults
+    python benchmarks/proxy_cost.py --proxy compile_loss=true --out results/proxy_cost_compiled.json
     python benchmarks/proxy_cost.py --proxy compile_loss=false --out results/proxy_cost_eager.json
     python benchmarks/proxy_cost.py --threads 1 --proxy metrics=[miou]
     python benchmarks/proxy_cost.py --data shapes --out results/proxy_cost_shapes.json
@@ -30,7 +31,7 @@ import yaml
 from machine_info import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = f"camvid:{ROOT.parent / 'shared' / 'datasets' / 'camvid'}"
+DEFAULT_DATA = f"camvid:{os.path.relpath(ROOT.parent / 'shared' / 'datasets' / 'camvid')}"
 LOSSES = ["cross_entropy", "results/search-miou-camvid/best_loss.yaml", "asl-voc-bf1"]
 
 
