@@ -182,7 +182,10 @@ def prior_points(space: Any, n: int, *, seed: int, sigma: float = 0.2,
 def make_sampler(cfg: SearchConfig, space: Any) -> optuna.samplers.BaseSampler:
     """The sampler named by ``cfg.sampler``, its randomness keyed by the trial number
     (:mod:`autoloss.trial_seeds`): processes and workers sharing a study never sample the same
-    stream, and trial ``k`` of a seed is the same however many of them there are."""
+    stream, and trial ``k`` of a seed is the same however many of them there are. A sampler
+    instance in ``cfg.sampler`` is used as it is."""
+    if not isinstance(cfg.sampler, str):
+        return cfg.sampler
     seed = cfg.seed
     if cfg.sampler == "tpe":
         startup, liar = tpe_startup_trials(cfg), cfg.workers > 1
@@ -440,13 +443,25 @@ def _record_config(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any]
     """The study's record of its search: the config with the run folder's paths relative to
     it (``out`` is ``"."``, the storage file and the cache as :mod:`autoloss.run_folder` records
     them), so a copied folder names no path of the machine that made it."""
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    fields.update(sampler=plugin_name(cfg.sampler), proxy_factory=plugin_name(cfg.proxy_factory))
+    config = json.loads(json.dumps({k: (str(v) if isinstance(v, Path) else v)
+                                    for k, v in fields.items()}))
     storage = portable_storage(cfg.storage, cfg.out)[0]
     config.update(storage=storage, out=".", cache=portable_cache(cfg.cache, cfg.out))
     study.set_user_attr("identity", ident)
     study.set_user_attr("config", config)
     study.set_user_attr("proxy_config", resolved_proxy_config(cfg, proxy))
     study.set_user_attr("storage", storage)
+
+
+def plugin_name(value: Any) -> Any:
+    """How a study records a sampler or proxy factory: a name as it is, an object (a sampler
+    instance, a factory callable) by its ``module:qualified name``."""
+    if value is None or isinstance(value, str):
+        return value
+    kind = value if callable(value) and not hasattr(value, "sample_relative") else type(value)
+    return f"{kind.__module__}:{kind.__qualname__}"
 
 
 def _wait_for_creator(study: optuna.Study, timeout: float = 30.0) -> None:

@@ -166,7 +166,7 @@ def _rescore_for_export(study: Any, storage: str, folder: Path, args: argparse.N
     """Re-score ``study``'s top trials with the proxy it was searched with (its recorded
     config; the shared proxy cache, :mod:`autoloss.cache`), before the export picks the best
     mean."""
-    from autoloss.search import SearchConfig, make_proxy, rescore, resolve_config
+    from autoloss.search import SAMPLERS, SearchConfig, make_proxy, rescore, resolve_config
 
     stored = dict(study.user_attrs.get("config") or {})
     if not stored:
@@ -175,6 +175,8 @@ def _rescore_for_export(study: Any, storage: str, folder: Path, args: argparse.N
     fields = {f.name for f in dataclasses.fields(SearchConfig)}
     values = {k: v for k, v in stored.items() if k in fields}
     values.pop("cache", None)  # a path of the machine that searched: use this one's cache
+    if values.get("sampler") not in SAMPLERS:  # a sampler instance (recorded by its name): the
+        values.pop("sampler", None)            # re-scoring samples nothing
     values.update(storage=storage, study=study.study_name, out=folder)
     for name in ("rescore_top", "rescore_seeds"):
         if getattr(args, name) is not None:

@@ -17,7 +17,7 @@ from torch import nn
 
 from autoloss.cache import default_cache_dir
 from autoloss.data import data_slug
-from autoloss.errors import InvalidValueError, did_you_mean
+from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
 from autoloss.metrics import METRIC_NAMES
 from autoloss.programs import is_user_reference
 from autoloss.spaces import SearchSpace, load_space
@@ -51,9 +51,12 @@ class SearchConfig:
 
     ``metric``: a metric, a weighted sum ``"miou+0.5*bf1"`` or a list (with
     ``multi_objective``). ``storage``: any SQLAlchemy URL or ``journal:PATH`` (default
-    ``sqlite:///<out>/study.db``). ``proxy``: overrides of the proxy config; ``proxy_factory``:
-    ``"module:attr"`` called as ``attr(proxy_config, cache_dir=...)`` instead of
-    ``autoloss.proxy.build_proxy``. ``cache``: proxy cache folder (default: the shared one,
+    ``sqlite:///<out>/study.db``). ``sampler``: a name of :data:`SAMPLERS`, or (Python) an
+    optuna sampler instance used as it is (with ``workers > 1`` each worker process gets a
+    pickled copy). ``proxy``: overrides of the proxy config; ``proxy_factory``: a callable, or
+    its ``"module:attr"`` name (files, CLI), called as ``factory(proxy_config, cache_dir=...)``
+    instead of ``autoloss.proxy.build_proxy`` (it must pickle by reference for workers: a
+    module-level function or class). ``cache``: proxy cache folder (default: the shared one,
     :mod:`autoloss.cache`).
     ``heartbeat``: seconds between heartbeats of a running trial (SQL storages). ``ppo``:
     options of :class:`~autoloss.ppo.PPOSampler` (``sigma``, ``generation_size``, ...).
@@ -72,7 +75,7 @@ class SearchConfig:
     data: str = "shapes"
     trials: int = 20
     timeout: float | None = None
-    sampler: str = "tpe"
+    sampler: Any = "tpe"  # a name of SAMPLERS or an optuna.samplers.BaseSampler
     pruner: bool = True
     storage: str | None = None
     study: str | None = None
@@ -83,7 +86,7 @@ class SearchConfig:
     proxy: dict[str, Any] = field(default_factory=dict)
     multi_objective: bool = False
     enqueue_references: bool = True
-    proxy_factory: str | None = None
+    proxy_factory: Any = None  # "module:attr", a callable, or None
     cache: Path | None = None
     heartbeat: int = 30
     ppo: dict[str, Any] = field(default_factory=dict)
@@ -96,11 +99,11 @@ class SearchConfig:
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "metric": (str, list), "data": (str,), "trials": (int,), "timeout": (int, float, type(None)),
-    "sampler": (str,), "pruner": (bool,), "storage": (str, type(None)),
+    "sampler": (str, object), "pruner": (bool,), "storage": (str, type(None)),
     "study": (str, type(None)), "workers": (int,), "seed": (int,),
     "out": (str, Path, type(None)), "space": (str, type(None)), "proxy": (dict,),
     "multi_objective": (bool,), "enqueue_references": (bool,),
-    "proxy_factory": (str, type(None)), "cache": (str, Path, type(None)), "heartbeat": (int,),
+    "proxy_factory": (str, object, type(None)), "cache": (str, Path, type(None)), "heartbeat": (int,),
     "ppo": (dict,), "plots": (bool,), "startup": (str,), "rescore_top": (int,),
     "rescore_seeds": (int,), "init_from": (str, Path, type(None)),
 }
@@ -165,7 +168,17 @@ def resolve_config(cfg: SearchConfig) -> SearchConfig:
     if cfg.startup not in STARTUPS:
         raise InvalidValueError(f"startup must be one of {list(STARTUPS)}, but got {cfg.startup!r}"
                          f"{did_you_mean(cfg.startup, STARTUPS)}")
-    if cfg.sampler not in SAMPLERS:
+    if not (cfg.proxy_factory is None or isinstance(cfg.proxy_factory, str)
+            or callable(cfg.proxy_factory)):
+        raise InvalidTypeError(f"proxy_factory must be a callable, its 'module:attr' name or None, "
+                               f"but got {type(cfg.proxy_factory).__name__}")
+    if not isinstance(cfg.sampler, str):
+        import optuna
+
+        if not isinstance(cfg.sampler, optuna.samplers.BaseSampler):
+            raise InvalidTypeError(f"sampler must be one of {list(SAMPLERS)} or an optuna sampler "
+                                   f"instance, but got {type(cfg.sampler).__name__}")
+    elif cfg.sampler not in SAMPLERS:
         raise InvalidValueError(f"sampler must be one of {list(SAMPLERS)}, but got {cfg.sampler!r}"
                          f"{did_you_mean(cfg.sampler, SAMPLERS)}")
     for key in cfg.ppo:
@@ -344,6 +357,8 @@ def make_proxy(cfg: SearchConfig) -> Proxy:
         from autoloss.proxy import build_proxy
 
         return build_proxy(_proxy_config(cfg), cache_dir=cfg.cache)
+    if callable(cfg.proxy_factory):
+        return cfg.proxy_factory(_proxy_config(cfg), cache_dir=cfg.cache)
     module, _, attr = cfg.proxy_factory.partition(":")
     if not attr:
         raise InvalidValueError(f"proxy_factory must be 'module:attr', but got {cfg.proxy_factory!r}")

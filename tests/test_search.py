@@ -584,3 +584,46 @@ def test_search_help_shows_the_defaults_of_the_configs(capsys):
                         ("--seed", search.seed)]:
         entry = re.search(re.escape(flag) + r" [A-Z_]+ (.*?)(?= --|$)", text)
         assert entry and f"(default {value})" in entry.group(1), (flag, value)
+
+
+class _RecordingSampler(optuna.samplers.RandomSampler):
+    """A user's own sampler (picklable, module level): random, and it says it was used."""
+
+    def sample_independent(self, study, trial, name, distribution):
+        # the sampler sees a FrozenTrial: write to the storage
+        study._storage.set_trial_user_attr(trial._trial_id, "my_sampler", True)
+        return super().sample_independent(study, trial, name, distribution)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_search_takes_a_sampler_instance_and_a_proxy_factory(out, workers):
+    """Plug-ins by type: a sampler instance and a factory callable instead of their names; the
+    study records them by name, and an export re-scores with the recorded factory."""
+    cfg = SearchConfig(out=out, trials=4, workers=workers, sampler=_RecordingSampler(seed=3),
+                       proxy_factory=FakeProxy, plots=False, rescore_top=1, rescore_seeds=1,
+                       cache=out / "cache", enqueue_references=False)
+    result = run_search(cfg, progress=False)
+    study = load(result)
+    sampled = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(sampled) == 4 and all(t.user_attrs.get("my_sampler") for t in sampled)
+    config = study.user_attrs["config"]
+    assert config["sampler"] == f"{__name__}:_RecordingSampler"
+    assert config["proxy_factory"] == "fake_proxy:FakeProxy"
+    assert result.loss_path is not None and result.gain is not None
+    if workers == 1:  # an export re-scores with the recorded factory (the sampler is not needed)
+        parser = _parser()
+        args = parser.parse_args(["export", str(out), "--rescore-top", "2", "--rescore-seeds",
+                                  "1", "--to", str(out / "again.yaml")])
+        assert args.func(args) == 0
+        from autoloss.losses import load_loss
+
+        assert load_loss(out / "again.yaml").provenance["rescore"]["top"] == 2
+
+
+def test_a_sampler_that_is_not_one_is_refused(out):
+    with pytest.raises(TypeError, match="sampler must be one of .* or an optuna sampler instance, "
+                                        "but got dict"):
+        run_search(config(out, sampler={"name": "tpe"}), progress=False)
+    with pytest.raises(TypeError, match="proxy_factory must be a callable, its 'module:attr' "
+                                        "name or None, but got int"):
+        run_search(SearchConfig(out=out, proxy_factory=3), progress=False)
