@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from autoloss.errors import InvalidValueError
 
@@ -176,9 +177,15 @@ class RunFolder:
         self.write_info(storage, name or "")
         if self.info_path.read_text() != old_info:
             changed.append(RUN_INFO)
-        from autoloss.search import open_study
+        import optuna
 
-        study = open_study(storage, name)
+        if storage.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            store: Any = JournalStorage(JournalFileBackend(storage[len("journal:"):]))
+        else:
+            store = storage
+        study = optuna.load_study(study_name=name, storage=store)
         config = dict(study.user_attrs.get("config") or {})
         new_config = {**config, "storage": url, "out": "."}
         cache, old_out = config.get("cache"), config.get("out")
