@@ -7,6 +7,7 @@ Public surface (explicit re-exports)::
 Errors the user can fix derive from :class:`AutoLossError` (:mod:`autoloss.errors`).
 """
 
+from autoloss.checkpoint import load_checkpoint
 from autoloss.data import describe_dataset, load_dataset
 from autoloss.errors import (
     AutoLossError,
@@ -21,7 +22,7 @@ from autoloss.errors import (
 )
 from autoloss.losses import SurrogateLoss, load_loss, save_loss
 from autoloss.metrics import METRIC_NAMES, MetricAccumulator, evaluate, evaluate_per_class
-from autoloss.models import DeepLabConfig, UNetConfig, build_model, load_checkpoint, model_from_name
+from autoloss.models import DeepLabConfig, UNetConfig, build_model, model_from_name
 from autoloss.programs import MetricProgram
 from autoloss.trainer import TrainConfig, TrainResult, fit
 from autoloss.trust import trust_code

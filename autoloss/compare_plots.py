@@ -276,8 +276,9 @@ def _overlay_figure(comp: Comparison, a: str, b: str, n_images: int,
                     why_b: str) -> tuple[Figure | None, str]:
     """Rows image | ground truth | prediction of ``a`` | of ``b`` (seed 0 checkpoints) for
     ``n_images`` evenly spaced test images; ``(None, what is missing)`` when it cannot be drawn."""
+    from autoloss.checkpoint import load_checkpoint
     from autoloss.data import load_dataset
-    from autoloss.trainer import load_checkpoint, predict
+    from autoloss.models import predict
 
     models = []
     for loss in (a, b):

@@ -62,8 +62,9 @@ def plot_overlays(checkpoint: Path | str, data: str, *, split: str = "test", n: 
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidValueError(f"n must be a positive int, but got {n=}")
+    from autoloss.checkpoint import load_checkpoint
     from autoloss.data import load_dataset
-    from autoloss.trainer import load_checkpoint, predict
+    from autoloss.models import predict
 
     model, meta = load_checkpoint(Path(checkpoint))
     dataset = load_dataset(data, split)

@@ -54,18 +54,13 @@ import torch
 from torch import nn
 
 from autoloss.atomic import write_text_atomic
+from autoloss.checkpoint import read_checkpoint
 from autoloss.data import dataset_splits, load_dataset, parse_spec
 from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
 from autoloss.locks import file_lock
 from autoloss.losses.compiled import compile_losses, compile_totals
 from autoloss.metrics import METRIC_NAMES
-from autoloss.models import (
-    DeepLabConfig,
-    UNetConfig,
-    build_model,
-    pick_device,
-    read_checkpoint,
-)
+from autoloss.models import DeepLabConfig, UNetConfig, build_model, pick_device
 from autoloss.programs import is_user_reference
 from autoloss.proxy_features import FeatureSplit, UNetTail
 from autoloss.trainer import NonFiniteLossError, TrainConfig, evaluate, fit

@@ -32,19 +32,14 @@ from torch import nn
 
 from autoloss.artifact import search_name
 from autoloss.atomic import write_text_atomic
+from autoloss.checkpoint import load_checkpoint, read_checkpoint
 from autoloss.compare_report import RunRecord
 from autoloss.data import dataset_splits, load_dataset
 from autoloss.errors import InvalidValueError, MissingFileError
 from autoloss.locks import file_lock
 from autoloss.losses import load_loss
 from autoloss.metrics import MetricAccumulator
-from autoloss.models import (
-    config_to_dict,
-    load_checkpoint,
-    model_from_name,
-    predict,
-    read_checkpoint,
-)
+from autoloss.models import config_to_dict, model_from_name, predict
 from autoloss.trainer import TrainConfig, fit
 
 __all__ = ["RunData", "RunResult", "Scores", "build_loss", "evaluate_checkpoint", "load_splits",

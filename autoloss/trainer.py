@@ -34,24 +34,18 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from autoloss.atomic import write_text_atomic
-from autoloss.data import Augment, normalize
-from autoloss.errors import InvalidTypeError, InvalidValueError, NonFiniteLossError, did_you_mean
-from autoloss.metrics import MetricAccumulator
-from autoloss.models import (
+from autoloss.checkpoint import (
     CHECKPOINT_FORMAT,
-    DeepLabConfig,
-    UNetConfig,
-    config_to_dict,
-    load_checkpoint,
-    pick_device,
-    predict,
     read_checkpoint,
     warm_start,
     write_checkpoint,
 )
+from autoloss.data import Augment, normalize
+from autoloss.errors import InvalidTypeError, InvalidValueError, NonFiniteLossError, did_you_mean
+from autoloss.metrics import MetricAccumulator
+from autoloss.models import DeepLabConfig, UNetConfig, config_to_dict, pick_device
 
-__all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "evaluate", "fit",
-           "load_checkpoint", "predict", "warm_start"]
+__all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "evaluate", "fit"]
 
 _OPTIMIZERS = ("sgd", "adamw")
 # TrainConfig fields that do not change the trajectory (may differ when resuming)

@@ -14,6 +14,7 @@ import pytest
 
 import autoloss.compare as compare_mod
 import autoloss.runs as runs_mod
+from autoloss.checkpoint import load_checkpoint
 from autoloss.compare import (
     RunResult,
     build_loss,
@@ -24,7 +25,6 @@ from autoloss.compare import (
 )
 from autoloss.data import load_dataset
 from autoloss.metrics import METRIC_NAMES
-from autoloss.models import load_checkpoint
 from autoloss.trainer import TrainConfig
 from autoloss.trainer import evaluate as trainer_evaluate
 

@@ -14,6 +14,7 @@ import torch
 
 import autoloss
 from autoloss import cli, errors
+from autoloss.checkpoint import read_checkpoint
 from autoloss.data import load_dataset
 from autoloss.errors import (
     AutoLossError,
@@ -21,7 +22,6 @@ from autoloss.errors import (
     StorageError,
     did_you_mean,
 )
-from autoloss.models import read_checkpoint
 from autoloss.programs import load_user_program
 from autoloss.search import SearchConfig, run_search
 

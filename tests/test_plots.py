@@ -224,13 +224,9 @@ def test_palette_is_fixed_and_distinct() -> None:
 
 
 def test_overlays_of_a_constant_model(tmp_path: Path) -> None:
+    from autoloss.checkpoint import CHECKPOINT_FORMAT, write_checkpoint
     from autoloss.data import load_dataset
-    from autoloss.models import (
-        CHECKPOINT_FORMAT,
-        config_to_dict,
-        model_from_name,
-        write_checkpoint,
-    )
+    from autoloss.models import config_to_dict, model_from_name
 
     pytest.importorskip("autoloss.trainer", reason="autoloss.trainer (load_checkpoint, predict)")
     val = load_dataset("shapes", "val")

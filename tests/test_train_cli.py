@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import autoloss.runs as runs_mod
+from autoloss.checkpoint import load_checkpoint
 from autoloss.data import load_dataset
 from autoloss.losses import loss_names
 from autoloss.metrics import METRIC_NAMES
-from autoloss.models import load_checkpoint
 from autoloss.train_cli import (
     DEFAULT_TRAIN,
     experiment_from_dict,

@@ -11,17 +11,10 @@ import pytest
 import torch
 from torch import nn
 
+from autoloss.checkpoint import load_checkpoint, read_checkpoint, warm_start
 from autoloss.data import load_dataset
 from autoloss.metrics import METRIC_NAMES
-from autoloss.models import (
-    UNetConfig,
-    build_model,
-    load_checkpoint,
-    model_from_name,
-    predict,
-    read_checkpoint,
-    warm_start,
-)
+from autoloss.models import UNetConfig, build_model, model_from_name, predict
 from autoloss.trainer import NonFiniteLossError, TrainConfig, evaluate, fit
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread
