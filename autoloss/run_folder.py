@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from autoloss.errors import InvalidValueError
 
@@ -179,13 +178,9 @@ class RunFolder:
             changed.append(RUN_INFO)
         import optuna
 
-        if storage.startswith("journal:"):
-            from optuna.storages.journal import JournalFileBackend, JournalStorage
+        from autoloss.storage import make_storage
 
-            store: Any = JournalStorage(JournalFileBackend(storage[len("journal:"):]))
-        else:
-            store = storage
-        study = optuna.load_study(study_name=name, storage=store)
+        study = optuna.load_study(study_name=name, storage=make_storage(storage))
         config = dict(study.user_attrs.get("config") or {})
         new_config = {**config, "storage": url, "out": "."}
         cache, old_out = config.get("cache"), config.get("out")

@@ -76,6 +76,7 @@ from autoloss.search_config import (
     parse_target,
     resolve_config,
 )
+from autoloss.storage import make_storage
 from autoloss.trial_seeds import TrialSeededSampler
 from autoloss.urls import mask_password, mask_password_in
 
@@ -84,57 +85,6 @@ __all__ = ["SAMPLERS", "Proxy", "SearchConfig", "SearchResult", "build_objective
            "run_search"]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-
-# SQLAlchemy's driver of a URL scheme -> the package that provides it
-_DRIVERS = {"postgresql": "psycopg2 (pip install psycopg2-binary)",
-            "postgresql+psycopg2": "psycopg2 (pip install psycopg2-binary)",
-            "postgresql+psycopg": "psycopg 3 (pip install 'psycopg[binary]')",
-            "mysql": "mysqlclient (pip install mysqlclient)",
-            "mysql+pymysql": "PyMySQL (pip install pymysql)"}
-# what processes creating one new database at once can meet (then opening it again works)
-_CREATION_RACES = ("already exists", "UNIQUE constraint failed", "duplicate key value")
-
-
-def make_storage(url: str, *, heartbeat: int = 30) -> optuna.storages.BaseStorage:
-    """An optuna storage: ``journal:PATH`` (file journal) or a SQLAlchemy URL with heartbeats
-    (stale trials failed after ``3 * heartbeat`` s and retried once). SQLite waits up to 60 s
-    for a lock instead of failing with "database is locked"."""
-    if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        path = Path(url[len("journal:"):]).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    storages = optuna.storages
-    retry_cls = getattr(storages, "RetryHeartbeatStaleTrialCallback", None)
-    callback_arg = "heartbeat_stale_trial_callback"
-    if retry_cls is None:  # optuna < 4.9
-        retry_cls, callback_arg = storages.RetryFailedTrialCallback, "failed_trial_callback"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = retry_cls(max_retry=1)
-        engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-        for attempt in range(5):
-            try:
-                return storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
-                                           grace_period=3 * heartbeat, **{callback_arg: retry})
-            except ImportError:  # the URL's database driver
-                scheme = url.split("://", 1)[0]
-                package = _DRIVERS.get(scheme, f"the driver of {scheme!r}")
-                raise MissingDependencyError(f"storage {mask_password(url)} needs the database driver "
-                                  f"{package}, which is not installed (for PostgreSQL: pip "
-                                  "install 'autoloss[postgres]')") from None
-            except Exception as err:
-                # processes creating one new database together race on its tables: retry
-                if attempt == 4 or not any(text in str(err) for text in _CREATION_RACES):
-                    first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-                    raise StorageError(f"cannot open the storage {mask_password(url)}: "
-                                       f"{mask_password_in(first, url)}") from None
-                time.sleep(0.2 + 0.3 * attempt)
-    raise AssertionError("unreachable")
 
 
 def tpe_startup_trials(cfg: SearchConfig) -> int:

@@ -47,6 +47,8 @@ _CURVE_KEYS = {kind: ("kind", *fam.shape_keys, "low", "high")
                for kind, fam in FAMILIES.items() if fam.searchable}
 _OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
     "classes": str, "tol": int, "drop_bg": bool, "eps": float, "float32_dilation": bool}
+
+
 def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
     for key in data:
         if key not in allowed:
@@ -109,11 +111,12 @@ class CurveSpace:
         return self.family.identity_raw(**self._shape())
 
     def to_dict(self) -> dict[str, Any]:
+        shape = self._shape()
         out: dict[str, Any] = {"kind": self.kind}
-        for key in self.family.shape_keys:  # knots_x only when fixed
-            value = self._shape()[key]
-            if value is not None or key != "knots_x":
-                out[key] = list(value) if isinstance(value, tuple) else value
+        for key in self.family.shape_keys:
+            if key == "knots_x" and shape[key] is None:  # written only when the knots are fixed
+                continue
+            out[key] = list(shape[key]) if key == "knots_x" else shape[key]
         out.update(low=self.low, high=self.high)
         return out
 
