@@ -410,7 +410,7 @@ def plugin_name(value: Any) -> Any:
     instance, a factory callable) by its ``module:qualified name``."""
     if value is None or isinstance(value, str):
         return value
-    kind = value if callable(value) and not hasattr(value, "sample_relative") else type(value)
+    kind = value if isinstance(value, type) or inspect.isroutine(value) else type(value)
     return f"{kind.__module__}:{kind.__qualname__}"
 
 
