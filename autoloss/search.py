@@ -525,7 +525,10 @@ def _optimize(study: optuna.Study, cfg: SearchConfig, objective: Callable[[Any],
                 raise
 
 
-_DISCARD_WAIT = 10.0  # seconds
+# A trial started once the budget is full is discarded in its first line, within a second; on a
+# loaded machine its process can stall for longer (seen: over 10 s in CI), and a process that
+# summarised before it ended would count it as running where the others do not.
+_DISCARD_WAIT = 120.0  # seconds
 
 
 def _run_until_budget(cfg: SearchConfig, study: optuna.Study, space: Any, proxy: Proxy,
