@@ -7,7 +7,9 @@ Public surface (explicit re-exports)::
 Errors the user can fix derive from :class:`AutoLossError` (:mod:`autoloss.errors`).
 """
 
-from autoloss.checkpoint import load_checkpoint
+from autoloss._version import __version__
+from autoloss.core.metrics import METRIC_NAMES, MetricAccumulator, evaluate, evaluate_per_class
+from autoloss.core.programs import MetricProgram
 from autoloss.data import describe_dataset, load_dataset
 from autoloss.errors import (
     AutoLossError,
@@ -21,13 +23,10 @@ from autoloss.errors import (
     UntrustedCodeError,
 )
 from autoloss.losses import SurrogateLoss, load_loss, save_loss
-from autoloss.metrics import METRIC_NAMES, MetricAccumulator, evaluate, evaluate_per_class
-from autoloss.models import DeepLabConfig, UNetConfig, build_model, model_from_name
-from autoloss.programs import MetricProgram
-from autoloss.trainer import TrainConfig, TrainResult, fit
-from autoloss.trust import trust_code
-
-__version__ = "0.1.0"
+from autoloss.train.checkpoint import load_checkpoint
+from autoloss.train.models import DeepLabConfig, UNetConfig, build_model, model_from_name
+from autoloss.train.trainer import TrainConfig, TrainResult, fit
+from autoloss.utils.trust import trust_code
 
 __all__ = [
     "METRIC_NAMES",

@@ -42,14 +42,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autoloss.atomic import write_text_atomic
-from autoloss.compare import compare_losses
-from autoloss.compare_report import format_paired, format_table, metric_names
 from autoloss.errors import InvalidValueError, SearchError
-from autoloss.search import SearchConfig, parse_target, resolve_config, run_search
-from autoloss.stats import paired_difference
-from autoloss.train_cli import experiment_from_dict
-from autoloss.yaml_files import read_mapping
+from autoloss.report.compare_report import format_paired, format_table, metric_names
+from autoloss.retrain.compare import compare_losses
+from autoloss.retrain.experiment import experiment_from_dict
+from autoloss.search.run import SearchConfig, parse_target, resolve_config, run_search
+from autoloss.utils.atomic import write_text_atomic
+from autoloss.utils.stats import paired_difference
+from autoloss.utils.yaml_files import read_mapping
 
 __all__ = ["StudyResult", "read_study", "run_study", "strongest_baseline", "verdict"]
 
@@ -93,7 +93,7 @@ def _search_config(values: Mapping[str, Any], out: Path, source: str) -> SearchC
         raise InvalidValueError(f"{source}: search: unknown option {unknown[0]!r}; expected "
                          f"SearchConfig fields {sorted(fields)}")
     if values.get("proxy_factory") is not None:
-        from autoloss.trust import require_trusted_import
+        from autoloss.utils.trust import require_trusted_import
 
         require_trusted_import(values["proxy_factory"], option="search: proxy_factory",
                                source=source)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))  # benchmark this checkout, installed or not
 
 from machine_info import cpu_model  # noqa: E402
 
-from autoloss.metrics import METRIC_NAMES, evaluate  # noqa: E402
+from autoloss.core.metrics import METRIC_NAMES, evaluate  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "camvid" / "test.npz"
 DEFAULT_OUT = ROOT / "results" / "benchmarks" / "metrics_speed.md"

@@ -37,7 +37,7 @@ LOSSES = ["cross_entropy", "results/search-miou-camvid/best_loss.yaml", "asl-voc
 
 def main(argv: list[str] | None = None) -> int:
     from autoloss.losses import load_loss
-    from autoloss.proxy import build_proxy
+    from autoloss.train.proxy import build_proxy
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=DEFAULT_DATA)

@@ -5,7 +5,7 @@ compare`` run (the reference panel: per seed a cross-entropy UNet trained to con
 fine-tuned with every loss, scored on the test split); a loss's full score is the mean of its
 seeds' test metrics. The proxy side runs here: every loss of the panel with ``--seeds`` proxy
 seeds (10, 11, ...) per proxy variant (``VARIANTS``: ``ProxyConfig`` overrides), scored on
-``val`` by ``autoloss.proxy``. The report gives, per variant and metric, Spearman
+``val`` by ``autoloss.train.proxy``. The report gives, per variant and metric, Spearman
 (``scipy.stats.spearmanr``) and Kendall (``scipy.stats.kendalltau``) of the proxy means against
 the full means, whether the proxy's top 3 holds the full top 1, seed noise against the gaps
 between losses, and the CPU time per trial.
@@ -81,7 +81,7 @@ def _display_path(path: Path) -> str:
 
 def proxy_config(name: str, data: str) -> dict[str, Any]:
     """The resolved ``ProxyConfig`` of variant ``name`` as a plain dict (data as given)."""
-    from autoloss.proxy import ProxyConfig
+    from autoloss.train.proxy import ProxyConfig
 
     config = ProxyConfig.from_dict({"data": data, "metrics": list(METRICS), **VARIANTS[name]})
     return {k: v for k, v in config.to_dict().items() if k not in ("device", "num_threads")}
@@ -99,7 +99,7 @@ def _init_worker() -> None:
 
 
 def _proxy(config: dict[str, Any], cache: str) -> Any:
-    from autoloss.proxy import build_proxy
+    from autoloss.train.proxy import build_proxy
 
     key = _digest(config)
     if key not in _PROXIES:
@@ -121,8 +121,8 @@ def _prepare_task(config: dict[str, Any], cache: str) -> dict[str, Any]:
 
 
 def _trial_task(config: dict[str, Any], cache: str, loss_name: str, seed: int) -> dict[str, Any]:
-    from autoloss.compare import build_loss
-    from autoloss.trainer import NonFiniteLossError
+    from autoloss.retrain.compare import build_loss
+    from autoloss.train.trainer import NonFiniteLossError
 
     t0 = time.perf_counter()
     proxy = _proxy(config, cache)
@@ -448,7 +448,7 @@ _SEEDS = ("device", "num_threads", "warm_start_seed")
 def default_variant(settings: Mapping[str, Any]) -> str | None:
     """The variant whose resolved config is ``ProxyConfig()`` with the benchmark's data and
     metrics (up to the warm start's seed)."""
-    from autoloss.proxy import ProxyConfig
+    from autoloss.train.proxy import ProxyConfig
 
     plain = ProxyConfig.from_dict({"data": settings["data"], "metrics": list(METRICS)}).to_dict()
     plain = {k: v for k, v in plain.items() if k not in _SEEDS}

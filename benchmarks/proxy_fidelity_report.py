@@ -60,7 +60,7 @@ def report_text(state: Mapping[str, Any], summary: Mapping[str, Any], *,
         lines.append(f"- Full reference: **not available yet** (`{full_path}` does not exist); "
                      "`--report-only --full PATH` fills in the correlations once it does.")
     lines += [
-        f"- Proxy (`autoloss.proxy`): data `{settings['data']}` (resized by `max_side`; "
+        f"- Proxy (`autoloss.train.proxy`): data `{settings['data']}` (resized by `max_side`; "
         f"CamVid: to 90x120), {len(losses)} losses ({', '.join(losses)}), {settings['seeds']} seeds "
         f"per loss and variant (seeds {s0}..{s0 + settings['seeds'] - 1}: no proxy run shares "
         "a batch order with a full run), scored on `val` (CamVid: 101 images; the proxy never "

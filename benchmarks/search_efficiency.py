@@ -1,6 +1,6 @@
 """Search efficiency: the best proxy score each sampler reaches against trials and compute.
 
-Runs one complete ``autoloss.search.run_search`` per (arm, seed) on the same proxy and data set,
+Runs one complete ``autoloss.search.run.run_search`` per (arm, seed) on the same proxy and data set,
 then reports best-so-far curves, the trials each arm needs to reach the score PPO (the Auto
 Seg-Loss policy) reaches in ``--trials`` trials, and the compute spent. Arms: ``tpe+pruning``
 (the default search), ``tpe+pruning+prior`` (its startup trials drawn around the space's initial
@@ -60,7 +60,7 @@ def run_one(arm: str, seed: int, trials: int, work: Path, data: str) -> dict[str
     """One search (resumed if its study exists); returns where its study is."""
     import torch
 
-    from autoloss.search import SearchConfig, run_search
+    from autoloss.search.run import SearchConfig, run_search
 
     torch.set_num_threads(1)
     out = work / f"{arm.replace('+', '_')}-seed{seed}"
@@ -181,7 +181,7 @@ def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "curves), the same for every arm. Repeat `s` gives every arm `seed=s` (sampler and proxy "
         "training), so within a repeat all arms optimise the same deterministic function. "
         "`tpe+pruning` is the default search (multivariate TPE, bottom-quarter pruner "
-        "`autoloss.pruning.BottomQuantilePruner` at step 20 of 40); `tpe+pruning+prior` is "
+        "`autoloss.search.pruning.BottomQuantilePruner` at step 20 of 40); `tpe+pruning+prior` is "
         "the same with `startup: prior` (after the two references, TPE's 8 startup trials are "
         "drawn around the space's initial point like PPO's first generation instead of "
         "uniformly); the other arms do not prune; `ppo` uses the paper's settings (G = 32, "

@@ -58,8 +58,8 @@ def _children(pid: int) -> list[int]:
 def _budget_reached(storage: str, trials: int) -> bool:
     import optuna
 
-    from autoloss.budget import finished
-    from autoloss.search import make_storage
+    from autoloss.search.budget import finished
+    from autoloss.search.run import make_storage
 
     try:
         study = optuna.load_study(study_name="soak", storage=make_storage(storage))
@@ -71,7 +71,7 @@ def _budget_reached(storage: str, trials: int) -> bool:
 def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)]),
            "AUTOLOSS_TRUST_CODE": "1"}
-    code = "import sys; from autoloss.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from autoloss.cli.app import main; sys.exit(main(sys.argv[1:]))"
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-c", code, "search", "--config", str(config),
                                  "--no-progress"], env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -81,8 +81,8 @@ def soak(storage: str, *, trials: int, processes: int, kill_every: float, timeou
          seed: int) -> dict:
     import optuna
 
-    from autoloss.budget import DISCARDED
-    from autoloss.search import make_storage
+    from autoloss.search.budget import DISCARDED
+    from autoloss.search.run import make_storage
 
     rng = random.Random(seed)
     folder = Path(tempfile.mkdtemp(prefix="autoloss-soak-"))

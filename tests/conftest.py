@@ -10,7 +10,7 @@ import torch
 
 @pytest.fixture(autouse=True, scope="session")
 def private_proxy_cache(tmp_path_factory):
-    """Searches share one proxy cache (autoloss.cache); in tests it is a temporary folder, not
+    """Searches share one proxy cache (autoloss.utils.cache); in tests it is a temporary folder, not
     the user's ~/.cache/autoloss."""
     old = os.environ.get("AUTOLOSS_CACHE")
     os.environ["AUTOLOSS_CACHE"] = str(tmp_path_factory.mktemp("autoloss-cache"))

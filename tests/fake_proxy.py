@@ -28,11 +28,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from autoloss.core.metrics import METRIC_NAMES
 from autoloss.losses import CombinedLoss, SurrogateLoss
-from autoloss.metrics import METRIC_NAMES
 
 try:
-    from autoloss.trainer import NonFiniteLossError
+    from autoloss.train.trainer import NonFiniteLossError
 except ImportError:  # the trainer is not there yet: a stand-in with the same name and fields
     class NonFiniteLossError(RuntimeError):  # type: ignore[no-redef]
         def __init__(self, step: int, value: float) -> None:

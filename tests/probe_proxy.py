@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from autoloss.losses.compiled import compile_totals
-from autoloss.proxy import Proxy, build_proxy
+from autoloss.train.proxy import Proxy, build_proxy
 
 
 class ProbeProxy(Proxy):

@@ -13,10 +13,10 @@ import pytest
 import yaml
 from fake_proxy import fast_tmp_dir
 
-from autoloss.artifact import best_trial, export_trial, summarize
-from autoloss.check import check_loss
 from autoloss.losses import SurrogateLoss, load_loss
-from autoloss.search import SearchConfig, make_storage, run_search
+from autoloss.losses.check import check_loss
+from autoloss.search.export import best_trial, export_trial, summarize
+from autoloss.search.run import SearchConfig, make_storage, run_search
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def test_exported_file_loads_without_optuna(searched):
     code = (
         "import sys; sys.modules['optuna'] = None\n"  # any optuna import now fails
         "from autoloss.losses import load_loss\n"
-        "from autoloss.check import check_loss\n"
+        "from autoloss.losses.check import check_loss\n"
         f"loss = load_loss({str(result.loss_path)!r})\n"
         "assert all(r.passed for r in check_loss(loss, trials=1))\n"
         "import torch\n"

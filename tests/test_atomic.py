@@ -1,10 +1,10 @@
-"""Results files are written whole or not at all (autoloss.atomic)."""
+"""Results files are written whole or not at all (autoloss.utils.atomic)."""
 
 from __future__ import annotations
 
 import pytest
 
-from autoloss.atomic import write_atomic, write_text_atomic
+from autoloss.utils.atomic import write_atomic, write_text_atomic
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

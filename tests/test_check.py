@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from autoloss.check import check_loss
-from autoloss.cli import main
+from autoloss.cli.app import main
+from autoloss.core.metrics import evaluate
 from autoloss.losses import SurrogateLoss, load_loss
-from autoloss.metrics import evaluate
+from autoloss.losses.check import check_loss
 
 
 class WavyCurve:

@@ -1,4 +1,4 @@
-"""Tests of autoloss.compare: runs, resume after an interruption, the table, ignore index."""
+"""Tests of autoloss.retrain.compare: runs, resume after an interruption, the table, ignore index."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-import autoloss.compare as compare_mod
-import autoloss.runs as runs_mod
-from autoloss.checkpoint import load_checkpoint
-from autoloss.compare import (
+import autoloss.retrain.compare as compare_mod
+import autoloss.retrain.runs as runs_mod
+from autoloss.core.metrics import METRIC_NAMES
+from autoloss.data import load_dataset
+from autoloss.retrain.compare import (
     RunResult,
     build_loss,
     compare_losses,
@@ -23,10 +24,9 @@ from autoloss.compare import (
     loss_slug,
     train_run,
 )
-from autoloss.data import load_dataset
-from autoloss.metrics import METRIC_NAMES
-from autoloss.trainer import TrainConfig
-from autoloss.trainer import evaluate as trainer_evaluate
+from autoloss.train.checkpoint import load_checkpoint
+from autoloss.train.trainer import TrainConfig
+from autoloss.train.trainer import evaluate as trainer_evaluate
 
 DATA = "shapes?n=16&size=32"  # train 16, val 4, test 8 images of 32x32
 TINY = {"width": 4, "depth": 2}
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread
 
 
 class CountingFit:
-    """Wraps ``autoloss.runs.fit``: counts calls, records start steps, and can raise
+    """Wraps ``autoloss.retrain.runs.fit``: counts calls, records start steps, and can raise
     KeyboardInterrupt at an evaluation of a chosen call (after its checkpoint is written)."""
 
     def __init__(self, interrupt_call: int | None = None, interrupt_step: int = 2) -> None:
@@ -110,12 +110,12 @@ def test_interrupted_compare_resumes_and_does_not_redo_finished_runs(tmp_path, m
 
 
 def test_a_failing_plot_is_a_warning_not_a_lost_comparison(tmp_path, monkeypatch):
-    import autoloss.compare_plots
+    import autoloss.report.compare_plots
 
     def broken(folder, **kw):
         raise RuntimeError("no ink")
 
-    monkeypatch.setattr(autoloss.compare_plots, "plot_comparison", broken)
+    monkeypatch.setattr(autoloss.report.compare_plots, "plot_comparison", broken)
     folder = tmp_path / "cmp"
     with pytest.warns(UserWarning, match=r"the comparison finished, but drawing its plots failed: "
                                          r"RuntimeError\('no ink'\); retry with autoloss plot "
@@ -234,7 +234,7 @@ def test_two_processes_on_one_run_train_it_once(tmp_path, monkeypatch):
     the second waits for the run's lock and then finds the run finished."""
     import threading
 
-    import autoloss.runs as runs_module
+    import autoloss.retrain.runs as runs_module
 
     calls = []
     real_fit = runs_module.fit

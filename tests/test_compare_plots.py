@@ -1,4 +1,4 @@
-"""Tests for autoloss.comparison and autoloss.compare_plots: reading and drawing a comparison
+"""Tests for autoloss.report.comparison and autoloss.report.compare_plots: reading and drawing a comparison
 folder, from a synthetic folder (compare.json + logs, no checkpoints) and from a real tiny
 ``compare_losses`` run, also through ``autoloss plot``; the data drawn is the data given (checked
 on the figure objects); missing pieces are warnings, not errors."""
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from autoloss import compare_plots, comparison, plot_cli
+from autoloss.cli import plot as plot_cli
+from autoloss.report import compare_plots, comparison
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METRICS = ("miou", "fwiou", "macc", "gacc", "mdice", "biou", "bf1", "miou_image")
@@ -220,8 +221,8 @@ def test_image_scores() -> None:
 def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A two-loss, two-seed compare on embedded data, its figures drawn at the end (the
     default), the folder moved after writing (run dirs are found from the new place)."""
-    from autoloss.compare import compare_losses
-    from autoloss.trainer import TrainConfig
+    from autoloss.retrain.compare import compare_losses
+    from autoloss.train.trainer import TrainConfig
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

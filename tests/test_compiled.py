@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from autoloss.core.relaxations import curve_from_raw
 from autoloss.losses import SurrogateLoss, load_loss
 from autoloss.losses import compiled as compiled_module
 from autoloss.losses.compiled import (
@@ -26,7 +27,6 @@ from autoloss.losses.compiled import (
     compile_report,
     compiler_problem,
 )
-from autoloss.relaxations import curve_from_raw
 
 pytestmark = pytest.mark.compiled
 
@@ -242,7 +242,7 @@ def test_options_environment_and_auto(monkeypatch) -> None:
 def test_a_search_compiles_once_per_worker(tmp_path: Path) -> None:
     """Two spawned workers, real proxy on the embedded shapes data: every surrogate run of a
     worker (references and trials, other curves each) uses the one graph that worker compiled."""
-    from autoloss.search import SearchConfig, run_search
+    from autoloss.search.run import SearchConfig, run_search
 
     proxy = {"width": 4, "depth": 2, "steps": 3, "batch_size": 2, "eval_every": 3,
              "warm_start_steps": 2, "metrics": ["miou"], "num_threads": 1, "device": "cpu",

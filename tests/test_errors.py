@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import autoloss
-from autoloss import cli, errors
-from autoloss.checkpoint import read_checkpoint
+from autoloss import errors
+from autoloss.cli import app as cli
+from autoloss.core.programs import load_user_program
 from autoloss.data import load_dataset
 from autoloss.errors import (
     AutoLossError,
@@ -22,8 +23,8 @@ from autoloss.errors import (
     StorageError,
     did_you_mean,
 )
-from autoloss.programs import load_user_program
-from autoloss.search import SearchConfig, run_search
+from autoloss.search.run import SearchConfig, run_search
+from autoloss.train.checkpoint import read_checkpoint
 
 PACKAGE = Path(autoloss.__file__).parent
 
@@ -139,7 +140,7 @@ def test_a_garbage_checkpoint_is_one_clear_error(tmp_path, content, reason):
 
 def test_a_user_metric_with_a_syntax_error_names_file_and_line(tmp_path):
     path = tmp_path / "my_metrics.py"
-    path.write_text("from autoloss.programs import MetricProgram\n\ndef tversky(:\n    pass\n")
+    path.write_text("from autoloss.core.programs import MetricProgram\n\ndef tversky(:\n    pass\n")
     autoloss.trust_code(path)
     with pytest.raises(InvalidValueError, match=r"my_metrics.py:3: syntax error"):
         load_user_program(f"{path}:tversky")
@@ -148,7 +149,7 @@ def test_a_user_metric_with_a_syntax_error_names_file_and_line(tmp_path):
 def test_a_storage_that_cannot_be_written_is_one_clear_error(tmp_path, monkeypatch):
     """optuna's StorageInternalError (a full disk under SQLite) becomes a StorageError with the
     database's own reason and the advice to resume."""
-    import autoloss.search as search
+    import autoloss.search.run as search
 
     def full_disk(*args, **kwargs):
         try:

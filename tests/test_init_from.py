@@ -7,8 +7,8 @@ import pytest
 from fake_proxy import fast_tmp_dir
 
 from autoloss.losses import load_loss, read_spec
-from autoloss.search import SearchConfig, make_sampler, make_storage, run_search
-from autoloss.search_config import make_space, resolve_config
+from autoloss.search.config import make_space, resolve_config
+from autoloss.search.run import SearchConfig, make_sampler, make_storage, run_search
 
 FACTORY = "fake_proxy:FakeProxy"
 
@@ -60,7 +60,7 @@ def test_cross_entropy_weight_of_a_combination_is_taken():
                         {"name": "cross_entropy", "weight": 0.3}]}
     import dataclasses
 
-    from autoloss.spaces import CeWeight, load_space
+    from autoloss.search.spaces import CeWeight, load_space
 
     ce_space = dataclasses.replace(load_space("miou"), ce_weight=CeWeight(fixed=None))
     assert ce_space.params_of_loss(spec)["ce_weight"] == pytest.approx(0.3)

@@ -1,4 +1,4 @@
-"""Exact metrics (autoloss.metrics) against the golden reference vectors and against an
+"""Exact metrics (autoloss.core.metrics) against the golden reference vectors and against an
 independent brute-force numpy reference written here (loops, no autoloss internals)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autoloss.metrics import METRIC_NAMES, MetricAccumulator, evaluate, evaluate_per_class
+from autoloss.core.metrics import METRIC_NAMES, MetricAccumulator, evaluate, evaluate_per_class
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 PER_CLASS = ("miou", "macc", "mdice", "biou", "bf1")
@@ -76,7 +76,7 @@ def ref_per_class(cm: np.ndarray) -> dict[str, list[float]]:
 
 
 def reference(pred, gt, *, num_classes, ignore_index, tol, drop_bg):
-    """Every metric of autoloss.metrics, by brute force. Returns (means, per-class lists)."""
+    """Every metric of autoloss.core.metrics, by brute force. Returns (means, per-class lists)."""
     C = num_classes
     valid = np.ones(gt.shape, bool) if ignore_index is None else gt != ignore_index
     cm = ref_confusion(pred, gt, valid, C)

@@ -1,4 +1,4 @@
-"""Tests of autoloss.models: shapes at any size, gradients, configs, devices, predict."""
+"""Tests of autoloss.train.models: shapes at any size, gradients, configs, devices, predict."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autoloss.models import (
+from autoloss.train.models import (
     DeepLabConfig,
     UNetConfig,
     build_model,

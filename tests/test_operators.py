@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autoloss.operators import RelaxedOps, dilate, erode, total
-from autoloss.relaxations import BezierCurve, IdentityCurve, LinearCurve
+from autoloss.core.operators import RelaxedOps, dilate, erode, total
+from autoloss.core.relaxations import BezierCurve, IdentityCurve, LinearCurve
 
 
 def _pool_dilate(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -188,9 +188,9 @@ def test_fused_soft_edge_matches_the_plain_formula(curved: bool, dtype: torch.dt
 
 
 def _operator_sets():
-    from autoloss.operators import ExactOps
-    from autoloss.tensor_curves import curve_tensors
-    from autoloss.tensor_ops import TensorOps
+    from autoloss.core.operators import ExactOps
+    from autoloss.core.tensor_curves import curve_tensors
+    from autoloss.core.tensor_ops import TensorOps
 
     names = ("inter", "union", "e0", "e1", "e2", "e3")
     curve = BezierCurve.from_raw([0.2, 0.7, 0.4, 0.6, 0.3, 0.5], pieces=2)
@@ -203,10 +203,10 @@ def _operator_sets():
 
 @pytest.mark.parametrize("name", ["exact", "relaxed", "tensor"])
 def test_every_operator_set_keeps_the_documented_contract(name: str) -> None:
-    """Contract of :class:`autoloss.operators.OperatorSet` for each implementation: the protocol
+    """Contract of :class:`autoloss.core.operators.OperatorSet` for each implementation: the protocol
     holds, maps keep their ``[N,C,H,W]`` shape, per-class ratios and masks keep ``[C]``, and on
     binary maps every set agrees with the logical operators."""
-    from autoloss.operators import OperatorSet, exact_edge
+    from autoloss.core.operators import OperatorSet, exact_edge
 
     ops = _operator_sets()[name]
     assert isinstance(ops, OperatorSet) and ops.relaxed == (name != "exact")

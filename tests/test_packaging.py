@@ -87,7 +87,7 @@ def test_a_wheel_install_runs_a_search_from_any_folder(wheel, tmp_path):
     spec = yaml.safe_load((work / "run" / "best_loss.yaml").read_text())
     assert spec["metric"] == "miou" and "trial" in spec["provenance"]
     assert "exported loss" in run.stdout
-    source = subprocess.run([str(python), "-c", "from autoloss.spaces import load_space; "
+    source = subprocess.run([str(python), "-c", "from autoloss.search.spaces import load_space; "
                              "print(load_space('bf1').source)"], cwd=work, env=env, check=True,
                             capture_output=True, text=True).stdout.strip()
     assert Path(source).is_relative_to(venv) and source.endswith("search_spaces/bf1.yaml")

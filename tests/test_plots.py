@@ -1,4 +1,4 @@
-"""Tests for autoloss.plots and autoloss.plot_cli: every figure is written (PNG + SVG), and the
+"""Tests for autoloss.report.plots and autoloss.cli.plot: every figure is written (PNG + SVG), and the
 data drawn on it is the data given (checked through the returned files and the study helpers)."""
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 from PIL import Image
 
-from autoloss import overlay_plots, plot_cli, plots
+from autoloss.cli import plot as plot_cli
 from autoloss.losses import load_loss, save_loss
+from autoloss.report import overlay_plots, plots
+from autoloss.search import run_plots
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -169,7 +171,7 @@ def test_importance_needs_two_complete_trials(tmp_path: Path,
                                  distributions={"inter.0": FloatDistribution(0.0, 1.0)}))
     study.add_trial(create_trial(state=TrialState.FAIL, params={"inter.0": 0.4},
                                  distributions={"inter.0": FloatDistribution(0.0, 1.0)}))
-    with caplog.at_level(logging.WARNING, logger="autoloss.plots"):
+    with caplog.at_level(logging.WARNING, logger="autoloss.report.plots"):
         assert plots.plot_importance(study, out=tmp_path / "imp") is None
     assert "at least 2 complete trials" in caplog.text
     assert not list(tmp_path.iterdir())
@@ -224,11 +226,11 @@ def test_palette_is_fixed_and_distinct() -> None:
 
 
 def test_overlays_of_a_constant_model(tmp_path: Path) -> None:
-    from autoloss.checkpoint import CHECKPOINT_FORMAT, write_checkpoint
     from autoloss.data import load_dataset
-    from autoloss.models import config_to_dict, model_from_name
+    from autoloss.train.checkpoint import CHECKPOINT_FORMAT, write_checkpoint
+    from autoloss.train.models import config_to_dict, model_from_name
 
-    pytest.importorskip("autoloss.trainer", reason="autoloss.trainer (load_checkpoint, predict)")
+    pytest.importorskip("autoloss.train.trainer", reason="autoloss.train.trainer (load_checkpoint, predict)")
     val = load_dataset("shapes", "val")
     model = model_from_name("unet", in_channels=val.in_channels, num_classes=val.num_classes,
                             width=4, depth=1, seed=0)
@@ -275,17 +277,17 @@ def _run_folder(tmp_path: Path) -> Path:
 
 def test_plot_run(tmp_path: Path) -> None:
     run = _run_folder(tmp_path)
-    study = plot_cli.open_run_study(run)  # run.json's storage is stale: falls back to study.db
+    study = run_plots.open_run_study(run)  # run.json's storage is stale: falls back to study.db
     assert study.study_name == "miou-run" and len(study.trials) == len(_study().trials)
-    assert plot_cli.reference_preset(study, "miou") == "asl-voc-miou"
-    assert plot_cli.reference_preset(None, "bf1") == "asl-voc-bf1"
-    written = plot_cli.plot_run(run, formats=("svg",))
+    assert run_plots.reference_preset(study, "miou") == "asl-voc-miou"
+    assert run_plots.reference_preset(None, "bf1") == "asl-voc-bf1"
+    written = run_plots.plot_run(run, formats=("svg",))
     assert [p.name for p in written] == ["curves.svg", "history.svg", "importance.svg",
                                          "intermediate.svg", "training.svg"]
     assert all(p.parent == run / "plots" and p.stat().st_size > 1000 for p in written)
     assert "paper: asl-voc-miou" in _svg_text(run / "plots" / "curves.svg")
     with pytest.raises(ValueError, match="nothing to plot"):
-        plot_cli.plot_run(tmp_path / "run" / "plots")
+        run_plots.plot_run(tmp_path / "run" / "plots")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -322,12 +324,11 @@ def test_cli_register_curves_run_and_logs(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_cli_main_when_wired(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from autoloss import cli
-
+    from autoloss.cli import app as cli
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     if "plot" not in sub.choices:
-        pytest.skip("autoloss.cli does not register the plot subcommand yet")
+        pytest.skip("autoloss.cli.app does not register the plot subcommand yet")
     assert cli.main(["plot", "asl-voc-miou", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out.split()
     assert printed == [str(tmp_path / f"curves-asl-voc-miou.{f}") for f in ("png", "svg")]
@@ -353,7 +354,7 @@ def test_training_curves_of_a_comparison_have_one_legend_entry_per_run(tmp_path:
 
 def test_published_curves_of_a_weighted_sum_are_each_metrics_preset() -> None:
     from autoloss.losses import load_loss
-    from autoloss.plot_cli import _published
+    from autoloss.search.run_plots import _published
 
     single = load_loss({"name": "surrogate", "metric": "miou"})
     loss, label = _published(None, single)
@@ -373,11 +374,10 @@ def test_default_labels_name_searched_losses_by_their_study() -> None:
         "cross_entropy", "study-miou-camvid", "search-miou-camvid", "losses/mine", "other/mine"]
 
 
-# ---- Pareto front and per-trial values (autoloss.search_plots) ---------------------------------
+# ---- Pareto front and per-trial values (autoloss.report.search_plots) ---------------------------------
 
 def test_pareto_front_is_the_non_dominated_trials(tmp_path: Path) -> None:
-    from autoloss import search_plots
-
+    from autoloss.report import search_plots
     study = optuna.create_study(directions=["maximize", "maximize"], study_name="mo")
     study.set_metric_names(["miou", "bf1"])
     study.set_user_attr("baseline_ce", [0.5, 0.3])
@@ -400,8 +400,7 @@ def test_pareto_front_is_the_non_dominated_trials(tmp_path: Path) -> None:
 
 
 def test_intermediate_values_mark_where_pruned_trials_stopped(tmp_path: Path) -> None:
-    from autoloss import search_plots
-
+    from autoloss.report import search_plots
     study = _study()
     for values in ({10: 0.3, 20: 0.35, 30: 0.4}, {10: 0.32, 20: 0.36, 30: 0.41}):
         study.add_trial(create_trial(params={"inter.0": 0.1, "inter.1": 0.2, "union.0": 0.3},

@@ -13,7 +13,7 @@ from fake_proxy import fast_tmp_dir
 from optuna.trial import TrialState
 from scipy.stats import truncnorm
 
-from autoloss.ppo import GENERATION_ATTR, PPOSampler
+from autoloss.search.ppo import GENERATION_ATTR, PPOSampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -161,7 +161,7 @@ def test_non_float_parameters_fall_back_to_random():
 def test_ppo_warns_when_the_budget_is_less_than_one_generation():
     import warnings
 
-    from autoloss.search import SearchConfig, resolve_config
+    from autoloss.search.run import SearchConfig, resolve_config
 
     with pytest.warns(UserWarning, match=r"trials=12 is less than one generation "
                                          r"\(generation_size=32\)"):

@@ -1,4 +1,4 @@
-"""Metric programs run with the exact operators (autoloss.programs) against independent
+"""Metric programs run with the exact operators (autoloss.core.programs) against independent
 bincount / scipy.ndimage computations, plus program lookup and user-program loading."""
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from autoloss.metrics import METRIC_NAMES, evaluate
-from autoloss.operators import ExactOps
-from autoloss.programs import (
+from autoloss.core.metrics import METRIC_NAMES, evaluate
+from autoloss.core.operators import ExactOps
+from autoloss.core.programs import (
     BUILTIN_PROGRAMS,
     MetricProgram,
     class_mean,
     get_program,
     load_user_program,
 )
-from autoloss.trust import ENV_FILES, trust_code
+from autoloss.utils.trust import ENV_FILES, trust_code
 
 IGNORE = 255
 
@@ -163,8 +163,8 @@ def test_get_program():
 # ---------------------------------------------------------------------- user programs
 USER_FILE = textwrap.dedent('''
     """A user's Tversky index, TI_c = TP / (TP + ALPHA FP + BETA FN), with the autoloss operators."""
-    from autoloss.operators import total
-    from autoloss.programs import MetricProgram
+    from autoloss.core.operators import total
+    from autoloss.core.programs import MetricProgram
 
     ALPHA, BETA = 0.3, 0.7
 
@@ -204,7 +204,7 @@ def user_file(tmp_path, monkeypatch):
     path = tmp_path / "my_metrics.py"
     path.write_text(USER_FILE)
     monkeypatch.setenv(ENV_FILES, "")  # restored afterwards
-    trust_code(path)  # user files run only when trusted (autoloss.trust, tests/test_trust.py)
+    trust_code(path)  # user files run only when trusted (autoloss.utils.trust, tests/test_trust.py)
     return path
 
 

@@ -1,4 +1,4 @@
-"""Proxy training (autoloss.proxy) on tiny shapes configs: cache, evaluation, seeds, errors."""
+"""Proxy training (autoloss.train.proxy) on tiny shapes configs: cache, evaluation, seeds, errors."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-import autoloss.proxy as proxy_module
+import autoloss.train.proxy as proxy_module
 from autoloss.data import load_dataset
-from autoloss.proxy import NonFiniteLossError, Proxy, ProxyConfig, build_proxy, resolve_data
-from autoloss.trainer import evaluate
+from autoloss.train.proxy import NonFiniteLossError, Proxy, ProxyConfig, build_proxy, resolve_data
+from autoloss.train.trainer import evaluate
 
 DATA = "shapes?n=24&size=32"  # 24 train / 6 val images of 32x32
 TINY = {"data": DATA, "width": 4, "depth": 2, "steps": 4, "batch_size": 2, "eval_every": 2,
@@ -162,8 +162,8 @@ def test_pruning_exception_from_on_eval_propagates(tmp_path: Path) -> None:
 
 
 def test_trunk_then_tail_equals_the_unet() -> None:
-    from autoloss.models import UNetConfig, build_model
-    from autoloss.proxy_features import UNetTail, unet_trunk
+    from autoloss.train.models import UNetConfig, build_model
+    from autoloss.train.proxy_features import UNetTail, unet_trunk
 
     for depth in (1, 3):
         unet = build_model(UNetConfig(num_classes=5, width=4, depth=depth), seed=0).eval()
@@ -254,9 +254,9 @@ def test_proxy_exposes_dataset_facts(tmp_path: Path) -> None:
 def test_two_searches_share_one_warm_start(tmp_path: Path, monkeypatch) -> None:
     """End to end with the real proxy: a second search on the same data and model, in another
     output folder and for another metric, reuses the first one's warm start from the shared
-    cache (autoloss.cache) instead of training it again."""
-    from autoloss.cache import list_cache
-    from autoloss.search import SearchConfig, run_search
+    cache (autoloss.utils.cache) instead of training it again."""
+    from autoloss.search.run import SearchConfig, run_search
+    from autoloss.utils.cache import list_cache
 
     monkeypatch.setenv("AUTOLOSS_CACHE", str(tmp_path / "shared"))
     trained = []
@@ -302,8 +302,8 @@ def test_cache_key_ignores_how_the_data_path_is_written(tmp_path: Path, monkeypa
 
 
 def test_cache_location_and_cli(tmp_path: Path, monkeypatch, capsys) -> None:
-    from autoloss.cache import clear_cache, default_cache_dir, list_cache
-    from autoloss.cli import main
+    from autoloss.cli.app import main
+    from autoloss.utils.cache import clear_cache, default_cache_dir, list_cache
 
     monkeypatch.delenv("AUTOLOSS_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -340,7 +340,7 @@ def test_search_says_what_it_does_before_the_first_trial(tmp_path: Path, monkeyp
                                                          capsys) -> None:
     """Progress is visible from the first second: the warm start and the baseline announce
     themselves (a newcomer's first search would otherwise sit silent for minutes)."""
-    from autoloss.search import SearchConfig, run_search
+    from autoloss.search.run import SearchConfig, run_search
 
     monkeypatch.setenv("AUTOLOSS_CACHE", str(tmp_path / "shared"))
     proxy = {k: v for k, v in TINY.items() if k != "data"}

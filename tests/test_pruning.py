@@ -8,7 +8,7 @@ import random
 import optuna
 import pytest
 
-from autoloss.pruning import BottomQuantilePruner
+from autoloss.search.pruning import BottomQuantilePruner
 
 
 def _simulate(pruner: optuna.pruners.BasePruner, n: int = 200, *,

@@ -12,8 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autoloss import relaxations
-from autoloss.relaxations import (
+from autoloss.core import relaxations
+from autoloss.core.relaxations import (
     BezierCurve,
     IdentityCurve,
     LinearCurve,
@@ -441,7 +441,7 @@ def test_every_relaxation_family_keeps_its_contract(kind, shape):
     """For each family and shape: the identity point gives h(x) = x, any raw numbers in [0, 1]
     give a curve with h(0) = 0, h(1) = 1 that never decreases, the file form round-trips, and
     the family of the curve is the family."""
-    from autoloss.relaxations import FAMILIES, curve_from_dict, family, family_of
+    from autoloss.core.relaxations import FAMILIES, curve_from_dict, family, family_of
 
     fam = family(kind)
     assert FAMILIES[kind] is fam and fam.kind == kind
@@ -461,7 +461,7 @@ def test_every_relaxation_family_keeps_its_contract(kind, shape):
 
 
 def test_family_errors_name_the_known_kinds():
-    from autoloss.relaxations import curve_from_dict, family
+    from autoloss.core.relaxations import curve_from_dict, family
 
     with pytest.raises(ValueError, match=r"kind must be one of \['bezier', 'identity', "
                                          r"'linear'\], but got 'bezeir'; did you mean 'bezier'"):

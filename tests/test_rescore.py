@@ -9,11 +9,11 @@ import optuna
 import pytest
 from fake_proxy import FakeProxy, fast_tmp_dir
 
-from autoloss import search_cli
+from autoloss.cli import search as search_cli
 from autoloss.losses import load_loss
-from autoloss.rescore import gain_line, rescore_seeds, rescore_summary, rescore_top, rescored_gain
-from autoloss.search import SearchConfig, make_storage, open_study, run_search
-from autoloss.stats import paired_difference
+from autoloss.search.rescore import gain_line, rescore_seeds, rescore_summary, rescore_top, rescored_gain
+from autoloss.search.run import SearchConfig, make_storage, open_study, run_search
+from autoloss.utils.stats import paired_difference
 
 FACTORY = "fake_proxy:FakeProxy"
 

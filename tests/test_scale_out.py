@@ -19,9 +19,9 @@ from fake_proxy import fast_tmp_dir
 from optuna.trial import TrialState
 from postgres_server import fresh_database, postgres_url
 
-from autoloss.budget import DISCARDED, OWNER, over_budget
 from autoloss.errors import StorageError
-from autoloss.search import SearchConfig, make_storage, run_search
+from autoloss.search.budget import DISCARDED, OWNER, over_budget
+from autoloss.search.run import SearchConfig, make_storage, run_search
 
 TESTS = Path(__file__).resolve().parent
 EXPERIMENT = """\
@@ -67,7 +67,7 @@ def _start(config: Path, *, new_session: bool = False) -> subprocess.Popen[str]:
     group, so that ``os.killpg`` reaches its workers too)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get(
         "PYTHONPATH", "")]), "AUTOLOSS_TRUST_CODE": "1"}  # proxy_factory imports a module
-    code = "import sys; from autoloss.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from autoloss.cli.app import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.Popen([sys.executable, "-c", code, "search", "--config", str(config),
                              "--no-progress"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=new_session)

@@ -14,7 +14,7 @@ import pytest
 from fake_proxy import FakeProxy, fast_tmp_dir
 from optuna.trial import TrialState
 
-from autoloss.search import (
+from autoloss.search.run import (
     SearchConfig,
     load_experiment,
     make_storage,
@@ -208,7 +208,7 @@ def test_pruner_prunes_bad_trials_and_can_be_off(out):
 def test_pruner_stops_only_the_bottom_quarter(out):
     """With 8 completed trials scoring 0..7 at the first evaluation, a trial at 1.0 (bottom
     quarter) is pruned there and one at 2.5 is not; the last evaluation never prunes."""
-    from autoloss.search import make_pruner
+    from autoloss.search.run import make_pruner
 
     study = optuna.create_study(direction="maximize",
                                 pruner=make_pruner(config(out), eval_steps=[20, 40]))
@@ -279,8 +279,8 @@ def test_study_of_an_older_autoloss_resumes_with_a_warning(out):
 def test_identity_holds_every_proxy_setting_but_execution_ones(out):
     """A resumed study is checked against the proxy's resolved settings (defaults included), so
     a change of autoloss's proxy defaults is caught; threads and device may change."""
-    from autoloss.proxy import ProxyConfig
-    from autoloss.search import _identity, make_space, resolved_proxy_config
+    from autoloss.search.run import _identity, make_space, resolved_proxy_config
+    from autoloss.train.proxy import ProxyConfig
 
     cfg = resolve_config(SearchConfig(out=out, proxy={"steps": 7, "num_threads": 1}))
     space = make_space(cfg)
@@ -324,19 +324,19 @@ def test_search_draws_its_plots(out):
 
 
 def test_failed_plots_are_a_warning_not_a_lost_search(out, monkeypatch):
-    import autoloss.plot_cli
+    import autoloss.search.run_plots
 
     def broken(run_dir):
         raise RuntimeError("no display")
 
-    monkeypatch.setattr(autoloss.plot_cli, "plot_run", broken)
+    monkeypatch.setattr(autoloss.search.run_plots, "plot_run", broken)
     with pytest.warns(UserWarning, match="drawing its plots failed"):
         result = run_search(config(out, trials=3, plots=True), progress=False)
     assert result.loss_path is not None and result.loss_path.is_file()
 
 
 def test_prior_startup_draws_tpe_startup_trials_around_the_initial_point(out):
-    from autoloss.search import make_space, prior_points, tpe_startup_trials
+    from autoloss.search.run import make_space, prior_points, tpe_startup_trials
 
     cfg = config(out, trials=12, sampler="tpe", startup="prior", pruner=False)
     result = run_search(cfg, progress=False)
@@ -406,7 +406,7 @@ def test_experiment_files_load():
 
 
 def _parser():
-    from autoloss.search_cli import register
+    from autoloss.cli.search import register
 
     parser = argparse.ArgumentParser(prog="autoloss")
     register(parser.add_subparsers(dest="command", required=True))
@@ -437,7 +437,7 @@ def test_cli_search_and_export(out, tmp_path, capsys, monkeypatch):
 
 
 def test_summary_names_the_command_that_ran_it(out, monkeypatch, capsys):
-    from autoloss.cli import main
+    from autoloss.cli.app import main
 
     monkeypatch.setenv("AUTOLOSS_TRUST_CODE", "1")
     argv = ["search", "--trials", "2", "--sampler", "random", "--proxy-factory", FACTORY,
@@ -479,8 +479,8 @@ def test_callbacks_see_every_trial_and_objectives_are_named(out, tmp_path, worke
 def test_cli_spelling_is_consistent(capsys):
     """Booleans are --x/--no-x, sizes HxW, the proxy takes train's model and device flags;
     autoloss 0.1's spellings still work once, with a deprecation message."""
-    from autoloss.cli import build_parser
-    from autoloss.search_cli import _config_from_args
+    from autoloss.cli.app import build_parser
+    from autoloss.cli.search import _config_from_args
 
     parser = build_parser()
 
@@ -521,10 +521,10 @@ def test_biou_proxy_scores_biou_as_its_surrogate_defines_it(out):
     BIoU does the same, so a trial's loss and its score agree on what BIoU is."""
     import torch
 
+    from autoloss.core.metrics import evaluate as evaluate_labels
     from autoloss.data import load_dataset
-    from autoloss.metrics import evaluate as evaluate_labels
-    from autoloss.search_config import _proxy_config
-    from autoloss.trainer import evaluate
+    from autoloss.search.config import _proxy_config
+    from autoloss.train.trainer import evaluate
 
     assert _proxy_config(resolve_config(SearchConfig(metric="biou")))["drop_bg"] is True
     assert "drop_bg" not in _proxy_config(resolve_config(SearchConfig(metric="miou")))
@@ -553,7 +553,7 @@ def test_biou_proxy_scores_biou_as_its_surrogate_defines_it(out):
 
 def test_a_study_recorded_before_drop_bg_existed_resumes(out):
     """Identities recorded before the proxy had ``drop_bg`` match the value they ran with."""
-    from autoloss.search import _check_identity
+    from autoloss.search.run import _check_identity
 
     cfg = resolve_config(SearchConfig(out=out))
     ident = {"version": 2, "metric": "miou", "data": "shapes", "params": {},
@@ -570,8 +570,8 @@ def test_search_help_shows_the_defaults_of_the_configs(capsys):
     one place it is defined, so the help cannot drift from what runs."""
     import re
 
-    from autoloss.cli import main
-    from autoloss.proxy import ProxyConfig
+    from autoloss.cli.app import main
+    from autoloss.train.proxy import ProxyConfig
 
     with pytest.raises(SystemExit):
         main(["search", "--help"])

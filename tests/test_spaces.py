@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from autoloss.check import check_loss
+from autoloss.core.programs import BUILTIN_PROGRAMS
 from autoloss.losses import CombinedLoss, SurrogateLoss
+from autoloss.losses.check import check_loss
 from autoloss.losses.presets import PRESETS
-from autoloss.programs import BUILTIN_PROGRAMS
-from autoloss.search_config import CompositeSpace
-from autoloss.spaces import (
+from autoloss.search.config import CompositeSpace
+from autoloss.search.spaces import (
     CeWeight,
     CurveSpace,
     bezier_raw_from_points,
@@ -71,7 +71,7 @@ def test_a_local_search_spaces_file_takes_precedence(tmp_path, monkeypatch):
 
 
 def test_a_missing_builtin_file_is_a_clear_error(tmp_path, monkeypatch):
-    import autoloss.spaces as spaces_mod
+    import autoloss.search.spaces as spaces_mod
 
     monkeypatch.setattr(spaces_mod, "SPACES_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match="install is incomplete; reinstall"):
@@ -194,7 +194,7 @@ def test_user_metric_gets_a_default_space(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOLOSS_TRUST_CODE", "1")  # the space runs the user's file
     path = tmp_path / "my_metric.py"
     path.write_text(
-        "from autoloss.programs import BUILTIN_PROGRAMS, MetricProgram\n"
+        "from autoloss.core.programs import BUILTIN_PROGRAMS, MetricProgram\n"
         "p = BUILTIN_PROGRAMS['mdice']\n"
         "dice2 = MetricProgram('dice2', p.curves, p.stats, p.score)\n")
     space = load_space(f"{path}:dice2")

@@ -1,4 +1,4 @@
-"""Tests of autoloss.stats (paired differences, plateaus) against hand computations."""
+"""Tests of autoloss.utils.stats (paired differences, plateaus) against hand computations."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from autoloss.stats import paired_difference, plateau
+from autoloss.utils.stats import paired_difference, plateau
 
 
 def test_paired_difference_against_a_hand_computation():

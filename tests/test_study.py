@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from autoloss.cli import main
-from autoloss.compare_report import RunRecord
+from autoloss.cli.app import main
+from autoloss.report.compare_report import RunRecord
 from autoloss.study import run_study, strongest_baseline, verdict
 
 STUDY = """\
@@ -122,8 +122,8 @@ def test_committed_study_files_resolve(monkeypatch):
     """Every experiments/study_*.yaml reads, and both of its sections are valid options."""
     from pathlib import Path
 
+    from autoloss.retrain.experiment import experiment_from_dict
     from autoloss.study import _search_config, read_study
-    from autoloss.train_cli import experiment_from_dict
 
     repo = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(repo)  # sections name other experiment files relative to the root

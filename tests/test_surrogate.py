@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from autoloss.core.metrics import evaluate
+from autoloss.core.programs import BUILTIN_PROGRAMS
 from autoloss.losses import SurrogateLoss, load_loss, save_loss
-from autoloss.metrics import evaluate
-from autoloss.programs import BUILTIN_PROGRAMS
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 SURROGATE_FILES = sorted(GOLDEN.glob("asl_surrogate_*.npz")) if GOLDEN.is_dir() else []

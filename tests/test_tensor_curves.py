@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autoloss.operators import RelaxedOps, _square_filter, _SquareFilterFunction, one_hot
-from autoloss.programs import BUILTIN_PROGRAMS
-from autoloss.relaxations import BezierCurve, IdentityCurve, LinearCurve, curve_from_raw
-from autoloss.tensor_curves import apply_curve, curve_signature, curve_tensors
-from autoloss.tensor_ops import TensorOps
-from autoloss.traced_filters import _TracedFilterFunction, traced_filter
+from autoloss.core.operators import RelaxedOps, _square_filter, _SquareFilterFunction, one_hot
+from autoloss.core.programs import BUILTIN_PROGRAMS
+from autoloss.core.relaxations import BezierCurve, IdentityCurve, LinearCurve, curve_from_raw
+from autoloss.core.tensor_curves import apply_curve, curve_signature, curve_tensors
+from autoloss.core.tensor_ops import TensorOps
+from autoloss.core.traced_filters import _TracedFilterFunction, traced_filter
 
 DTYPES = [torch.float32, torch.float64]
 

@@ -9,18 +9,14 @@ from pathlib import Path
 
 import pytest
 
-import autoloss.runs as runs_mod
-from autoloss.checkpoint import load_checkpoint
+import autoloss.retrain.runs as runs_mod
+from autoloss.cli.train import register
+from autoloss.core.metrics import METRIC_NAMES
 from autoloss.data import load_dataset
 from autoloss.losses import loss_names
-from autoloss.metrics import METRIC_NAMES
-from autoloss.train_cli import (
-    DEFAULT_TRAIN,
-    experiment_from_dict,
-    read_experiment,
-    register,
-)
-from autoloss.trainer import evaluate as trainer_evaluate
+from autoloss.retrain.experiment import DEFAULT_TRAIN, experiment_from_dict, read_experiment
+from autoloss.train.checkpoint import load_checkpoint
+from autoloss.train.trainer import evaluate as trainer_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = "shapes?n=16&size=32"

@@ -1,4 +1,4 @@
-"""Tests of autoloss.trainer: determinism, exact resume, callbacks, logs, checkpoints, evaluate."""
+"""Tests of autoloss.train.trainer: determinism, exact resume, callbacks, logs, checkpoints, evaluate."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from autoloss.checkpoint import load_checkpoint, read_checkpoint, warm_start
+from autoloss.core.metrics import METRIC_NAMES
 from autoloss.data import load_dataset
-from autoloss.metrics import METRIC_NAMES
-from autoloss.models import UNetConfig, build_model, model_from_name, predict
-from autoloss.trainer import NonFiniteLossError, TrainConfig, evaluate, fit
+from autoloss.train.checkpoint import load_checkpoint, read_checkpoint, warm_start
+from autoloss.train.models import UNetConfig, build_model, model_from_name, predict
+from autoloss.train.trainer import NonFiniteLossError, TrainConfig, evaluate, fit
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread
 
@@ -302,7 +302,7 @@ def test_tensorboard_without_the_package_names_it(monkeypatch, tmp_path: Path) -
     import sys
 
     from autoloss.errors import MissingDependencyError
-    from autoloss.tensorboard_log import TensorBoardLog
+    from autoloss.train.tensorboard_log import TensorBoardLog
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(MissingDependencyError, match="pip install tensorboard"):

@@ -13,9 +13,9 @@ import yaml
 from fake_proxy import fast_tmp_dir
 
 import autoloss
-from autoloss.compare import build_loss
 from autoloss.losses import portable_spec
-from autoloss.search import SearchConfig, run_search
+from autoloss.retrain.compare import build_loss
+from autoloss.search.run import SearchConfig, run_search
 
 
 @pytest.fixture(scope="module")

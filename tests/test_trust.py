@@ -1,4 +1,4 @@
-"""Files never run user code unless the user said so (autoloss.trust): a crafted loss,
+"""Files never run user code unless the user said so (autoloss.utils.trust): a crafted loss,
 experiment or study file that names a Python file fails before a line of it runs."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from autoloss import evaluate, load_loss, trust_code
-from autoloss.cli import build_parser, main
-from autoloss.search import load_experiment
-from autoloss.search_cli import _config_from_args
+from autoloss.cli.app import build_parser, main
+from autoloss.cli.search import _config_from_args
+from autoloss.search.run import load_experiment
 from autoloss.study import run_study
-from autoloss.trust import ENV_ALL, ENV_FILES, UntrustedCodeError, is_trusted
+from autoloss.utils.trust import ENV_ALL, ENV_FILES, UntrustedCodeError, is_trusted
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

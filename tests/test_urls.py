@@ -10,11 +10,11 @@ import optuna
 import pytest
 from fake_proxy import fast_tmp_dir
 
-from autoloss import search
 from autoloss.losses import load_loss, read_spec
-from autoloss.plot_cli import open_run_study
-from autoloss.run_folder import RunFolder
-from autoloss.urls import is_masked, mask_password
+from autoloss.search import run as search
+from autoloss.search.run_folder import RunFolder
+from autoloss.search.run_plots import open_run_study
+from autoloss.utils.urls import is_masked, mask_password
 
 FACTORY = "fake_proxy:FakeProxy"
 SECRET = "Hunter2-pw"
@@ -103,7 +103,7 @@ def test_a_run_folder_opens_its_own_study_when_copied(out, tmp_path):
     shutil.copytree(out, moved)
     optuna.delete_study(study_name=result.study, storage=f"sqlite:///{out / 'study.db'}")
     assert open_run_study(moved).study_name == result.study  # not the emptied original
-    from autoloss.cli import main
+    from autoloss.cli.app import main
 
     assert main(["export", str(moved), "--to", str(tmp_path / "again.yaml")]) == 0
     assert load_loss(tmp_path / "again.yaml").provenance["trial"] == result.best_trial
@@ -121,7 +121,7 @@ def test_an_old_run_folder_with_an_absolute_path_opens_in_another_clone(out, tmp
     shutil.copytree(out, moved)
     shutil.rmtree(out)
     assert open_run_study(moved).study_name == result.study
-    from autoloss.cli import main
+    from autoloss.cli.app import main
 
     assert main(["export", str(moved), "--to", str(tmp_path / "again.yaml")]) == 0
     assert load_loss(tmp_path / "again.yaml") is not None
@@ -174,7 +174,7 @@ def test_a_committed_run_folder_exports_from_another_directory(folder, tmp_path)
     assert json.loads(text)["relative_to"] == "run folder", text
     moved = tmp_path / "clone" / folder.name
     shutil.copytree(folder, moved, ignore=shutil.ignore_patterns("plots"))
-    from autoloss.cli import main
+    from autoloss.cli.app import main
 
     assert main(["export", str(moved), "--to", str(tmp_path / "again.yaml")]) == 0
     exported, committed = read_spec(tmp_path / "again.yaml"), read_spec(folder / "best_loss.yaml")

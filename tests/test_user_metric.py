@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from autoloss import evaluate, load_loss, trust_code
-from autoloss.check import check_loss
-from autoloss.trust import ENV_FILES
+from autoloss.losses.check import check_loss
+from autoloss.utils.trust import ENV_FILES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -74,7 +74,7 @@ def test_search_of_a_user_metric_end_to_end(user_file: Path, tmp_path: Path,
     import optuna
     import yaml
 
-    from autoloss.cli import main
+    from autoloss.cli.app import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(ENV_FILES, "")  # trusted by being named on the command line only

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from autoloss.search_config import load_experiment
-from autoloss.train_cli import read_experiment
+from autoloss.retrain.experiment import read_experiment
+from autoloss.search.config import load_experiment
 
 
 @pytest.mark.parametrize("load", [load_experiment, read_experiment])
@@ -30,8 +30,8 @@ def test_experiment_file_errors(tmp_path, load):
 def test_a_key_given_twice_is_an_error_with_both_lines(tmp_path, kind):
     """Plain YAML keeps the last of two equal keys silently; autoloss's files refuse them."""
     from autoloss.losses import read_spec
-    from autoloss.search import load_experiment
-    from autoloss.spaces import load_space
+    from autoloss.search.run import load_experiment
+    from autoloss.search.spaces import load_space
 
     texts = {"experiment": "metric: miou\ntrials: 4\ntrials: 40\n",
              "loss": "name: dice\nsmooth: 1.0\nsmooth: 2.0\n",

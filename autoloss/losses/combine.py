@@ -44,6 +44,8 @@ class CombinedLoss(nn.Module):
         self.weights = [float(w) for w in weights]
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``logits [N, C, H, W]``, ``target [N, H, W]`` -> ``sum_i weight_i * loss_i(logits,
+        target)``: a scalar."""
         total = None
         for weight, loss in zip(self.weights, self.losses):
             term = weight * loss(logits, target)

@@ -3,7 +3,7 @@
 What is compiled, forward and backward: everything from the logits to the program's statistics
 (softmax, the one-hot ground truth and validity mask, every curve, the relaxed AND / OR,
 erosion, dilation and edges, the per-class sums), with inductor (C++/OpenMP on CPU, Triton on
-GPU). The curves' coefficients are graph **inputs** (:mod:`autoloss.tensor_curves`), so one
+GPU). The curves' coefficients are graph **inputs** (:mod:`autoloss.core.tensor_curves`), so one
 graph serves every curve of the same kinds and numbers of pieces: all the trials of a search.
 The score (a formula over ``[C]`` vectors) and the input checks stay eager.
 
@@ -11,7 +11,7 @@ One graph per :class:`GraphKey` (the program, its options, the curves' kinds and
 device and shapes) per process, compiled on first use with ``dynamic=False``. The backward
 recomputes the fused forward instead of reading saved full-size activations (memory-bound on
 CPU; a selective-checkpoint policy), except the filter offsets of
-:mod:`autoloss.traced_filters`.
+:mod:`autoloss.core.traced_filters`.
 Inductor's on-disk caches (FX graph and AOTAutograd caches, on by default, in
 ``$TORCHINDUCTOR_CACHE_DIR``, default ``<tmp>/torchinductor_<user>``) make the same graph cheap
 to compile again in another process: a search's later workers and runs.
@@ -31,7 +31,7 @@ When (``compile`` option of :class:`~autoloss.losses.SurrogateLoss`, then this o
    long training loop compiles early in its run.
 
 Eligible calls: float32 / float64 logits that require grad (with grad mode on), non-empty, and
-curves that are :class:`~autoloss.relaxations.BezierCurve`, ``LinearCurve`` or
+curves that are :class:`~autoloss.core.relaxations.BezierCurve`, ``LinearCurve`` or
 ``IdentityCurve``; everything else (evaluation without grad, half precision, custom curve
 callables) runs the eager kernel. When compilation fails (no C++ compiler, an untraceable user
 program, ...) the key runs eagerly from then on, after one :class:`CompileFallbackWarning`.
@@ -55,11 +55,11 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
+from autoloss.core.programs import MetricProgram
+from autoloss.core.relaxations import Curve
+from autoloss.core.tensor_curves import CurveTensors, curve_signature, curve_tensors
+from autoloss.core.tensor_ops import TensorOps
 from autoloss.errors import InvalidValueError
-from autoloss.programs import MetricProgram
-from autoloss.relaxations import Curve
-from autoloss.tensor_curves import CurveTensors, curve_signature, curve_tensors
-from autoloss.tensor_ops import TensorOps
 
 __all__ = [
     "AUTO_AFTER",

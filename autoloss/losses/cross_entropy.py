@@ -98,6 +98,8 @@ class CrossEntropyLoss(nn.Module):
         self.reduction = Reduction.parse(reduction).value
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``logits [N, C, H, W]``, ``target [N, H, W]`` long (or soft ``[N, C, H, W]``) ->
+        :func:`cross_entropy`: a scalar, ``[N, H, W]`` with ``reduction="none"``."""
         return cross_entropy(logits, target, ignore_index=self.ignore_index,
                              class_weights=self.class_weights,
                              label_smoothing=self.label_smoothing, reduction=self.reduction)
@@ -147,6 +149,8 @@ class BinaryCrossEntropyLoss(nn.Module):
         self.reduction = Reduction.parse(reduction).value
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``logits [N, 1, H, W]`` (or ``[N, H, W]``), ``target [N, H, W]`` in {0, 1} ->
+        :func:`binary_cross_entropy`: a scalar, ``[N, H, W]`` with ``reduction="none"``."""
         return binary_cross_entropy(logits, target, ignore_index=self.ignore_index,
                                     pos_weight=self.pos_weight, reduction=self.reduction)
 

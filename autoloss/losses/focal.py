@@ -108,6 +108,8 @@ class FocalLoss(nn.Module):
         self.reduction = Reduction.parse(reduction).value
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``logits [N, C, H, W]`` (``[N, 1, H, W]`` with ``mode="binary"``), ``target [N, H, W]``
+        long (or soft ``[N, C, H, W]``) -> :func:`focal_loss` (its ``reduction``)."""
         return apply_mode(self.mode, self._loss, logits, target)
 
     def _loss(self, logits: Tensor, target: Tensor) -> Tensor:

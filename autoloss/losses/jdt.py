@@ -223,6 +223,8 @@ class _JDTModule(nn.Module):
                 "soft_classes": self.soft_classes}
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``logits [N, C, H, W]`` (``[N, 1, H, W]`` with ``mode="binary"``), ``target [N, H, W]``
+        long (or soft ``[N, C, H, W]``) -> :func:`jdt_loss`: a scalar."""
         return apply_mode(self.mode, self._loss, logits, target)
 
     def _loss(self, logits: Tensor, target: Tensor) -> Tensor:

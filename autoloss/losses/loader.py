@@ -42,13 +42,13 @@ from typing import Any
 import yaml
 from torch import nn
 
-from autoloss.atomic import write_text_atomic
 from autoloss.errors import InvalidTypeError, InvalidValueError, MissingFileError, did_you_mean
 from autoloss.losses.baselines import BASELINES
 from autoloss.losses.combine import CombinedLoss
 from autoloss.losses.presets import PRESETS
 from autoloss.losses.surrogate import SurrogateLoss
-from autoloss.yaml_files import load_yaml
+from autoloss.utils.atomic import write_text_atomic
+from autoloss.utils.yaml_files import load_yaml
 
 __all__ = ["DATASET_OPTIONS", "SCHEMA_VERSION", "load_loss", "loss_names", "portable_spec",
            "read_spec", "save_loss"]
@@ -188,8 +188,8 @@ def load_loss(spec: str | Path | Mapping[str, Any], *, trust_code: bool = False,
     Args:
         spec: see the module docstring.
         trust_code: let the user metric files the spec names (``metric: file.py:name``) run;
-            without it (or another opt-in, :mod:`autoloss.trust`) such a spec raises
-            :class:`~autoloss.trust.UntrustedCodeError` before any of its code runs.
+            without it (or another opt-in, :mod:`autoloss.utils.trust`) such a spec raises
+            :class:`~autoloss.utils.trust.UntrustedCodeError` before any of its code runs.
         **overrides: top-level options to replace, e.g. ``ignore_index=255, tol=2``. Each is
             checked against the loss's own options (a typo is an error, with a suggestion).
 
@@ -199,8 +199,8 @@ def load_loss(spec: str | Path | Mapping[str, Any], *, trust_code: bool = False,
     """
     data = read_spec(spec)
     if trust_code:
-        from autoloss.trust import code_file
-        from autoloss.trust import trust_code as trust
+        from autoloss.utils.trust import code_file
+        from autoloss.utils.trust import trust_code as trust
 
         trust(*[ref for ref in _metric_references(data) if code_file(ref) is not None])
     version = data.get("autoloss_schema", SCHEMA_VERSION)

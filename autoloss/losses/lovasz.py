@@ -251,6 +251,7 @@ class LovaszSoftmaxLoss(nn.Module):
         self.ignore_index = check_ignore_index(ignore_index)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``logits [N, C, H, W]``, ``target [N, H, W]`` long -> :func:`lovasz_softmax`: a scalar."""
         return lovasz_softmax(logits, target, per_image=self.per_image, classes=self.classes,
                               ignore_index=self.ignore_index)
 
@@ -273,6 +274,8 @@ class LovaszHingeLoss(nn.Module):
         self.ignore_index = check_ignore_index(ignore_index)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``logits [N, 1, H, W]`` (or ``[N, H, W]``), ``target [N, H, W]`` in {0, 1} ->
+        :func:`lovasz_hinge`: a scalar."""
         return lovasz_hinge(logits, target, per_image=self.per_image,
                             ignore_index=self.ignore_index)
 

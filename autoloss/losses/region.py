@@ -252,6 +252,9 @@ class _RegionLoss(nn.Module):
         self.reduction = Reduction.parse(reduction).value
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``logits [N, C, H, W]`` (``[N, 1, H, W]`` with ``mode="binary"``), ``target [N, H, W]``
+        long (or soft ``[N, C, H, W]``) -> :func:`tversky_loss`: a scalar, the per-class or
+        per-image values with ``reduction="none"``."""
         return apply_mode(self.mode, self._loss, logits, target)
 
     def _loss(self, logits: Tensor, target: Tensor) -> Tensor:

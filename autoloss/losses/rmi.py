@@ -258,6 +258,7 @@ class RMILoss(nn.Module):
                    output_dtype=output_dtype)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``logits [N, C, H, W]``, ``target [N, H, W]`` long -> :func:`rmi_loss`: a scalar."""
         return rmi_loss(logits, target, radius=self.radius, pool=self.pool,
                         pool_size=self.pool_size, pool_stride=self.pool_stride,
                         weight_lambda=self.weight_lambda, lambda_way=self.lambda_way,

@@ -2,10 +2,10 @@
 
     loss = 1 - surrogate(metric)
 
-The surrogate is the same program that computes the exact metric (``autoloss.programs``), with
+The surrogate is the same program that computes the exact metric (``autoloss.core.programs``), with
 the prediction replaced by softmax probabilities and the logical operators by parameterised
 smooth ones (Li et al., "Auto Seg-Loss: Searching Metric Surrogates for Semantic Segmentation",
-ICLR 2021). Each curve ``h`` is monotone with ``h(0)=0`` and ``h(1)=1`` (``autoloss.relaxations``),
+ICLR 2021). Each curve ``h`` is monotone with ``h(0)=0`` and ``h(1)=1`` (``autoloss.core.relaxations``),
 so the surrogate equals the metric on one-hot predictions and never decreases as the prediction
 moves toward the ground truth.
 
@@ -32,13 +32,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+import autoloss.losses.compiled as compiled
+from autoloss.core.operators import RelaxedOps, one_hot
+from autoloss.core.programs import MetricProgram, class_mean, get_program
+from autoloss.core.relaxations import Curve, IdentityCurve, curve_from_dict
 from autoloss.errors import InvalidValueError
-from autoloss.losses import compiled
 from autoloss.losses._validate import check_choice, check_logits_and_target
 from autoloss.losses.binary import apply_mode, check_mode, mode_entry
-from autoloss.operators import RelaxedOps, one_hot
-from autoloss.programs import MetricProgram, class_mean, get_program
-from autoloss.relaxations import Curve, IdentityCurve, curve_from_dict
 
 __all__ = ["SurrogateLoss", "surrogate_loss"]
 
@@ -102,8 +102,8 @@ class SurrogateLoss(nn.Module):
     Args:
         metric: a built-in metric name (``miou``, ``fwiou``, ``macc``, ``gacc``, ``mdice``,
             ``biou``, ``bf1``, ``miou_image``), a user program ``file.py:name`` or a
-            :class:`~autoloss.programs.MetricProgram`.
-        curves: curve name -> :class:`~autoloss.relaxations.Curve` (or its dict form). Curves the
+            :class:`~autoloss.core.programs.MetricProgram`.
+        curves: curve name -> :class:`~autoloss.core.relaxations.Curve` (or its dict form). Curves the
             program uses but that are not given are the identity (the plain soft metric).
         ignore_index: label excluded from the loss (the void label of *your* data: a loss file
             carries none, see ``load_loss``). tol: boundary tolerance in pixels.
@@ -187,6 +187,8 @@ class SurrogateLoss(nn.Module):
         return int(round(self.tol * math.hypot(height, width) / math.hypot(*self.tol_at)))
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``logits [N, C, H, W]`` (``[N, 1, H, W]`` with ``mode="binary"``), ``target [N, H, W]``
+        long -> ``1 - surrogate metric``: a scalar."""
         return apply_mode(self.mode, self._loss, logits, target)
 
     def _loss(self, logits: Tensor, target: Tensor) -> Tensor:

@@ -1,0 +1,5 @@
+import sys
+
+from autoloss.cli.app import main
+
+sys.exit(main())

@@ -1,0 +1,465 @@
+"""Figures: learned curves, search history, parameter importance, training curves (overlays:
+:mod:`autoloss.report.overlay_plots`; comparisons: :mod:`autoloss.report.compare_plots`; Pareto front and
+per-trial curves: :mod:`autoloss.report.search_plots`).
+
+With those three, the only modules that import matplotlib. Figures are drawn on ``matplotlib.figure.Figure``
+objects rendered by the Agg canvas (PNG) or the SVG backend -- pyplot is never imported, so no
+global figure state, no GUI and no backend switch in the caller's process.
+
+Every function takes ``out``, the output path **without** its format (a ``.png`` / ``.svg``
+suffix is dropped), and ``formats`` (default ``("png", "svg")``): one file per format is
+written next to ``out``. Functions that return one ``Path`` return the file of the first format.
+
+Curves are the relaxations ``h(x)`` of Auto Seg-Loss (Li et al., ICLR 2021, section 3.2): a
+searched curve is drawn against the identity ``h(x) = x`` (the plain soft metric).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from torch import nn
+
+from autoloss.errors import InvalidValueError, MissingFileError
+from autoloss.report.names import search_name
+from autoloss.utils.atomic import write_atomic
+from autoloss.utils.trial_attrs import discarded
+
+__all__ = ["FORMATS", "LOSS_COLORS", "STYLE", "check_formats",
+           "curves_of", "default_labels", "plot_curves", "plot_history", "plot_importance",
+           "plot_training", "read_training_log", "save_figure", "smooth",
+           "run_labels", "training_figure"]
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("png", "svg")
+_DPI = 150
+STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+         "axes.grid": True, "grid.alpha": 0.3, "svg.fonttype": "none"}
+LOSS_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+               "#17becf", "#bcbd22", "#7f7f7f")
+
+
+# ---- output ------------------------------------------------------------------------------------
+
+def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    """``formats`` as a tuple, each one of :data:`FORMATS` (at least one)."""
+    fmts = (formats,) if isinstance(formats, str) else tuple(formats)
+    bad = [f for f in fmts if f not in FORMATS]
+    if not fmts or bad:
+        raise InvalidValueError(f"formats must be a non-empty subset of {FORMATS}, but got {fmts!r}")
+    return fmts
+
+
+def save_figure(fig: Figure, out: Path | str, formats: Sequence[str]) -> list[Path]:
+    """Write ``fig`` once per format as ``out.<format>`` (parents created)."""
+    fmts = check_formats(formats)
+    base = Path(out)
+    if base.suffix.lower() in {f".{f}" for f in FORMATS}:
+        base = base.with_suffix("")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    paths = []
+    for fmt in fmts:
+        path = base.parent / f"{base.name}.{fmt}"
+        write_atomic(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=_DPI))
+        paths.append(path)
+    return paths
+
+
+# ---- learned curves ----------------------------------------------------------------------------
+
+def curves_of(loss: nn.Module) -> dict[str, Any]:
+    """The curves ``name -> Curve`` of a surrogate loss, or of the surrogates in a combination
+    (names then prefixed ``<metric>:`` when two parts share a curve name)."""
+    from autoloss.losses import CombinedLoss, SurrogateLoss
+
+    if isinstance(loss, SurrogateLoss):
+        return dict(loss.curves)
+    if isinstance(loss, CombinedLoss):
+        found: dict[str, Any] = {}
+        for part in loss.losses:
+            for name, curve in curves_of(part).items():
+                key = f"{getattr(part, 'metric', 'part')}:{name}" if name in found else name
+                found[key] = curve
+        return found
+    return {}
+
+
+def plot_curves(losses: Sequence[str | Path | nn.Module], *, labels: Sequence[str] | None = None,
+                out: Path | str, formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Overlay the learned curves ``h(x)`` of one or several losses, one panel per curve name.
+
+    Args:
+        losses: loss YAML files, preset names (``asl-voc-miou``) or loss modules.
+        labels: legend label per loss (default: file stem or preset name).
+        out: output path without format; formats: ``png`` and/or ``svg``.
+
+    Each panel shows the identity ``y = x`` (dashed), every loss's curve and its control points:
+    Bezier junctions (on the curve) filled, off-curve controls hollow, joined by the thin control
+    polygon; linear knots filled. Returns the written files.
+    """
+    if isinstance(losses, (str, Path, nn.Module)):
+        losses = [losses]
+    if len(losses) == 0:
+        raise InvalidValueError("losses must name at least one loss, but got an empty list")
+    if labels is not None and len(labels) != len(losses):
+        raise InvalidValueError(f"labels must have one entry per loss ({len(losses)}), but got "
+                         f"{len(labels)}: {list(labels)}")
+    from autoloss.losses import load_loss
+
+    names = list(labels) if labels is not None else default_labels(losses)
+    entries = []
+    for label, spec in zip(names, losses):
+        module = spec if isinstance(spec, nn.Module) else load_loss(spec)
+        curves = curves_of(module)
+        if not curves:
+            raise InvalidValueError(f"loss {label!r} ({type(module).__name__}) has no curves to plot; "
+                             "expected a surrogate loss (a preset like 'asl-voc-miou' or a "
+                             "searched loss file)")
+        entries.append((label, getattr(module, "metric", None), curves))
+    panels = list(dict.fromkeys(name for _, _, curves in entries for name in curves))
+    ncols = 2 if len(panels) == 4 else min(len(panels), 3)
+    nrows = math.ceil(len(panels) / ncols)
+    metrics = sorted({m for _, m, _ in entries if m})
+    x = torch.linspace(0.0, 1.0, 401, dtype=torch.float64)
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(3.6 * ncols, 3.6 * nrows + 0.6), layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax, panel in zip(axes, panels):
+            ax.plot([0, 1], [0, 1], "--", color="0.5", lw=1, label="identity y = x")
+            for k, (label, _, curves) in enumerate(entries):
+                if panel in curves:
+                    _draw_curve(ax, curves[panel], x, color=LOSS_COLORS[k % len(LOSS_COLORS)],
+                                label=label)
+            ax.set(title=panel, xlabel="x (probability)", ylabel="h(x)", xlim=(-0.02, 1.02),
+                   ylim=(-0.02, 1.02), aspect="equal")
+        for ax in axes[len(panels):]:
+            ax.set_visible(False)
+        handles, texts = axes[0].get_legend_handles_labels()
+        for ax in axes[1:len(panels)]:
+            for h, t in zip(*ax.get_legend_handles_labels()):
+                if t not in texts:
+                    handles.append(h)
+                    texts.append(t)
+        fig.legend(handles, texts, loc="outside lower center", ncols=min(len(texts), 4))
+        what = f" ({', '.join(metrics)})" if metrics else ""
+        fig.suptitle(f"Learned curves h(x){what}; filled: on-curve points, hollow: controls")
+        return save_figure(fig, out, formats)
+
+
+def _file_label(path: Path) -> str:
+    """A searched ``best_loss.yaml`` by its search or study folder (``study-miou-camvid`` for
+    ``results/study-miou-camvid/search/best_loss.yaml``), any other YAML by its stem."""
+    if path.suffix not in (".yaml", ".yml"):
+        return str(path)
+    if path.stem != "best_loss":
+        return path.stem
+    return search_name(path.parent) or path.stem
+
+
+def default_labels(losses: Sequence[str | Path | nn.Module]) -> list[str]:
+    """Preset name, a search's folder (:func:`_file_label`) or file stem (``parent/stem`` when
+    they repeat); ``loss i`` for modules."""
+    paths = [None if isinstance(s, nn.Module) else Path(s) for s in losses]
+    stems = [_file_label(p) if p is not None else "" for p in paths]
+    return [f"loss {i + 1}" if p is None else
+            f"{p.parent.name}/{stem}" if stems.count(stem) > 1 and p.parent.name else stem
+            for i, (p, stem) in enumerate(zip(paths, stems))]
+
+
+def _draw_curve(ax: Any, curve: Any, x: torch.Tensor, *, color: str, label: str) -> None:
+    ax.plot(x.numpy(), curve(x).numpy(), color=color, lw=1.8, label=label)
+    points = np.asarray(curve.control_points(), dtype=float)
+    if curve.kind == "bezier":
+        ax.plot(points[:, 0], points[:, 1], "-", color=color, lw=0.6, alpha=0.6)
+        on, off = points[0::2], points[1::2]
+        ax.plot(on[:, 0], on[:, 1], "o", color=color, ms=5, ls="none")
+        ax.plot(off[:, 0], off[:, 1], "o", mfc="white", mec=color, mew=1.2, ms=5, ls="none")
+    elif curve.kind == "linear":
+        ax.plot(points[:, 0], points[:, 1], "o", color=color, ms=4, ls="none")
+
+
+# ---- search history and importance ---------------------------------------------------------
+
+def _target_name(study: Any) -> str:
+    """The searched metric: the ``config`` user attribute ``autoloss.search.run`` writes, else
+    optuna's ``metric_names``."""
+    config = study.user_attrs.get("config")
+    metric = config.get("metric") if isinstance(config, dict) else None
+    if isinstance(metric, list) and metric:
+        return str(metric[0])
+    if isinstance(metric, str):
+        return metric
+    names = getattr(study, "metric_names", None)
+    return names[0] if names else "objective value"
+
+
+def _trial_value(trial: Any) -> float | None:
+    values = trial.values
+    return float(values[0]) if values else None
+
+
+def _reference_label(trial: Any) -> str | None:
+    value = trial.user_attrs.get("reference")  # set by autoloss.search.run on enqueued points
+    return value if isinstance(value, str) and value else None
+
+
+def _baseline_value(value: Any) -> float | None:
+    """A number, or the first of a list (multi-objective baselines); None otherwise."""
+    if isinstance(value, list) and value:
+        value = value[0]
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def plot_history(study: Any, *, out: Path | str, baseline: float | None = None,
+                 formats: Sequence[str] = FORMATS) -> Path:
+    """Target metric per trial of an optuna study (first objective if there are several).
+
+    Complete trials: filled dots and the best-so-far line; pruned trials: hollow dots at their
+    last reported (intermediate) value; failed trials: crosses at the bottom; trials with a
+    ``reference`` user attribute (identity, paper curves) annotated with it; ``baseline`` (default:
+    the study's ``baseline_ce`` user attribute, the cross-entropy proxy score) as a horizontal
+    line. Returns the file of the first format.
+    """
+    from optuna.trial import TrialState
+
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    done = [(t.number, _trial_value(t)) for t in trials
+            if t.state == TrialState.COMPLETE and _trial_value(t) is not None]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    pruned_pts = [(t.number, t.intermediate_values[max(t.intermediate_values)])
+                  for t in pruned if t.intermediate_values]
+    unreported = [t.number for t in pruned if not t.intermediate_values]
+    failed = [t.number for t in trials if t.state == TrialState.FAIL and not discarded(t)]
+    maximize = study.directions[0].name == "MAXIMIZE"
+    if baseline is None:
+        baseline = _baseline_value(study.user_attrs.get("baseline_ce"))
+    name = _target_name(study)
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(8, 4.5), layout="constrained")
+        ax = fig.subplots()
+        if done:
+            xs, ys = np.array(done).T
+            best = np.maximum.accumulate(ys) if maximize else np.minimum.accumulate(ys)
+            end = max(t.number for t in trials)
+            ax.step(np.append(xs, end), np.append(best, best[-1]), where="post", color="C2",
+                    lw=1.8, label="best so far")
+            ax.plot(xs, ys, "o", color="C0", ms=4.5, label=f"complete ({len(done)})")
+        if pruned_pts:
+            px, py = np.array(pruned_pts).T
+            ax.plot(px, py, "o", mfc="none", mec="C1", ms=5,
+                    label=f"pruned, last reported value ({len(pruned_pts)})")
+        if baseline is not None:
+            ax.axhline(baseline, ls="--", color="0.35", lw=1.2,
+                       label=f"cross-entropy baseline ({baseline:.4g})")
+        last = dict(done + pruned_pts)
+        for t in trials:
+            ref, value = _reference_label(t), last.get(t.number)
+            if ref is not None and value is not None:
+                ax.plot([t.number], [value], "D", mfc="none", mec="k", ms=8)
+                ax.annotate(ref, (t.number, value), xytext=(8, 10), textcoords="offset points",
+                            fontsize=8, arrowprops={"arrowstyle": "-", "color": "0.3", "lw": 0.8})
+        if unreported or failed:  # drawn in a strip below the data
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(lo - 0.1 * (hi - lo), hi)
+        bottom = ax.get_xaxis_transform()  # x in data, y in axes fraction
+        if unreported:
+            ax.plot(unreported, [0.03] * len(unreported), "o", mfc="none", mec="C1", ms=5,
+                    transform=bottom, label=f"pruned before reporting ({len(unreported)})")
+        if failed:
+            ax.plot(failed, [0.03] * len(failed), "x", color="C3", ms=6, mew=1.5,
+                    transform=bottom, label=f"failed ({len(failed)})")
+        if not trials:
+            ax.text(0.5, 0.5, "no trials yet", transform=ax.transAxes, ha="center")
+        direction = "higher" if maximize else "lower"
+        ax.set(xlabel="trial number", ylabel=f"{name} ({direction} is better)",
+               title=f"Search history: {study.study_name} ({len(trials)} trials)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if trials:
+            fig.legend(loc="outside right upper")
+        return save_figure(fig, out, formats)[0]
+
+
+def _importances(study: Any) -> tuple[dict[str, float], str]:
+    """PED-ANOVA (optuna's default since 5.0; no scikit-learn) ranks the parameters by how the
+    best quantile of trials differs from the rest, in the study's direction (the Pareto front
+    for several objectives). Older optuna without it: the default fANOVA (needs scikit-learn)."""
+    import optuna.importance as imp
+
+    ped = getattr(imp, "PedAnovaImportanceEvaluator", None)
+    if ped is not None:
+        return dict(imp.get_param_importances(study, evaluator=ped())), "PED-ANOVA"
+    return dict(imp.get_param_importances(study, target=lambda t: t.values[0])), "fANOVA"
+
+
+def plot_importance(study: Any, *, out: Path | str,
+                    formats: Sequence[str] = FORMATS) -> Path | None:
+    """Parameter importance of a study (:func:`_importances`) as a horizontal bar chart, most
+    important on top.
+
+    Returns None (and logs why) when it cannot be computed: fewer than 2 complete trials, no
+    parameters, or an evaluator error.
+    """
+    from optuna.trial import TrialState
+
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.values]
+    if len(complete) < 2:
+        logger.warning("parameter importance needs at least 2 complete trials, but study %r has "
+                       "%d; skipped", study.study_name, len(complete))
+        return None
+    try:
+        scores, evaluator = _importances(study)
+    except (ImportError, RuntimeError, ValueError, ZeroDivisionError) as err:
+        logger.warning("parameter importance of study %r failed (%s); skipped",
+                       study.study_name, err)
+        return None
+    if not scores:
+        logger.warning("study %r has no parameters to rank; importance skipped", study.study_name)
+        return None
+    items = sorted(scores.items(), key=lambda kv: kv[1])
+    names, values = [k for k, _ in items], [v for _, v in items]
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(6.5, 1.2 + 0.28 * len(items)), layout="constrained")
+        ax = fig.subplots()
+        bars = ax.barh(names, values, color="C0")
+        ax.bar_label(bars, fmt="%.3f", padding=2, fontsize=7)
+        ax.set_xlim(0, max(max(values), 1e-9) * 1.18)
+        ax.set(xlabel="importance (normalised, sums to 1)", ylabel="parameter",
+               title=f"Parameter importance: {study.study_name}\n({evaluator}, "
+                     f"{len(complete)} complete trials)")  # two lines: long names fit
+        ax.grid(axis="y", visible=False)
+        return save_figure(fig, out, formats)[0]
+
+
+# ---- training curves ---------------------------------------------------------------------------
+
+Points = list[tuple[int, float]]
+
+
+def read_training_log(path: Path | str) -> tuple[Points, dict[str, Points]]:
+    """``(train losses [(step, loss)], eval metrics {name: [(step, value)]})`` of a trainer JSONL
+    log (``autoloss.train.trainer.fit``): ``{"step", "loss", ...}`` lines and ``{"step", "eval": {...}}``
+    lines (a ``metrics`` mapping is read the same way); null (non-finite) values are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"training log {str(path)!r} does not exist")
+    losses: Points = []
+    metrics: dict[str, Points] = {}
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InvalidValueError(f"{path}:{lineno} is not a JSON record: {err}") from None
+        step = record.get("step") if isinstance(record, dict) else None
+        if not isinstance(step, int):
+            continue
+        scores = record.get("eval", record.get("metrics"))
+        if isinstance(scores, dict):
+            for key, value in scores.items():
+                if number(value):
+                    metrics.setdefault(key, []).append((step, float(value)))
+        elif number(record.get("loss")):
+            losses.append((step, float(record["loss"])))
+    return losses, metrics
+
+
+def run_labels(paths: Sequence[Path]) -> list[str]:
+    """Short distinct legend labels for log files: the fewest trailing path parts that tell
+    them apart, without a file name they all share (``runs/ce/seed0/log.jsonl`` and
+    ``runs/focal/seed0/log.jsonl`` -> ``ce/seed0``, ``focal/seed0``)."""
+    parts = [list(Path(p).with_suffix("").parts) for p in paths]
+    while (len(parts) > 1 and all(len(x) > 1 for x in parts)
+           and len({x[-1] for x in parts}) == 1):
+        parts = [x[:-1] for x in parts]
+    for depth in range(1, max(len(x) for x in parts) + 1):
+        labels = ["/".join(x[-depth:]) for x in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return ["/".join(x) for x in parts]
+
+
+def plot_training(log_jsonl: Path | str | Sequence[Path | str], *, out: Path | str,
+                  metrics: Sequence[str] | None = None,
+                  formats: Sequence[str] = FORMATS) -> Path:
+    """Training curves of one or more runs' JSONL logs (:func:`read_training_log`): the loss vs
+    step (raw, faint, and smoothed), then one panel per evaluation metric vs step (``metrics``:
+    which ones, default all logged); one colour per run. Returns the file of the first format."""
+    one = isinstance(log_jsonl, (str, Path))
+    paths = [Path(log_jsonl)] if one else [Path(p) for p in log_jsonl]
+    if not paths:
+        raise InvalidValueError("log_jsonl must name at least one log file, but got an empty list")
+    runs = [(label, *read_training_log(p)) for label, p in zip(run_labels(paths), paths)]
+    logged = list(dict.fromkeys(name for _, _, evals in runs for name in evals))
+    names = logged if metrics is None else list(metrics)
+    missing = [m for m in names if m not in logged]
+    if missing:
+        raise InvalidValueError(f"metrics {missing} are not in the logs, which hold {logged}")
+    with matplotlib.rc_context(STYLE):
+        fig = training_figure(runs, names, title="Training curves")
+        return save_figure(fig, out, formats)[0]
+
+
+def training_figure(runs: Sequence[tuple[str, Points, dict[str, Points]]], metrics: Sequence[str],
+                    *, title: str, percent: bool = False) -> Figure:
+    """Training loss vs step (raw, faint, and smoothed when long), then one panel per metric
+    vs step; one colour and one legend entry per run. ``runs``: ``(label, losses, evals)`` as
+    :func:`read_training_log` gives them; ``percent``: metrics drawn in percentage points."""
+    ncols = min(len(metrics) + 1, 3)
+    nrows = math.ceil((len(metrics) + 1) / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows + 0.5), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    scale = 100.0 if percent else 1.0
+    for k, (label, losses, evals) in enumerate(runs):
+        color = LOSS_COLORS[k % len(LOSS_COLORS)]
+        if losses:
+            steps, values = np.array(losses).T
+            if len(values) >= 100:
+                axes[0].plot(steps, values, color=color, lw=0.8, alpha=0.3)
+                values = smooth(values)
+            axes[0].plot(steps, values, color=color, lw=1.6, label=label)
+        for ax, name in zip(axes[1:], metrics):
+            if evals.get(name):
+                steps, values = np.array(evals[name]).T
+                ax.plot(steps, scale * values, "-", marker=".", color=color, label=label)
+    axes[0].set(xlabel="step", ylabel="loss", title="training loss (smoothed if long)")
+    for ax, name in zip(axes[1:], metrics):
+        ax.set(xlabel="step", ylabel=f"{name} (%)" if percent else name, title=f"eval {name}")
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+    for ax in axes[len(metrics) + 1:]:
+        ax.set_visible(False)
+    handles = {t: h for ax in axes for h, t in zip(*ax.get_legend_handles_labels())}
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center",
+                   ncols=min(len(handles), 6))
+    fig.suptitle(title)
+    return fig
+
+
+def smooth(values: np.ndarray) -> np.ndarray:
+    """Centred moving average over ``~len/25`` points (no lag; edges average what exists)."""
+    width = 2 * (len(values) // 50) + 1
+    kernel = np.ones(width)
+    return (np.convolve(values, kernel, mode="same")
+            / np.convolve(np.ones_like(values), kernel, mode="same"))

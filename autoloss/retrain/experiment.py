@@ -1,0 +1,184 @@
+"""A retraining experiment: the flat options of ``autoloss compare`` / ``autoloss train`` (flags
+and experiment file merged) checked and built into one frozen :class:`Experiment`.
+
+An experiment file is flat (no includes): the keys of :data:`EXPERIMENT_KEYS` plus every
+:class:`autoloss.train.TrainConfig` field except ``seed`` (runs are seeded 0..seeds-1, or by
+``train --seed``). Unknown keys are an error with a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autoloss.errors import InvalidValueError, did_you_mean
+from autoloss.utils.yaml_files import read_mapping
+
+__all__ = ["DEFAULT_TRAIN", "DEFAULT_WIDTH", "EXPERIMENT_KEYS", "PROTOCOLS", "Experiment",
+           "experiment_from_dict", "parse_crop", "read_experiment"]
+
+#: experiment keys that are not TrainConfig fields -> (allowed types, meaning)
+EXPERIMENT_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "losses": ((list, str), "loss specs (presets, baseline names, YAML paths)"),
+    "data": ((str,), "dataset spec"),
+    "seeds": ((int,), "runs per loss, seeds 0..seeds-1"),
+    "model": ((str,), "unet or deeplab"),
+    "width": ((int, type(None)), "model width (None: the model's default)"),
+    "depth": ((int, type(None)), "model depth (None: the model's default)"),
+    "out": ((str, type(None)), "output folder (runs in OUT/runs/<loss>/seed<s>)"),
+    "report": ((str, type(None)), "compare: folder of the tables and figures (default OUT), so "
+               "that a sub-panel reuses another panel's runs without overwriting its report"),
+    "init_from": ((str, type(None)), "warm-start checkpoint"),
+    "tol": ((int,), "boundary tolerance in pixels (BIoU, BF1)"),
+    "val_split": ((str, type(None)), "split scored during training (None: none)"),
+    "test_split": ((str,), "split scored at the end (the reported numbers)"),
+    "protocol": ((str,), "scratch (every run from its initial weights) or finetune (per seed a "
+                 "cross-entropy model trained first, every loss trains on from it)"),
+    "pretrain": ((dict, type(None)), "finetune protocol: TrainConfig options of the "
+                 "cross-entropy pretraining (the others as for the runs)"),
+    "reference": ((str, type(None)), "loss every other is paired with (default cross_entropy)"),
+    "jobs": ((int,), "runs trained at once in worker processes"),
+    "plots": ((bool,), "compare: draw the figures into OUT/plots at the end (autoloss plot OUT)"),
+}
+PROTOCOLS = ("scratch", "finetune")
+
+#: training settings of the commands when neither a flag nor the experiment file sets them
+#: (TrainConfig's own defaults otherwise). Sized so that the shapes comparison of the README
+#: (3 losses x 2 seeds x 200 steps) finishes in a few minutes on 2 CPU cores.
+DEFAULT_TRAIN: dict[str, Any] = {"steps": 300, "batch_size": 8, "lr": 0.05, "eval_every": 100}
+DEFAULT_WIDTH = 8
+
+
+def _train_fields() -> list[str]:
+    from autoloss.train.trainer import TrainConfig
+
+    return [f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Experiment:
+    """A retraining setup (flags and experiment file merged). ``train`` holds the TrainConfig
+    options other than ``seed``."""
+
+    losses: tuple[str, ...] = ()
+    data: str = "shapes"
+    seeds: int = 3
+    model: str = "unet"
+    width: int | None = DEFAULT_WIDTH
+    depth: int | None = None
+    out: str | None = None
+    report: str | None = None
+    init_from: str | None = None
+    tol: int = 5
+    val_split: str | None = "val"
+    test_split: str = "test"
+    protocol: str = "scratch"
+    pretrain: dict[str, Any] | None = None
+    reference: str | None = None
+    jobs: int = 1
+    plots: bool = True
+    train: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRAIN))
+
+    def train_config(self, *, seed: int) -> Any:
+        from autoloss.train.trainer import TrainConfig
+
+        return TrainConfig(**self.train, seed=seed)
+
+    def pretrain_config(self, *, seed: int) -> Any:
+        """The cross-entropy pretraining config of the finetune protocol (None for scratch):
+        the runs' options with those under ``pretrain`` replacing them."""
+        from autoloss.train.trainer import TrainConfig
+
+        if self.protocol != "finetune":
+            return None
+        return TrainConfig(**{**self.train, **(self.pretrain or {})}, seed=seed)
+
+    def out_dir(self) -> Path:
+        from autoloss.retrain.compare import data_slug
+
+        return Path(self.out) if self.out else Path("results") / f"retrain-{data_slug(self.data)}"
+
+
+def parse_crop(value: Any) -> Any:
+    """``"HxW"`` / ``"S"`` / ``S`` / ``[H, W]`` -> ``(H, W)`` (None stays None)."""
+    if value is None or isinstance(value, (list, tuple)):
+        return None if value is None else tuple(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    parts = str(value).lower().split("x")
+    try:
+        dims = [int(p) for p in parts]
+    except ValueError:
+        dims = []
+    if len(dims) not in (1, 2):
+        raise InvalidValueError(f"crop must be HxW (e.g. 96x128), S, or [H, W], but got crop={value!r}")
+    return (dims[0], dims[-1])
+
+
+def experiment_from_dict(values: Mapping[str, Any], *, source: str = "experiment") -> Experiment:
+    """Check flat options (experiment keys and TrainConfig fields) and build an
+    :class:`Experiment`; the TrainConfig ones are validated by building a TrainConfig."""
+    train_fields = _train_fields()
+    known = list(EXPERIMENT_KEYS) + train_fields
+    exp: dict[str, Any] = {}
+    train = dict(DEFAULT_TRAIN)
+    for key, value in values.items():
+        if key == "seed":
+            raise InvalidValueError(f"{source}: 'seed' is set per run: use 'seeds: N' (compare runs "
+                             f"seeds 0..N-1) or 'autoloss train --seed S'")
+        if key in train_fields:
+            train[key] = parse_crop(value) if key == "crop" else value
+            continue
+        if key not in EXPERIMENT_KEYS:
+            raise InvalidValueError(f"{source}: unknown option {key!r}{did_you_mean(key, known)}; expected "
+                             f"one of {known}")
+        types = EXPERIMENT_KEYS[key][0]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise InvalidValueError(f"{source}: {key} must be "
+                             f"{' or '.join(t.__name__ for t in types)}, but got {key}={value!r}")
+        exp[key] = value
+    if isinstance(exp.get("losses"), str):
+        exp["losses"] = [s.strip() for s in exp["losses"].split(",") if s.strip()]
+    if "losses" in exp:
+        if not all(isinstance(s, str) and s for s in exp["losses"]):
+            raise InvalidValueError(f"{source}: losses must be a list of loss specs, but got "
+                             f"{exp['losses']!r}")
+        exp["losses"] = tuple(exp["losses"])
+    if exp.get("protocol", "scratch") not in PROTOCOLS:
+        raise InvalidValueError(f"{source}: protocol must be one of {PROTOCOLS}, but got "
+                         f"protocol={exp['protocol']!r}")
+    if exp.get("pretrain") is not None:
+        if exp.get("protocol") != "finetune":
+            raise InvalidValueError(f"{source}: 'pretrain' configures the finetune protocol; set "
+                             f"'protocol: finetune' or remove it")
+        bad = [k for k in exp["pretrain"] if k not in train_fields]
+        if bad:
+            raise InvalidValueError(f"{source}: pretrain: unknown option {bad[0]!r}"
+                             f"{did_you_mean(bad[0], train_fields)}; expected TrainConfig fields "
+                             f"{train_fields}")
+        exp["pretrain"] = {k: parse_crop(v) if k == "crop" else v
+                           for k, v in exp["pretrain"].items()}
+    if exp.get("protocol") == "finetune" and exp.get("init_from") is not None:
+        raise InvalidValueError(f"{source}: init_from and protocol finetune exclude each other (the "
+                         f"finetune protocol starts each seed from its own cross-entropy model)")
+    for key, low in (("seeds", 1), ("width", 1), ("depth", 1), ("tol", 0), ("jobs", 1)):
+        if exp.get(key) is not None and exp[key] < low:
+            raise InvalidValueError(f"{source}: {key} must be >= {low}, but got {key}={exp[key]!r}")
+    experiment = Experiment(**exp, train=train)
+    try:
+        experiment.train_config(seed=0)
+        experiment.pretrain_config(seed=0)
+    except (ValueError, TypeError) as err:
+        raise InvalidValueError(f"{source}: {err}") from None
+    return experiment
+
+
+def read_experiment(path: str | Path) -> dict[str, Any]:
+    """The raw options of a flat experiment YAML (checked for unknown keys; see
+    :func:`experiment_from_dict` to build an :class:`Experiment`)."""
+    data = read_mapping(path)
+    experiment_from_dict(data, source=str(path))
+    return data

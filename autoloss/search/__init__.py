@@ -1,0 +1,26 @@
+"""The outer search: an optuna study over the curve parameters of a target metric's surrogate,
+each trial scored by proxy training on ``val``, the best exported as a loss file.
+
+    config      SearchConfig and its validation, the target, space and proxy it resolves to
+    spaces      the search spaces (package data ``autoloss/search_spaces/*.yaml``)
+    storage     optuna storages from a URL; opening a stored study
+    run_folder  the run folder (run.json, study.db, best_loss.yaml, summary.md, plots/)
+    budget      the study-wide trial budget shared by processes and hosts
+    trial_seeds, pruning, ppo   sampler seeding, the pruner, the PPO sampler
+    rescore     re-scoring the top trials over more seeds
+    export      the exported loss file and summary.md
+    run         run_search: the whole search of one run folder
+    run_plots   the figures of a run folder
+"""
+
+from autoloss.search.config import SearchConfig, SearchResult, load_experiment, resolve_config
+from autoloss.search.export import export_trial, summarize
+from autoloss.search.run import run_search
+from autoloss.search.run_folder import RunFolder
+from autoloss.search.run_plots import plot_run
+from autoloss.search.spaces import SearchSpace, default_space, load_space
+from autoloss.search.storage import make_storage, open_study
+
+__all__ = ["RunFolder", "SearchConfig", "SearchResult", "SearchSpace", "default_space",
+           "export_trial", "load_experiment", "load_space", "make_storage", "open_study",
+           "plot_run", "resolve_config", "run_search", "summarize"]

@@ -1,0 +1,111 @@
+"""Which trials of a study count toward its trial budget, when several processes share it.
+
+A search asks for ``trials`` finished trials in the study as a whole, however many processes
+(on however many hosts) work on it. Counted: complete and pruned trials, failed ones with a
+recorded reason (a crash or a non-finite loss), and, for the budget check of a new trial, the
+trials still running or queued. A trial stopped with its worker (no reason recorded) does not
+count; its retry does.
+
+Exact with any number of processes: the storage hands out trial numbers in order, and trial
+``k`` runs only if fewer than ``trials`` counted trials are numbered below it
+(:func:`over_budget`); otherwise it is *discarded*: failed at once, with the user attribute
+:data:`DISCARDED` saying why, and left out of every count, summary and plot.
+
+Each running trial records its owner (host name and process id, :func:`owner`), so a restart on
+the same host fails the trials of its dead processes at once (:func:`fail_orphans`) instead of
+waiting for their heartbeats to go stale; a trial whose process died before recording itself is
+failed once it has been ownerless for :data:`OWNERLESS_GRACE` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from autoloss.utils.trial_attrs import DISCARDED, discarded
+
+__all__ = ["DISCARDED", "OWNER", "counts", "discarded", "fail_orphans", "finished", "over_budget",
+           "owner"]
+
+OWNER = "owner"  # user attribute of a trial: {"host": ..., "pid": ...} of the process running it
+OWNERLESS_GRACE = 30.0  # seconds a running trial may go without an owner before it counts as dead
+_COUNTED = ("COMPLETE", "PRUNED")  # state names (optuna is imported only by the search)
+
+
+def counts(trial: Any) -> bool:
+    """Whether a finished ``trial`` counts toward the budget."""
+    if trial.state.name == "FAIL":
+        return "fail_reason" in trial.user_attrs
+    return trial.state.name in _COUNTED
+
+
+def finished(study: Any) -> int:
+    """Finished trials of an optuna study that count toward the budget."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if counts(t))
+
+
+def over_budget(study: Any, number: int, budget: int) -> bool:
+    """Whether ``budget`` trials numbered below ``number`` already count: finished ones that
+    count, queued ones, and running ones whose process is not known to be dead."""
+    here = socket.gethostname()
+    taken = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.number >= number:
+            continue
+        state = t.state.name
+        if state == "WAITING" or (state == "RUNNING" and not _orphaned(t, here)) or counts(t):
+            taken += 1
+    return taken >= budget
+
+
+def owner() -> dict[str, Any]:
+    """This process: ``{"host": hostname, "pid": pid}``."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _orphaned(trial: Any, host: str) -> bool:
+    """A running trial whose owner process ran on ``host`` and is gone, or that has had no owner
+    for :data:`OWNERLESS_GRACE` seconds (its process died between creating it and recording
+    itself, a window of milliseconds; storages without heartbeats would keep it forever)."""
+    who = trial.user_attrs.get(OWNER)
+    if who is None:
+        start = trial.datetime_start  # optuna records local time
+        return start is not None and (datetime.now() - start).total_seconds() > OWNERLESS_GRACE
+    if not isinstance(who, dict) or who.get("host") != host or not isinstance(who.get("pid"), int):
+        return False
+    if who["pid"] == os.getpid():
+        return False
+    return not _alive(who["pid"])
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie, killed but not yet reaped, does
+    not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    try:  # Linux: the state letter follows the parenthesised command name
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def fail_orphans(study: Any) -> list[int]:
+    """Fail the running trials of dead processes of this host, and those ownerless for
+    :data:`OWNERLESS_GRACE` seconds (no retry is queued: the budget check lets a new trial take
+    the place); returns their numbers."""
+    from optuna.trial import TrialState
+
+    here = socket.gethostname()
+    numbers = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _orphaned(t, here):
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            numbers.append(t.number)
+    return numbers

@@ -1,0 +1,366 @@
+"""Search configuration: :class:`SearchConfig` (flat experiment YAML and CLI), the target
+parser, the joint space of a composite target, and the space and proxy a config names. No optuna
+here (see ``autoloss.search.run``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from torch import nn
+
+from autoloss.core.metrics import METRIC_NAMES
+from autoloss.core.programs import is_user_reference
+from autoloss.data import data_slug
+from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
+from autoloss.search.spaces import SearchSpace, load_space
+from autoloss.utils.cache import default_cache_dir
+from autoloss.utils.yaml_files import read_mapping
+
+__all__ = ["SAMPLERS", "CompositeSpace", "Proxy", "SearchConfig", "SearchResult",
+           "load_experiment", "make_proxy", "make_space", "parse_target", "resolve_config"]
+
+SAMPLERS = ("tpe", "cmaes", "random", "qmc", "ppo")
+STARTUPS = ("uniform", "prior")
+_PPO_OPTIONS = ("sigma", "generation_size", "clip", "lr", "update_steps", "include_pruned")
+
+
+class Proxy(Protocol):
+    """What the search needs from a proxy (``autoloss.train.proxy``)."""
+
+    num_classes: int
+    ignore_index: int | None
+    eval_steps: list[int]
+
+    def prepare(self, *, progress: bool = False) -> None: ...  # (progress: optional)
+
+    def run(self, loss: nn.Module, *, seed: int,
+            on_eval: Callable[[int, dict[str, float]], None] | None = None
+            ) -> dict[str, float]: ...
+
+
+@dataclass
+class SearchConfig:
+    """Every option of a search; settable from a flat experiment YAML and from the CLI.
+
+    ``metric``: a metric, a weighted sum ``"miou+0.5*bf1"`` or a list (with
+    ``multi_objective``). ``storage``: any SQLAlchemy URL or ``journal:PATH`` (default
+    ``sqlite:///<out>/study.db``). ``sampler``: a name of :data:`SAMPLERS`, or (Python) an
+    optuna sampler instance used as it is (with ``workers > 1`` each worker process gets a
+    pickled copy). ``proxy``: overrides of the proxy config; ``proxy_factory``: a callable, or
+    its ``"module:attr"`` name (files, CLI), called as ``factory(proxy_config, cache_dir=...)``
+    instead of ``autoloss.train.proxy.build_proxy`` (it must pickle by reference for workers: a
+    module-level function or class). ``cache``: proxy cache folder (default: the shared one,
+    :mod:`autoloss.utils.cache`).
+    ``heartbeat``: seconds between heartbeats of a running trial (SQL storages). ``ppo``:
+    options of :class:`~autoloss.search.ppo.PPOSampler` (``sigma``, ``generation_size``, ...).
+    ``plots``: draw the run's plots (:func:`autoloss.search.run_plots.plot_run`) into ``<out>/plots`` at the
+    end. ``startup``: how a ``tpe`` study's first (random) trials are drawn: ``uniform`` in the
+    bounds (optuna's default) or ``prior``, from the distribution PPO starts with (a truncated
+    normal with std 0.2 around the space's initial point; see :func:`prior_points`).
+    ``rescore_top`` / ``rescore_seeds``: before exporting, score the best ``rescore_top``
+    trials again with ``rescore_seeds`` other proxy seeds and export the best mean
+    (:mod:`autoloss.search.rescore`; 0 exports the single best trial as scored). ``init_from``: a loss
+    file (e.g. searched on another dataset) whose curves are the first trial of a new study and
+    the centre of PPO's policy and of ``prior`` startup points.
+    """
+
+    metric: str | list[str] = "miou"
+    data: str = "shapes"
+    trials: int = 20
+    timeout: float | None = None
+    sampler: Any = "tpe"  # a name of SAMPLERS or an optuna.samplers.BaseSampler
+    pruner: bool = True
+    storage: str | None = None
+    study: str | None = None
+    workers: int = 1
+    seed: int = 0
+    out: Path | None = None
+    space: str | None = None
+    proxy: dict[str, Any] = field(default_factory=dict)
+    multi_objective: bool = False
+    enqueue_references: bool = True
+    proxy_factory: Any = None  # "module:attr", a callable, or None
+    cache: Path | None = None
+    heartbeat: int = 30
+    ppo: dict[str, Any] = field(default_factory=dict)
+    plots: bool = True
+    startup: str = "uniform"
+    rescore_top: int = 5
+    rescore_seeds: int = 3
+    init_from: str | None = None
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "metric": (str, list), "data": (str,), "trials": (int,), "timeout": (int, float, type(None)),
+    "sampler": (str, object), "pruner": (bool,), "storage": (str, type(None)),
+    "study": (str, type(None)), "workers": (int,), "seed": (int,),
+    "out": (str, Path, type(None)), "space": (str, type(None)), "proxy": (dict,),
+    "multi_objective": (bool,), "enqueue_references": (bool,),
+    "proxy_factory": (str, object, type(None)), "cache": (str, Path, type(None)), "heartbeat": (int,),
+    "ppo": (dict,), "plots": (bool,), "startup": (str,), "rescore_top": (int,),
+    "rescore_seeds": (int,), "init_from": (str, Path, type(None)),
+}
+
+
+@dataclass
+class SearchResult:
+    """What a search produced (``best_value`` is a list for multi-objective searches;
+    ``gain``: the exported trial against cross-entropy, paired over the re-scoring seeds, as one
+    sentence with its interval and the seed noise; None without a re-scoring)."""
+
+    study: str
+    storage: str
+    best_value: float | list[float] | None
+    best_trial: int | None
+    baseline_ce: float | list[float] | None
+    out: Path
+    loss_path: Path | None
+    counts: dict[str, int]
+    wall_time: float
+    gain: str | None = None
+
+
+def parse_target(metric: str) -> list[tuple[str, float]]:
+    """``"miou+0.5*bf1"`` -> ``[("miou", 1.0), ("bf1", 0.5)]``."""
+    terms = []
+    for part in metric.split("+"):
+        m = re.fullmatch(r"\s*(?:([0-9.eE-]+)\s*\*\s*)?([^*]+?)\s*", part)
+        if m is None or not m.group(2):
+            raise InvalidValueError(f"metric term {part!r} of {metric!r} must be NAME or WEIGHT*NAME")
+        try:
+            weight = float(m.group(1)) if m.group(1) else 1.0
+        except ValueError:
+            raise InvalidValueError(f"metric term {part!r}: weight {m.group(1)!r} is not a number"
+                             ) from None
+        if weight <= 0:
+            raise InvalidValueError(f"metric term {part!r}: weight must be > 0, but got {weight}")
+        terms.append((m.group(2), weight))
+    return terms
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "x"
+
+
+def resolve_config(cfg: SearchConfig) -> SearchConfig:
+    """A checked copy of ``cfg`` (types, ranges, names) with the derived defaults filled in:
+    ``out``, ``storage``, ``study``, ``cache``."""
+    for name, types in _TYPES.items():
+        value = getattr(cfg, name)
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            raise InvalidValueError(f"{name} must be {' or '.join(t.__name__ for t in types)}, but got "
+                             f"{value!r}")
+    if cfg.trials < 1 or cfg.workers < 1 or cfg.heartbeat < 1:
+        raise InvalidValueError(f"trials, workers and heartbeat must be >= 1, but got trials="
+                         f"{cfg.trials}, workers={cfg.workers}, heartbeat={cfg.heartbeat}")
+    if cfg.rescore_top < 0 or cfg.rescore_seeds < 0:
+        raise InvalidValueError(f"rescore_top and rescore_seeds must be >= 0 (0: no re-scoring), but "
+                         f"got rescore_top={cfg.rescore_top}, rescore_seeds={cfg.rescore_seeds}")
+    if cfg.timeout is not None and cfg.timeout <= 0:
+        raise InvalidValueError(f"timeout must be > 0 seconds or None, but got {cfg.timeout}")
+    if cfg.startup not in STARTUPS:
+        raise InvalidValueError(f"startup must be one of {list(STARTUPS)}, but got {cfg.startup!r}"
+                         f"{did_you_mean(cfg.startup, STARTUPS)}")
+    if not (cfg.proxy_factory is None or isinstance(cfg.proxy_factory, str)
+            or callable(cfg.proxy_factory)):
+        raise InvalidTypeError(f"proxy_factory must be a callable, its 'module:attr' name or None, "
+                               f"but got {type(cfg.proxy_factory).__name__}")
+    if not isinstance(cfg.sampler, str):
+        import optuna
+
+        if not isinstance(cfg.sampler, optuna.samplers.BaseSampler):
+            raise InvalidTypeError(f"sampler must be one of {list(SAMPLERS)} or an optuna sampler "
+                                   f"instance, but got {type(cfg.sampler).__name__}")
+    elif cfg.sampler not in SAMPLERS:
+        raise InvalidValueError(f"sampler must be one of {list(SAMPLERS)}, but got {cfg.sampler!r}"
+                         f"{did_you_mean(cfg.sampler, SAMPLERS)}")
+    for key in cfg.ppo:
+        if key not in _PPO_OPTIONS:
+            raise InvalidValueError(f"ppo option {key!r} is unknown: expected one of {list(_PPO_OPTIONS)}"
+                             f"{did_you_mean(key, _PPO_OPTIONS)}")
+    if cfg.sampler == "ppo":
+        from autoloss.search.ppo import GENERATION_SIZE
+
+        generation = cfg.ppo.get("generation_size", GENERATION_SIZE)
+        if isinstance(generation, int) and cfg.trials < generation:
+            warnings.warn(f"sampler ppo: trials={cfg.trials} is less than one generation "
+                          f"(generation_size={generation}), so the policy is never updated and "
+                          f"the search samples around its start only; raise --trials or set "
+                          f"ppo generation_size", stacklevel=2)
+    metrics = cfg.metric if isinstance(cfg.metric, list) else [cfg.metric]
+    if not metrics or not all(isinstance(m, str) and m for m in metrics):
+        raise InvalidValueError(f"metric must be a name or a list of names, but got {cfg.metric!r}")
+    if not isinstance(cfg.metric, list):
+        parse_target(cfg.metric)
+    if isinstance(cfg.metric, list) and len(metrics) == 1:
+        metrics, cfg = metrics, dataclasses.replace(cfg, metric=metrics[0])
+    if cfg.multi_objective != isinstance(cfg.metric, list):
+        raise InvalidValueError("multi_objective=True needs a list of >= 2 metrics and a list needs "
+                         f"multi_objective=True, but got metric={cfg.metric!r}, "
+                         f"multi_objective={cfg.multi_objective}")
+    if cfg.multi_objective and any("+" in m or "*" in m for m in metrics):
+        raise InvalidValueError(f"multi-objective metrics must be plain names, but got {metrics}")
+    if cfg.multi_objective and cfg.sampler in ("ppo", "cmaes"):
+        raise InvalidValueError(f"sampler {cfg.sampler!r} is single-objective; use tpe, random or qmc")
+    if cfg.space is not None and (cfg.multi_objective or len(parse_target(metrics[0])) > 1):
+        raise InvalidValueError("space applies to a single-metric search; a composite target uses "
+                         "each metric's built-in space (autoloss/search_spaces/<metric>.yaml)")
+    name = "+".join(metrics) if cfg.multi_objective else metrics[0]
+    data = data_slug(cfg.data)
+    out = Path(cfg.out) if cfg.out is not None else Path("results") / f"search-{_slug(name)}-{data}"
+    out = out.expanduser().resolve()
+    return dataclasses.replace(
+        cfg, out=out, storage=cfg.storage or f"sqlite:///{out / 'study.db'}",
+        study=cfg.study or f"{_slug(name)}-{data}",
+        cache=Path(cfg.cache).expanduser().resolve() if cfg.cache else default_cache_dir())
+
+
+def load_experiment(path: str | Path) -> SearchConfig:
+    """Read and check a flat experiment YAML (keys: the :class:`SearchConfig` fields). Derived
+    defaults stay unset (see :func:`resolve_config`), so command-line overrides can change them."""
+    data = read_mapping(path)
+    for key in data:
+        if key not in _TYPES:
+            raise InvalidValueError(f"{path}: unknown option {key!r}, expected one of {list(_TYPES)}"
+                             f"{did_you_mean(key, _TYPES)}")
+    if data.get("proxy_factory") is not None:
+        from autoloss.utils.trust import require_trusted_import
+
+        require_trusted_import(data["proxy_factory"], option="proxy_factory", source=str(path))
+    config = SearchConfig(**data)
+    try:
+        resolve_config(config)
+    except ValueError as err:
+        raise InvalidValueError(f"{path}: {err}") from None
+    return config
+
+
+# ----------------------------------------------------------------------------- building blocks
+@dataclass(frozen=True)
+class CompositeSpace:
+    """Several metrics' spaces joined: loss ``sum_i w_i * (1 - surrogate_i)`` (+ CE as in the first
+    term's space). ``weights[i]`` is a number (weighted-sum target: the loss mixes the surrogates
+    with the objective's weights) or None (searched as ``mix.<metric>`` in [0, 1]; the weights are
+    normalised to sum 1, used for multi-objective searches so the Pareto front spans trade-offs).
+    """
+
+    terms: tuple[tuple[str, float | None, SearchSpace], ...]
+
+    def _prefixed(self) -> list[tuple[str, SearchSpace, float | None]]:
+        return [(f"{m}.", s, w) for m, w, s in self.terms]
+
+    def param_names(self) -> list[str]:
+        names = [p + n for p, s, _ in self._prefixed() for n in s.param_names()]
+        return names + [f"mix.{m}" for m, w, _ in self.terms if w is None]
+
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        out = {p + n: b for p, s, _ in self._prefixed() for n, b in s.bounds().items()}
+        out.update({f"mix.{m}": (0.0, 1.0) for m, w, _ in self.terms if w is None})
+        return out
+
+    def _join(self, per_term: Sequence[Mapping[str, float]]) -> dict[str, float]:
+        out = {p + n: v for (p, _, _), params in zip(self._prefixed(), per_term)
+               for n, v in params.items()}
+        out.update({f"mix.{m}": 0.5 for m, w, _ in self.terms if w is None})
+        return out
+
+    def identity_params(self) -> dict[str, float]:
+        return self._join([s.identity_params() for _, _, s in self.terms])
+
+    def initial_params(self) -> dict[str, float]:
+        return self._join([s.initial_params() for _, _, s in self.terms])
+
+    def reference_points(self) -> dict[str, dict[str, float]]:
+        return {"identity": self.identity_params()}
+
+    def loss_spec(self, params: Mapping[str, float], *, ignore_index: int | None = None
+                  ) -> dict[str, Any]:
+        weights = [w if w is not None else float(params[f"mix.{m}"]) for m, w, _ in self.terms]
+        if any(w is None for _, w, _ in self.terms):
+            total = sum(weights)
+            weights = [w / total if total > 0 else 1 / len(weights) for w in weights]
+        parts = []
+        for (prefix, space, _), w in zip(self._prefixed(), weights):
+            sub = {n[len(prefix):]: v for n, v in params.items() if n.startswith(prefix)}
+            parts.append(space.loss_spec(sub, ignore_index=ignore_index, weight=w))
+        first = self.terms[0][2]
+        ce = (params.get(f"{self.terms[0][0]}.ce_weight") if first.ce_weight.searched
+              else first.ce_weight.fixed)
+        if ce and ce > 0:
+            part: dict[str, Any] = {"name": "cross_entropy", "weight": float(ce)}
+            if ignore_index is not None:
+                part["ignore_index"] = ignore_index
+            parts.append(part)
+        return {"combine": parts}
+
+    def build_loss(self, params: Mapping[str, float], *, ignore_index: int | None = None
+                   ) -> nn.Module:
+        from autoloss.losses import load_loss
+
+        return load_loss(self.loss_spec(params, ignore_index=ignore_index))
+
+
+def make_space(cfg: SearchConfig) -> SearchSpace | CompositeSpace:
+    """The search space of the config's target."""
+    if cfg.multi_objective:
+        return CompositeSpace(tuple((m, None, load_space(m)) for m in cfg.metric))
+    terms = parse_target(cfg.metric)
+    if len(terms) == 1:
+        return load_space(cfg.space or terms[0][0])
+    return CompositeSpace(tuple((m, w, load_space(m)) for m, w in terms))
+
+
+def target_metrics(cfg: SearchConfig) -> list[str]:
+    """The metric names the search's objective reads (``"miou+0.5*bf1"`` -> miou, bf1)."""
+    return list(cfg.metric) if cfg.multi_objective else [n for n, _ in parse_target(cfg.metric)]
+
+
+def _drop_bg_of(cfg: SearchConfig) -> bool:
+    """The ``drop_bg`` of the target's boundary surrogates (their spaces' option), so that the
+    proxy scores BIoU / BF1 as the searched loss defines them (BIoU's space: True)."""
+    space = make_space(cfg)
+    spaces = [s for _, _, s in space.terms] if isinstance(space, CompositeSpace) else [space]
+    values = {bool(s.options.get("drop_bg", False)) for s in spaces
+              if s.metric in ("biou", "bf1")}
+    if len(values) > 1:
+        raise InvalidValueError(f"the boundary metrics of {cfg.metric!r} disagree on drop_bg in their "
+                         "search spaces; the proxy scores them with one value: set proxy "
+                         "drop_bg (true or false)")
+    return values.pop() if values else False
+
+
+def _proxy_config(cfg: SearchConfig) -> dict[str, Any]:
+    """The proxy's options; a user metric of the target is added to the metrics it reports
+    (next to every built-in one, or to the ``metrics`` the config names)."""
+    options = dict(cfg.proxy)
+    if "drop_bg" not in options and _drop_bg_of(cfg):  # (only then: custom proxies keep
+        options["drop_bg"] = True                          # the options they know)
+    users = [m for m in target_metrics(cfg) if is_user_reference(m)]
+    if users:
+        given = options.get("metrics")
+        reported = (list(METRIC_NAMES) if given is None
+                    else [given] if isinstance(given, str) else list(given))
+        options["metrics"] = reported + [m for m in users if m not in reported]
+    return {"data": cfg.data, **options}
+
+
+def make_proxy(cfg: SearchConfig) -> Proxy:
+    """Build the proxy (``proxy_factory`` or ``autoloss.train.proxy.build_proxy``)."""
+    if cfg.proxy_factory is None:
+        from autoloss.train.proxy import build_proxy
+
+        return build_proxy(_proxy_config(cfg), cache_dir=cfg.cache)
+    if callable(cfg.proxy_factory):
+        return cfg.proxy_factory(_proxy_config(cfg), cache_dir=cfg.cache)
+    module, _, attr = cfg.proxy_factory.partition(":")
+    if not attr:
+        raise InvalidValueError(f"proxy_factory must be 'module:attr', but got {cfg.proxy_factory!r}")
+    factory = getattr(importlib.import_module(module), attr)
+    return factory(_proxy_config(cfg), cache_dir=cfg.cache)

@@ -1,0 +1,220 @@
+"""A search's run folder, and the one class that reads and writes its record.
+
+What ``autoloss search --out DIR`` leaves there::
+
+    DIR/run.json         where the study is: {"storage": URL, "study": NAME, "relative_to": ...}
+    DIR/study.db         the optuna study (the default SQLite storage)
+    DIR/best_loss.yaml   the exported loss (provenance included)
+    DIR/summary.md       the search summary
+    DIR/plots/           the figures (``autoloss plot DIR`` redraws them)
+
+A storage file inside the folder (SQLite ``sqlite:///...`` or ``journal:...``) is recorded
+*relative to the folder* (``"storage": "sqlite:///study.db", "relative_to": "run folder"``), and
+so are the paths the study records of itself, so a folder copied to another clone, directory or
+machine opens its own study, never one at the path where it was made. A server URL (PostgreSQL,
+MySQL) is recorded as given, its password masked. Folders written by autoloss 0.1 recorded
+absolute paths; reading them falls back to the folder's own ``study.db`` when the recorded path
+is not there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from autoloss.errors import InvalidValueError
+
+__all__ = ["RUN_INFO", "RunFolder", "portable_cache", "portable_path", "portable_storage",
+           "resolve_storage"]
+
+RUN_INFO = "run.json"
+_RELATIVE = "run folder"
+_FILE_SCHEMES = ("sqlite:///", "journal:")
+
+
+def _inside(path: Path, folder: Path) -> str | None:
+    """``path`` relative to ``folder`` (POSIX), or None when it lies elsewhere."""
+    try:
+        return path.expanduser().resolve().relative_to(folder.expanduser().resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+def portable_path(path: str | Path, folder: str | Path) -> str:
+    """How a run folder records a path: relative to ``folder`` when inside it, ``~/...`` when in
+    the home folder, else as it is (a place the user chose)."""
+    relative = _inside(Path(path), Path(folder))
+    if relative is not None:
+        return relative
+    home = _inside(Path(path), Path.home())
+    return f"~/{home}" if home not in (None, ".") else str(path)
+
+
+def portable_cache(path: str | Path | None, folder: str | Path) -> str | None:
+    """How a run folder records its proxy cache: as :func:`portable_path` when inside the folder
+    or the home folder, else not at all (None: a cache never changes a result, and reusing a
+    study takes the cache of the machine it runs on)."""
+    if path is None:
+        return None
+    recorded = portable_path(path, folder)
+    return None if Path(recorded).is_absolute() else recorded
+
+
+def portable_storage(url: str, folder: str | Path) -> tuple[str, bool]:
+    """``(recorded URL, relative)``: a storage file inside ``folder`` as a URL relative to it
+    (``relative`` True); any other URL with its password masked."""
+    from autoloss.utils.urls import mask_password
+
+    for scheme in _FILE_SCHEMES:
+        if url.startswith(scheme):
+            relative = _inside(Path(url[len(scheme):]), Path(folder))
+            if relative is not None:
+                return f"{scheme}{relative}", True
+    return mask_password(url), False
+
+
+def resolve_storage(url: str, folder: str | Path) -> str:
+    """The inverse of :func:`portable_storage` for a relative record: the URL of the file in
+    ``folder`` as it is now (absolute)."""
+    for scheme in _FILE_SCHEMES:
+        if url.startswith(scheme):
+            return f"{scheme}{(Path(folder) / url[len(scheme):]).resolve()}"
+    raise InvalidValueError(f"a storage recorded relative to its run folder must start with one "
+                            f"of {list(_FILE_SCHEMES)}, but got {url!r}")
+
+
+class RunFolder:
+    """A search's run folder ``path`` (see the module docstring for what it holds)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def info_path(self) -> Path:
+        return self.path / RUN_INFO
+
+    @property
+    def loss_path(self) -> Path:
+        return self.path / "best_loss.yaml"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.md"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.path / "plots"
+
+    def write_info(self, storage: str, study: str) -> None:
+        """Record where the study is (``run.json``), relative to the folder where it can be."""
+        from autoloss.utils.atomic import write_text_atomic
+
+        url, relative = portable_storage(storage, self.path)
+        info = {"storage": url, "study": study, **({"relative_to": _RELATIVE} if relative else {})}
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.info_path, json.dumps(info))
+
+    def storage(self) -> tuple[str, str | None] | None:
+        """``(storage URL, study name or None)``, or None if the folder holds no study.
+
+        Reads ``run.json``; a relative record resolves against this folder. An old absolute
+        SQLite path that does not resolve here (another clone or machine) falls back to the
+        folder's ``study.db``. Without ``run.json``, the single ``*.db`` file of the folder is
+        used. A recorded URL whose password was masked cannot be opened: the error says to pass
+        ``--storage``."""
+        from autoloss.utils.urls import is_masked
+
+        info = json.loads(self.info_path.read_text()) if self.info_path.is_file() else {}
+        if not isinstance(info, dict):
+            raise InvalidValueError(f"{self.info_path} must hold a JSON object with 'storage' and "
+                                    f"'study', but got {type(info).__name__}")
+        storage, name = info.get("storage"), info.get("study")
+        if isinstance(storage, str) and info.get("relative_to") == _RELATIVE:
+            storage = resolve_storage(storage, self.path)
+        if isinstance(storage, str) and is_masked(storage):
+            raise InvalidValueError(f"{self.info_path} records the storage {storage} with its "
+                                    f"password masked; pass --storage URL (with the password) "
+                                    f"to open it")
+        if isinstance(storage, str) and storage.startswith("sqlite:///"):
+            if not Path(storage[len("sqlite:///"):]).is_file():
+                local = self.path / "study.db"
+                storage = f"sqlite:///{local.resolve()}" if local.is_file() else None
+        if not storage:
+            dbs = sorted(self.path.glob("*.db"))
+            if not dbs:
+                return None
+            if len(dbs) > 1:
+                raise InvalidValueError(f"run folder {str(self.path)!r} holds several databases "
+                                        f"{[p.name for p in dbs]}; expected one (or a run.json "
+                                        f"naming it)")
+            storage = f"sqlite:///{dbs[0].resolve()}"
+        return storage, name if isinstance(name, str) else None
+
+    def make_portable(self) -> list[str]:
+        """Rewrite a folder made by autoloss 0.1 (absolute or working-directory-relative paths)
+        so it records its storage and paths relative to itself: ``run.json``, the study's own
+        records (user attributes ``config`` and ``storage``) and the ``storage`` of
+        ``best_loss.yaml``'s provenance. Run it where the folder's recorded paths resolve (the
+        working directory it was made from, or anywhere for absolute paths). Nothing else
+        changes. Returns what was rewritten."""
+        import re
+
+        found = self.storage()
+        if found is None:
+            raise InvalidValueError(f"run folder {str(self.path)!r} holds no study to rewrite")
+        storage, name = found
+        for scheme in _FILE_SCHEMES:  # an old absolute path names the folder it was made in:
+            if storage.startswith(scheme):  # this folder's copy of that file is its own
+                own = self.path / Path(storage[len(scheme):]).name
+                if own.is_file():
+                    storage = f"{scheme}{own.resolve()}"
+        url, relative = portable_storage(storage, self.path)
+        if not relative:
+            return []
+        changed = []
+        old_info = self.info_path.read_text() if self.info_path.is_file() else None
+        self.write_info(storage, name or "")
+        if self.info_path.read_text() != old_info:
+            changed.append(RUN_INFO)
+        import optuna
+
+        from autoloss.search.storage import make_storage
+
+        study = optuna.load_study(study_name=name, storage=make_storage(storage))
+        config = dict(study.user_attrs.get("config") or {})
+        new_config = {**config, "storage": url, "out": "."}
+        cache, old_out = config.get("cache"), config.get("out")
+        if isinstance(cache, str):  # a cache inside the folder where it was made: relative
+            inside = _inside(Path(cache), Path(old_out)) if isinstance(old_out, str) else None
+            new_config["cache"] = inside or portable_cache(cache, self.path)
+        if new_config != config or study.user_attrs.get("storage") != url:
+            study.set_user_attr("config", new_config)
+            study.set_user_attr("storage", url)
+            changed.append("study records")
+        if self.loss_path.is_file():
+            text = self.loss_path.read_text()
+            line = re.search(r"^  storage: (\S+)\n", text, re.M)
+            if line is not None and self._is_own_file(line.group(1), storage):
+                text = (text[:line.start()] + f"  storage: {url}\n  storage_relative_to: this "
+                        f"file's folder\n" + text[line.end():])
+                from autoloss.utils.atomic import write_text_atomic
+
+                write_text_atomic(self.loss_path, text)
+                changed.append(self.loss_path.name)
+        if storage.startswith("sqlite:///") and "study records" in changed:
+            import sqlite3
+            from contextlib import closing
+
+            with closing(sqlite3.connect(storage[len("sqlite:///"):])) as db:
+                db.execute("VACUUM")  # drop the old pages, which still hold the old paths
+        return changed
+
+    def _is_own_file(self, recorded: str, storage: str) -> bool:
+        """Whether a recorded SQLite/journal URL names this folder's storage file ``storage``:
+        it resolves to it from here, or ends with the folder's name and the file's."""
+        for scheme in _FILE_SCHEMES:
+            if recorded.startswith(scheme) and storage.startswith(scheme):
+                path, own = Path(recorded[len(scheme):]), Path(storage[len(scheme):])
+                return (path.expanduser().resolve() == own.resolve()
+                        or path.parts[-2:] == own.parts[-2:])
+        return False

@@ -1,0 +1,119 @@
+"""The figures of a search run folder (:mod:`autoloss.search.run_folder`), drawn from its
+study and exported loss with the figures of :mod:`autoloss.report`: what ``autoloss plot RUN``
+and a search's last step write into ``<run>/plots``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from autoloss.errors import InvalidValueError, MissingFileError
+from autoloss.report.names import search_name
+
+__all__ = ["open_run_study", "plot_run", "reference_preset"]
+
+
+def open_run_study(run_dir: Path | str) -> Any | None:
+    """The optuna study of a run folder, or None if the folder holds none (see
+    :meth:`autoloss.search.run_folder.RunFolder.storage`)."""
+    from autoloss.search.run_folder import RunFolder
+    from autoloss.search.storage import open_study
+
+    found = RunFolder(run_dir).storage()
+    return None if found is None else open_study(*found)
+
+
+def reference_preset(study: Any | None, metric: str | None) -> str | None:
+    """The loss preset with the paper's published curves for this search: the ``paper:<preset>``
+    reference trial of the study, else the default search space's reference for ``metric``."""
+    from autoloss.losses import PRESETS
+
+    if study is not None:
+        for trial in study.get_trials(deepcopy=False):
+            label = trial.user_attrs.get("reference")
+            if isinstance(label, str) and label.startswith("paper:") and label[6:] in PRESETS:
+                return label[6:]
+    if metric is None:
+        return None
+    from autoloss.search.spaces import default_space
+
+    try:
+        return default_space(metric).reference
+    except (ValueError, KeyError, FileNotFoundError):
+        return None
+
+
+def _published(study: Any | None, loss: Any) -> tuple[Any, str] | None:
+    """``(loss with the paper's published curves, its label)`` for a searched loss: the preset
+    of its metric, or for a weighted sum of surrogates the same combination of each metric's
+    preset (``asl-voc-miou + asl-voc-bf1``); None when a metric has no published curves."""
+    from autoloss.losses import CombinedLoss, load_loss
+    from autoloss.report import plots
+
+    parts = loss.losses if isinstance(loss, CombinedLoss) else [loss]
+    metrics = [getattr(part, "metric", None) for part in parts]
+    metrics = [m for m in metrics if isinstance(m, str)]
+    if not metrics:
+        return None
+    presets = [reference_preset(study if len(metrics) == 1 else None, m) for m in metrics]
+    if any(p is None for p in presets):
+        return None
+    published = (load_loss(presets[0]) if len(presets) == 1 else
+                 load_loss({"combine": [load_loss(p).to_dict() for p in presets]}))
+    if not plots.curves_of(published):
+        return None
+    return published, " + ".join(presets)
+
+
+def plot_run(run_dir: Path | str, *, out: Path | str | None = None,
+             formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+    """Every figure available for a search run folder, written under ``out`` (default
+    ``<run>/plots``): ``curves`` (best_loss.yaml against the identity and the paper's preset for
+    the metric), ``history``, ``importance`` (when there are enough complete trials),
+    ``pareto`` (two-objective searches), ``intermediate`` (the values the pruner saw) and
+    ``training`` (from ``*.jsonl`` logs in the folder). Returns the written files."""
+    from autoloss.losses import load_loss
+    from autoloss.report import plots
+    from autoloss.search.run_folder import RunFolder
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise MissingFileError(f"run folder {str(run)!r} does not exist")
+    fmts = plots.check_formats(formats)
+    folder = RunFolder(run)
+    dest = Path(out) if out is not None else folder.plots_dir
+    study = open_run_study(run)
+    best = folder.loss_path
+    logs = sorted(run.glob("*.jsonl"))
+    if study is None and not best.is_file() and not logs:
+        raise InvalidValueError(f"run folder {str(run)!r} holds no study (run.json / *.db), no "
+                         "best_loss.yaml and no *.jsonl log: nothing to plot")
+    written: list[Path] = []
+
+    def siblings(path: Path | None) -> list[Path]:
+        return [] if path is None else [path.with_suffix(f".{f}") for f in fmts]
+
+    if best.is_file():
+        loss = load_loss(best)
+        specs: list[Any] = [loss]
+        labels = [f"searched ({search_name(run.resolve())})"]
+        reference = _published(study, loss)
+        if reference is not None:
+            specs.append(reference[0])
+            labels.append(f"paper: {reference[1]}")
+        if plots.curves_of(loss):
+            written += plots.plot_curves(specs, labels=labels, out=dest / "curves", formats=fmts)
+    if study is not None:
+        from autoloss.report import search_plots
+        written += siblings(plots.plot_history(study, out=dest / "history", formats=fmts))
+        written += siblings(plots.plot_importance(study, out=dest / "importance", formats=fmts))
+        if len(study.directions) == 2:
+            written += siblings(search_plots.plot_pareto(study, out=dest / "pareto",
+                                                         formats=fmts))
+        written += siblings(search_plots.plot_intermediate(study, out=dest / "intermediate",
+                                                           formats=fmts))
+    if logs:
+        written += siblings(plots.plot_training(logs, out=dest / "training", formats=fmts))
+    return written

@@ -1,0 +1,80 @@
+"""Optuna storages from a URL: what a search, its workers and a run folder open a study with."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+
+from autoloss.errors import InvalidValueError, MissingDependencyError, StorageError, did_you_mean
+from autoloss.utils.urls import mask_password, mask_password_in
+
+__all__ = ["make_storage", "open_study"]
+
+# SQLAlchemy's driver of a URL scheme -> the package that provides it
+_DRIVERS = {"postgresql": "psycopg2 (pip install psycopg2-binary)",
+            "postgresql+psycopg2": "psycopg2 (pip install psycopg2-binary)",
+            "postgresql+psycopg": "psycopg 3 (pip install 'psycopg[binary]')",
+            "mysql": "mysqlclient (pip install mysqlclient)",
+            "mysql+pymysql": "PyMySQL (pip install pymysql)"}
+# what processes creating one new database at once can meet (then opening it again works)
+_CREATION_RACES = ("already exists", "UNIQUE constraint failed", "duplicate key value")
+
+
+def make_storage(url: str, *, heartbeat: int = 30) -> optuna.storages.BaseStorage:
+    """An optuna storage: ``journal:PATH`` (file journal) or a SQLAlchemy URL with heartbeats
+    (stale trials failed after ``3 * heartbeat`` s and retried once). SQLite waits up to 60 s
+    for a lock instead of failing with "database is locked"."""
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = Path(url[len("journal:"):]).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    storages = optuna.storages
+    retry_cls = getattr(storages, "RetryHeartbeatStaleTrialCallback", None)
+    callback_arg = "heartbeat_stale_trial_callback"
+    if retry_cls is None:  # optuna < 4.9
+        retry_cls, callback_arg = storages.RetryFailedTrialCallback, "failed_trial_callback"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = retry_cls(max_retry=1)
+        engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+        for attempt in range(5):
+            try:
+                return storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                           grace_period=3 * heartbeat, **{callback_arg: retry})
+            except ImportError:  # the URL's database driver
+                scheme = url.split("://", 1)[0]
+                package = _DRIVERS.get(scheme, f"the driver of {scheme!r}")
+                raise MissingDependencyError(f"storage {mask_password(url)} needs the database driver "
+                                  f"{package}, which is not installed (for PostgreSQL: pip "
+                                  "install 'autoloss[postgres]')") from None
+            except Exception as err:
+                # processes creating one new database together race on its tables: retry
+                if attempt == 4 or not any(text in str(err) for text in _CREATION_RACES):
+                    first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+                    raise StorageError(f"cannot open the storage {mask_password(url)}: "
+                                       f"{mask_password_in(first, url)}") from None
+                time.sleep(0.2 + 0.3 * attempt)
+    raise AssertionError("unreachable")
+
+
+def open_study(storage: str, study: str | None = None) -> optuna.Study:
+    """Load a study for export or reports; ``study`` may be omitted when the storage holds one."""
+    store = make_storage(storage)
+    names = optuna.get_all_study_names(storage=store)
+    if study is None:
+        if len(names) != 1:
+            raise InvalidValueError(f"storage {mask_password(storage)} holds studies {names}: name one "
+                             f"with --study")
+        study = names[0]
+    if study not in names:
+        raise InvalidValueError(f"storage {mask_password(storage)} has no study {study!r}; it holds "
+                         f"{names}"
+                         f"{did_you_mean(study, names)}")
+    return optuna.load_study(study_name=study, storage=store)
