@@ -14,6 +14,7 @@ import pytest
 from fake_proxy import FakeProxy, fast_tmp_dir
 from optuna.trial import TrialState
 
+from autoloss.errors import InvalidValueError
 from autoloss.search.run import (
     SearchConfig,
     load_experiment,
@@ -529,8 +530,11 @@ def test_biou_proxy_scores_biou_as_its_surrogate_defines_it(out):
     assert _proxy_config(resolve_config(SearchConfig(metric="biou")))["drop_bg"] is True
     assert "drop_bg" not in _proxy_config(resolve_config(SearchConfig(metric="miou")))
     assert _proxy_config(resolve_config(SearchConfig(metric="miou+0.5*biou")))["drop_bg"]
-    assert not _proxy_config(resolve_config(SearchConfig(
-        metric="biou", proxy={"drop_bg": False})))["drop_bg"]  # an explicit choice stands
+    with pytest.raises(InvalidValueError, match="proxy drop_bg=False disagrees with the search "
+                       "space's drop_bg=True"):  # the reward would score another BIoU
+        _proxy_config(resolve_config(SearchConfig(metric="biou", proxy={"drop_bg": False})))
+    assert _proxy_config(resolve_config(SearchConfig(metric="biou", proxy={"drop_bg": True})))[
+        "drop_bg"]  # agreeing with the space is allowed
     data = load_dataset("shapes?n=8&size=32", split="val")
 
     class Constant(torch.nn.Module):  # predicts class 1 everywhere
@@ -549,6 +553,29 @@ def test_biou_proxy_scores_biou_as_its_surrogate_defines_it(out):
                                    metrics=["biou"])["biou"]
         got = evaluate(Constant(), data, metrics=["biou"], drop_bg=drop_bg)["biou"]
         assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_proxy_scores_with_the_tolerance_of_the_searched_space(tmp_path):
+    """A space whose surrogate matches boundaries within 3 px makes the proxy's reward BF1 use 3
+    px too (one MetricOptions for both); the default tolerance adds nothing to the options."""
+    import dataclasses
+
+    from autoloss.core.metrics import MetricOptions
+    from autoloss.search.config import _proxy_config, make_proxy, metric_options
+    from autoloss.search.spaces import SPACES_DIR
+
+    text = (SPACES_DIR / "bf1.yaml").read_text().replace("tol: 5", "tol: 3")
+    assert "tol: 3" in text
+    space = tmp_path / "bf1_tol3.yaml"
+    space.write_text(text)
+    cfg = resolve_config(SearchConfig(metric="bf1", space=str(space), out=tmp_path / "o"))
+    assert metric_options(cfg) == MetricOptions(tol=3, drop_bg=False)
+    assert _proxy_config(cfg)["tol"] == 3
+    proxy = make_proxy(cfg)
+    assert proxy.config.tol == 3 and proxy.config.drop_bg is False
+    assert "tol" not in _proxy_config(resolve_config(SearchConfig(metric="bf1", out=tmp_path)))
+    with pytest.raises(InvalidValueError, match="proxy tol=5 disagrees"):
+        _proxy_config(dataclasses.replace(cfg, proxy={"tol": 5}))
 
 
 def test_a_study_recorded_before_drop_bg_existed_resumes(out):

@@ -26,7 +26,8 @@ Example:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,38 @@ from autoloss.core.operators import ExactOps, one_hot
 from autoloss.core.programs import class_mean, get_program
 from autoloss.errors import InvalidTypeError, InvalidValueError
 
-__all__ = ["METRIC_NAMES", "MetricAccumulator", "evaluate", "evaluate_per_class", "check_labels"]
+__all__ = ["METRIC_NAMES", "MetricAccumulator", "MetricOptions", "evaluate", "evaluate_per_class",
+           "check_labels"]
+
+
+@dataclass(frozen=True)
+class MetricOptions:
+    """The options that define a boundary metric, the same for its exact form
+    (:class:`MetricAccumulator`, :func:`evaluate`) and its surrogate
+    (:class:`~autoloss.losses.SurrogateLoss`): ``tol``, the boundary tolerance in pixels (BIoU's
+    band half-width, BF1's match distance), and ``drop_bg``, class 0 left out of the boundary
+    metrics. A search builds one from the target's space and gives it to both the trial's loss
+    and its reward, so the two cannot score different metrics. The defaults are those of every
+    class and function that takes these options.
+    """
+
+    tol: int = 5
+    drop_bg: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tol, bool) or not isinstance(self.tol, int) or self.tol < 0:
+            raise InvalidValueError(f"tol must be a non-negative int, but got tol={self.tol!r}")
+        if not isinstance(self.drop_bg, bool):
+            raise InvalidValueError(f"drop_bg must be a bool, but got drop_bg={self.drop_bg!r}")
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any]) -> MetricOptions:
+        """The metric options among ``options`` (e.g. a surrogate's), defaults for the rest."""
+        return cls(**{k: options[k] for k in ("tol", "drop_bg") if k in options})
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"tol": ..., "drop_bg": ...}``: keyword arguments of the metric and the surrogate."""
+        return asdict(self)
 
 METRIC_NAMES: tuple[str, ...] = (
     "miou", "fwiou", "macc", "gacc", "mdice", "biou", "bf1", "miou_image",

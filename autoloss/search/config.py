@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from autoloss.core.metrics import METRIC_NAMES
+from autoloss.core.metrics import METRIC_NAMES, MetricOptions
 from autoloss.core.programs import is_user_reference
 from autoloss.data import data_slug
 from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
@@ -322,26 +322,35 @@ def target_metrics(cfg: SearchConfig) -> list[str]:
     return list(cfg.metric) if cfg.multi_objective else [n for n, _ in parse_target(cfg.metric)]
 
 
-def _drop_bg_of(cfg: SearchConfig) -> bool:
-    """The ``drop_bg`` of the target's boundary surrogates (their spaces' option), so that the
-    proxy scores BIoU / BF1 as the searched loss defines them (BIoU's space: True)."""
+def metric_options(cfg: SearchConfig) -> MetricOptions:
+    """The boundary-metric options (``tol``, ``drop_bg``) of the target's surrogates, read from
+    their spaces; the proxy scores the trial's reward with the same (:func:`_proxy_config`), so
+    a trial's loss and its score agree on what BIoU / BF1 are (BIoU's space: ``drop_bg``)."""
     space = make_space(cfg)
     spaces = [s for _, _, s in space.terms] if isinstance(space, CompositeSpace) else [space]
-    values = {bool(s.options.get("drop_bg", False)) for s in spaces
-              if s.metric in ("biou", "bf1")}
-    if len(values) > 1:
-        raise InvalidValueError(f"the boundary metrics of {cfg.metric!r} disagree on drop_bg in their "
-                         "search spaces; the proxy scores them with one value: set proxy "
-                         "drop_bg (true or false)")
-    return values.pop() if values else False
+    found = {MetricOptions.of(s.options) for s in spaces
+             if s.metric in ("biou", "bf1") or {"tol", "drop_bg"} & set(s.options)}
+    if len(found) > 1:
+        seen = ", ".join(sorted(str(o.to_dict()) for o in found))
+        raise InvalidValueError(f"the surrogates of {cfg.metric!r} disagree on the boundary options "
+                                f"in their search spaces ({seen}); the proxy scores the target "
+                                "with one set: give the spaces the same tol and drop_bg")
+    return found.pop() if found else MetricOptions()
 
 
 def _proxy_config(cfg: SearchConfig) -> dict[str, Any]:
-    """The proxy's options; a user metric of the target is added to the metrics it reports
-    (next to every built-in one, or to the ``metrics`` the config names)."""
+    """The proxy's options: the target's :func:`metric_options` (an option the config sets
+    itself must agree with them), and a user metric of the target added to the metrics it
+    reports (next to every built-in one, or to the ``metrics`` the config names)."""
     options = dict(cfg.proxy)
-    if "drop_bg" not in options and _drop_bg_of(cfg):  # (only then: custom proxies keep
-        options["drop_bg"] = True                          # the options they know)
+    for key, value in metric_options(cfg).to_dict().items():
+        if key in options and options[key] != value:
+            raise InvalidValueError(
+                f"proxy {key}={options[key]!r} disagrees with the search space's {key}={value!r}: "
+                "the reward would score another metric than the surrogate optimises; set "
+                f"{key} in the space (options: {key}: ...) and leave it out of proxy")
+        if key not in options and value != getattr(MetricOptions, key):
+            options[key] = value  # only then: custom proxies keep the options they know
     users = [m for m in target_metrics(cfg) if is_user_reference(m)]
     if users:
         given = options.get("metrics")

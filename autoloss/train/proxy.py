@@ -53,7 +53,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autoloss.core.metrics import METRIC_NAMES
+from autoloss.core.metrics import METRIC_NAMES, MetricOptions
 from autoloss.core.programs import is_user_reference
 from autoloss.data import dataset_splits, load_dataset, parse_spec
 from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
@@ -125,8 +125,8 @@ class ProxyConfig:
     eval_split: str = "val"
     eval_subset: int | None = None
     metrics: tuple[str, ...] | None = None
-    tol: int = 5
-    drop_bg: bool = False
+    tol: int = MetricOptions.tol  # the one default (autoloss.core.metrics.MetricOptions)
+    drop_bg: bool = MetricOptions.drop_bg
     model: str = "unet"
     width: int = 16
     depth: int = 3
