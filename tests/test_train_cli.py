@@ -210,9 +210,9 @@ def test_experiment_errors(tmp_path):
         experiment_from_dict({"seed": 1})
     with pytest.raises(ValueError, match="seeds must be >= 1"):
         experiment_from_dict({"seeds": 0})
-    with pytest.raises(ValueError, match="width must be int or NoneType, but got width='8'"):
+    with pytest.raises(ValueError, match="width must be int or NoneType, but got '8'"):
         experiment_from_dict({"width": "8"})
-    with pytest.raises(ValueError, match="plots must be bool, but got plots='no'"):
+    with pytest.raises(ValueError, match="plots must be bool, but got 'no'"):
         experiment_from_dict({"plots": "no"})
     with pytest.raises(ValueError, match="optimizer must be one of"):  # TrainConfig's check
         experiment_from_dict({"optimizer": "adam"})

@@ -26,7 +26,6 @@ _PROXY_FLAGS = {"proxy_steps": "steps", "proxy_model": "model", "proxy_crop": "c
                 "proxy_subset": "subset", "proxy_eval_every": "eval_every",
                 "proxy_batch_size": "batch_size", "width": "width", "depth": "depth",
                 "tol": "tol", "device": "device", "num_threads": "num_threads"}
-_SAMPLERS = ("tpe", "cmaes", "random", "qmc", "ppo")
 
 
 def _proxy_default(key: str) -> Any:
@@ -196,6 +195,8 @@ def _add_rescore_flags(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``search`` and ``export`` subcommands to ``autoloss``'s subparsers."""
+    from autoloss.search.config import SAMPLERS
+
     p = sub.add_parser("search", help="search a surrogate loss for a metric (optuna study)",
                        description="Search a surrogate loss. Flags given explicitly override "
                        "the --config experiment file; every option has a default.")
@@ -207,7 +208,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int,
                    help=f"finished trials to reach (default {_search_default('trials')})")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--sampler", choices=_SAMPLERS, help=f"default {_search_default('sampler')}")
+    p.add_argument("--sampler", choices=SAMPLERS, help=f"default {_search_default('sampler')}")
     p.add_argument("--no-pruner", dest="pruner", action="store_const", const=False,
                    help="never stop a trial early (by default the bottom quarter is pruned)")
     # --pruner turns it back on; "--pruner on|off" is autoloss 0.1's spelling (deprecated)

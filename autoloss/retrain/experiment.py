@@ -15,33 +15,35 @@ from pathlib import Path
 from typing import Any
 
 from autoloss.errors import InvalidValueError, did_you_mean
+from autoloss.utils.typed_fields import field_hints, value_type_error
 from autoloss.utils.yaml_files import read_mapping
 
 __all__ = ["DEFAULT_TRAIN", "DEFAULT_WIDTH", "EXPERIMENT_KEYS", "PROTOCOLS", "Experiment",
            "experiment_from_dict", "parse_crop", "read_experiment"]
 
-#: experiment keys that are not TrainConfig fields -> (allowed types, meaning)
-EXPERIMENT_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
-    "losses": ((list, str), "loss specs (presets, baseline names, YAML paths)"),
-    "data": ((str,), "dataset spec"),
-    "seeds": ((int,), "runs per loss, seeds 0..seeds-1"),
-    "model": ((str,), "unet or deeplab"),
-    "width": ((int, type(None)), "model width (None: the model's default)"),
-    "depth": ((int, type(None)), "model depth (None: the model's default)"),
-    "out": ((str, type(None)), "output folder (runs in OUT/runs/<loss>/seed<s>)"),
-    "report": ((str, type(None)), "compare: folder of the tables and figures (default OUT), so "
-               "that a sub-panel reuses another panel's runs without overwriting its report"),
-    "init_from": ((str, type(None)), "warm-start checkpoint"),
-    "tol": ((int,), "boundary tolerance in pixels (BIoU, BF1)"),
-    "val_split": ((str, type(None)), "split scored during training (None: none)"),
-    "test_split": ((str,), "split scored at the end (the reported numbers)"),
-    "protocol": ((str,), "scratch (every run from its initial weights) or finetune (per seed a "
-                 "cross-entropy model trained first, every loss trains on from it)"),
-    "pretrain": ((dict, type(None)), "finetune protocol: TrainConfig options of the "
-                 "cross-entropy pretraining (the others as for the runs)"),
-    "reference": ((str, type(None)), "loss every other is paired with (default cross_entropy)"),
-    "jobs": ((int,), "runs trained at once in worker processes"),
-    "plots": ((bool,), "compare: draw the figures into OUT/plots at the end (autoloss plot OUT)"),
+#: experiment keys that are not TrainConfig fields -> meaning (their types: the annotations of
+#: :class:`Experiment`)
+EXPERIMENT_KEYS: dict[str, str] = {
+    "losses": "loss specs (presets, baseline names, YAML paths): a list or a comma-separated string",
+    "data": "dataset spec",
+    "seeds": "runs per loss, seeds 0..seeds-1",
+    "model": "unet or deeplab",
+    "width": "model width (None: the model's default)",
+    "depth": "model depth (None: the model's default)",
+    "out": "output folder (runs in OUT/runs/<loss>/seed<s>)",
+    "report": "compare: folder of the tables and figures (default OUT), so that a sub-panel "
+              "reuses another panel's runs without overwriting its report",
+    "init_from": "warm-start checkpoint",
+    "tol": "boundary tolerance in pixels (BIoU, BF1)",
+    "val_split": "split scored during training (None: none)",
+    "test_split": "split scored at the end (the reported numbers)",
+    "protocol": "scratch (every run from its initial weights) or finetune (per seed a "
+                "cross-entropy model trained first, every loss trains on from it)",
+    "pretrain": "finetune protocol: TrainConfig options of the cross-entropy pretraining (the "
+                "others as for the runs)",
+    "reference": "loss every other is paired with (default cross_entropy)",
+    "jobs": "runs trained at once in worker processes",
+    "plots": "compare: draw the figures into OUT/plots at the end (autoloss plot OUT)",
 }
 PROTOCOLS = ("scratch", "finetune")
 
@@ -135,10 +137,10 @@ def experiment_from_dict(values: Mapping[str, Any], *, source: str = "experiment
         if key not in EXPERIMENT_KEYS:
             raise InvalidValueError(f"{source}: unknown option {key!r}{did_you_mean(key, known)}; expected "
                              f"one of {known}")
-        types = EXPERIMENT_KEYS[key][0]
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise InvalidValueError(f"{source}: {key} must be "
-                             f"{' or '.join(t.__name__ for t in types)}, but got {key}={value!r}")
+        hint = (list[str] | str) if key == "losses" else field_hints(Experiment)[key]
+        error = value_type_error(key, value, hint)
+        if error is not None:
+            raise InvalidValueError(f"{source}: {error}")
         exp[key] = value
     if isinstance(exp.get("losses"), str):
         exp["losses"] = [s.strip() for s in exp["losses"].split(",") if s.strip()]

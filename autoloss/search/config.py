@@ -21,14 +21,14 @@ from autoloss.data import data_slug
 from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
 from autoloss.search.spaces import SearchSpace, load_space
 from autoloss.utils.cache import default_cache_dir
+from autoloss.utils.typed_fields import check_field_types
 from autoloss.utils.yaml_files import read_mapping
 
-__all__ = ["SAMPLERS", "CompositeSpace", "Proxy", "SearchConfig", "SearchResult",
+__all__ = ["SAMPLERS", "CompositeSpace", "PPOOptions", "Proxy", "SearchConfig", "SearchResult",
            "load_experiment", "make_proxy", "make_space", "parse_target", "resolve_config"]
 
-SAMPLERS = ("tpe", "cmaes", "random", "qmc", "ppo")
+SAMPLERS = ("tpe", "cmaes", "random", "qmc", "ppo")  # built by autoloss.search.run.SAMPLER_BUILDERS
 STARTUPS = ("uniform", "prior")
-_PPO_OPTIONS = ("sigma", "generation_size", "clip", "lr", "update_steps", "include_pruned")
 
 
 class Proxy(Protocol):
@@ -45,7 +45,38 @@ class Proxy(Protocol):
             ) -> dict[str, float]: ...
 
 
-@dataclass
+@dataclass(frozen=True)
+class PPOOptions:
+    """The options of :class:`~autoloss.search.ppo.PPOSampler` (its defaults are these):
+    ``sigma`` (std of the truncated normals), ``generation_size`` (trials per policy update),
+    ``clip`` (PPO ratio clip), ``lr`` and ``update_steps`` (of each update), ``include_pruned``
+    (pruned trials count, at their last reported value)."""
+
+    sigma: float = 0.2
+    generation_size: int = 32
+    clip: float = 0.2
+    lr: float = 0.2
+    update_steps: int = 60
+    include_pruned: bool = True
+
+    def __post_init__(self) -> None:
+        check_field_types(self, where="ppo option ")
+
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any]) -> PPOOptions:
+        """From a mapping of its fields (an unknown key is an error with a did-you-mean)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in options:
+            if key not in names:
+                raise InvalidValueError(f"ppo option {key!r} is unknown: expected one of {names}"
+                                        f"{did_you_mean(key, names)}")
+        return cls(**options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """Every option of a search; settable from a flat experiment YAML and from the CLI.
 
@@ -59,7 +90,8 @@ class SearchConfig:
     module-level function or class). ``cache``: proxy cache folder (default: the shared one,
     :mod:`autoloss.utils.cache`).
     ``heartbeat``: seconds between heartbeats of a running trial (SQL storages). ``ppo``:
-    options of :class:`~autoloss.search.ppo.PPOSampler` (``sigma``, ``generation_size``, ...).
+    :class:`PPOOptions` of :class:`~autoloss.search.ppo.PPOSampler` (a mapping of its fields is
+    converted).
     ``plots``: draw the run's plots (:func:`autoloss.search.run_plots.plot_run`) into ``<out>/plots`` at the
     end. ``startup``: how a ``tpe`` study's first (random) trials are drawn: ``uniform`` in the
     bounds (optuna's default) or ``prior``, from the distribution PPO starts with (a truncated
@@ -69,44 +101,42 @@ class SearchConfig:
     (:mod:`autoloss.search.rescore`; 0 exports the single best trial as scored). ``init_from``: a loss
     file (e.g. searched on another dataset) whose curves are the first trial of a new study and
     the centre of PPO's policy and of ``prior`` startup points.
+
+    Frozen: change a copy with :func:`dataclasses.replace`. The field types are checked (from
+    these annotations, :mod:`autoloss.utils.typed_fields`) by :func:`resolve_config`.
     """
 
     metric: str | list[str] = "miou"
     data: str = "shapes"
     trials: int = 20
     timeout: float | None = None
-    sampler: Any = "tpe"  # a name of SAMPLERS or an optuna.samplers.BaseSampler
+    sampler: Any = "tpe"  # a name of SAMPLERS or an optuna.samplers.BaseSampler (checked)
     pruner: bool = True
     storage: str | None = None
     study: str | None = None
     workers: int = 1
     seed: int = 0
-    out: Path | None = None
+    out: Path | str | None = None
     space: str | None = None
     proxy: dict[str, Any] = field(default_factory=dict)
     multi_objective: bool = False
     enqueue_references: bool = True
-    proxy_factory: Any = None  # "module:attr", a callable, or None
-    cache: Path | None = None
+    proxy_factory: Any = None  # "module:attr", a callable, or None (checked)
+    cache: Path | str | None = None
     heartbeat: int = 30
-    ppo: dict[str, Any] = field(default_factory=dict)
+    ppo: PPOOptions = field(default_factory=lambda: PPOOptions())
     plots: bool = True
     startup: str = "uniform"
     rescore_top: int = 5
     rescore_seeds: int = 3
-    init_from: str | None = None
+    init_from: str | Path | None = None
 
-
-_TYPES: dict[str, tuple[type, ...]] = {
-    "metric": (str, list), "data": (str,), "trials": (int,), "timeout": (int, float, type(None)),
-    "sampler": (str, object), "pruner": (bool,), "storage": (str, type(None)),
-    "study": (str, type(None)), "workers": (int,), "seed": (int,),
-    "out": (str, Path, type(None)), "space": (str, type(None)), "proxy": (dict,),
-    "multi_objective": (bool,), "enqueue_references": (bool,),
-    "proxy_factory": (str, object, type(None)), "cache": (str, Path, type(None)), "heartbeat": (int,),
-    "ppo": (dict,), "plots": (bool,), "startup": (str,), "rescore_top": (int,),
-    "rescore_seeds": (int,), "init_from": (str, Path, type(None)),
-}
+    def __post_init__(self) -> None:
+        # the two sections arrive as mappings (YAML, CLI, Python): own copies, the PPO one typed
+        if isinstance(self.ppo, Mapping):
+            object.__setattr__(self, "ppo", PPOOptions.from_dict(self.ppo))
+        if isinstance(self.proxy, Mapping):
+            object.__setattr__(self, "proxy", dict(self.proxy))
 
 
 @dataclass
@@ -152,11 +182,7 @@ def _slug(text: str) -> str:
 def resolve_config(cfg: SearchConfig) -> SearchConfig:
     """A checked copy of ``cfg`` (types, ranges, names) with the derived defaults filled in:
     ``out``, ``storage``, ``study``, ``cache``."""
-    for name, types in _TYPES.items():
-        value = getattr(cfg, name)
-        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
-            raise InvalidValueError(f"{name} must be {' or '.join(t.__name__ for t in types)}, but got "
-                             f"{value!r}")
+    check_field_types(cfg)
     if cfg.trials < 1 or cfg.workers < 1 or cfg.heartbeat < 1:
         raise InvalidValueError(f"trials, workers and heartbeat must be >= 1, but got trials="
                          f"{cfg.trials}, workers={cfg.workers}, heartbeat={cfg.heartbeat}")
@@ -181,15 +207,9 @@ def resolve_config(cfg: SearchConfig) -> SearchConfig:
     elif cfg.sampler not in SAMPLERS:
         raise InvalidValueError(f"sampler must be one of {list(SAMPLERS)}, but got {cfg.sampler!r}"
                          f"{did_you_mean(cfg.sampler, SAMPLERS)}")
-    for key in cfg.ppo:
-        if key not in _PPO_OPTIONS:
-            raise InvalidValueError(f"ppo option {key!r} is unknown: expected one of {list(_PPO_OPTIONS)}"
-                             f"{did_you_mean(key, _PPO_OPTIONS)}")
     if cfg.sampler == "ppo":
-        from autoloss.search.ppo import GENERATION_SIZE
-
-        generation = cfg.ppo.get("generation_size", GENERATION_SIZE)
-        if isinstance(generation, int) and cfg.trials < generation:
+        generation = cfg.ppo.generation_size
+        if cfg.trials < generation:
             warnings.warn(f"sampler ppo: trials={cfg.trials} is less than one generation "
                           f"(generation_size={generation}), so the policy is never updated and "
                           f"the search samples around its start only; raise --trials or set "
@@ -226,16 +246,17 @@ def load_experiment(path: str | Path) -> SearchConfig:
     """Read and check a flat experiment YAML (keys: the :class:`SearchConfig` fields). Derived
     defaults stay unset (see :func:`resolve_config`), so command-line overrides can change them."""
     data = read_mapping(path)
+    names = [f.name for f in dataclasses.fields(SearchConfig)]
     for key in data:
-        if key not in _TYPES:
-            raise InvalidValueError(f"{path}: unknown option {key!r}, expected one of {list(_TYPES)}"
-                             f"{did_you_mean(key, _TYPES)}")
+        if key not in names:
+            raise InvalidValueError(f"{path}: unknown option {key!r}, expected one of {names}"
+                                    f"{did_you_mean(key, names)}")
     if data.get("proxy_factory") is not None:
         from autoloss.utils.trust import require_trusted_import
 
         require_trusted_import(data["proxy_factory"], option="proxy_factory", source=str(path))
-    config = SearchConfig(**data)
     try:
+        config = SearchConfig(**data)
         resolve_config(config)
     except ValueError as err:
         raise InvalidValueError(f"{path}: {err}") from None

@@ -47,6 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import truncnorm
 
 from autoloss.errors import InvalidValueError
+from autoloss.search.config import PPOOptions
 
 __all__ = ["GENERATION_ATTR", "GENERATION_SIZE", "PPOSampler", "PolicyState"]
 
@@ -72,7 +73,7 @@ def _sigmoid(z: float) -> float:
 
 
 #: trials per generation by default (the paper's G)
-GENERATION_SIZE = 32
+GENERATION_SIZE = PPOOptions.generation_size  # the defaults: autoloss.search.config.PPOOptions
 
 
 class PPOSampler(BaseSampler):
@@ -91,9 +92,11 @@ class PPOSampler(BaseSampler):
             ``(seed, trial number, parameter name)``, so workers never repeat a sample).
     """
 
-    def __init__(self, *, initial_params: Mapping[str, float] | None = None, sigma: float = 0.2,
-                 generation_size: int = GENERATION_SIZE, clip: float = 0.2, lr: float = 0.2,
-                 update_steps: int = 60, include_pruned: bool = True,
+    def __init__(self, *, initial_params: Mapping[str, float] | None = None,
+                 sigma: float = PPOOptions.sigma, generation_size: int = GENERATION_SIZE,
+                 clip: float = PPOOptions.clip, lr: float = PPOOptions.lr,
+                 update_steps: int = PPOOptions.update_steps,
+                 include_pruned: bool = PPOOptions.include_pruned,
                  seed: int | None = None) -> None:
         if not (isinstance(sigma, (int, float)) and sigma > 0):
             raise InvalidValueError(f"sigma must be a positive number, but got {sigma=}")

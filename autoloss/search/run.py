@@ -128,37 +128,54 @@ def prior_points(space: Any, n: int, *, seed: int, sigma: float = 0.2,
     return points
 
 
-def make_sampler(cfg: SearchConfig, space: Any) -> optuna.samplers.BaseSampler:
-    """The sampler named by ``cfg.sampler``, its randomness keyed by the trial number
-    (:mod:`autoloss.search.trial_seeds`): processes and workers sharing a study never sample the same
-    stream, and trial ``k`` of a seed is the same however many of them there are. A sampler
-    instance in ``cfg.sampler`` is used as it is."""
-    if not isinstance(cfg.sampler, str):
-        return cfg.sampler
-    seed = cfg.seed
-    if cfg.sampler == "tpe":
-        startup, liar = tpe_startup_trials(cfg), cfg.workers > 1
-        return TrialSeededSampler(lambda s: optuna.samplers.TPESampler(
-            seed=s, multivariate=True, n_startup_trials=startup, constant_liar=liar), seed)
-    if cfg.sampler == "cmaes":
-        try:
-            import cmaes  # noqa: F401
-        except ImportError:
-            raise MissingDependencyError("sampler 'cmaes' needs the cmaes package: "
-                                         "pip install cmaes") from None
-        # starts at the centre of the box (x0/sigma0 are deprecated in optuna 4.9); the
-        # enqueued reference points are evaluated first all the same
-        return TrialSeededSampler(lambda s: optuna.samplers.CmaEsSampler(seed=s), seed)
-    if cfg.sampler == "random":
-        return TrialSeededSampler(lambda s: optuna.samplers.RandomSampler(seed=s), seed)
-    if cfg.sampler == "qmc":  # one shared sequence, indexed by the trial number
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.QMCSampler(seed=seed, scramble=True,
-                                              warn_asynchronous_seeding=False)
+def _tpe(cfg: SearchConfig, space: Any) -> optuna.samplers.BaseSampler:
+    startup, liar = tpe_startup_trials(cfg), cfg.workers > 1
+    return TrialSeededSampler(lambda s: optuna.samplers.TPESampler(
+        seed=s, multivariate=True, n_startup_trials=startup, constant_liar=liar), cfg.seed)
+
+
+def _cmaes(cfg: SearchConfig, space: Any) -> optuna.samplers.BaseSampler:
+    try:
+        import cmaes  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError("sampler 'cmaes' needs the cmaes package: "
+                                     "pip install cmaes") from None
+    # starts at the centre of the box (x0/sigma0 are deprecated in optuna 4.9); the enqueued
+    # reference points are evaluated first all the same
+    return TrialSeededSampler(lambda s: optuna.samplers.CmaEsSampler(seed=s), cfg.seed)
+
+
+def _random(cfg: SearchConfig, space: Any) -> optuna.samplers.BaseSampler:
+    return TrialSeededSampler(lambda s: optuna.samplers.RandomSampler(seed=s), cfg.seed)
+
+
+def _qmc(cfg: SearchConfig, space: Any) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():  # one shared sequence, indexed by the trial number
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.QMCSampler(seed=cfg.seed, scramble=True,
+                                          warn_asynchronous_seeding=False)
+
+
+def _ppo(cfg: SearchConfig, space: Any) -> optuna.samplers.BaseSampler:
     from autoloss.search.ppo import PPOSampler  # draws with a generator seeded by the trial number
 
-    return PPOSampler(initial_params=initial_params(cfg, space), seed=seed, **cfg.ppo)
+    return PPOSampler(initial_params=initial_params(cfg, space), seed=cfg.seed,
+                      **cfg.ppo.to_dict())
+
+
+#: sampler name (:data:`SAMPLERS`, the names the CLI and files accept) -> its builder
+SAMPLER_BUILDERS: dict[str, Callable[[SearchConfig, Any], optuna.samplers.BaseSampler]] = {
+    "tpe": _tpe, "cmaes": _cmaes, "random": _random, "qmc": _qmc, "ppo": _ppo}
+
+
+def make_sampler(cfg: SearchConfig, space: Any) -> optuna.samplers.BaseSampler:
+    """The sampler named by ``cfg.sampler`` (:data:`SAMPLER_BUILDERS`), its randomness keyed by
+    the trial number (:mod:`autoloss.search.trial_seeds`): processes and workers sharing a study
+    never sample the same stream, and trial ``k`` of a seed is the same however many of them
+    there are. A sampler instance in ``cfg.sampler`` is used as it is."""
+    if not isinstance(cfg.sampler, str):
+        return cfg.sampler
+    return SAMPLER_BUILDERS[cfg.sampler](cfg, space)
 
 
 def make_pruner(cfg: SearchConfig, eval_steps: list[int]) -> optuna.pruners.BasePruner:
@@ -393,7 +410,8 @@ def _record_config(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any]
     it (``out`` is ``"."``, the storage file and the cache as :mod:`autoloss.search.run_folder` records
     them), so a copied folder names no path of the machine that made it."""
     fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    fields.update(sampler=plugin_name(cfg.sampler), proxy_factory=plugin_name(cfg.proxy_factory))
+    fields.update(sampler=plugin_name(cfg.sampler), proxy_factory=plugin_name(cfg.proxy_factory),
+                  ppo=cfg.ppo.to_dict())
     config = json.loads(json.dumps({k: (str(v) if isinstance(v, Path) else v)
                                     for k, v in fields.items()}))
     storage = portable_storage(cfg.storage, cfg.out)[0]
