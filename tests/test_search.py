@@ -654,3 +654,27 @@ def test_a_sampler_that_is_not_one_is_refused(out):
     with pytest.raises(TypeError, match="proxy_factory must be a callable, its 'module:attr' "
                                         "name or None, but got int"):
         run_search(SearchConfig(out=out, proxy_factory=3), progress=False)
+
+
+def test_resume_with_another_seed_or_cross_entropy_weight_is_refused(out, tmp_path):
+    """The identity holds the whole space (a fixed cross-entropy weight changes every trial's
+    loss, with the same bounds) and the proxy seed every trial trains with; a study recorded
+    before they were checked resumes and gets them recorded, with its digest."""
+    from autoloss.search.run import identity_digest
+
+    spaces = Path(__file__).resolve().parents[1] / "autoloss" / "search_spaces"
+    plain = tmp_path / "plain.yaml"
+    plain.write_text((spaces / "miou.yaml").read_text())
+    with_ce = tmp_path / "ce.yaml"
+    with_ce.write_text(plain.read_text().replace("ce_weight: {fixed: 0.0}", "ce_weight: {fixed: 0.5}"))
+    first = run_search(config(out, trials=2, study="s", space=str(plain)), progress=False)
+    with pytest.raises(ValueError, match=r"other \['space'\]"):
+        run_search(config(out, trials=3, study="s", space=str(with_ce)), progress=False)
+    with pytest.raises(ValueError, match=r"other \['seed'\]"):
+        run_search(config(out, trials=3, study="s", space=str(plain), seed=1), progress=False)
+    study = load(first)
+    ident = study.user_attrs["identity"]
+    assert study.user_attrs["identity_digest"] == identity_digest(ident)
+    study.set_user_attr("identity", {k: v for k, v in ident.items() if k not in ("space", "seed")})
+    run_search(config(out, trials=3, study="s", space=str(plain)), progress=False)
+    assert load(first).user_attrs["identity"] == ident

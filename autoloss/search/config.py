@@ -301,6 +301,10 @@ class CompositeSpace:
     def reference_points(self) -> dict[str, dict[str, float]]:
         return {"identity": self.identity_params()}
 
+    def identity(self) -> dict[str, Any]:
+        """Every term's metric, weight (None: searched) and :meth:`SearchSpace.identity`."""
+        return {"terms": [[m, w, s.identity()] for m, w, s in self.terms]}
+
     def loss_spec(self, params: Mapping[str, float], *, ignore_index: int | None = None
                   ) -> dict[str, Any]:
         weights = [w if w is not None else float(params[f"mix.{m}"]) for m, w, _ in self.terms]

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import inspect
 import json
 import logging
@@ -306,14 +307,23 @@ def data_info(proxy: Proxy) -> dict[str, Any]:
 
 
 def _identity(cfg: SearchConfig, space: Any, proxy: Proxy) -> dict[str, Any]:
-    """What must not change when a study is resumed: the target, the data, every proxy setting
-    that affects the scores (so a change of autoloss's proxy defaults is caught too) and the
-    parameter bounds."""
+    """What must not change when a study is resumed, because a trial's score depends on it: the
+    target, the data, every proxy setting that affects the scores (so a change of autoloss's
+    proxy defaults is caught too), the proxy seed every trial trains with, the parameter bounds
+    and the whole space (:meth:`~autoloss.search.spaces.SearchSpace.identity`: curve families,
+    fixed options, the cross-entropy weight). Budget, sampler, workers and the like may change
+    between runs."""
     settings = {k: v for k, v in resolved_proxy_config(cfg, proxy).items()
                 if k not in _EXECUTION_OPTIONS}
-    return {"version": _IDENTITY_VERSION, "metric": cfg.metric, "data": cfg.data,
-            "proxy": settings, "params": {n: list(b) for n, b in space.bounds().items()},
-            "space_options": _space_options(space)}
+    return json.loads(json.dumps({
+        "version": _IDENTITY_VERSION, "metric": cfg.metric, "data": cfg.data,
+        "proxy": settings, "params": {n: list(b) for n, b in space.bounds().items()},
+        "space_options": _space_options(space), "space": space.identity(), "seed": cfg.seed}))
+
+
+def identity_digest(ident: dict[str, Any]) -> str:
+    """A short digest of a study identity (canonical JSON): equal digests, same identity."""
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _space_options(space: Any) -> dict[str, Any]:
@@ -325,11 +335,23 @@ def _space_options(space: Any) -> dict[str, Any]:
     return dict(getattr(space, "options", {}))
 
 
+#: identity entries added after studies were recorded: a study without one resumes and gets it
+#: recorded (nothing to compare it with)
+_ADDED_IDENTITY_KEYS = ("space_options", "space", "seed")
+_DIGEST = "identity_digest"  # study attribute: identity_digest() of the recorded identity, the
+# study's fingerprint: two studies with one digest score their trials alike
+
+
+def _record_identity(study: optuna.Study, ident: dict[str, Any]) -> None:
+    study.set_user_attr("identity", ident)
+    study.set_user_attr(_DIGEST, identity_digest(ident))
+
+
 def _check_identity(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any]) -> None:
-    """Refuse to resume a study made with another target, data, proxy or space (bounds and fixed
-    options). A study made by an older autoloss (unversioned identity: proxy overrides only) is
-    checked the old way, with a warning, and its identity upgraded; one recorded before the
-    space options were checked gets them recorded."""
+    """Refuse to resume a study made with another target, data, proxy, seed or space (bounds,
+    curve families, fixed options). A study made by an older autoloss (unversioned identity:
+    proxy overrides only) is checked the old way, with a warning, and its identity upgraded; one
+    recorded before an entry of :data:`_ADDED_IDENTITY_KEYS` existed gets it recorded."""
     stored = json.loads(json.dumps(study.user_attrs["identity"]))
     current = json.loads(json.dumps(ident))
     if isinstance(stored.get("proxy"), dict) and isinstance(current.get("proxy"), dict):
@@ -339,9 +361,9 @@ def _check_identity(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any
     if "version" not in stored:
         current = {**{k: v for k, v in current.items() if k != "version"},
                    "proxy": json.loads(json.dumps(cfg.proxy))}
-    upgrade = "space_options" not in stored  # recorded before autoloss checked them
-    if upgrade:
-        current.pop("space_options", None)
+    missing = [key for key in _ADDED_IDENTITY_KEYS if key not in stored]
+    for key in missing:
+        current.pop(key, None)
     if stored != current:
         diff = [k for k in current if json.dumps(stored.get(k)) != json.dumps(current[k])]
         raise InvalidValueError(f"study {cfg.study!r} in {mask_password(cfg.storage)} was created with "
@@ -351,8 +373,8 @@ def _check_identity(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any
         warnings.warn(f"study {cfg.study!r} was made by an older autoloss that recorded only the "
                       "proxy overrides; resuming it with the current proxy defaults "
                       f"({ident['proxy']})", stacklevel=3)
-    if upgrade or "version" not in stored:
-        study.set_user_attr("identity", ident)  # from now on, a change is caught
+    if stored != json.loads(json.dumps(ident)) or _DIGEST not in study.user_attrs:
+        _record_identity(study, ident)  # from now on, a change is caught
 
 
 _QUEUED = "queued"  # study attribute: the first trials (references, init, prior) are enqueued
@@ -416,7 +438,7 @@ def _record_config(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any]
                                     for k, v in fields.items()}))
     storage = portable_storage(cfg.storage, cfg.out)[0]
     config.update(storage=storage, out=".", cache=portable_cache(cfg.cache, cfg.out))
-    study.set_user_attr("identity", ident)
+    _record_identity(study, ident)
     study.set_user_attr("config", config)
     study.set_user_attr("proxy_config", resolved_proxy_config(cfg, proxy))
     study.set_user_attr("storage", storage)

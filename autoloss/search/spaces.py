@@ -23,6 +23,8 @@ searched. (``autoloss.search.config.CompositeSpace`` joins several metrics' spac
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,6 +161,15 @@ class SearchSpace:
     initial_points: dict[str, dict[str, tuple[float, ...]]] = field(default_factory=dict)
     reference: str | None = None
     source: str = "default"
+
+    def identity(self) -> dict[str, Any]:
+        """Everything a trial's loss depends on besides its parameters (JSON-able): the metric,
+        every curve's family, shape and bounds, the fixed options and the cross-entropy weight
+        (what a resumed study must share; the initial and reference points are left out)."""
+        return {"metric": self.metric,
+                "curves": {name: cs.to_dict() for name, cs in self.curves.items()},
+                "options": json.loads(json.dumps(self.options, default=list)),
+                "ce_weight": dataclasses.asdict(self.ce_weight)}
 
     def param_names(self) -> list[str]:
         """``<curve>.<i>`` for every raw number in curve order, then ``ce_weight`` if searched."""
