@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -327,10 +328,10 @@ def test_search_draws_its_plots(out):
 def test_failed_plots_are_a_warning_not_a_lost_search(out, monkeypatch):
     import autoloss.search.run_plots
 
-    def broken(run_dir):
+    def broken(*args, **kwargs):
         raise RuntimeError("no display")
 
-    monkeypatch.setattr(autoloss.search.run_plots, "plot_run", broken)
+    monkeypatch.setattr(autoloss.search.run_plots, "plot_search", broken)
     with pytest.warns(UserWarning, match="drawing its plots failed"):
         result = run_search(config(out, trials=3, plots=True), progress=False)
     assert result.loss_path is not None and result.loss_path.is_file()
@@ -678,3 +679,28 @@ def test_resume_with_another_seed_or_cross_entropy_weight_is_refused(out, tmp_pa
     study.set_user_attr("identity", {k: v for k, v in ident.items() if k not in ("space", "seed")})
     run_search(config(out, trials=3, study="s", space=str(plain)), progress=False)
     assert load(first).user_attrs["identity"] == ident
+
+
+def test_search_study_only_searches_and_finish_run_works_from_memory(out, monkeypatch):
+    """search_study runs the trials and writes nothing but run.json; finish_run re-scores,
+    exports, summarises and plots from the objects it holds, without reopening the study."""
+    import autoloss.search.run_plots
+    from autoloss.search.run import finish_run, search_study
+
+    run = search_study(config(out, trials=3, plots=True), progress=False)
+    folder = run.folder
+    assert len([t for t in run.study.trials if t.state.is_finished()]) == 3
+    assert not (folder.loss_path.exists() or folder.summary_path.exists()
+                or folder.plots_dir.exists())
+
+    def reopened(*args, **kwargs):
+        raise AssertionError("the study was reopened from the folder")
+
+    monkeypatch.setattr(autoloss.search.run_plots, "open_run_study", reopened)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a failed plot would warn
+        result = finish_run(run, progress=False)
+    assert result.loss_path == folder.loss_path and folder.loss_path.is_file()
+    assert folder.summary_path.is_file()
+    assert (folder.plots_dir / "curves.png").is_file()
+    assert (folder.plots_dir / "history.png").is_file()

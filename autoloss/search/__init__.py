@@ -9,18 +9,20 @@ each trial scored by proxy training on ``val``, the best exported as a loss file
     trial_seeds, pruning, ppo   sampler seeding, the pruner, the PPO sampler
     rescore     re-scoring the top trials over more seeds
     export      the exported loss file and summary.md
-    run         run_search: the whole search of one run folder
-    run_plots   the figures of a run folder
+    run         search_study (only the search) -> SearchRun -> finish_run (re-score, export,
+                summary, plots, on the objects in memory); run_search does both
+    run_plots   the figures of a search (plot_search, in memory) or of a run folder (plot_run)
 """
 
 from autoloss.search.config import SearchConfig, SearchResult, load_experiment, resolve_config
 from autoloss.search.export import export_trial, summarize
-from autoloss.search.run import run_search
+from autoloss.search.run import SearchRun, finish_run, run_search, search_study
 from autoloss.search.run_folder import RunFolder
-from autoloss.search.run_plots import plot_run
+from autoloss.search.run_plots import plot_run, plot_search
 from autoloss.search.spaces import SearchSpace, default_space, load_space
 from autoloss.search.storage import make_storage, open_study
 
-__all__ = ["RunFolder", "SearchConfig", "SearchResult", "SearchSpace", "default_space",
-           "export_trial", "load_experiment", "load_space", "make_storage", "open_study",
-           "plot_run", "resolve_config", "run_search", "summarize"]
+__all__ = ["RunFolder", "SearchConfig", "SearchResult", "SearchRun", "SearchSpace",
+           "default_space", "export_trial", "finish_run", "load_experiment", "load_space",
+           "make_storage", "open_study", "plot_run", "plot_search", "resolve_config",
+           "run_search", "search_study", "summarize"]

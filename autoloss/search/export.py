@@ -110,16 +110,26 @@ def _storage_record(storage: str | None, folder: Path) -> dict[str, Any]:
 
 def export_trial(study: Any, trial_number: int | None, path: str | Path, *,
                  storage: str | None = None) -> Path:
-    """Write trial ``trial_number`` of ``study`` as a loss YAML. None: the trial a current
-    re-scoring chose (:mod:`autoloss.search.rescore`, recorded under ``provenance.rescore``), else
-    :func:`best_trial`.
+    """Write trial ``trial_number`` of ``study`` as a loss YAML at ``path``
+    (:func:`export_record`: None picks the re-scored choice, else the best trial)."""
+    from autoloss.losses import save_loss
+
+    spec, provenance = export_record(study, trial_number, path, storage=storage)
+    return save_loss(spec, path, provenance=provenance)
+
+
+def export_record(study: Any, trial_number: int | None, path: str | Path, *,
+                  storage: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(loss spec, provenance)`` of trial ``trial_number`` of ``study``, as
+    :func:`export_trial` writes them to ``path`` (the storage is recorded relative to its
+    folder). None: the trial a current re-scoring chose (:mod:`autoloss.search.rescore`,
+    recorded under ``provenance.rescore``), else :func:`best_trial`.
 
     The file carries no setting of the search dataset that would silently change training
     elsewhere: its ignore index is recorded under ``provenance.dataset_options`` only (pass
     your own to ``load_loss``), and a boundary tolerance is stored with the image size it was
     searched at (``tol_at``), so it scales with the image diagonal."""
     from autoloss._version import __version__
-    from autoloss.losses import save_loss
     from autoloss.search.rescore import chosen_trial, rescore_summary
 
     rescored = rescore_summary(study) if trial_number is None else None
@@ -165,7 +175,7 @@ def export_trial(study: Any, trial_number: int | None, path: str | Path, *,
         provenance["rescored_score"] = mean
         if base is not None:
             provenance["rescored_gain_over_ce_points"] = round(100 * (mean - base), 4)
-    return save_loss(spec, path, provenance=provenance)
+    return spec, provenance
 
 
 # ------------------------------------------------------------------------------------ summary

@@ -46,6 +46,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +81,10 @@ from autoloss.search.trial_seeds import TrialSeededSampler
 from autoloss.utils.atomic import write_text_atomic
 from autoloss.utils.urls import mask_password, mask_password_in
 
-__all__ = ["SAMPLERS", "Proxy", "SearchConfig", "SearchResult", "build_objective", "make_proxy", "rescore",
-           "load_experiment", "make_storage", "open_study", "parse_target", "resolve_config",
-           "run_search"]
+__all__ = ["SAMPLERS", "SAMPLER_BUILDERS", "Proxy", "SearchConfig", "SearchResult", "SearchRun",
+           "build_objective", "finish_run", "identity_digest", "load_experiment", "make_proxy",
+           "make_storage", "open_study", "parse_target", "rescore", "resolve_config",
+           "run_search", "search_study"]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -628,15 +630,20 @@ def _best_text(study: optuna.Study) -> str:
     return f"{max(t.value for t in done):.4f}"
 
 
-def _draw_plots(out: Path) -> None:
-    """The run's plots under ``<out>/plots``; a plotting error is a warning, never a lost search."""
-    from autoloss.search.run_plots import plot_run
+def _draw_plots(run: SearchRun, spec: dict[str, Any] | None) -> None:
+    """The run's plots under ``<out>/plots``, from the study and exported loss ``spec`` in
+    memory; a plotting error is a warning, never a lost search."""
+    from autoloss.losses import load_loss
+    from autoloss.report.names import search_name
+    from autoloss.search.run_plots import plot_search
 
+    folder = run.folder
     try:
-        plot_run(out)
+        plot_search(run.study, None if spec is None else load_loss(spec), dest=folder.plots_dir,
+                    name=search_name(folder.path), logs=sorted(folder.path.glob("*.jsonl")))
     except Exception as err:  # the search itself has succeeded
         warnings.warn(f"the search finished, but drawing its plots failed: {err!r}; retry with "
-                      f"autoloss plot {out}", stacklevel=3)
+                      f"autoloss plot {folder.path}", stacklevel=3)
 
 
 @contextlib.contextmanager
@@ -657,11 +664,108 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@dataclass
+class SearchRun:
+    """A search held in memory: what :func:`search_study` returns and :func:`finish_run` takes.
+    ``config`` is resolved; ``started``: ``time.monotonic()`` when the search began."""
+
+    config: SearchConfig
+    study: optuna.Study
+    space: Any
+    proxy: Proxy
+    folder: RunFolder
+    started: float
+
+
+@contextlib.contextmanager
+def _search_session(cfg: SearchConfig) -> Iterator[None]:
+    """Quiet optuna logging, SIGTERM as Ctrl-C, and a storage failure (e.g. a full disk under
+    SQLite) as a :class:`~autoloss.errors.StorageError` that says how to resume."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with _sigterm_as_interrupt():
+            yield
+    except optuna.exceptions.StorageInternalError as err:
+        raise StorageError(f"cannot write to the storage {mask_password(cfg.storage)}: "
+                           f"{mask_password_in(_root_cause(err), cfg.storage)}; fix it and run "
+                           "the same command again (finished trials are kept)") from None
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def search_study(config: SearchConfig, *, progress: bool = True,
+                 callbacks: Sequence[Callable[[Any, Any], None]] = ()) -> SearchRun:
+    """Only the search: create (or load and check) the study of ``config`` in its storage,
+    score the cross-entropy baseline once, and run trials until the study has ``trials``
+    finished ones (in ``workers`` processes). Records ``run.json`` in the run folder; writes
+    nothing else there (see :func:`finish_run`). ``callbacks``: as for :func:`run_search`."""
+    from tqdm.auto import tqdm
+
+    cfg = resolve_config(config)
+    started = time.monotonic()
+    folder = RunFolder(cfg.out)
+    folder.write_info(cfg.storage, cfg.study)
+    with _search_session(cfg):
+        space = make_space(cfg)
+        initial_params(cfg, space)  # a bad init_from fails before the warm start trains
+        proxy = make_proxy(cfg)  # builds, trains nothing yet
+        storage = make_storage(cfg.storage, heartbeat=cfg.heartbeat)
+        study, created = _load_or_create(cfg, space, make_sampler(cfg, space), make_pruner(
+            cfg, proxy.eval_steps), storage)
+        _setup_study(cfg, space, study, proxy, created=created, progress=progress)
+        done = finished(study)
+        if cfg.trials > done:  # a finished study (rerun to redraw or export) needs no warm start
+            prepare(proxy, progress=progress)
+        bar = tqdm(total=cfg.trials, initial=min(done, cfg.trials), desc=f"search {cfg.study}",
+                   unit="trial", disable=not progress, dynamic_ncols=True)
+
+        def tick(study: optuna.Study, trial: Any) -> None:
+            bar.update(1)
+            bar.set_postfix(best=_best_text(study))
+
+        try:
+            _run_until_budget(cfg, study, space, proxy, started, bar, tick, callbacks,
+                              progress=progress)
+            _discard_leftover_queue(study, cfg)
+        finally:
+            bar.close()
+    return SearchRun(cfg, study, space, proxy, folder, started)
+
+
+def finish_run(run: SearchRun, *, progress: bool = True,
+               command: str | None = None) -> SearchResult:
+    """The steps after a search, on the objects it holds in memory: re-score the top trials
+    (``rescore_top``), export the chosen one to ``<out>/best_loss.yaml``, write
+    ``<out>/summary.md`` (``command`` named at its top) and draw the plots (``plots``)."""
+    from autoloss.losses import save_loss
+    from autoloss.search.export import export_record, summarize
+
+    cfg, study, folder = run.config, run.study, run.folder
+    with _search_session(cfg):
+        loss_path, spec = None, None
+        if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            rescore(cfg, study, run.proxy, progress=progress)
+            spec, provenance = export_record(study, None, folder.loss_path, storage=cfg.storage)
+            loss_path = save_loss(spec, folder.loss_path, provenance=provenance)
+        wall = time.monotonic() - run.started
+        text = summarize(study, wall_time=wall,
+                         command=None if command is None else mask_password_in(command,
+                                                                                cfg.storage))
+        write_text_atomic(folder.summary_path, text)
+        if progress:
+            print(text)
+        if cfg.plots:
+            _draw_plots(run, spec)
+    return _result(cfg, study, loss_path, wall)
+
+
 def run_search(config: SearchConfig, *, progress: bool = True,
                callbacks: Sequence[Callable[[Any, Any], None]] = (),
                command: str | None = None) -> SearchResult:
-    """Run (or resume) a search; export the best trial to ``<out>/best_loss.yaml``, write
-    ``<out>/summary.md`` and (``plots``) draw the plots into ``<out>/plots``.
+    """Run (or resume) a search and finish its run folder: :func:`search_study`, then
+    :func:`finish_run` (re-scoring, ``<out>/best_loss.yaml``, ``<out>/summary.md``, and with
+    ``plots`` the figures in ``<out>/plots``).
 
     ``callbacks``: optuna callbacks ``f(study, frozen_trial)`` called after every trial of the
     search (e.g. ``optuna_integration.MLflowCallback``); with ``workers > 1`` each worker
@@ -669,61 +773,8 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     metrics (``study.metric_names``) and it holds the cross-entropy baseline as the user
     attribute ``baseline_ce`` (reference trials carry ``reference``). ``command``: how the search
     was started, named at the top of ``summary.md`` (its storage password masked)."""
-    from tqdm.auto import tqdm
-
-    from autoloss.search.export import export_trial, summarize
-
-    cfg = resolve_config(config)
-    started = time.monotonic()
-    folder = RunFolder(cfg.out)
-    folder.write_info(cfg.storage, cfg.study)
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        with _sigterm_as_interrupt():
-            space = make_space(cfg)
-            initial_params(cfg, space)  # a bad init_from fails before the warm start trains
-            proxy = make_proxy(cfg)  # builds, trains nothing yet
-            storage = make_storage(cfg.storage, heartbeat=cfg.heartbeat)
-            study, created = _load_or_create(cfg, space, make_sampler(cfg, space), make_pruner(
-                cfg, proxy.eval_steps), storage)
-            _setup_study(cfg, space, study, proxy, created=created, progress=progress)
-            done = finished(study)
-            remaining = max(0, cfg.trials - done)
-            if remaining:  # a finished study (rerun to redraw or export) needs no warm start
-                prepare(proxy, progress=progress)
-            bar = tqdm(total=cfg.trials, initial=min(done, cfg.trials), desc=f"search {cfg.study}",
-                       unit="trial", disable=not progress, dynamic_ncols=True)
-            def tick(study: optuna.Study, trial: Any) -> None:
-                bar.update(1)
-                bar.set_postfix(best=_best_text(study))
-
-            try:
-                _run_until_budget(cfg, study, space, proxy, started, bar, tick, callbacks,
-                                  progress=progress)
-                _discard_leftover_queue(study, cfg)
-            finally:
-                bar.close()
-            loss_path = None
-            if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-                rescore(cfg, study, proxy, progress=progress)
-                loss_path = export_trial(study, None, folder.loss_path, storage=cfg.storage)
-            wall = time.monotonic() - started
-            text = summarize(study, wall_time=wall,
-                             command=None if command is None else mask_password_in(command,
-                                                                                    cfg.storage))
-            write_text_atomic(folder.summary_path, text)
-            if progress:
-                print(text)
-            if cfg.plots:
-                _draw_plots(cfg.out)
-    except optuna.exceptions.StorageInternalError as err:  # e.g. a full disk under SQLite
-        raise StorageError(f"cannot write to the storage {mask_password(cfg.storage)}: "
-                           f"{mask_password_in(_root_cause(err), cfg.storage)}; fix it and run "
-                           "the same command again (finished trials are kept)") from None
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-    return _result(cfg, study, loss_path, wall)
+    run = search_study(config, progress=progress, callbacks=callbacks)
+    return finish_run(run, progress=progress, command=command)
 
 
 def _root_cause(err: BaseException) -> str:

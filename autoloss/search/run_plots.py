@@ -1,6 +1,7 @@
 """The figures of a search run folder (:mod:`autoloss.search.run_folder`), drawn from its
 study and exported loss with the figures of :mod:`autoloss.report`: what ``autoloss plot RUN``
-and a search's last step write into ``<run>/plots``.
+writes into ``<run>/plots`` (:func:`plot_run`, from the folder) and a search's last step
+(:func:`plot_search`, from the study and loss it holds in memory).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from autoloss.errors import InvalidValueError, MissingFileError
 from autoloss.report.names import search_name
 
-__all__ = ["open_run_study", "plot_run", "reference_preset"]
+__all__ = ["open_run_study", "plot_run", "plot_search", "reference_preset"]
 
 
 def open_run_study(run_dir: Path | str) -> Any | None:
@@ -67,38 +68,25 @@ def _published(study: Any | None, loss: Any) -> tuple[Any, str] | None:
     return published, " + ".join(presets)
 
 
-def plot_run(run_dir: Path | str, *, out: Path | str | None = None,
-             formats: Sequence[str] = ("png", "svg")) -> list[Path]:
-    """Every figure available for a search run folder, written under ``out`` (default
-    ``<run>/plots``): ``curves`` (best_loss.yaml against the identity and the paper's preset for
-    the metric), ``history``, ``importance`` (when there are enough complete trials),
-    ``pareto`` (two-objective searches), ``intermediate`` (the values the pruner saw) and
-    ``training`` (from ``*.jsonl`` logs in the folder). Returns the written files."""
-    from autoloss.losses import load_loss
+def plot_search(study: Any | None, loss: Any | None, *, dest: Path | str, name: str,
+                logs: Sequence[Path] = (), formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+    """The figures of a search from objects in memory, written under ``dest``: ``curves`` (the
+    searched ``loss``, a module, against the paper's preset for its metric), ``history``,
+    ``importance`` (when there are enough complete trials), ``pareto`` (two-objective
+    searches) and ``intermediate`` (the values the pruner saw) of ``study``, and ``training``
+    from the JSONL ``logs``. ``name`` labels the searched curves. Returns the written files."""
     from autoloss.report import plots
-    from autoloss.search.run_folder import RunFolder
 
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise MissingFileError(f"run folder {str(run)!r} does not exist")
     fmts = plots.check_formats(formats)
-    folder = RunFolder(run)
-    dest = Path(out) if out is not None else folder.plots_dir
-    study = open_run_study(run)
-    best = folder.loss_path
-    logs = sorted(run.glob("*.jsonl"))
-    if study is None and not best.is_file() and not logs:
-        raise InvalidValueError(f"run folder {str(run)!r} holds no study (run.json / *.db), no "
-                         "best_loss.yaml and no *.jsonl log: nothing to plot")
+    dest = Path(dest)
     written: list[Path] = []
 
     def siblings(path: Path | None) -> list[Path]:
         return [] if path is None else [path.with_suffix(f".{f}") for f in fmts]
 
-    if best.is_file():
-        loss = load_loss(best)
+    if loss is not None:
         specs: list[Any] = [loss]
-        labels = [f"searched ({search_name(run.resolve())})"]
+        labels = [f"searched ({name})"]
         reference = _published(study, loss)
         if reference is not None:
             specs.append(reference[0])
@@ -115,5 +103,30 @@ def plot_run(run_dir: Path | str, *, out: Path | str | None = None,
         written += siblings(search_plots.plot_intermediate(study, out=dest / "intermediate",
                                                            formats=fmts))
     if logs:
-        written += siblings(plots.plot_training(logs, out=dest / "training", formats=fmts))
+        written += siblings(plots.plot_training(list(logs), out=dest / "training", formats=fmts))
     return written
+
+
+def plot_run(run_dir: Path | str, *, out: Path | str | None = None,
+             formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+    """Every figure available for a search run folder (:func:`plot_search` of its study,
+    ``best_loss.yaml`` and ``*.jsonl`` logs), written under ``out`` (default ``<run>/plots``):
+    what ``autoloss plot RUN`` draws. Returns the written files."""
+    from autoloss.losses import load_loss
+    from autoloss.report import plots
+    from autoloss.search.run_folder import RunFolder
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise MissingFileError(f"run folder {str(run)!r} does not exist")
+    plots.check_formats(formats)
+    folder = RunFolder(run)
+    study = open_run_study(run)
+    best = folder.loss_path
+    logs = sorted(run.glob("*.jsonl"))
+    if study is None and not best.is_file() and not logs:
+        raise InvalidValueError(f"run folder {str(run)!r} holds no study (run.json / *.db), no "
+                         "best_loss.yaml and no *.jsonl log: nothing to plot")
+    return plot_search(study, load_loss(best) if best.is_file() else None,
+                       dest=Path(out) if out is not None else folder.plots_dir,
+                       name=search_name(run.resolve()), logs=logs, formats=formats)
