@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 import time
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from autoloss.errors import InvalidValueError, MissingFileError
 from autoloss.losses import load_loss
 from autoloss.report.compare_report import RunRecord
 from autoloss.report.names import search_name
+from autoloss.train.callbacks import json_scores
 from autoloss.train.checkpoint import load_checkpoint, read_checkpoint
 from autoloss.train.models import config_to_dict, model_from_name, predict
 from autoloss.train.trainer import TrainConfig, fit
@@ -172,10 +172,6 @@ def plain_json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: o.tolist()))
 
 
-def _json_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
-    return {k: (float(v) if math.isfinite(v) else None) for k, v in metrics.items()}
-
-
 def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: (float("nan") if v is None else float(v)) for k, v in metrics.items()}
 
@@ -270,10 +266,10 @@ def _run_locked(loss_spec: str | Path, loss: nn.Module, net: nn.Module,
     scores = score_model(net, data.test, tol=tol, batch_size=config.eval_batch_size)
     record = {
         "loss": str(loss_spec), "seed": config.seed, "split": data.test_split,
-        "test": _json_metrics(scores.metrics),
-        "test_per_class_iou": _json_metrics(dict(zip(scores.class_names,
+        "test": json_scores(scores.metrics),
+        "test_per_class_iou": json_scores(dict(zip(scores.class_names,
                                                      scores.per_class_iou))),
-        "val": _json_metrics(result.metrics), "train_time": round(train_time, 3),
+        "val": json_scores(result.metrics), "train_time": round(train_time, 3),
         "seconds_per_step": result.seconds_per_step or None,
         "test_eval_time": round(time.perf_counter() - t0, 3), "steps": result.steps, **identity,
     }

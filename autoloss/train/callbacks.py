@@ -23,7 +23,7 @@ from torch import nn
 from autoloss.utils.atomic import write_text_atomic
 
 __all__ = ["Checkpointer", "JsonlWriter", "LogRecords", "LoopState", "OnEval", "ProgressBar",
-           "TrainCallback"]
+           "TrainCallback", "json_scores"]
 
 
 @dataclass
@@ -95,6 +95,12 @@ def _trim_log(path: Path, step: int) -> None:
     write_text_atomic(path, "".join(keep))
 
 
+def json_scores(scores: dict[str, float]) -> dict[str, float | None]:
+    """Metric scores as JSON values: a NaN or infinite one (e.g. the BF1 of an empty class) is
+    written as null, which JSON can hold."""
+    return {k: (float(v) if math.isfinite(v) else None) for k, v in scores.items()}
+
+
 class LogRecords(TrainCallback):
     """The training log: ``{"step", "loss", "lr", "time"}`` every ``log_every`` steps and at the
     last, ``{"step", "eval": {...}}`` per evaluation (NaN -> null), to each writer (anything
@@ -114,8 +120,7 @@ class LogRecords(TrainCallback):
 
     def on_eval(self, step: int, scores: dict[str, float] | None, state: LoopState) -> None:
         if scores is not None:
-            self._write({"step": step, "eval": {k: (v if math.isfinite(v) else None)
-                                                for k, v in scores.items()}})
+            self._write({"step": step, "eval": json_scores(scores)})
 
     def close(self) -> None:
         for writer in self.writers:

@@ -336,10 +336,18 @@ class Proxy:
     def warm_start_config(self) -> TrainConfig:
         """Cross-entropy training of the shared starting point (whole train split)."""
         c = self.config
-        return TrainConfig(steps=c.warm_start_steps, batch_size=c.batch_size, crop=c.crop,
-                           lr=c.warm_start_lr, optimizer=c.optimizer, augment=c.augment,
-                           eval_every=min(100, c.warm_start_steps), seed=c.warm_start_seed,
-                           device=c.device, num_threads=c.num_threads, grad_clip=c.grad_clip)
+        return self._train_config(steps=c.warm_start_steps, lr=c.warm_start_lr,
+                                  augment=c.augment, eval_every=min(100, c.warm_start_steps),
+                                  seed=c.warm_start_seed)
+
+    def _train_config(self, **run: Any) -> TrainConfig:
+        """A TrainConfig with the settings the warm start and the trials share (batch, crop,
+        optimizer, clipping, execution) and ``run``'s own (steps, lr, augment, eval_every,
+        seed): the one place ProxyConfig's fields become training settings."""
+        c = self.config
+        return TrainConfig(batch_size=c.batch_size, crop=c.crop, optimizer=c.optimizer,
+                           grad_clip=c.grad_clip, device=c.device, num_threads=c.num_threads,
+                           **run)
 
     def key(self) -> str:
         """Digest of every setting that changes the warm-start weights."""
@@ -417,11 +425,8 @@ class Proxy:
     def train_config(self, seed: int) -> TrainConfig:
         """The fine-tuning run of a trial with ``seed``."""
         c = self.config
-        augment = c.augment and c.finetune == "all"
-        return TrainConfig(steps=c.steps, batch_size=c.batch_size, crop=c.crop, lr=c.lr,
-                           optimizer=c.optimizer, augment=augment, eval_every=c.eval_every,
-                           seed=seed, device=c.device, num_threads=c.num_threads,
-                           grad_clip=c.grad_clip)
+        return self._train_config(steps=c.steps, lr=c.lr, augment=c.augment and c.finetune == "all",
+                                  eval_every=c.eval_every, seed=seed)
 
     def run(self, loss: nn.Module, *, seed: int,
             on_eval: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
