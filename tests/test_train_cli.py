@@ -225,7 +225,7 @@ def test_experiment_values():
     assert exp.losses == ("a", "b")
     config = exp.train_config(seed=3)
     assert config.crop == (96, 128) and config.lr == 0.1 and config.seed == 3
-    assert config.steps == DEFAULT_TRAIN["steps"]
+    assert config.steps == DEFAULT_TRAIN.steps
     assert experiment_from_dict({"crop": 64}).train_config(seed=0).crop == (64, 64)
     assert experiment_from_dict({"crop": [32, 48]}).train_config(seed=0).crop == (32, 48)
     assert experiment_from_dict({}).out_dir() == Path("results/retrain-shapes")

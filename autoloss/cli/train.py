@@ -172,13 +172,13 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="unet (default) or deeplab")
     p.add_argument("--width", type=int, help=f"model width (default {DEFAULT_WIDTH})")
     p.add_argument("--depth", type=int, help="model depth (default: the model's, 3)")
-    p.add_argument("--steps", type=int, help=f"optimizer steps (default {DEFAULT_TRAIN['steps']})")
-    p.add_argument("--batch-size", type=int, help=f"default {DEFAULT_TRAIN['batch_size']}")
+    p.add_argument("--steps", type=int, help=f"optimizer steps (default {DEFAULT_TRAIN.steps})")
+    p.add_argument("--batch-size", type=int, help=f"default {DEFAULT_TRAIN.batch_size}")
     p.add_argument("--crop", help="training crop HxW (default: whole images)")
-    p.add_argument("--lr", type=float, help=f"learning rate (default {DEFAULT_TRAIN['lr']}, SGD, "
+    p.add_argument("--lr", type=float, help=f"learning rate (default {DEFAULT_TRAIN.lr}, SGD, "
                    "poly schedule)")
     p.add_argument("--eval-every", type=int, help="steps between validations and checkpoints "
-                   f"(default {DEFAULT_TRAIN['eval_every']})")
+                   f"(default {DEFAULT_TRAIN.eval_every})")
     p.add_argument("--tol", type=int, help="boundary tolerance in pixels (default 5)")
     p.add_argument("--init-from", help="warm-start checkpoint (matching weights are copied)")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
