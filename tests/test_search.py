@@ -244,15 +244,21 @@ def test_resume_with_other_proxy_settings_is_refused(out):
         run_search(config(out, trials=3, study="s", proxy={"sleep": 0.001}), progress=False)
 
 
+def _miou_space_pair(folder: Path, line: str, changed: str) -> tuple[Path, Path]:
+    """The shipped miou space as a file, and a copy with ``line`` replaced by ``changed``."""
+    text = (Path(__file__).resolve().parents[1] / "autoloss" / "search_spaces" / "miou.yaml"
+            ).read_text()
+    assert line in text
+    (folder / "a.yaml").write_text(text)
+    (folder / "b.yaml").write_text(text.replace(line, changed))
+    return folder / "a.yaml", folder / "b.yaml"
+
+
 def test_resume_with_other_space_options_is_refused(out, tmp_path):
     """A space file whose fixed surrogate options changed (classes: present -> all) is another
     search, though its bounds are the same; a study recorded before the options were checked
     resumes and gets them recorded."""
-    spaces = Path(__file__).resolve().parents[1] / "autoloss" / "search_spaces"
-    present = tmp_path / "present.yaml"
-    present.write_text((spaces / "miou.yaml").read_text())
-    every = tmp_path / "all.yaml"
-    every.write_text(present.read_text().replace("classes: present", "classes: all"))
+    present, every = _miou_space_pair(tmp_path, "classes: present", "classes: all")
     first = run_search(config(out, trials=2, study="s", space=str(present)), progress=False)
     with pytest.raises(ValueError, match="space_options"):
         run_search(config(out, trials=3, study="s", space=str(every)), progress=False)
@@ -663,11 +669,7 @@ def test_resume_with_another_seed_or_cross_entropy_weight_is_refused(out, tmp_pa
     before they were checked resumes and gets them recorded, with its digest."""
     from autoloss.search.run import identity_digest
 
-    spaces = Path(__file__).resolve().parents[1] / "autoloss" / "search_spaces"
-    plain = tmp_path / "plain.yaml"
-    plain.write_text((spaces / "miou.yaml").read_text())
-    with_ce = tmp_path / "ce.yaml"
-    with_ce.write_text(plain.read_text().replace("ce_weight: {fixed: 0.0}", "ce_weight: {fixed: 0.5}"))
+    plain, with_ce = _miou_space_pair(tmp_path, "ce_weight: {fixed: 0.0}", "ce_weight: {fixed: 0.5}")
     first = run_search(config(out, trials=2, study="s", space=str(plain)), progress=False)
     with pytest.raises(ValueError, match=r"other \['space'\]"):
         run_search(config(out, trials=3, study="s", space=str(with_ce)), progress=False)
