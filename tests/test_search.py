@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from autoloss.errors import InvalidValueError
 from autoloss.search.run import (
+    SAMPLERS,
     SearchConfig,
     load_experiment,
     make_storage,
@@ -181,8 +182,9 @@ def test_multi_objective_pareto_front(out):
     assert (out / "best_loss.yaml").is_file()
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "qmc", "ppo", "cmaes"])
+@pytest.mark.parametrize("sampler", SAMPLERS)
 def test_samplers_run(out, sampler):
+    """Every sampler name the CLI and files accept builds a sampler that finishes a search."""
     if sampler == "cmaes":
         pytest.importorskip("cmaes")
     cfg = config(out, trials=4, sampler=sampler, ppo={"generation_size": 2})
