@@ -304,3 +304,26 @@ def test_killing_every_process_and_worker_then_resuming(folder, storage):
     after = {t.number: t.value for t in study.trials if t.state == TrialState.COMPLETE}
     assert all(after.get(number) == value for number, value in before.items())
     assert (folder / "out0" / "summary.md").is_file()
+
+
+def test_an_orphan_another_process_failed_first_is_skipped(monkeypatch):
+    """Two processes may fail the same dead worker's trial at once; the one the database
+    refuses (the trial is already finished) skips it instead of stopping its search."""
+    import socket
+
+    from autoloss.search.budget import fail_orphans
+
+    study = optuna.create_study()
+    trial = study.ask()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    trial.set_user_attr(OWNER, {"host": socket.gethostname(), "pid": dead.pid})
+
+    def finished_elsewhere(*args, **kwargs):
+        raise optuna.exceptions.UpdateFinishedTrialError("Trial#0 has already finished")
+
+    monkeypatch.setattr(study, "tell", finished_elsewhere)
+    assert fail_orphans(study) == []
+    monkeypatch.undo()
+    assert fail_orphans(study) == [trial.number]
+    assert study.trials[0].state == TrialState.FAIL

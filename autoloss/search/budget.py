@@ -100,12 +100,16 @@ def fail_orphans(study: Any) -> list[int]:
     """Fail the running trials of dead processes of this host, and those ownerless for
     :data:`OWNERLESS_GRACE` seconds (no retry is queued: the budget check lets a new trial take
     the place); returns their numbers."""
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     here = socket.gethostname()
     numbers = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if _orphaned(t, here):
-            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            try:
+                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            except UpdateFinishedTrialError:  # another process failed it since it was read
+                continue  # (skip_if_finished checks a cached state; the database refuses)
             numbers.append(t.number)
     return numbers
