@@ -340,8 +340,9 @@ def _space_options(space: Any) -> dict[str, Any]:
 #: identity entries added after studies were recorded: a study without one resumes and gets it
 #: recorded (nothing to compare it with)
 _ADDED_IDENTITY_KEYS = ("space_options", "space", "seed")
-_DIGEST = "identity_digest"  # study attribute: identity_digest() of the recorded identity, the
-# study's fingerprint: two studies with one digest score their trials alike
+#: study attribute: identity_digest() of the recorded identity, the study's fingerprint (two
+#: studies with one digest score their trials alike)
+_DIGEST = "identity_digest"
 
 
 def _record_identity(study: optuna.Study, ident: dict[str, Any]) -> None:
@@ -375,7 +376,7 @@ def _check_identity(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any
         warnings.warn(f"study {cfg.study!r} was made by an older autoloss that recorded only the "
                       "proxy overrides; resuming it with the current proxy defaults "
                       f"({ident['proxy']})", stacklevel=3)
-    if stored != json.loads(json.dumps(ident)) or _DIGEST not in study.user_attrs:
+    if stored != ident or _DIGEST not in study.user_attrs:
         _record_identity(study, ident)  # from now on, a change is caught
 
 

@@ -10,8 +10,8 @@ Example:
     ... class Config:
     ...     trials: int = 20
     ...     out: str | None = None
-    >>> field_type_error(Config(trials="5"), "trials")
-    'trials must be int, but got \\'5\\''
+    >>> print(field_type_error(Config(trials="5"), "trials"))
+    trials must be int, but got '5'
 """
 
 from __future__ import annotations
@@ -72,13 +72,9 @@ def type_names(hint: Any) -> str:
 
 
 @functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def field_hints(cls: type) -> dict[str, Any]:
     """The evaluated annotations of the dataclass ``cls`` (cached)."""
-    return _hints(cls)
+    return typing.get_type_hints(cls)
 
 
 def value_type_error(name: str, value: Any, hint: Any) -> str | None:
@@ -92,7 +88,7 @@ def value_type_error(name: str, value: Any, hint: Any) -> str | None:
 def field_type_error(obj: Any, name: str) -> str | None:
     """The message for field ``name`` of the dataclass instance ``obj`` when its value does not
     match the field's annotation, else None."""
-    return value_type_error(name, getattr(obj, name), _hints(type(obj))[name])
+    return value_type_error(name, getattr(obj, name), field_hints(type(obj))[name])
 
 
 def check_field_types(obj: Any, *, where: str = "") -> None:
