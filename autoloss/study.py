@@ -125,12 +125,20 @@ def verdict(runs: Sequence[Any], loss: str, reference: str, metric: str) -> str:
     return f"{metric}: within noise of {reference}: {text}"
 
 
-def strongest_baseline(runs: Sequence[Any], metric: str, exclude: Sequence[str]) -> str | None:
+def strongest_baseline(runs: Sequence[Any], metric: str, exclude: Sequence[str], *,
+                       split: str = "val") -> str | None:
     """The loss with the best mean ``metric`` over its runs, among those not in ``exclude``
-    (the reference and the searched loss): the hand-designed loss a searched one must beat."""
+    (the reference, the searched loss and its plain soft metric): the hand-designed loss a
+    searched one must beat. Chosen on ``split``: ``"val"`` (default: the last validation of
+    each run, so the test split is read only by the final tables) or ``"test"``."""
+    if split not in ("val", "test"):
+        raise InvalidValueError(f"split must be 'val' or 'test', but got split={split!r}")
     means: dict[str, list[float]] = {}
     for run in runs:
-        value = run.metrics.get(metric, float("nan"))
+        if split == "test":
+            value = run.metrics.get(metric, float("nan"))
+        else:
+            value = run.history[-1][1].get(metric, float("nan")) if run.history else float("nan")
         if run.loss not in exclude and value == value:  # not NaN
             means.setdefault(run.loss, []).append(value)
     if not means:
@@ -185,7 +193,8 @@ def run_study(path: str | Path, *, progress: bool = True) -> StudyResult:
     save("search", time.perf_counter() - t0)
 
     loss = _display_path(Path(search.loss_path))
-    losses = list(dict.fromkeys([reference, *exp.losses, loss]))
+    identity = _identity_loss(search)
+    losses = list(dict.fromkeys([reference, *exp.losses, loss, *([identity] if identity else [])]))
     say(f"[study 2/3] retrain {len(losses)} losses x {exp.seeds} seeds ({exp.protocol})",
         flush=True)
     t0 = time.perf_counter()
@@ -201,14 +210,20 @@ def run_study(path: str | Path, *, progress: bool = True) -> StudyResult:
     say("[study 3/3] report", flush=True)
     targets = [name for name, _ in parse_target(search_cfg.metric)]
     verdicts = {m: verdict(compare.runs, loss, reference, m) for m in targets}
-    against_best = {}
+    rows = dict(verdicts)
     for m in targets:
-        best = strongest_baseline(compare.runs, m, exclude=[reference, loss])
+        if identity is not None:
+            rows[f"{m} (plain soft metric)"] = verdict(compare.runs, loss, identity, m)
+        else:
+            rows[f"{m} (plain soft metric)"] = (
+                f"{m}: the export is the plain soft metric itself (the search's export rule "
+                "kept it: no searched trial beat it on the re-scoring seeds)"
+                if _exported_identity(search) else
+                f"{m}: no plain soft metric to compare with (the search re-scored none)")
+        best = strongest_baseline(compare.runs, m, exclude=[reference, loss, identity or ""])
         if best is not None:
-            against_best[m] = verdict(compare.runs, loss, best, m)
-    report = _report(out, source, search_cfg, search, compare, loss, reference,
-                     {**verdicts, **{f"{m} (best baseline)": v for m, v in against_best.items()}},
-                     times)
+            rows[f"{m} (best baseline)"] = verdict(compare.runs, loss, best, m)
+    report = _report(out, source, search_cfg, search, compare, loss, reference, rows, times)
     path_md = out / "report.md"
     write_text_atomic(path_md, report)
     say(f"wrote {path_md}", flush=True)
@@ -228,8 +243,10 @@ def _report(out: Path, source: str, cfg: SearchConfig, search: Any, compare: Any
              f"Produced by `autoloss study --config {source}` (resumable: run it again to "
              f"continue or to redraw this report).", "",
              "## Verdict (retraining, reported split, paired by seed)", "",
-             "Against cross-entropy, then against the strongest other loss of the panel on each "
-             "target metric (the best mean):", ""]
+             "Against cross-entropy, against the search's own start (the plain soft metric, "
+             "identity curves: did searching help?), then against the strongest hand-designed "
+             "loss of the panel on each target metric (the best mean on the validation split):",
+             ""]
     lines += [f"- {text}" for text in verdicts.values()]
     lines += ["", "## Search (proxy scores on the proxy-validation split)", "",
               f"- target `{cfg.metric}` on `{cfg.data}`, {search.counts.get('complete', 0)} "
@@ -240,9 +257,15 @@ def _report(out: Path, source: str, cfg: SearchConfig, search: Any, compare: Any
     if rescored:
         chosen = rescored["trials"][str(rescored["chosen"])]
         base = (rescored.get("baseline") or {}).get("mean")
-        lines.append(f"- re-scored the top {rescored['top']} trials with proxy seeds "
-                     f"{rescored['seeds']}: exported trial {rescored['chosen']}, mean "
-                     f"{_fmt(chosen['mean'])} against {_fmt(base)} for cross-entropy")
+        lines.append(f"- re-scored the top {rescored['top']} trials and the reference points "
+                     f"with proxy seeds {rescored['seeds']}: exported trial "
+                     f"{rescored['chosen']}, mean {_fmt(chosen['mean'])} against {_fmt(base)} "
+                     f"for cross-entropy; {provenance.get('export_reason', '')}")
+        from autoloss.search.rescore import identity_gain_line
+
+        line = identity_gain_line(rescored)
+        if line is not None:
+            lines.append(f"- on the proxy, {line}")
     lines += [f"- exported loss: `{loss}`", ""]
     lines += _plot_line(cfg.out / "plots" / "curves.png", out, "learned curves")
     lines += _plot_line(cfg.out / "plots" / "history.png", out, "search history")
@@ -259,6 +282,24 @@ def _report(out: Path, source: str, cfg: SearchConfig, search: Any, compare: Any
     total = sum(times.values())
     lines += [f"| total | {total / 60:.1f} min |", ""]
     return "\n".join(lines)
+
+
+def _exported_identity(search: Any) -> bool:
+    """Whether the search exported its plain soft metric (identity curves) itself."""
+    from autoloss.losses import read_spec
+
+    provenance = read_spec(search.loss_path).get("provenance") or {}
+    references = (provenance.get("rescore") or {}).get("references") or {}
+    return references.get(str(provenance.get("trial"))) == "identity"
+
+
+def _identity_loss(search: Any) -> str | None:
+    """The search's plain soft metric loss file (``identity_loss.yaml``) to retrain beside the
+    export, or None: the search re-scored none, or exported it itself."""
+    path = Path(search.out) / "identity_loss.yaml"
+    if not path.is_file() or _exported_identity(search):
+        return None
+    return _display_path(path)
 
 
 def _display_path(path: Path) -> str:

@@ -47,10 +47,13 @@ def test_study_runs_every_stage_resumes_and_reports(tmp_path, monkeypatch, capsy
     assert result.loss_path == (tmp_path / "out" / "search" / "best_loss.yaml").resolve()
     report = result.report_path.read_text()
     assert "## Verdict" in report and "miou: " in report
-    assert "strongest other loss of the panel" in report
+    assert "strongest hand-designed loss of the panel" in report
+    # the search's own start: with 2 re-scoring seeds no searched trial can show an interval
+    # above zero, so the export is the plain soft metric itself and the report says so
+    assert "- miou: the export is the plain soft metric itself" in report
     assert any(line.startswith("- miou: ") and "lovasz_softmax" in line
                for line in report.splitlines())  # the verdict against the best baseline
-    assert "re-scored the top 2 trials with proxy seeds [1, 2]" in report
+    assert "re-scored the top 2 trials and the reference points with proxy seeds [1, 2]" in report
     assert "| out/search/best_loss.yaml |" in report  # relative, no machine path
     assert str(tmp_path) not in report
     assert "![retraining scores](retrain/plots/bars.png)" in report  # compare drew its figures
@@ -99,6 +102,23 @@ def runs(loss, values):
             for tmp in [None]]
 
 
+def test_study_retrains_the_plain_soft_metric_beside_a_searched_export(tmp_path, monkeypatch):
+    """With the best-mean rule the export is a searched trial; its control, the plain soft
+    metric (``identity_loss.yaml``), joins the retraining panel and the verdict."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AUTOLOSS_TRUST_CODE", "1")
+    study = STUDY.replace("  plots: false\n", "  plots: false\n  export_rule: best-mean\n")
+    (tmp_path / "study.yaml").write_text(study.replace("trials: 4", "trials: 6"))
+    result = run_study("study.yaml", progress=False)
+    report = result.report_path.read_text()
+    compare = json.loads((tmp_path / "out" / "retrain" / "compare.json").read_text())
+    assert compare["losses"] == ["cross_entropy", "lovasz_softmax", "out/search/best_loss.yaml",
+                                 "out/search/identity_loss.yaml"]
+    assert any(line.startswith("- miou: ") and "out/search/identity_loss.yaml" in line
+               for line in report.splitlines())
+    assert "- on the proxy, best searched trial" in report
+
+
 def test_verdict_says_beats_worse_or_within_noise():
     ref = runs("ce", [0.50, 0.60, 0.70])
     up = runs("x", [0.52, 0.62, 0.72])
@@ -112,10 +132,20 @@ def test_verdict_says_beats_worse_or_within_noise():
 
 
 def test_strongest_baseline_is_the_best_mean_other_than_reference_and_searched():
-    panel = (runs("ce", [0.50, 0.60]) + runs("a", [0.52, 0.58]) + runs("b", [0.55, 0.60])
-             + runs("searched", [0.70, 0.70]) + runs("nan", [float("nan"), float("nan")]))
-    assert strongest_baseline(panel, "miou", exclude=["ce", "searched"]) == "b"
+    def runs_val(loss, test, val):  # test and last-validation scores of one run per seed
+        return [RunRecord(loss, s, None, {"miou": t}, 1.0, history=[(10, {"miou": v})])
+                for s, (t, v) in enumerate(zip(test, val))]
+
+    panel = (runs_val("ce", [0.50, 0.60], [0.5, 0.5]) + runs_val("a", [0.52, 0.58], [0.7, 0.7])
+             + runs_val("b", [0.55, 0.60], [0.6, 0.6])
+             + runs_val("searched", [0.70, 0.70], [0.9, 0.9])
+             + runs_val("nan", [float("nan")] * 2, [float("nan")] * 2))
+    # chosen on the validation split (a), not on test (b), unless asked
+    assert strongest_baseline(panel, "miou", exclude=["ce", "searched"]) == "a"
+    assert strongest_baseline(panel, "miou", exclude=["ce", "searched"], split="test") == "b"
     assert strongest_baseline(runs("ce", [0.5]), "miou", exclude=["ce"]) is None
+    with pytest.raises(ValueError, match="split must be 'val' or 'test'"):
+        strongest_baseline(panel, "miou", exclude=[], split="train")
 
 
 def test_committed_study_files_resolve(monkeypatch):

@@ -69,7 +69,8 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     given: dict[str, Any] = {}
     for name in ("data", "trials", "timeout", "sampler", "storage", "study", "workers", "seed",
                  "out", "space", "cache", "proxy_factory", "multi_objective",
-                 "enqueue_references", "plots", "startup", "rescore_top", "rescore_seeds", "init_from"):
+                 "enqueue_references", "plots", "startup", "rescore_top", "rescore_seeds",
+                 "export_rule", "init_from"):
         value = getattr(args, name)
         if value is not None:
             given[name] = value
@@ -112,11 +113,18 @@ def _cmd_search(args: argparse.Namespace) -> int:
         from autoloss.losses import read_spec
 
         prov = read_spec(result.loss_path).get("provenance") or {}
-        how = "best re-scored mean" if "rescore" in prov else "best score"
+        how = f"rule {prov['export_rule']}" if "rescore" in prov else "best score"
         print(f"exported loss (trial {prov.get('trial', result.best_trial)}, {how}): "
               f"{result.loss_path}")
     if result.gain is not None:
         print(f"gain over cross-entropy: {result.gain}")
+    if result.gain_over_identity is not None:
+        print(f"gain over the plain soft metric: {result.gain_over_identity}")
+    if result.export_reason is not None:
+        print(f"export: {result.export_reason}")
+    elif result.loss_path is not None:
+        print("export: not re-scored (--rescore-top 0), so not compared with the plain soft "
+              "metric: it may be no better than the identity curves")
     print(f"summary: {result.out / 'summary.md'}")
     if any((result.out / "plots").glob("*.png")):
         print(f"plots: {result.out / 'plots'}")
@@ -145,10 +153,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     elif args.run_dir is not None:
         folder = Path(args.run_dir)
     study = open_study(storage, study_name)
-    if args.rescore_top is not None or args.rescore_seeds is not None:
+    if (args.rescore_top is not None or args.rescore_seeds is not None
+            or args.export_rule is not None):
         if args.trial is not None:
             raise InvalidValueError("--trial exports that trial as it is; re-scoring (--rescore-top, "
-                             "--rescore-seeds) chooses the trial, so pass one or the other")
+                             "--rescore-seeds, --export-rule) chooses the trial, so pass one or "
+                             "the other")
         _rescore_for_export(study, storage, folder, args)
     name = "best_loss.yaml" if args.trial is None else f"trial_{args.trial}_loss.yaml"
     if args.out is not None:
@@ -177,7 +187,7 @@ def _rescore_for_export(study: Any, storage: str, folder: Path, args: argparse.N
     if values.get("sampler") not in SAMPLERS:  # a sampler instance (recorded by its name): the
         values.pop("sampler", None)            # re-scoring samples nothing
     values.update(storage=storage, study=study.study_name, out=folder)
-    for name in ("rescore_top", "rescore_seeds"):
+    for name in ("rescore_top", "rescore_seeds", "export_rule"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     cfg = resolve_config(SearchConfig(**values))
@@ -187,10 +197,18 @@ def _rescore_for_export(study: Any, storage: str, folder: Path, args: argparse.N
 
 
 def _add_rescore_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rescore-top", type=int, help="before exporting, score the best K trials "
-                   "again with other proxy seeds and export the best mean (default 5; 0: the "
-                   "single best trial as scored)")
-    p.add_argument("--rescore-seeds", type=int, help="proxy seeds of the re-scoring (default 3)")
+    from autoloss.search.rescore import EXPORT_RULES
+
+    p.add_argument("--rescore-top", type=int, help="before exporting, score the best K trials, "
+                   "the plain soft metric, the published curves and cross-entropy again with "
+                   f"other proxy seeds (default {_search_default('rescore_top')}; 0: export the "
+                   "single best trial as scored, compared with nothing)")
+    p.add_argument("--rescore-seeds", type=int, help="proxy seeds of the re-scoring (default "
+                   f"{_search_default('rescore_seeds')})")
+    p.add_argument("--export-rule", choices=EXPORT_RULES, help="beat-identity (default): export "
+                   "the best searched trial only if it beats the plain soft metric with its 95 %% "
+                   "interval above zero, else the plain soft metric; best-mean: the best "
+                   "re-scored mean")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

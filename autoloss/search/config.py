@@ -19,6 +19,7 @@ from autoloss.core.metrics import METRIC_NAMES, MetricOptions
 from autoloss.core.programs import is_user_reference
 from autoloss.data import data_slug
 from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
+from autoloss.search.rescore import EXPORT_RULES
 from autoloss.search.spaces import SearchSpace, load_space
 from autoloss.utils.cache import default_cache_dir
 from autoloss.utils.typed_fields import check_field_types
@@ -97,10 +98,14 @@ class SearchConfig:
     bounds (optuna's default) or ``prior``, from the distribution PPO starts with (a truncated
     normal with std 0.2 around the space's initial point; see :func:`prior_points`).
     ``rescore_top`` / ``rescore_seeds``: before exporting, score the best ``rescore_top``
-    trials again with ``rescore_seeds`` other proxy seeds and export the best mean
-    (:mod:`autoloss.search.rescore`; 0 exports the single best trial as scored). ``init_from``: a loss
-    file (e.g. searched on another dataset) whose curves are the first trial of a new study and
-    the centre of PPO's policy and of ``prior`` startup points.
+    trials, the reference points (the plain soft metric, the published curves) and
+    cross-entropy again with ``rescore_seeds`` other proxy seeds (:mod:`autoloss.search.rescore`;
+    0 exports the single best trial as scored, compared with nothing). ``export_rule``: how the
+    export is chosen among the re-scored trials (:data:`~autoloss.search.rescore.EXPORT_RULES`):
+    ``beat-identity`` exports the best searched trial only if it beats the plain soft metric
+    with its 95 % interval above zero, else the plain soft metric; ``best-mean`` the best mean.
+    ``init_from``: a loss file (e.g. searched on another dataset) whose curves are the first
+    trial of a new study and the centre of PPO's policy and of ``prior`` startup points.
 
     Frozen: change a copy with :func:`dataclasses.replace`. The field types are checked (from
     these annotations, :mod:`autoloss.utils.typed_fields`) by :func:`resolve_config`.
@@ -128,7 +133,8 @@ class SearchConfig:
     plots: bool = True
     startup: str = "uniform"
     rescore_top: int = 5
-    rescore_seeds: int = 3
+    rescore_seeds: int = 5
+    export_rule: str = "beat-identity"
     init_from: str | Path | None = None
 
     def __post_init__(self) -> None:
@@ -143,7 +149,9 @@ class SearchConfig:
 class SearchResult:
     """What a search produced (``best_value`` is a list for multi-objective searches;
     ``gain``: the exported trial against cross-entropy, paired over the re-scoring seeds, as one
-    sentence with its interval and the seed noise; None without a re-scoring)."""
+    sentence with its interval and the seed noise; ``gain_over_identity``: the best searched
+    trial against the plain soft metric, the same way; ``export_reason``: the export rule's
+    decision; each None without a re-scoring)."""
 
     study: str
     storage: str
@@ -155,6 +163,8 @@ class SearchResult:
     counts: dict[str, int]
     wall_time: float
     gain: str | None = None
+    gain_over_identity: str | None = None
+    export_reason: str | None = None
 
 
 def parse_target(metric: str) -> list[tuple[str, float]]:
@@ -189,6 +199,9 @@ def resolve_config(cfg: SearchConfig) -> SearchConfig:
     if cfg.rescore_top < 0 or cfg.rescore_seeds < 0:
         raise InvalidValueError(f"rescore_top and rescore_seeds must be >= 0 (0: no re-scoring), but "
                          f"got rescore_top={cfg.rescore_top}, rescore_seeds={cfg.rescore_seeds}")
+    if cfg.export_rule not in EXPORT_RULES:
+        raise InvalidValueError(f"export_rule must be one of {list(EXPORT_RULES)}, but got "
+                                f"{cfg.export_rule!r}{did_you_mean(cfg.export_rule, EXPORT_RULES)}")
     if cfg.timeout is not None and cfg.timeout <= 0:
         raise InvalidValueError(f"timeout must be > 0 seconds or None, but got {cfg.timeout}")
     if cfg.startup not in STARTUPS:

@@ -130,7 +130,7 @@ def export_record(study: Any, trial_number: int | None, path: str | Path, *,
     your own to ``load_loss``), and a boundary tolerance is stored with the image size it was
     searched at (``tol_at``), so it scales with the image diagonal."""
     from autoloss._version import __version__
-    from autoloss.search.rescore import chosen_trial, rescore_summary
+    from autoloss.search.rescore import chosen_trial, rescore_summary, searched_gain
 
     rescored = rescore_summary(study) if trial_number is None else None
     trial = _trial(study, chosen_trial(study) if rescored is not None else trial_number)
@@ -175,6 +175,22 @@ def export_record(study: Any, trial_number: int | None, path: str | Path, *,
         provenance["rescored_score"] = mean
         if base is not None:
             provenance["rescored_gain_over_ce_points"] = round(100 * (mean - base), 4)
+        provenance["export_rule"] = rescored.get("rule", "best-mean")
+        provenance["export_reason"] = rescored.get("reason", "the best re-scored mean")
+        searched = searched_gain(rescored)
+        if searched is not None and searched[1].mean is not None:
+            provenance["best_searched_vs_identity"] = {
+                "trial": searched[0], **{k: v if not isinstance(v, float) else round(100 * v, 4)
+                                         for k, v in searched[1].to_dict().items()
+                                         if k != "significant"},
+                "unit": "points"}
+    elif trial_number is not None:
+        provenance["export_rule"] = "asked"
+        provenance["export_reason"] = f"trial {trial_number}, as asked (not chosen by a rule)"
+    else:
+        provenance["export_rule"] = "best search score (not re-scored)"
+        provenance["export_reason"] = ("the best single search score, not re-scored, so not "
+                                       "compared with the plain soft metric")
     return spec, provenance
 
 
@@ -204,26 +220,35 @@ def _table(header: Sequence[str], rows: list[Sequence[Any]]) -> list[str]:
 
 
 def _rescore_lines(study: Any) -> list[str]:
-    from autoloss.search.rescore import gain_line, rescore_summary
+    from autoloss.search.rescore import gain_line, identity_gain_line, rescore_summary
 
     summary = rescore_summary(study)
     if summary is None:
         return []
     seeds = summary["seeds"]
-    lines = ["", f"## Re-scoring: the top {summary['top']} trials with proxy seeds {seeds}", "",
+    references = summary.get("references") or {}
+    lines = ["", f"## Re-scoring: the top {summary['top']} trials and the reference points with "
+             f"proxy seeds {seeds}", "",
              "The search scored each trial once (seed of the search); the best of many noisy "
              "scores is biased upward, so the top trials were scored again with other seeds, "
-             f"and the export is the best mean: trial {summary['chosen']}.", ""]
+             "next to the search's own start (the plain soft metric, identity curves), the "
+             "published curves and cross-entropy.", "",
+             f"**Export:** trial {summary['chosen']}; "
+             f"{summary.get('reason', 'the best re-scored mean')}.", ""]
     rows = []
     for number, t in summary["trials"].items():
-        mark = " (exported)" if int(number) == summary["chosen"] else ""
-        rows.append((f"{number}{mark}", _fmt(t["search_value"]), _fmt(t["mean"]),
+        label = f" ({references[number]})" if number in references else ""
+        mark = " **exported**" if int(number) == summary["chosen"] else ""
+        rows.append((f"{number}{label}{mark}", _fmt(t["search_value"]), _fmt(t["mean"]),
                      _fmt(t["std"]), " ".join(_fmt(v) for v in t["values"])))
     base = summary.get("baseline")
     if base is not None:
         rows.append(("cross-entropy", "-", _fmt(base["mean"]), _fmt(base["std"]),
                      " ".join(_fmt(v) for v in base["values"])))
     lines += _table(["trial", "search score", "re-scored mean", "std", "per seed"], rows)
+    identity = identity_gain_line(summary)
+    if identity is not None:
+        lines += ["", f"**Gain over the plain soft metric:** {identity}."]
     gain = gain_line(summary)
     return lines + ([] if gain is None else ["", f"**Gain over cross-entropy:** {gain}."])
 
@@ -260,8 +285,9 @@ def summarize(study: Any, *, wall_time: float | None = None, top: int = 5,
         if not multi and isinstance(baseline, (int, float)):
             gain = f" ({100 * (best.value - baseline):+.2f} points over cross-entropy)"
         lines.append(f"- best: trial {best.number}, {_fmt(_value(best))}{gain}"
-                     + ("; exported: the best re-scored mean (below)"
-                        if _rescore_lines(study) else ""))
+                     + ("; exported: see the re-scoring below" if _rescore_lines(study) else
+                        "" if multi else "; exported as scored: not re-scored, so not compared "
+                        "with the plain soft metric"))
         ranked = (sorted(study.best_trials, key=lambda t: -sum(t.values)) if multi
                   else sorted(done, key=lambda t: -t.value))
         title = "Pareto front" if multi else f"Top {min(top, len(ranked))} trials"

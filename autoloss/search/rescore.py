@@ -1,11 +1,20 @@
-"""Re-score a search's top trials with fresh proxy seeds, so the export is not the luckiest draw.
+"""Re-score a search's top trials and its controls with fresh proxy seeds, and choose the export.
 
 Every trial of a search is scored once, with the search's proxy seed. The best of many noisy
 scores is biased upward (the winner's curse): part of its lead is the noise of that one run.
 :func:`rescore_top` takes the ``top`` best complete trials and scores each again with ``seeds``
 *other* proxy seeds (the search's own score is left out of the mean, since it is the one they
-were selected on), and the cross-entropy baseline with the same seeds; the export then takes the
-trial with the best re-scored mean.
+were selected on), together with the study's **reference points** (the plain soft metric,
+``identity``, i.e. the un-searched start of the search; the published curves ``paper:<preset>``;
+a transferred ``init:<file>``) and the cross-entropy baseline, all on the same seeds.
+
+The export is chosen by a rule (:data:`EXPORT_RULES`):
+
+- ``beat-identity`` (default): the searched trial with the best re-scored mean is exported only
+  if it beats the plain soft metric paired over the re-scoring seeds with its 95 % interval above
+  zero; otherwise the plain soft metric itself is exported, and the summary says so. A user never
+  receives curves that are no better than the trivial ones without being told.
+- ``best-mean``: the best re-scored mean, whatever its margin over the plain soft metric.
 
 Resumable: every (trial, seed) score is stored in the study's user attribute ``rescore`` as soon
 as it is known, so an interrupted re-scoring continues where it stopped. Single-objective
@@ -19,13 +28,18 @@ from typing import Any
 
 import numpy as np
 
+from autoloss.errors import InvalidValueError
 from autoloss.losses import load_loss
 
-__all__ = ["RESCORE_ATTR", "chosen_trial", "gain_line", "rescore_seeds", "rescore_summary",
-           "rescore_top", "rescored_gain"]
+__all__ = ["EXPORT_RULES", "IDENTITY", "RESCORE_ATTR", "chosen_trial", "gain_line",
+           "identity_gain_line", "rescore_seeds", "rescore_summary", "rescore_top",
+           "rescored_gain", "searched_gain"]
 
 RESCORE_ATTR = "rescore"
 BASELINE = "cross_entropy"
+IDENTITY = "identity"  # the reference label of the plain soft metric (identity curves)
+# how the export is chosen among the re-scored trials (see the module docstring)
+EXPORT_RULES = ("beat-identity", "best-mean")
 
 
 def rescore_seeds(search_seed: int, n: int) -> list[int]:
@@ -33,56 +47,106 @@ def rescore_seeds(search_seed: int, n: int) -> list[int]:
     return [search_seed + 1 + i for i in range(n)]
 
 
-def _summary(scores: dict[str, dict[str, float]], seeds: Sequence[int],
-             search_values: dict[str, float], top: int) -> dict[str, Any]:
-    def stats(key: str) -> dict[str, Any]:
-        values = [scores.get(key, {}).get(str(s)) for s in seeds]
-        done = [v for v in values if v is not None]
-        return {"values": values, "mean": float(np.mean(done)) if done else None,
-                "std": float(np.std(done, ddof=1)) if len(done) > 1 else None}
+def _stats(scores: dict[str, dict[str, float]], key: str, seeds: Sequence[int]) -> dict[str, Any]:
+    values = [scores.get(key, {}).get(str(s)) for s in seeds]
+    done = [v for v in values if v is not None]
+    return {"values": values, "mean": float(np.mean(done)) if done else None,
+            "std": float(np.std(done, ddof=1)) if len(done) > 1 else None}
 
-    trials = {key: {**stats(key), "search_value": search_values[key]} for key in search_values}
+
+def _paired(a: dict[str, Any], b: dict[str, Any], seeds: Sequence[int]) -> Any:
+    from autoloss.utils.stats import paired_difference
+
+    return paired_difference({s: v for s, v in zip(seeds, a["values"]) if v is not None},
+                             {s: v for s, v in zip(seeds, b["values"]) if v is not None})
+
+
+def _choose(trials: dict[str, dict[str, Any]], references: dict[str, str],
+            seeds: Sequence[int], rule: str) -> tuple[int | None, str]:
+    """``(chosen trial number, the sentence that says why)`` under ``rule``."""
     complete = {k: t for k, t in trials.items() if None not in t["values"]}
-    chosen = max(complete, key=lambda k: (complete[k]["mean"], -int(k))) if complete else None
-    return {"top": top, "seeds": list(seeds), "trials": trials,
-            "baseline": stats(BASELINE) if BASELINE in scores else None,
-            "chosen": None if chosen is None else int(chosen)}
+    if not complete:
+        return None, "no trial has a score for every re-scoring seed"
+    best = max(complete, key=lambda k: (complete[k]["mean"], -int(k)))
+    identity = next((k for k, label in references.items() if label == IDENTITY), None)
+    if rule == "best-mean":
+        return int(best), "rule best-mean: the best re-scored mean"
+    if identity not in complete:
+        return int(best), ("rule beat-identity, but the study has no re-scored plain soft metric "
+                           "(identity reference trial): the best re-scored mean")
+    searched = {k: t for k, t in complete.items() if k != identity}
+    if not searched:
+        return int(identity), ("rule beat-identity: the plain soft metric is the only re-scored "
+                               "trial")
+    challenger = max(searched, key=lambda k: (searched[k]["mean"], -int(k)))
+    gain = _paired(searched[challenger], complete[identity], seeds)
+    if gain.low is not None and gain.low > 0:
+        return int(challenger), (f"rule beat-identity: trial {challenger} beats the plain soft "
+                                 f"metric (trial {identity}) with its 95 % interval above zero")
+    return int(identity), (f"rule beat-identity: no searched trial beats the plain soft metric "
+                           f"with its 95 % interval above zero (the best, trial {challenger}, "
+                           f"does not), so the plain soft metric (trial {identity}) is exported")
+
+
+def _summary(scores: dict[str, dict[str, float]], seeds: Sequence[int],
+             search_values: dict[str, float | None], references: dict[str, str], top: int,
+             rule: str) -> dict[str, Any]:
+    trials = {key: {**_stats(scores, key, seeds), "search_value": search_values[key]}
+              for key in search_values}
+    chosen, reason = _choose(trials, references, seeds, rule)
+    return {"top": top, "seeds": list(seeds), "trials": trials, "references": dict(references),
+            "baseline": _stats(scores, BASELINE, seeds) if BASELINE in scores else None,
+            "rule": rule, "chosen": chosen, "reason": reason}
 
 
 def rescore_top(study: Any, run_proxy: Callable[[Any, int], float], *, baseline: Any,
-                top: int, seeds: Sequence[int],
+                top: int, seeds: Sequence[int], rule: str = "beat-identity",
                 progress: Callable[[str], None] | None = None) -> dict[str, Any] | None:
-    """Score the ``top`` best complete trials of ``study`` (and ``baseline``, a loss module)
-    with each of ``seeds``; store and return the summary (None for a multi-objective study or
-    one without complete trials).
+    """Score the ``top`` best complete trials of ``study``, its reference trials (plain soft
+    metric, published curves, ``init``) and ``baseline`` (a loss module) with each of
+    ``seeds``; choose the export by ``rule`` (:data:`EXPORT_RULES`); store and return the
+    summary (None for a multi-objective study or one without complete trials).
 
     ``run_proxy(loss, seed) -> objective value`` trains and scores one loss. The summary:
     ``{"top", "seeds", "trials": {number: {"values", "mean", "std", "search_value"}},
-    "baseline": {"values", "mean", "std"}, "chosen": trial number with the best mean}``.
+    "references": {number: label}, "baseline": {"values", "mean", "std"}, "rule",
+    "chosen": trial number, "reason": why}``.
     """
+    if rule not in EXPORT_RULES:
+        raise InvalidValueError(f"rule must be one of {EXPORT_RULES}, but got rule={rule!r}")
     if len(study.directions) > 1:
         return None
-    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state.name == "COMPLETE"]
     if not done or top < 1 or not seeds:
         return None
     ranked = sorted(done, key=lambda t: (-t.value, t.number))[:top]
+    # the controls: every reference trial that ran (a pruned or failed one is re-scored too)
+    top_numbers = {t.number for t in ranked}
+    refs = [t for t in trials if "reference" in t.user_attrs and "loss" in t.user_attrs
+            and t.state.name in ("COMPLETE", "PRUNED", "FAIL") and t.number not in top_numbers]
+    references = {str(t.number): str(t.user_attrs["reference"]) for t in [*ranked, *refs]
+                  if "reference" in t.user_attrs}
     stored = study.user_attrs.get(RESCORE_ATTR) or {}
     scores: dict[str, dict[str, float]] = {k: dict(v) for k, v in
                                            (stored.get("scores") or {}).items()}
-    search_values = {str(t.number): float(t.value) for t in ranked}
-    jobs: list[tuple[str, Any]] = [(str(t.number), t) for t in ranked] + [(BASELINE, None)]
+    search_values = {str(t.number): None if t.value is None else float(t.value)
+                     for t in [*ranked, *refs]}
+    jobs: list[tuple[str, Any]] = [(str(t.number), t) for t in [*ranked, *refs]]
+    jobs.append((BASELINE, None))
     for key, trial in jobs:
         for seed in seeds:
             if str(seed) in scores.get(key, {}):
                 continue
             loss = baseline if trial is None else load_loss(trial.user_attrs["loss"])
-            label = "cross-entropy" if trial is None else f"trial {trial.number}"
+            label = "cross-entropy" if trial is None else f"trial {trial.number}" + (
+                f" ({references[key]})" if key in references else "")
             if progress is not None:
                 progress(f"re-scoring {label} with proxy seed {seed}")
             scores.setdefault(key, {})[str(seed)] = float(run_proxy(loss, seed))
-            study.set_user_attr(RESCORE_ATTR, {"scores": scores,
-                                               **_summary(scores, seeds, search_values, top)})
-    summary = {"scores": scores, **_summary(scores, seeds, search_values, top),
+            study.set_user_attr(RESCORE_ATTR, {"scores": scores, **_summary(
+                scores, seeds, search_values, references, top, rule)})
+    summary = {"scores": scores, **_summary(scores, seeds, search_values, references, top, rule),
                "complete_trials": len(done)}
     study.set_user_attr(RESCORE_ATTR, summary)
     return {k: v for k, v in summary.items() if k != "scores"}
@@ -106,18 +170,41 @@ def chosen_trial(study: Any) -> int | None:
 
 def rescored_gain(summary: dict[str, Any]) -> Any:
     """The exported trial's re-scored values minus cross-entropy's, paired by proxy seed: an
-    :class:`autoloss.utils.stats.PairedDifference` in the objective's unit (None without a baseline or
-    a chosen trial). The seeds are not the search's, so the trial was not selected on them,
-    except among the ``top`` re-scored trials (with ``top == 1``: not at all)."""
-    from autoloss.utils.stats import paired_difference
-
+    :class:`autoloss.utils.stats.PairedDifference` in the objective's unit (None without a
+    baseline or a chosen trial). The seeds are not the search's, so the trial was not selected
+    on them, except among the ``top`` re-scored trials (with ``top == 1``: not at all)."""
     base, chosen = summary.get("baseline"), summary.get("chosen")
     if base is None or chosen is None:
         return None
-    seeds = summary["seeds"]
-    values = summary["trials"][str(chosen)]["values"]
-    return paired_difference({s: v for s, v in zip(seeds, values) if v is not None},
-                             {s: v for s, v in zip(seeds, base["values"]) if v is not None})
+    return _paired(summary["trials"][str(chosen)], base, summary["seeds"])
+
+
+def _identity_key(summary: dict[str, Any]) -> str | None:
+    return next((k for k, label in (summary.get("references") or {}).items()
+                 if label == IDENTITY), None)
+
+
+def searched_gain(summary: dict[str, Any]) -> tuple[int, Any] | None:
+    """``(trial, gain)``: the searched trial with the best re-scored mean (any re-scored trial
+    but the plain soft metric) and its values minus the plain soft metric's, paired by proxy
+    seed (a :class:`autoloss.utils.stats.PairedDifference`); None when either is missing."""
+    identity = _identity_key(summary)
+    if identity is None or identity not in summary["trials"]:
+        return None
+    complete = {k: t for k, t in summary["trials"].items()
+                if k != identity and t["mean"] is not None}
+    if not complete:
+        return None
+    best = max(complete, key=lambda k: (complete[k]["mean"], -int(k)))
+    return int(best), _paired(complete[best], summary["trials"][identity], summary["seeds"])
+
+
+def _interval_text(gain: Any, seeds: Sequence[int]) -> str:
+    if gain.low is None:
+        return f"{100 * gain.mean:+.2f} points on {gain.n} re-scoring seed (no interval)"
+    return (f"{100 * gain.mean:+.2f} points, 95 % interval [{100 * gain.low:+.2f}, "
+            f"{100 * gain.high:+.2f}], better on {gain.wins}/{gain.n} seeds (paired over proxy "
+            f"seeds {', '.join(str(s) for s in seeds[:gain.n])})")
 
 
 def gain_line(summary: dict[str, Any]) -> str | None:
@@ -140,3 +227,28 @@ def gain_line(summary: dict[str, Any]) -> str | None:
             f"{', '.join(str(s) for s in summary['seeds'][:gain.n])}: {100 * gain.mean:+.2f} "
             f"points, 95 % interval [{100 * gain.low:+.2f}, {100 * gain.high:+.2f}], better on "
             f"{gain.wins}/{gain.n} seeds{noise}: {verdict}{chosen_on}")
+
+
+def identity_gain_line(summary: dict[str, Any]) -> str | None:
+    """One sentence: did the search beat its own start? The best searched trial's paired gain
+    over the plain soft metric (identity curves) on the re-scoring seeds, its interval and
+    verdict (None when the study has no re-scored plain soft metric)."""
+    identity = _identity_key(summary)
+    if identity is None or summary["trials"].get(identity, {}).get("mean") is None:
+        return None
+    found = searched_gain(summary)
+    if found is None:
+        return (f"the plain soft metric (trial {identity}) is the only re-scored trial: the "
+                "search found nothing to compare with it")
+    trial, gain = found
+    if gain.mean is None:
+        return None
+    verdict = ("no interval: not a demonstrated gain" if gain.low is None else
+               "the search beat its start" if gain.low > 0 else
+               "worse than its start" if gain.high < 0 else
+               "within the seed noise: the search did not beat its start")
+    chosen_on = ("" if len(summary["trials"]) <= 2 else
+                 f"; trial {trial} is the best of {len(summary['trials']) - 1} re-scored trials "
+                 "on these seeds, which flatters it")
+    return (f"best searched trial {trial} vs the plain soft metric (trial {identity}, identity "
+            f"curves): {_interval_text(gain, summary['seeds'])}: {verdict}{chosen_on}")

@@ -74,7 +74,13 @@ from autoloss.search.config import (
     resolve_config,
 )
 from autoloss.search.pruning import BottomQuantilePruner
-from autoloss.search.rescore import gain_line, rescore_seeds, rescore_summary, rescore_top
+from autoloss.search.rescore import (
+    gain_line,
+    identity_gain_line,
+    rescore_seeds,
+    rescore_summary,
+    rescore_top,
+)
 from autoloss.search.run_folder import RunFolder, portable_cache, portable_storage
 from autoloss.search.storage import make_storage, open_study
 from autoloss.search.trial_seeds import TrialSeededSampler
@@ -746,9 +752,10 @@ def finish_run(run: SearchRun, *, progress: bool = True,
     with _search_session(cfg):
         loss_path, spec = None, None
         if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            rescore(cfg, study, run.proxy, progress=progress)
+            rescored = rescore(cfg, study, run.proxy, progress=progress)
             spec, provenance = export_record(study, None, folder.loss_path, storage=cfg.storage)
             loss_path = save_loss(spec, folder.loss_path, provenance=provenance)
+            _export_identity(study, rescored, folder, cfg.storage)
         wall = time.monotonic() - run.started
         text = summarize(study, wall_time=wall,
                          command=None if command is None else mask_password_in(command,
@@ -759,6 +766,27 @@ def finish_run(run: SearchRun, *, progress: bool = True,
         if cfg.plots:
             _draw_plots(run, spec)
     return _result(cfg, study, loss_path, wall)
+
+
+def _export_identity(study: optuna.Study, rescored: dict[str, Any] | None, folder: RunFolder,
+                     storage: str) -> None:
+    """Write the search's control, the re-scored plain soft metric (identity curves), to
+    ``<out>/identity_loss.yaml`` (a stale one is removed), so it can be retrained beside the
+    export (``autoloss study`` does)."""
+    from autoloss.losses import save_loss
+    from autoloss.search.export import export_record
+    from autoloss.search.rescore import IDENTITY
+
+    number = next((int(k) for k, label in ((rescored or {}).get("references") or {}).items()
+                   if label == IDENTITY), None)
+    if number is None:
+        folder.identity_loss_path.unlink(missing_ok=True)
+        return
+    spec, provenance = export_record(study, number, folder.identity_loss_path, storage=storage)
+    provenance["export_reason"] = ("the search's control: its plain soft metric (identity "
+                                   "curves), re-scored next to the export")
+    provenance["export_rule"] = "control"
+    save_loss(spec, folder.identity_loss_path, provenance=provenance)
 
 
 def run_search(config: SearchConfig, *, progress: bool = True,
@@ -789,8 +817,9 @@ def _root_cause(err: BaseException) -> str:
 
 def rescore(cfg: SearchConfig, study: optuna.Study, proxy: Proxy, *,
             progress: bool = True) -> dict[str, Any] | None:
-    """Re-score the study's ``cfg.rescore_top`` best trials with ``cfg.rescore_seeds`` other
-    proxy seeds (:func:`autoloss.search.rescore.rescore_top`); the export takes the best mean."""
+    """Re-score the study's ``cfg.rescore_top`` best trials, its reference points and
+    cross-entropy with ``cfg.rescore_seeds`` other proxy seeds
+    (:func:`autoloss.search.rescore.rescore_top`); the export is chosen by ``cfg.export_rule``."""
     if cfg.multi_objective or cfg.rescore_top < 1 or cfg.rescore_seeds < 1:
         return None
 
@@ -800,7 +829,8 @@ def rescore(cfg: SearchConfig, study: optuna.Study, proxy: Proxy, *,
 
     say = (lambda text: print(text, flush=True)) if progress else None
     return rescore_top(study, run_proxy, baseline=_cross_entropy(proxy), top=cfg.rescore_top,
-                       seeds=rescore_seeds(cfg.seed, cfg.rescore_seeds), progress=say)
+                       seeds=rescore_seeds(cfg.seed, cfg.rescore_seeds), rule=cfg.export_rule,
+                       progress=say)
 
 
 def _run_workers(cfg: SearchConfig, study: optuna.Study, remaining: int, bar: Any,
@@ -893,5 +923,7 @@ def _result(cfg: SearchConfig, study: optuna.Study, loss_path: Path | None,
     baseline = study.user_attrs.get("baseline_ce")
     rescored = rescore_summary(study)
     gain = None if rescored is None else gain_line(rescored)
+    gain_identity = None if rescored is None else identity_gain_line(rescored)
     return SearchResult(cfg.study, cfg.storage, best_value, best_trial, baseline, cfg.out,
-                        loss_path, counts, wall, gain)
+                        loss_path, counts, wall, gain, gain_identity,
+                        None if rescored is None else rescored.get("reason"))

@@ -5,6 +5,8 @@ What ``autoloss search --out DIR`` leaves there::
     DIR/run.json         where the study is: {"storage": URL, "study": NAME, "relative_to": ...}
     DIR/study.db         the optuna study (the default SQLite storage)
     DIR/best_loss.yaml   the exported loss (provenance included)
+    DIR/identity_loss.yaml  the search's control: its plain soft metric (identity curves), as
+                         re-scored next to the export; retrain it beside best_loss.yaml
     DIR/summary.md       the search summary
     DIR/plots/           the figures (``autoloss plot DIR`` redraws them)
 
@@ -96,6 +98,10 @@ class RunFolder:
     @property
     def loss_path(self) -> Path:
         return self.path / "best_loss.yaml"
+
+    @property
+    def identity_loss_path(self) -> Path:
+        return self.path / "identity_loss.yaml"
 
     @property
     def summary_path(self) -> Path:
@@ -191,16 +197,18 @@ class RunFolder:
             study.set_user_attr("config", new_config)
             study.set_user_attr("storage", url)
             changed.append("study records")
-        if self.loss_path.is_file():
-            text = self.loss_path.read_text()
+        for loss_path in (self.loss_path, self.identity_loss_path):
+            if not loss_path.is_file():
+                continue
+            text = loss_path.read_text()
             line = re.search(r"^  storage: (\S+)\n", text, re.M)
             if line is not None and self._is_own_file(line.group(1), storage):
                 text = (text[:line.start()] + f"  storage: {url}\n  storage_relative_to: this "
                         f"file's folder\n" + text[line.end():])
                 from autoloss.utils.atomic import write_text_atomic
 
-                write_text_atomic(self.loss_path, text)
-                changed.append(self.loss_path.name)
+                write_text_atomic(loss_path, text)
+                changed.append(loss_path.name)
         if storage.startswith("sqlite:///") and "study records" in changed:
             import sqlite3
             from contextlib import closing
