@@ -258,3 +258,21 @@ def test_two_processes_on_one_run_train_it_once(tmp_path, monkeypatch):
         t.join()
     assert len(calls) == 1 and sorted(r.cached for r in results) == [False, True]
     assert results[0].metrics == results[1].metrics
+
+
+def test_every_run_records_the_checkpoint_it_started_from_and_the_code(tmp_path):
+    """Finetune protocol: each run's run.json and metrics.json name the sha256 of its seed's
+    pretraining checkpoint and the code that trained it (git commit when run from a checkout)."""
+    from autoloss.utils.provenance import code_version, file_sha256
+
+    result = run_compare(["cross_entropy", "soft-miou"], tmp_path / "cmp",
+                         pretrain=dataclasses.replace(CONFIG, steps=2))
+    assert code_version()["autoloss"] and "git_commit" in code_version()
+    for run in result.runs:
+        start = tmp_path / "cmp" / "pretrain" / f"seed{run.seed}" / "checkpoint.pt"
+        for name in ("run.json", "metrics.json"):
+            provenance = json.loads((run.out / name).read_text())["provenance"]
+            assert provenance["init_sha256"] == file_sha256(start)
+            assert provenance["code"] == code_version()
+    for run in result.pretrain_runs:  # trained from the seed's initial weights
+        assert json.loads((run.out / "metrics.json").read_text())["provenance"]["init_sha256"] is None

@@ -8,6 +8,10 @@ One **run** = one loss, one seed, one folder::
     <out>/log.jsonl         training loss and validation metrics
     <out>/metrics.json      written last: test metrics, per-class IoU, train wall time, config
 
+Both JSON files also hold ``provenance``: the code that trained the run (autoloss version, git
+commit, uncommitted changes) and the sha256 of the checkpoint it started from
+(:mod:`autoloss.utils.provenance`).
+
 A folder with ``metrics.json`` is a finished run and is never trained again; a folder with only a
 checkpoint resumes from it (the trainer replays exactly the steps an uninterrupted run takes).
 
@@ -41,6 +45,7 @@ from autoloss.train.models import config_to_dict, model_from_name, predict
 from autoloss.train.trainer import TrainConfig, fit
 from autoloss.utils.atomic import write_text_atomic
 from autoloss.utils.locks import file_lock
+from autoloss.utils.provenance import code_version, file_sha256
 
 __all__ = ["RunData", "RunResult", "Scores", "build_loss", "evaluate_checkpoint", "load_splits",
            "loss_slug", "plain_json", "run_once", "score_model", "train_run"]
@@ -250,13 +255,22 @@ def _run_locked(loss_spec: str | Path, loss: nn.Module, net: nn.Module,
         stored = json.loads(metrics_path.read_text())
         _check_identity(metrics_path, stored, identity)
         return _result(loss_spec, out, stored, cached=True)
+    started: dict[str, Any] = {}
     if run_path.is_file():
-        _check_identity(run_path, json.loads(run_path.read_text()), identity)
+        started = json.loads(run_path.read_text())
+        _check_identity(run_path, started, identity)
     if init_from is not None and not Path(init_from).is_file():
         raise MissingFileError(f"init_from={str(init_from)!r}: no checkpoint there")
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_path, json.dumps(plain_json({"loss": str(loss_spec), **identity}),
-                                          indent=2))
+    # where it came from (not part of the identity: a resume on another commit continues it)
+    provenance = {"code": code_version(),
+                  "init_sha256": None if init_from is None else file_sha256(init_from)}
+    first = started.get("provenance")
+    if isinstance(first, dict) and first.get("code") not in (None, provenance["code"]):
+        # resumed by other code: the run keeps the code it started with, and names this one
+        provenance = {**first, "resumed_with": [*first.get("resumed_with", []), code_version()]}
+    write_text_atomic(run_path, json.dumps(plain_json({"loss": str(loss_spec), **identity,
+                                                       "provenance": provenance}), indent=2))
     checkpoint = out / "checkpoint.pt"
     result = fit(net, loss, data.train, config=config, eval_data=data.val, tol=tol,
                  checkpoint_path=checkpoint, log_path=out / "log.jsonl", init_from=init_from,
@@ -272,6 +286,7 @@ def _run_locked(loss_spec: str | Path, loss: nn.Module, net: nn.Module,
         "val": json_scores(result.metrics), "train_time": round(train_time, 3),
         "seconds_per_step": result.seconds_per_step or None,
         "test_eval_time": round(time.perf_counter() - t0, 3), "steps": result.steps, **identity,
+        "provenance": provenance,
     }
     write_text_atomic(metrics_path, json.dumps(plain_json(record), indent=2))
     return _result(loss_spec, out, plain_json(record), cached=False)
