@@ -74,10 +74,11 @@ def _choose(trials: dict[str, dict[str, Any]], references: dict[str, str],
     if identity not in complete:
         return int(best), ("rule beat-identity, but the study has no re-scored plain soft metric "
                            "(identity reference trial): the best re-scored mean")
-    searched = {k: t for k, t in complete.items() if k != identity}
+    searched = {k: t for k, t in complete.items() if k not in references}
     if not searched:
-        return int(identity), ("rule beat-identity: the plain soft metric is the only re-scored "
-                               "trial")
+        return int(identity), ("rule beat-identity: no searched trial was re-scored (the top "
+                               "trials are reference points), so the plain soft metric (trial "
+                               f"{identity}) is exported")
     challenger = max(searched, key=lambda k: (searched[k]["mean"], -int(k)))
     gain = _paired(searched[challenger], complete[identity], seeds)
     if gain.low is not None and gain.low > 0:
@@ -186,13 +187,14 @@ def _identity_key(summary: dict[str, Any]) -> str | None:
 
 def searched_gain(summary: dict[str, Any]) -> tuple[int, Any] | None:
     """``(trial, gain)``: the searched trial with the best re-scored mean (any re-scored trial
-    but the plain soft metric) and its values minus the plain soft metric's, paired by proxy
+    that is not a reference point) and its values minus the plain soft metric's, paired by proxy
     seed (a :class:`autoloss.utils.stats.PairedDifference`); None when either is missing."""
     identity = _identity_key(summary)
     if identity is None or identity not in summary["trials"]:
         return None
+    references = summary.get("references") or {}
     complete = {k: t for k, t in summary["trials"].items()
-                if k != identity and t["mean"] is not None}
+                if k not in references and t["mean"] is not None}
     if not complete:
         return None
     best = max(complete, key=lambda k: (complete[k]["mean"], -int(k)))
@@ -238,8 +240,9 @@ def identity_gain_line(summary: dict[str, Any]) -> str | None:
         return None
     found = searched_gain(summary)
     if found is None:
-        return (f"the plain soft metric (trial {identity}) is the only re-scored trial: the "
-                "search found nothing to compare with it")
+        return (f"no searched trial was re-scored beside the plain soft metric (trial {identity}): "
+                "the top trials are reference points (--rescore-top 2 or more re-scores the best "
+                "searched one)")
     trial, gain = found
     if gain.mean is None:
         return None
@@ -247,8 +250,9 @@ def identity_gain_line(summary: dict[str, Any]) -> str | None:
                "the search beat its start" if gain.low > 0 else
                "worse than its start" if gain.high < 0 else
                "within the seed noise: the search did not beat its start")
-    chosen_on = ("" if len(summary["trials"]) <= 2 else
-                 f"; trial {trial} is the best of {len(summary['trials']) - 1} re-scored trials "
-                 "on these seeds, which flatters it")
+    searched = sum(1 for k in summary["trials"] if k not in (summary.get("references") or {}))
+    chosen_on = ("" if searched <= 1 else
+                 f"; trial {trial} is the best of {searched} re-scored searched trials on these "
+                 "seeds, which flatters it")
     return (f"best searched trial {trial} vs the plain soft metric (trial {identity}, identity "
             f"curves): {_interval_text(gain, summary['seeds'])}: {verdict}{chosen_on}")
