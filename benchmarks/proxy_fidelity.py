@@ -249,48 +249,58 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def read_full(compare: Mapping[str, Any], losses: Sequence[str],
-              run_dir: Path | None = None) -> dict[str, Any]:
-    """Per loss of ``losses`` found in a ``compare.json`` object: the mean and the per-seed test
-    scores of each metric (missing or null values skipped), and the mean val scores when the
-    runs' ``metrics.json`` files are found under ``run_dir`` (``<run_dir>/runs/<loss>/seed<s>``).
-    """
+              run_dir: Path | None = None, *, split: str = "test") -> dict[str, Any]:
+    """Per loss of ``losses`` found in a ``compare.json`` object: the mean and the per-seed
+    scores of each metric on ``split`` (missing or null values skipped), and the mean on the
+    other split under ``<metric>_other``. ``"test"`` scores come from ``compare.json``,
+    ``"val"`` scores (the last validation of each run) from the runs' ``metrics.json`` under
+    ``run_dir`` (``<run_dir>/runs/<loss>/seed<s>``); ``split="val"`` needs them."""
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', but got {split=}")
     out: dict[str, Any] = {}
     for loss in losses:
         runs = sorted((r for r in compare["runs"] if r["loss"] == loss), key=lambda r: r["seed"])
         if not runs:
             continue
+        tests = [r["metrics"] for r in runs]
+        vals = None
+        if run_dir is not None:
+            paths = [run_dir / Path(*Path(r["dir"]).parts[-3:]) / "metrics.json" for r in runs]
+            if all(path.is_file() for path in paths):
+                vals = [json.loads(path.read_text()).get("val") or {} for path in paths]
+        if split == "val" and vals is None:
+            raise FileNotFoundError(f"the val scores of {loss!r} need its runs' metrics.json "
+                                    f"under {run_dir}/runs/ (pass the comparison's folder)")
+        chosen, other = (vals, tests) if split == "val" else (tests, vals)
         row: dict[str, Any] = {"seeds": [r["seed"] for r in runs]}
         for metric in METRICS:
-            values = [r["metrics"].get(metric) for r in runs]
-            values = [float(v) for v in values if v is not None and math.isfinite(v)]
+            values = [float(x[metric]) for x in chosen
+                      if x.get(metric) is not None and math.isfinite(x[metric])]
             row[metric] = float(np.mean(values)) if values else None
             row[f"{metric}_per_seed"] = values
-        if run_dir is not None:
-            vals = []
-            for r in runs:
-                path = run_dir / Path(*Path(r["dir"]).parts[-3:]) / "metrics.json"
-                if path.is_file():
-                    vals.append(json.loads(path.read_text()).get("val") or {})
-            if vals and len(vals) == len(runs):
-                for metric in METRICS:
-                    v = [x[metric] for x in vals if x.get(metric) is not None]
-                    row[f"{metric}_val"] = float(np.mean(v)) if v else None
+            if other is not None:
+                v = [x[metric] for x in other if x.get(metric) is not None]
+                row[f"{metric}_other"] = float(np.mean(v)) if v else None
         out[loss] = row
     return out
 
 
-def load_full(path: Path, losses: Sequence[str]) -> dict[str, Any] | None:
-    """The full reference for the report (None when ``path`` does not exist yet)."""
+def load_full(path: Path, losses: Sequence[str], *, split: str = "val") -> dict[str, Any] | None:
+    """The full reference for the report, scored on ``split`` (None when ``path`` does not
+    exist yet)."""
     if not path.is_file():
         return None
     compare = json.loads(path.read_text())
     return {"source": _display_path(path), "data": compare.get("data"),
             "seeds": compare.get("seeds"), "test_split": compare.get("test_split"),
+            "split": compare.get("val_split") if split == "val" else compare.get("test_split"),
+            "other_split": compare.get("test_split") if split == "val"
+            else compare.get("val_split"),
             "protocol": compare.get("protocol"),
             **{name: {k: v for k, v in (compare.get(name) or {}).items()
                       if k in ("steps", "lr", "batch_size", "optimizer", "crop")}
                for name in ("train_config", "pretrain_config")},
-            "losses": read_full(compare, losses, run_dir=path.parent)}
+            "losses": read_full(compare, losses, run_dir=path.parent, split=split)}
 
 
 # ---- statistics -------------------------------------------------------------------------------
@@ -377,7 +387,7 @@ def summarize(state: Mapping[str, Any], full: Mapping[str, Any] | None) -> dict[
                              else math.nan, "full": f.get(metric),
                              "full_std": float(np.std(f[f"{metric}_per_seed"], ddof=1))
                              if len(f.get(f"{metric}_per_seed", [])) > 1 else math.nan,
-                             "full_val": f.get(f"{metric}_val"),
+                             "full_other": f.get(f"{metric}_other"),
                              "cpu": float(np.mean([r["cpu"] for r in done]))})
             s: dict[str, Any] = {"rows": rows, "failed": failed,
                                  "cpu_per_trial": float(np.mean(cpu)) if cpu else math.nan,
@@ -398,9 +408,10 @@ def summarize(state: Mapping[str, Any], full: Mapping[str, Any] | None) -> dict[
                 s["spearman_single_seed"] = [
                     float(spearmanr([r["per_seed"][i] for r in both],
                                     [r["full"] for r in both]).statistic) for i in range(k)]
-                if all(r["full_val"] is not None for r in both):
-                    s["spearman_vs_full_val"] = float(spearmanr(
-                        [r["proxy_mean"] for r in both], [r["full_val"] for r in both]).statistic)
+                if all(r["full_other"] is not None for r in both):
+                    s["spearman_vs_full_other"] = float(spearmanr(
+                        [r["proxy_mean"] for r in both],
+                        [r["full_other"] for r in both]).statistic)
             per_metric[metric] = s
         out[name] = per_metric
     return out
@@ -426,7 +437,7 @@ def full_bounds(full: Mapping[str, Any]) -> dict[str, Any]:
             if len(means) > 1 else None,
             "reliability": full_reliability(rows, metric) if len(means) == len(rows) else None,
             "val_vs_test_spearman": None}
-        pairs = [(r[metric], r.get(f"{metric}_val")) for r in rows.values()]
+        pairs = [(r[metric], r.get(f"{metric}_other")) for r in rows.values()]
         if len(pairs) >= 3 and all(t is not None and v is not None for t, v in pairs):
             m["val_vs_test_spearman"] = float(spearmanr(*zip(*pairs)).statistic)
         out["metrics"][metric] = m
@@ -464,7 +475,7 @@ def write_outputs(state: dict[str, Any], args: argparse.Namespace) -> None:
     settings = state["settings"]
     view = {**state, "settings": {**settings, "losses": args.losses, "variants": {
         n: v for n, v in settings["variants"].items() if n in args.variants}}}
-    full = load_full(args.full, args.losses)
+    full = load_full(args.full, args.losses, split=args.full_split)
     summary = summarize(view, full)
     bounds = full_bounds(full) if full and len(full["losses"]) >= 3 else None
     state.update(full=full, full_bounds=bounds, details=summary, summary=top_summary(summary),
@@ -489,6 +500,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=DEFAULT_DATA, help="dataset spec (no size option)")
     p.add_argument("--full", type=Path, default=Path(DEFAULT_FULL),
                    help="compare.json of the reference retraining panel")
+    p.add_argument("--full-split", choices=("val", "test"), default="val",
+                   help="the split of the full runs the proxy is ranked against (default val: "
+                   "the proxy is chosen without reading test; test only to compare with older "
+                   "reports)")
     p.add_argument("--losses", nargs="+", help="default: the panel (report-only: the stored)")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS),
                    help="default: all (report-only: the stored ones)")

@@ -35,17 +35,20 @@ def report_text(state: Mapping[str, Any], summary: Mapping[str, Any], *,
     configs = {n: settings["configs"][n] for n in summary}
     base = configs.get(default) or next(iter(configs.values()))
     losses, s0 = settings["losses"], settings["seed0"]
+    split = (full or {}).get("split") or "test"
+    other = (full or {}).get("other_split") or ("val" if split == "test" else "test")
     lines = [
         "Commands (resumable: every finished proxy run is stored at once in "
         "`proxy_fidelity.json`, the raw numbers; a rerun skips what is there; everything between "
         "the markers is regenerated):", "",
         f"    nice -n 19 python benchmarks/proxy_fidelity.py --jobs 2 --losses {' '.join(losses)}",
-        f"    python benchmarks/proxy_fidelity.py --report-only --full {full_path}", "",
+        f"    python benchmarks/proxy_fidelity.py --report-only --full {full_path} --full-split "
+        f"{split}", "",
         "**Protocol.**", "",
     ]
     if full is not None:
         tc, pre = full["train_config"], full["pretrain_config"]
-        start = (f"per seed a cross-entropy UNet trained to a plateau ({pre.get('steps')} steps, "
+        start = (f"per seed a cross-entropy UNet pretrained ({pre.get('steps')} steps, "
                  f"lr {pre.get('lr')}, batch {pre.get('batch_size')}), then every loss trains on "
                  "from it" if full["protocol"] == "finetune" else
                  f"protocol `{full['protocol']}`: every loss trains from its seed's weights")
@@ -53,8 +56,9 @@ def report_text(state: Mapping[str, Any], summary: Mapping[str, Any], *,
             f"- Full reference (read, not trained here): `{full['source']}`, an `autoloss "
             f"compare` run on `{full['data']}` with {full['seeds']} seeds per loss: {start} "
             f"({tc.get('steps')} SGD steps, lr {tc.get('lr')}, batch {tc.get('batch_size')}, "
-            f"poly), scored on `{full['test_split']}`. Full score of a loss = mean over its "
-            f"seeds. Losses of the panel missing there: "
+            f"poly), scored on `{full.get('split') or full['test_split']}` (the last validation "
+            f"of each run for `val`). Full score of a loss = mean over its seeds. Losses of the "
+            f"panel missing there: "
             f"{', '.join(x for x in losses if x not in full['losses']) or 'none'}.")
     else:
         lines.append(f"- Full reference: **not available yet** (`{full_path}` does not exist); "
@@ -74,8 +78,8 @@ def report_text(state: Mapping[str, Any], summary: Mapping[str, Any], *,
         "loss's seeds; pairwise gap: |difference of means| over all pairs of losses (points).",
         "", "## Summary", "",
         "| proxy | metric | Spearman | Kendall | goal | proxy top 3 holds full top 1 | single "
-        "seed Spearman | Spearman vs full val | median seed std | median pairwise gap | CPU s / "
-        "trial |", "|---|---|---:|---:|---|---|---|---:|---:|---:|---:|",
+        f"seed Spearman | Spearman vs full {other} | median seed std | median pairwise gap | "
+        "CPU s / trial |", "|---|---|---:|---:|---|---|---|---:|---:|---:|---:|",
     ]
     for name, per_metric in summary.items():
         for metric, s in per_metric.items():
@@ -86,7 +90,7 @@ def report_text(state: Mapping[str, Any], summary: Mapping[str, Any], *,
             single = ", ".join(_r(v) for v in s.get("spearman_single_seed", [])) or "n/a"
             lines.append(
                 f"| `{name}` | {metric} | **{_r(s.get('spearman'))}** | {_r(s.get('kendall'))} | "
-                f"{met} | {top} | {single} | {_r(s.get('spearman_vs_full_val'))} | "
+                f"{met} | {top} | {single} | {_r(s.get('spearman_vs_full_other'))} | "
                 f"{_pp(s.get('median_seed_std'))} | {_pp(s.get('median_pair_gap'))} | "
                 f"{s['cpu_per_trial']:.0f} |")
     lines += ["", "## Findings (generated from the numbers)", "",
@@ -95,12 +99,12 @@ def report_text(state: Mapping[str, Any], summary: Mapping[str, Any], *,
         for metric, s in per_metric.items():
             lines += [f"### `{name}`, {metric} (points)", "",
                       "| loss | proxy mean ± std (seeds) | proxy rank | full mean ± std | full rank "
-                      "| full val | proxy CPU s |", "|---|---|---:|---:|---:|---:|---:|"]
+                      f"| full {other} | proxy CPU s |", "|---|---|---:|---:|---:|---:|---:|"]
             for r in s["rows"]:
                 lines.append(f"| {r['loss']} | {_pp(r['proxy_mean'])} ± {_pp(r['proxy_std'])} "
                              f"({len(r['per_seed'])}) | {r.get('proxy_rank', 'n/a')} | "
                              f"{_pp(r['full'])} ± {_pp(r['full_std'])} | "
-                             f"{r.get('full_rank', 'n/a')} | {_pp(r['full_val'])} | "
+                             f"{r.get('full_rank', 'n/a')} | {_pp(r['full_other'])} | "
                              f"{r['cpu']:.0f} |")
             if s["failed"]:
                 lines.append(f"\nFailed runs (left out): {'; '.join(s['failed'])}")
@@ -135,8 +139,8 @@ def findings(summary: Mapping[str, Any], bounds: Mapping[str, Any] | None,
         f"measured Spearman has a standard error of roughly {1 / math.sqrt(max(n - 1, 1)):.2f}.")
     for metric, m in bounds["metrics"].items():
         val = (f"; their val means rank the losses like their test means with Spearman "
-               f"{m['val_vs_test_spearman']:.2f} (the proxy is scored on val, the full runs on "
-               "test)" if m.get("val_vs_test_spearman") is not None
+               f"{m['val_vs_test_spearman']:.2f} (the proxy is scored on its own val runs)"
+               if m.get("val_vs_test_spearman") is not None
                else "; the runs' val scores were not found (val vs test unknown)")
         out.append(
             f"- Full-run noise, {metric}: median seed std {_pp(m['median_seed_std'])} points vs "

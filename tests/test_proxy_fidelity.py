@@ -62,7 +62,9 @@ def test_read_full_means_over_seeds():
     assert list(full) == ["ce", "dice"]
     assert full["ce"]["miou"] == pytest.approx(0.6) and full["ce"]["bf1"] == pytest.approx(0.6)
     assert full["ce"]["miou_per_seed"] == [0.5, 0.7] and full["ce"]["seeds"] == [0, 1]
-    assert "miou_val" not in full["ce"]  # no run folders given
+    assert "miou_other" not in full["ce"]  # no run folders given: no val scores
+    with pytest.raises(FileNotFoundError, match="metrics.json"):
+        pf.read_full(compare, ["ce"], split="val")
 
 
 def _state(proxy: dict[str, list[float]], config: dict) -> dict:
