@@ -62,14 +62,15 @@ def portable_cache(path: str | Path | None, folder: str | Path) -> str | None:
 
 def portable_storage(url: str, folder: str | Path) -> tuple[str, bool]:
     """``(recorded URL, relative)``: a storage file inside ``folder`` as a URL relative to it
-    (``relative`` True); any other URL with its password masked."""
+    (``relative`` True); any other URL as given; both with every credential masked
+    (:func:`autoloss.utils.urls.mask_password`, a SQLite URL's ``?password=`` too)."""
     from autoloss.utils.urls import mask_password
 
     for scheme in _FILE_SCHEMES:
         if url.startswith(scheme):
             relative = _inside(Path(url[len(scheme):]), Path(folder))
             if relative is not None:
-                return f"{scheme}{relative}", True
+                return mask_password(f"{scheme}{relative}"), True
     return mask_password(url), False
 
 
