@@ -58,6 +58,7 @@ from autoloss.core.programs import is_user_reference
 from autoloss.data import dataset_splits, load_dataset, parse_spec
 from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
 from autoloss.losses.compiled import compile_losses, compile_totals
+from autoloss.losses.cross_entropy import CrossEntropyLoss
 from autoloss.train.checkpoint import read_checkpoint
 from autoloss.train.models import DeepLabConfig, UNetConfig, build_model, pick_device
 from autoloss.train.proxy_features import FeatureSplit, UNetTail
@@ -384,8 +385,8 @@ class Proxy:
                 return
             partial = path.with_name(f"{path.stem}.partial.pt")
             model = build_model(self.model_config(), seed=self.config.warm_start_seed)
-            loss = nn.CrossEntropyLoss(ignore_index=-100 if self.ignore_index is None
-                                       else self.ignore_index)
+            # the package's cross-entropy: an all-ignore batch gives 0, not torch's NaN
+            loss = CrossEntropyLoss(ignore_index=self.ignore_index)
             # checkpoints every 100 steps (an interrupted warm start resumes), no evaluation
             train = self._train if self.config.subset is None else load_dataset(self.data, "train")
             result = fit(model, loss, train, config=self.warm_start_config(),
