@@ -94,8 +94,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from autoloss.core.metrics import check_tol
     from autoloss.retrain.compare import evaluate_checkpoint
 
+    check_tol(args.tol, name="--tol")  # before loading anything
     data = args.data
     run_json = Path(args.checkpoint).parent / "run.json"
     if data is None and run_json.is_file():  # a run folder of train / compare

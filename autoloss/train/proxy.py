@@ -53,7 +53,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autoloss.core.metrics import METRIC_NAMES, MetricOptions
+from autoloss.core.metrics import METRIC_NAMES, MetricOptions, check_tol
 from autoloss.core.programs import is_user_reference
 from autoloss.data import dataset_splits, load_dataset, parse_spec
 from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
@@ -164,9 +164,10 @@ class ProxyConfig:
         for name in ("steps", "batch_size", "eval_every", "width", "depth", "warm_start_steps"):
             if not is_int(getattr(self, name), 1):
                 fail(name, "a positive int")
-        for name in ("subset_seed", "warm_start_seed", "tol"):
+        for name in ("subset_seed", "warm_start_seed"):
             if not is_int(getattr(self, name), 0):
                 fail(name, "a non-negative int")
+        check_tol(self.tol, name="proxy option tol")
         for name in ("subset", "eval_subset", "max_side", "num_threads"):
             if getattr(self, name) is not None and not is_int(getattr(self, name), 1):
                 fail(name, "a positive int or None")
