@@ -11,6 +11,7 @@ from autoloss.cli import app as cli
 from autoloss.core.metrics import MAX_TOL, MetricAccumulator, MetricOptions, evaluate
 from autoloss.errors import InvalidValueError
 from autoloss.losses import SurrogateLoss, load_loss
+from autoloss.losses._validate import MAX_OPTION
 from autoloss.retrain.experiment import experiment_from_dict
 from autoloss.train.proxy import ProxyConfig
 
@@ -68,3 +69,52 @@ def test_a_tol_wider_than_the_image_is_computed_as_the_image(monkeypatch):
         loss = SurrogateLoss(metric="bf1", tol=tol, compile=False)(logits, target)
         grads.append((loss.detach(), torch.autograd.grad(loss, logits)[0]))
     assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+
+
+# ---- loss options: finite is not enough, the loss must stay finite ---------------------------
+
+HUGE_OPTIONS = [
+    {"name": "cross_entropy", "class_weights": [1e308] * 3},
+    {"name": "focal", "class_weights": [1.0, 1e308, 1.0]},
+    {"name": "focal", "gamma": 1e308},
+    {"name": "focal", "alpha": 1e308},
+    {"combine": [{"name": "cross_entropy", "weight": 1e308}]},
+]
+
+
+@pytest.mark.parametrize("spec", HUGE_OPTIONS, ids=lambda s: str(s)[:60])
+def test_an_option_that_overflows_float32_is_refused_with_its_limit(spec):
+    with pytest.raises(InvalidValueError, match=r"at most 1e\+06 .*MAX_OPTION.*but got .*1e\+308"):
+        load_loss(spec)
+
+
+@pytest.mark.parametrize("spec", HUGE_OPTIONS, ids=lambda s: str(s)[:60])
+def test_options_at_the_limit_give_a_finite_loss_and_gradient(spec):
+    spec = json_replace(spec, 1e308, MAX_OPTION)
+    logits = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0),
+                         requires_grad=True)
+    target = torch.randint(0, 3, (2, 8, 8), generator=torch.Generator().manual_seed(1))
+    loss = load_loss(spec)(logits, target)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+
+
+def json_replace(value, old, new):
+    """``value`` (nested dicts and lists) with every ``old`` replaced by ``new``."""
+    if isinstance(value, dict):
+        return {k: json_replace(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_replace(v, old, new) for v in value]
+    return new if value == old else value
+
+
+@pytest.mark.parametrize("output_dtype", ["float32", "input"])
+def test_rmi_on_an_all_ignore_batch_is_zero_like_every_other_loss(output_dtype):
+    logits = torch.randn(2, 3, 12, 12, dtype=torch.float64, requires_grad=True)
+    target = torch.full((2, 12, 12), 255)
+    loss = load_loss({"name": "rmi", "ignore_index": 255, "output_dtype": output_dtype})
+    out = loss(logits, target)
+    out.backward()
+    assert out.item() == 0.0 and not logits.grad.any()
+    assert out.dtype == (torch.float32 if output_dtype == "float32" else torch.float64)
+    assert load_loss("cross_entropy", ignore_index=255)(logits, target).item() == 0.0
