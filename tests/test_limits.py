@@ -8,12 +8,14 @@ import torch
 
 import autoloss.core.operators as operators
 from autoloss.cli import app as cli
+from autoloss.cli.search import _key_value
 from autoloss.core.metrics import MAX_TOL, MetricAccumulator, MetricOptions, evaluate
 from autoloss.errors import InvalidValueError
 from autoloss.losses import SurrogateLoss, load_loss
 from autoloss.losses._validate import MAX_OPTION
-from autoloss.retrain.experiment import experiment_from_dict
+from autoloss.retrain.experiment import experiment_from_dict, read_experiment
 from autoloss.train.proxy import ProxyConfig
+from autoloss.utils.yaml_files import MAX_YAML_BYTES, MAX_YAML_DEPTH
 
 # ---- tol: at most MAX_TOL pixels; at run time no wider than the image ------------------------
 
@@ -118,3 +120,56 @@ def test_rmi_on_an_all_ignore_batch_is_zero_like_every_other_loss(output_dtype):
     assert out.item() == 0.0 and not logits.grad.any()
     assert out.dtype == (torch.float32 if output_dtype == "float32" else torch.float64)
     assert load_loss("cross_entropy", ignore_index=255)(logits, target).item() == 0.0
+
+
+# ---- YAML files and command-line values ------------------------------------------------------
+
+def test_an_exponent_without_a_dot_in_yaml_is_a_number(tmp_path):
+    """``1e-5`` is a float in YAML 1.2 and Python; YAML 1.1 (PyYAML) read it as a string."""
+    path = tmp_path / "dice.yaml"
+    path.write_text("name: dice\nsmooth: 1e-5\n")
+    assert load_loss(path).smooth == 1e-5
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text("lr: 2E-3\nweight_decay: 1e-4\n")
+    assert experiment_from_dict(read_experiment(experiment)).train.lr == 0.002
+    assert _key_value("lr=1e-5") == ("lr", 1e-5)
+
+
+def test_a_deeply_nested_yaml_file_is_one_line_naming_file_line_and_limit(tmp_path, capsys):
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: surrogate\ncurves: " + "[" * 1000 + "]" * 1000 + "\n")
+    assert cli.main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{path}, line 2" in err
+    assert f"nested more than {MAX_YAML_DEPTH} levels deep" in err
+
+
+def test_a_yaml_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path, capsys,
+                                                                        monkeypatch):
+    path = tmp_path / "big.yaml"
+    path.write_text("x: [" + ", ".join(["1"] * MAX_YAML_BYTES) + "]\n")
+    monkeypatch.setattr(type(path), "read_text", lambda *a, **k: pytest.fail("read"))
+    assert cli.main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and f"more than the {MAX_YAML_BYTES}" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--metric", ""], "--metric names no metric, but got ''"),
+    (["--metric", " , "], "--metric names no metric"),
+    (["--proxy", "size=0"], "proxy option size must be (height, width) with positive ints"),
+    (["--proxy", "crop=[0]"], "proxy option crop must be"),
+])
+def test_search_arguments_without_meaning_are_one_line(argv, message, capsys, tmp_path):
+    code = cli.main(["search", "--data", "shapes?n=8&size=16", "--trials", "1", "--out",
+                     str(tmp_path / "run"), "--no-progress", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_an_invalid_yaml_value_on_the_command_line_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["search", "--proxy", "metrics=[miou"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert "argument --proxy: metrics '[miou', line 1: invalid YAML" in err

@@ -184,7 +184,7 @@ class ProxyConfig:
             if is_int(value, 1):
                 value = (value, value)
             if value is not None:
-                if isinstance(value, str) or len(value) != 2 or \
+                if not isinstance(value, (list, tuple)) or len(value) != 2 or \
                         not all(is_int(v, 1) for v in value):
                     fail(name, "(height, width) with positive ints, an int, or None")
                 object.__setattr__(self, name, (int(value[0]), int(value[1])))
