@@ -3,13 +3,14 @@ the input, the limit and the way out (README "Errors"; issue 26)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import autoloss.core.operators as operators
 from autoloss.cli import app as cli
 from autoloss.cli.search import _key_value
-from autoloss.core.metrics import MAX_TOL, MetricAccumulator, MetricOptions, evaluate
+from autoloss.core.metrics import MAX_CLASSES, MAX_TOL, MetricAccumulator, MetricOptions, evaluate
 from autoloss.errors import InvalidValueError
 from autoloss.losses import SurrogateLoss, load_loss
 from autoloss.losses._validate import MAX_OPTION
@@ -173,3 +174,96 @@ def test_an_invalid_yaml_value_on_the_command_line_is_an_argument_error(capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "Traceback" not in err
     assert "argument --proxy: metrics '[miou', line 1: invalid YAML" in err
+
+
+# ---- datasets: classes, image sizes and archives checked before allocating -------------------
+
+@pytest.mark.parametrize("spec, message", [
+    ("shapes?size=20000x20000", "an image of 20000x20000 pixels is more than the 16777216"),
+    ("shapes?size=600", "shapes makes at most 262144 pixels per image"),
+    ("shapes?n=100000000", "but got 100000000 images of 64x64"),
+])
+def test_a_dataset_spec_over_a_size_limit_is_one_line(spec, message, capsys):
+    assert cli.main(["info", spec]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and spec in err and message in err
+
+
+def _npz_header_only(path, shapes):
+    """An npz whose ``.npy`` headers claim ``shapes`` over a few KB of zeros (a zip bomb)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for key, shape in shapes.items():
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(
+                    member, {"descr": "|u1", "fortran_order": False, "shape": shape})
+                member.write(bytes(4096))
+
+
+def test_a_zip_bomb_npz_is_refused_from_its_headers(tmp_path, capsys):
+    root = tmp_path / "bomb"
+    root.mkdir()
+    _npz_header_only(root / "train.npz", {"images": (10**6, 256, 256, 3),
+                                          "labels": (10**6, 256, 256)})
+    assert (root / "train.npz").stat().st_size < 100_000
+    assert cli.main(["info", f"npz:{root}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.npz unpacks to 262.1 GB, more than half" in err
+    _npz_header_only(root / "train.npz", {"images": (1, 8192, 8192, 3), "labels": (1, 8192, 8192)})
+    assert cli.main(["info", f"npz:{root}"]) == 2
+    assert "array 'images' (1, 8192, 8192, 3): an image of 8192x8192" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("labels_top, option", [(10**9, ""), (3, "?num_classes=5000")])
+def test_a_billion_classes_is_refused_before_anything_per_class_is_made(tmp_path, capsys,
+                                                                      labels_top, option):
+    root = tmp_path / "npz"
+    root.mkdir()
+    labels = np.zeros((2, 4, 4), np.int64)
+    labels[0, 0, 0] = labels_top
+    np.savez(root / "train.npz", images=np.zeros((2, 4, 4, 3), np.uint8), labels=labels)
+    assert cli.main(["info", f"npz:{root}{option}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"more than the {MAX_CLASSES} a dataset may have" in err
+    assert "train.npz" in err
+    with pytest.raises(InvalidValueError, match=rf"num_classes must be an int in \[1, {MAX_CLASSES}"):
+        MetricAccumulator(num_classes=10**9)
+
+
+def test_image_files_that_cannot_be_decoded_are_named(tmp_path):
+    from PIL import Image
+
+    from autoloss.data import load_dataset
+
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "images" / "a.png")
+    Image.new("L", (32, 32)).save(tmp_path / "masks" / "a.png")
+    data = (tmp_path / "images" / "a.png").read_bytes()
+    (tmp_path / "images" / "a.png").write_bytes(data[: len(data) // 2])  # truncated
+    dataset = load_dataset(f"folder:{tmp_path}", "train")
+    with pytest.raises(InvalidValueError, match=r"cannot read image .*a\.png: image file is "
+                                                r"truncated"):
+        dataset[0]
+
+
+def test_nan_pixels_are_a_data_error_not_a_learning_rate(tmp_path):
+    from autoloss.data import load_dataset
+
+    images = np.full((2, 4, 4, 3), 0.5, np.float32)
+    images[1, 2, 2, 0] = np.nan
+    np.savez(tmp_path / "train.npz", images=images, labels=np.zeros((2, 4, 4), np.uint8))
+    with pytest.raises(InvalidValueError, match=r"train.npz: images hold 1 NaN or infinite"):
+        load_dataset(f"npz:{tmp_path}", "train")
+
+
+def test_an_empty_split_says_it_is_empty(tmp_path):
+    from autoloss.data import load_dataset
+
+    np.savez(tmp_path / "train.npz", images=np.zeros((2, 4, 4, 3), np.uint8),
+             labels=np.zeros((2, 4, 4), np.uint8))
+    np.savez(tmp_path / "val.npz", images=np.zeros((0, 4, 4, 3), np.uint8),
+             labels=np.zeros((0, 4, 4), np.uint8))
+    with pytest.raises(InvalidValueError, match=r"split 'val' of 'npz:.*' has no images"):
+        load_dataset(f"npz:{tmp_path}", "val", subset=4)

@@ -38,8 +38,13 @@ from autoloss.core.operators import ExactOps, one_hot
 from autoloss.core.programs import class_mean, get_program
 from autoloss.errors import InvalidTypeError, InvalidValueError
 
-__all__ = ["MAX_TOL", "METRIC_NAMES", "MetricAccumulator", "MetricOptions", "check_tol", "evaluate",
-           "evaluate_per_class", "check_labels"]
+__all__ = ["MAX_CLASSES", "MAX_TOL", "METRIC_NAMES", "MetricAccumulator", "MetricOptions",
+           "check_tol", "evaluate", "evaluate_per_class", "check_labels"]
+
+#: the most classes a metric (and a dataset, :mod:`autoloss.data.dataset`) may have; ADE20K has
+#: 150, COCO-Stuff 182. The confusion matrix is C x C and a one-hot target C planes per image, so
+#: a stray label of 10**9 must not become a size.
+MAX_CLASSES = 1024
 
 # The largest boundary tolerance in pixels, checked wherever a tol is given (loss files, metrics,
 # surrogates, --tol): a band of half-width 1024 already covers a 2048-pixel-wide image. At run time
@@ -161,8 +166,10 @@ class MetricAccumulator(nn.Module):
                  drop_bg: bool = False, metrics: Sequence[str] | None = None,
                  validate_args: bool = True) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise InvalidValueError(f"num_classes must be a positive int, but got {num_classes=}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or \
+                not 1 <= num_classes <= MAX_CLASSES:
+            raise InvalidValueError(f"num_classes must be an int in [1, {MAX_CLASSES}] "
+                                    f"(MAX_CLASSES), but got {num_classes=}")
         check_tol(tol)
         if ignore_index is not None and (isinstance(ignore_index, bool)
                                          or not isinstance(ignore_index, int)):
