@@ -267,3 +267,26 @@ def test_an_empty_split_says_it_is_empty(tmp_path):
              labels=np.zeros((0, 4, 4), np.uint8))
     with pytest.raises(InvalidValueError, match=r"split 'val' of 'npz:.*' has no images"):
         load_dataset(f"npz:{tmp_path}", "val", subset=4)
+
+
+# ---- damaged records -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [["export", "{dir}"], ["plot", "{dir}"],
+                                  ["evaluate", "--checkpoint", "{dir}/checkpoint.pt"]])
+def test_invalid_json_in_run_json_is_one_line_naming_the_file(argv, tmp_path, capsys):
+    (tmp_path / "run.json").write_text('{"storage": "sqlite:///study.db", "study": ')
+    (tmp_path / "study.db").write_bytes(b"")
+    code = cli.main([a.format(dir=tmp_path) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{tmp_path / 'run.json'}, line 1 column 44: invalid JSON" in err
+
+
+def test_invalid_json_in_a_runs_metrics_is_one_line_naming_the_file(tmp_path, capsys):
+    (tmp_path / "metrics.json").write_text("{")
+    code = cli.main(["train", "--loss", "cross_entropy", "--data", "shapes?n=8&size=16",
+                     "--out", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"{tmp_path / 'metrics.json'}, line 1 column 2: invalid JSON" in err
+    assert "delete it to train this run again" in err

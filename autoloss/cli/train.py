@@ -98,10 +98,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     data = args.data
     run_json = Path(args.checkpoint).parent / "run.json"
     if data is None and run_json.is_file():  # a run folder of train / compare
-        data = json.loads(run_json.read_text())["data"]
+        from autoloss.utils.json_files import read_json
+
+        record = read_json(run_json, fix="pass --data SPEC")
+        data = record.get("data") if isinstance(record, dict) else None
     if data is None:
-        raise InvalidValueError(f"evaluate needs --data (there is no run.json next to "
-                         f"{args.checkpoint} to take it from)")
+        raise InvalidValueError(f"evaluate needs --data (there is no run.json naming the data "
+                         f"next to {args.checkpoint} to take it from)")
     scores = evaluate_checkpoint(args.checkpoint, data, split=args.split, tol=args.tol,
                                  device=args.device)
     per_class = dict(zip(scores.class_names, scores.per_class_iou))

@@ -40,6 +40,7 @@ from autoloss.train.checkpoint import load_checkpoint, read_checkpoint
 from autoloss.train.models import config_to_dict, model_from_name, predict
 from autoloss.train.trainer import TrainConfig, fit
 from autoloss.utils.atomic import write_text_atomic
+from autoloss.utils.json_files import read_json
 from autoloss.utils.locks import file_lock
 
 __all__ = ["RunData", "RunResult", "Scores", "build_loss", "evaluate_checkpoint", "load_splits",
@@ -247,11 +248,12 @@ def _run_locked(loss_spec: str | Path, loss: nn.Module, net: nn.Module,
     first is training waits, then finds it finished."""
     metrics_path, run_path = out / "metrics.json", out / "run.json"
     if metrics_path.is_file():
-        stored = json.loads(metrics_path.read_text())
+        stored = read_json(metrics_path, fix="delete it to train this run again")
         _check_identity(metrics_path, stored, identity)
         return _result(loss_spec, out, stored, cached=True)
     if run_path.is_file():
-        _check_identity(run_path, json.loads(run_path.read_text()), identity)
+        _check_identity(run_path, read_json(run_path, fix="delete the run folder to train it "
+                                            "again"), identity)
     if init_from is not None and not Path(init_from).is_file():
         raise MissingFileError(f"init_from={str(init_from)!r}: no checkpoint there")
     out.mkdir(parents=True, exist_ok=True)

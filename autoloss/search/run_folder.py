@@ -123,9 +123,11 @@ class RunFolder:
         folder's ``study.db``. Without ``run.json``, the single ``*.db`` file of the folder is
         used. A recorded URL whose password was masked cannot be opened: the error says to pass
         ``--storage``."""
+        from autoloss.utils.json_files import read_json
         from autoloss.utils.urls import is_masked
 
-        info = json.loads(self.info_path.read_text()) if self.info_path.is_file() else {}
+        info = read_json(self.info_path, fix="rewrite it as {\"storage\": URL, \"study\": NAME} "
+                         "or pass --storage URL") if self.info_path.is_file() else {}
         if not isinstance(info, dict):
             raise InvalidValueError(f"{self.info_path} must hold a JSON object with 'storage' and "
                                     f"'study', but got {type(info).__name__}")
