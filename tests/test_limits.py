@@ -290,3 +290,53 @@ def test_invalid_json_in_a_runs_metrics_is_one_line_naming_the_file(tmp_path, ca
     assert code == 2 and err.count("\n") == 1
     assert f"{tmp_path / 'metrics.json'}, line 1 column 2: invalid JSON" in err
     assert "delete it to train this run again" in err
+
+
+# ---- the machine's errors and crafted files name their file ----------------------------------
+
+def test_a_full_disk_names_the_file_it_was_writing(tmp_path, monkeypatch, capsys):
+    """``[Errno 28] No space left on device`` from a write names no file: autoloss names it; and
+    torch's ``[enforce fail at inline_container.cc]`` for a checkpoint is that error too."""
+    from autoloss.utils.atomic import write_text_atomic
+
+    def full(tmp, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(tmp_path), "write_text", full)
+    with pytest.raises(OSError) as err:
+        write_text_atomic(tmp_path / "summary.md", "x")
+    assert err.value.errno == 28 and err.value.filename == str(tmp_path / "summary.md")
+    assert not list(tmp_path.iterdir())  # no temporary file left
+    monkeypatch.undo()
+
+    def torch_full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", torch_full)
+    out = tmp_path / "run"
+    code = cli.main(["train", "--loss", "cross_entropy", "--data", "shapes?n=8&size=16",
+                     "--width", "4", "--depth", "2", "--steps", "2", "--eval-every", "2",
+                     "--batch-size", "2", "--no-progress", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "cannot write the checkpoint" in err and str(out / "checkpoint.pt") in err
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(format="2"), "checkpoint format must be an int, but got format='2'"),
+    (lambda d: d["model_config"].update(num_classes=9), "model config and weights do not fit"),
+    (lambda d: d["model_config"].update(width="wide"), "model config and weights do not fit"),
+])
+def test_a_checkpoint_with_crafted_metadata_is_one_line(edit, message, tmp_path, capsys):
+    from autoloss.train.checkpoint import write_checkpoint
+    from autoloss.train.models import UNetConfig, build_model, config_to_dict
+
+    config = UNetConfig(num_classes=6, width=4, depth=2)
+    payload = {"model": build_model(config).state_dict(), "model_config": config_to_dict(config)}
+    edit(payload)
+    write_checkpoint(tmp_path / "checkpoint.pt", payload)
+    code = cli.main(["evaluate", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--data",
+                     "shapes?n=8&size=16"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert str(tmp_path / "checkpoint.pt") in err
