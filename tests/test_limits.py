@@ -340,3 +340,17 @@ def test_a_checkpoint_with_crafted_metadata_is_one_line(edit, message, tmp_path,
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and message in err, err
     assert str(tmp_path / "checkpoint.pt") in err
+
+
+def test_an_empty_test_split_is_found_before_training(tmp_path, capsys, monkeypatch):
+    import autoloss.retrain.runs as runs
+
+    for split, n in (("train", 2), ("val", 2), ("test", 0)):
+        np.savez(tmp_path / f"{split}.npz", images=np.zeros((n, 8, 8, 3), np.uint8),
+                 labels=np.zeros((n, 8, 8), np.uint8), num_classes=np.array(2))
+    monkeypatch.setattr(runs, "fit", lambda *a, **k: pytest.fail("trained"))
+    code = cli.main(["train", "--loss", "cross_entropy", "--data", f"npz:{tmp_path}",
+                     "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "split 'test' of 'npz:" in err
+    assert "has no images" in err

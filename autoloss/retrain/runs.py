@@ -163,9 +163,14 @@ def load_splits(data: str, *, val_split: str | None, test_split: str) -> RunData
     if val_split is not None and val_split == test_split:
         raise InvalidValueError(f"val_split and test_split must differ (validation must not see the "
                          f"reported split), but both are {test_split!r}")
-    return RunData(data, load_dataset(data, "train"),
-                   load_dataset(data, val_split) if val_split is not None else None,
-                   load_dataset(data, test_split), test_split)
+    run = RunData(data, load_dataset(data, "train"),
+                  load_dataset(data, val_split) if val_split is not None else None,
+                  load_dataset(data, test_split), test_split)
+    for split in (run.train, run.val, run.test):  # found now, not after training
+        if split is not None and len(split) == 0:
+            raise InvalidValueError(f"split {split.split!r} of {data!r} has no images; add images "
+                                    f"to it or name another split (val_split / test_split)")
+    return run
 
 
 def plain_json(value: Any) -> Any:
