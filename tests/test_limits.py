@@ -354,3 +354,27 @@ def test_an_empty_test_split_is_found_before_training(tmp_path, capsys, monkeypa
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "split 'test' of 'npz:" in err
     assert "has no images" in err
+
+
+def test_the_readme_lists_each_limit_with_its_value():
+    from pathlib import Path
+
+    from autoloss.data.dataset import MAX_IMAGE_PIXELS
+    from autoloss.data.embedded import SHAPES_MAX_IMAGE_PIXELS, SHAPES_MAX_PIXELS
+    from autoloss.search.spaces import MAX_CURVE_PIECES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    errors = readme[readme.index("## Errors"):readme.index("## Layout")]
+    for name, value, text in [
+        ("MAX_YAML_BYTES", MAX_YAML_BYTES, "100 KB"), ("MAX_YAML_DEPTH", MAX_YAML_DEPTH, "32 levels"),
+        ("MAX_TOL", MAX_TOL, "[0, 1024]"), ("MAX_CLASSES", MAX_CLASSES, "| 1024 |"),
+        ("MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS, "4096 x 4096"), ("MAX_OPTION", MAX_OPTION, "1e6"),
+        ("SHAPES_MAX_", (SHAPES_MAX_IMAGE_PIXELS, SHAPES_MAX_PIXELS), "512 x 512 an image, 2^27"),
+        ("MAX_CURVE_PIECES", MAX_CURVE_PIECES, "| 32 |"),
+    ]:
+        assert name in errors and text in errors, (name, value)
+    assert (MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_TOL, MAX_CLASSES, MAX_OPTION, MAX_CURVE_PIECES) == (
+        100_000, 32, 1024, 1024, 1e6, 32)
+    assert (MAX_IMAGE_PIXELS, SHAPES_MAX_IMAGE_PIXELS, SHAPES_MAX_PIXELS) == (
+        4096 * 4096, 512 * 512, 2**27)
+    assert "| 130 |" in errors and "interrupted; run the same command to resume" in errors
