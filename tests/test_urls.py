@@ -113,6 +113,8 @@ SECRET_FORMS = {
 }
 
 
+# pysqlite ignores the dummy query parameters, and SQLAlchemy says so (naming keys, not values)
+@pytest.mark.filterwarnings("ignore:Query string argument")
 @pytest.mark.parametrize("form", sorted(SECRET_FORMS))
 def test_no_credential_form_reaches_a_file_the_terminal_or_the_study(form, out, monkeypatch,
                                                                        capsys):
