@@ -32,6 +32,18 @@ def test_every_loss_gives_a_finite_zero_on_an_empty_batch(name, shape):
     assert out.item() == 0.0 and logits.grad is not None and logits.grad.shape == logits.shape
 
 
+@pytest.mark.parametrize("name", _names())
+def test_every_loss_gives_a_finite_zero_on_an_all_ignore_batch(name):
+    """Every pixel ignored: nothing to learn from, 0 with zero gradients (RMI gave -5.70)."""
+    loss = load_loss(name, ignore_index=255)
+    channels = 1 if name in BINARY else 3
+    logits = torch.randn(2, channels, 12, 12, generator=torch.Generator().manual_seed(0),
+                         requires_grad=True)
+    out = loss(logits, torch.full((2, 12, 12), 255))
+    out.backward()
+    assert out.item() == 0.0 and not logits.grad.any()
+
+
 @pytest.mark.parametrize("weight", [math.nan, math.inf, -1.0, True])
 def test_combine_rejects_weights_that_are_not_finite_non_negative_numbers(weight):
     with pytest.raises(ValueError, match="combine weight #0 must be a finite non-negative number"):

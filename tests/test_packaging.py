@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import site
 import subprocess
 import sys
 import zipfile
@@ -58,24 +59,57 @@ def test_wheel_carries_license_py_typed_and_the_search_spaces(wheel):
     assert not any(n.startswith(("tests/", "results/", "experiments/")) for n in names)
 
 
+def _site_dirs() -> list[str]:
+    """The site-packages folders this interpreter imports from, its own first: a venv's when the
+    tests run in one (and the base interpreter's only if that venv includes them)."""
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
+        dirs.append(site.getusersitepackages())
+    return dirs
+
+
+def _venv_seeing_these_packages(venv: Path) -> Path:
+    """A new venv that imports this interpreter's packages after its own. ``venv
+    --system-site-packages`` would expose the *base* interpreter's site-packages, which from inside
+    a venv (the README's install) hold no torch; a ``.pth`` file naming this interpreter's
+    site-packages works from a venv or not. ``site.addsitedir`` also runs their ``.pth`` files."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   capture_output=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    lines = [f"import site; site.addsitedir({d!r})\n" for d in _site_dirs()]
+    (Path(purelib) / "_autoloss_test_parent_site.pth").write_text("".join(lines))
+    return python
+
+
+def test_the_test_venv_imports_this_interpreters_packages(tmp_path):
+    """The wheel test's venv finds the torch this suite runs with, also from inside a venv."""
+    python = _venv_seeing_these_packages(tmp_path / "venv")
+    code = "import torch, yaml; print(torch.__file__); print(yaml.__file__)"
+    here = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                          text=True, cwd=tmp_path).stdout
+    there = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True,
+                           cwd=tmp_path).stdout
+    assert there == here
+
+
 @pytest.mark.usefixtures("single_thread")
 def test_a_wheel_install_runs_a_search_from_any_folder(wheel, tmp_path):
     """Installed from the wheel into a new venv (its dependencies from this environment, autoloss
     itself only from the wheel), ``autoloss search`` runs on the embedded data in an empty folder
     and the built-in spaces are the files shipped in the wheel."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
-                   check=True, capture_output=True)
-    python = venv / "bin" / "python"
+    python = _venv_seeing_these_packages(venv)
+    env = {**os.environ, "AUTOLOSS_COMPILE": "0", "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)  # a checkout on PYTHONPATH would shadow the wheel
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                    str(wheel)], check=True, capture_output=True)
+                    str(wheel)], check=True, capture_output=True, env=env)
     work = tmp_path / "work"
     work.mkdir()
     where = subprocess.run([str(python), "-c", "import autoloss; print(autoloss.__file__)"],
-                           cwd=work, check=True, capture_output=True, text=True).stdout.strip()
+                           cwd=work, env=env, check=True, capture_output=True, text=True).stdout.strip()
     assert Path(where).is_relative_to(venv), f"autoloss imported from {where}, not the wheel"
-    env = {**os.environ, "AUTOLOSS_COMPILE": "0", "OMP_NUM_THREADS": "1"}
-    env.pop("PYTHONPATH", None)
     run = subprocess.run(
         [str(venv / "bin" / "autoloss"), "search", "--metric", "miou", "--data",
          "shapes?n=16&size=32", "--trials", "3", "--sampler", "random", "--width", "4",

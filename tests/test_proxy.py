@@ -66,6 +66,27 @@ def test_warm_start_weights_are_what_run_starts_from(tmp_path: Path, monkeypatch
     assert all(torch.equal(seen[k], stored[k]) for k in stored)
 
 
+def test_warm_start_on_all_ignore_batches_is_finite(tmp_path: Path) -> None:
+    """A train split whose batches hold only ignored pixels: the cross-entropy warm start counts
+    them as 0, like ``autoloss train`` (torch's mean over no pixel is NaN)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    root.mkdir()
+    for split, n in (("train", 4), ("val", 2)):
+        labels = rng.integers(0, 3, (n, 16, 16)).astype(np.uint8)
+        if split == "train":
+            labels[:] = 255  # every batch is ignored entirely (here: the whole split)
+        np.savez(root / f"{split}.npz", images=rng.integers(0, 256, (n, 16, 16, 3), np.uint8),
+                 labels=labels, num_classes=np.array(3), ignore_index=np.array(255))
+    proxy = make(tmp_path, data=f"npz:{root}", warm_start_steps=4)
+    proxy.prepare()
+    assert proxy.trained_warm_start and proxy.warm_start_path.is_file()
+    state = torch.load(proxy.warm_start_path, weights_only=True)["model"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
 def _prepare_in_child(config: dict, cache_dir: str, queue: multiprocessing.Queue) -> None:
     p = build_proxy(config, cache_dir=Path(cache_dir))
     p.prepare()

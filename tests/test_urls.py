@@ -14,7 +14,7 @@ from autoloss.losses import load_loss, read_spec
 from autoloss.search import run as search
 from autoloss.search.run_folder import RunFolder
 from autoloss.search.run_plots import open_run_study
-from autoloss.utils.urls import is_masked, mask_password
+from autoloss.utils.urls import is_masked, mask_password, mask_password_in
 
 FACTORY = "fake_proxy:FakeProxy"
 SECRET = "Hunter2-pw"
@@ -33,6 +33,37 @@ def test_mask_password(url, masked):
     assert mask_password(url) == masked
     assert is_masked(masked) == (masked != url)
     assert mask_password(None) is None
+
+
+@pytest.mark.parametrize("url, masked", [
+    ("postgresql+psycopg2://alice@HOST/db?password=QueryPW",
+     "postgresql+psycopg2://alice@HOST/db?password=***"),
+    ("postgresql://alice:pw1@HOST/db?sslmode=require&sslpassword=k3y&application_name=a",
+     "postgresql://alice:***@HOST/db?sslmode=require&sslpassword=***&application_name=a"),
+    ("mysql+mysqldb://bob@host/db?passwd=a&password2=b&PWD=c&charset=utf8",
+     "mysql+mysqldb://bob@host/db?passwd=***&password2=***&PWD=***&charset=utf8"),
+    ("mysql://bob@host/db?pass%77ord=enc", "mysql://bob@host/db?pass%77ord=***"),  # %77 is 'w'
+    ("mssql+pyodbc:///?odbc_connect=DRIVER%3Dx%3BUID%3Du%3BPWD%3Ds3cr",
+     "mssql+pyodbc:///?odbc_connect=***"),
+    ("postgresql://h/db?access_token=t&api_key=k&client_secret=s",
+     "postgresql://h/db?access_token=***&api_key=***&client_secret=***"),
+    ("sqlite:////abs/study.db?password=QueryPW", "sqlite:////abs/study.db?password=***"),
+    ("sqlite:///study.db?timeout=5", "sqlite:///study.db?timeout=5"),
+    ("journal:/abs/x.log?password=QueryPW", "journal:/abs/x.log?password=***"),
+    ("journal:redis://:pw@host:6379", "journal:redis://:***@host:6379"),
+    ("postgresql://carol@host/db?password=", "postgresql://carol@host/db?password="),  # empty
+])
+def test_mask_password_masks_every_credential_form(url, masked):
+    assert mask_password(url) == masked
+    assert is_masked(masked) == (masked != url)
+    assert mask_password(masked) == masked
+
+
+def test_mask_password_in_masks_each_secret_as_written_and_decoded():
+    url = "postgresql://alice:p%40ss@h/db?sslpassword=k%3Dy&password=QueryPW"
+    text = "FATAL: auth failed for p@ss (p%40ss), key k=y, QueryPW, k%3Dy; db h"
+    assert mask_password_in(text, url) == "FATAL: auth failed for *** (***), key ***, ***, ***; db h"
+    assert mask_password_in("nothing", "sqlite:///x.db") == "nothing"
 
 
 @pytest.fixture
@@ -68,6 +99,54 @@ def test_a_search_writes_and_prints_no_password(out, monkeypatch, capsys):
     # the masked URL cannot be opened; the error says what to pass
     with pytest.raises(ValueError, match=r"password masked; pass --storage URL"):
         RunFolder(out).storage()
+
+
+# every credential form a storage URL or journal path can carry; {db} is a file outside the run
+# folder, {out} the run folder; the PostgreSQL forms are served by that SQLite file
+SECRET_FORMS = {
+    "sqlite-in-folder-password": "sqlite:///{out}/study.db?password={secret}",
+    "sqlite-elsewhere-sslpassword": "sqlite:///{db}?mode=rw&sslpassword={secret}",
+    "postgres-query-password": "postgresql+psycopg2://alice@db.invalid/studies?password={secret}",
+    "postgres-userinfo-and-query": "postgresql://alice:{secret}@db.invalid:5432/studies"
+                                   "?sslmode=require&sslpassword={secret}x",
+    "journal-query-password": "journal:{db}.log?password={secret}",
+}
+
+
+# pysqlite ignores the dummy query parameters, and SQLAlchemy says so (naming keys, not values)
+@pytest.mark.filterwarnings("ignore:Query string argument")
+@pytest.mark.parametrize("form", sorted(SECRET_FORMS))
+def test_no_credential_form_reaches_a_file_the_terminal_or_the_study(form, out, monkeypatch,
+                                                                       capsys):
+    """``autoloss search`` with a credential in the storage URL (userinfo, ``password=``,
+    ``sslpassword=``; SQLite, PostgreSQL, journal): the secret is in no file of the run folder
+    (the study database included), not on stdout/stderr and not in the study's attributes; the
+    folder's export then asks for ``--storage`` without printing it either."""
+    from autoloss.cli.app import main
+
+    db = out.parent / "elsewhere.db"
+    url = SECRET_FORMS[form].format(out=out, db=db, secret=SECRET)
+    served = url if url.startswith(("sqlite", "journal")) else f"sqlite:///{db}"
+    real_make_storage = search.make_storage
+    monkeypatch.setattr(search, "make_storage",
+                        lambda storage, **kw: real_make_storage(served, **kw))
+    monkeypatch.setenv("AUTOLOSS_TRUST_CODE", "1")
+    argv = ["search", "--trials", "3", "--sampler", "random", "--proxy-factory", FACTORY,
+            "--storage", url, "--study", "s", "--out", str(out), "--rescore-top", "1",
+            "--rescore-seeds", "1"]
+    assert main(argv) == 0
+    assert main(["export", str(out), "--to", str(out / "again.yaml")]) == 2
+    printed = capsys.readouterr()
+    assert SECRET not in printed.out + printed.err
+    assert "password masked; pass --storage URL" in printed.err
+    files = [path for path in out.rglob("*") if path.is_file()]
+    assert {"run.json", "best_loss.yaml", "summary.md", "plots"} <= {
+        path.relative_to(out).parts[0] for path in files}
+    for path in files:
+        assert SECRET.encode() not in path.read_bytes(), path
+    study = optuna.load_study(study_name="s", storage=search.make_storage(url))
+    assert SECRET not in json.dumps(study.user_attrs)
+    assert is_masked(study.user_attrs["storage"]) and is_masked(study.user_attrs["config"]["storage"])
 
 
 def test_a_run_folder_records_no_path_of_the_machine(out):

@@ -7,8 +7,11 @@ them so that ``autoloss --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 __all__ = ["main"]
 
@@ -20,11 +23,22 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _named(err: BaseException, path: object) -> BaseException:
+    """``err`` with its message starting with ``path`` when it does not name it already."""
+    if str(path) not in str(err):
+        err.args = (f"{path}: {err}",)
+    return err
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
+    from autoloss.errors import AutoLossError
     from autoloss.losses import load_loss
     from autoloss.losses.check import check_loss
 
-    loss = load_loss(args.loss)
+    try:
+        loss = load_loss(args.loss)
+    except AutoLossError as err:  # a loss file's option: say which file
+        raise _named(err, args.loss) from None
     if args.trials is not None:
         print("autoloss: check --trials is deprecated and will be removed; use --cases "
               "(--trials counts finished trials in search)", file=sys.stderr)
@@ -67,12 +81,8 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 def _cmd_study(args: argparse.Namespace) -> int:
     from autoloss.study import run_study
 
-    try:
-        run_study(args.config, progress=not args.no_progress)
-    except KeyboardInterrupt:
-        print(f"interrupted: run the same command again to continue ({args.config}); finished "
-              f"trials and runs are kept")
-        raise
+    args.resume_hint = "finished trials and runs are kept"
+    run_study(args.config, progress=not args.no_progress)
     return 0
 
 
@@ -154,6 +164,28 @@ def _one_line(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
+#: the exit code of an interrupted command, by Ctrl-C (SIGINT) or SIGTERM alike
+EXIT_INTERRUPTED = 130
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler) interrupts the command as Ctrl-C does:
+    the same cleanup, the same line, the same exit code (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import os
 
@@ -167,13 +199,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from autoloss.errors import AutoLossError
 
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except (AutoLossError, OSError) as err:  # the user's to fix, or the machine's (disk, rights)
         print(f"autoloss {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"autoloss {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: every command resumes when run again
+        hint = getattr(args, "resume_hint", None)
+        print(f"autoloss {args.command}: interrupted; run the same command to resume"
+              + (f" ({hint})" if hint else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

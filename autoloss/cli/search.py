@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from autoloss.errors import InvalidValueError, MissingFileError
 
 __all__ = ["register"]
@@ -59,7 +57,12 @@ def _key_value(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, but got {text!r}")
-    return key, yaml.safe_load(value)
+    from autoloss.utils.yaml_files import parse_value  # 1e-5 a number, invalid YAML one line
+
+    try:
+        return key, parse_value(value, what=key)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
@@ -79,6 +82,9 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         from autoloss.utils.trust import code_file, trust_code
 
         metrics = [m.strip() for m in args.metric.split(",") if m.strip()]
+        if not metrics:
+            raise InvalidValueError(f"--metric names no metric, but got {args.metric!r}; pass "
+                                    f"e.g. --metric miou (autoloss losses lists the metrics)")
         # a user program named in the command itself is the user's own words: trusted
         trust_code(*[name for m in metrics for name, _ in parse_target(m)
                      if code_file(name) is not None])

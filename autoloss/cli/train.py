@@ -77,15 +77,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     loss = args.loss or exp.losses[0]
     seed = 0 if args.seed is None else args.seed
     out = Path(args.out) if args.out else exp.out_dir() / "runs" / loss_slug(loss) / f"seed{seed}"
-    try:
-        result = train_run(loss, exp.data, config=exp.train_config(seed=seed), out=out,
-                           model=exp.model, width=exp.width, depth=exp.depth,
-                           init_from=exp.init_from, tol=exp.tol, val_split=exp.val_split,
-                           test_split=exp.test_split, progress=not args.no_progress,
-                           tensorboard_dir=args.tensorboard)
-    except KeyboardInterrupt:
-        print(f"interrupted: run the same command again to resume from {out / 'checkpoint.pt'}")
-        raise
+    args.resume_hint = f"from {out / 'checkpoint.pt'}"  # printed by autoloss.cli.app.main
+    result = train_run(loss, exp.data, config=exp.train_config(seed=seed), out=out,
+                       model=exp.model, width=exp.width, depth=exp.depth,
+                       init_from=exp.init_from, tol=exp.tol, val_split=exp.val_split,
+                       test_split=exp.test_split, progress=not args.no_progress,
+                       tensorboard_dir=args.tensorboard)
     state = "finished earlier, not retrained" if result.cached else "trained"
     print(f"{loss} seed {seed}: {state}; {out / 'metrics.json'}")
     print(format_scores(result.metrics, extra={"train time": f"{result.train_time:.1f} s",
@@ -94,15 +91,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from autoloss.core.metrics import check_tol
     from autoloss.retrain.compare import evaluate_checkpoint
 
+    check_tol(args.tol, name="--tol")  # before loading anything
     data = args.data
     run_json = Path(args.checkpoint).parent / "run.json"
     if data is None and run_json.is_file():  # a run folder of train / compare
-        data = json.loads(run_json.read_text())["data"]
+        from autoloss.utils.json_files import read_json
+
+        record = read_json(run_json, fix="pass --data SPEC")
+        data = record.get("data") if isinstance(record, dict) else None
     if data is None:
-        raise InvalidValueError(f"evaluate needs --data (there is no run.json next to "
-                         f"{args.checkpoint} to take it from)")
+        raise InvalidValueError(f"evaluate needs --data (there is no run.json naming the data "
+                         f"next to {args.checkpoint} to take it from)")
     scores = evaluate_checkpoint(args.checkpoint, data, split=args.split, tol=args.tol,
                                  device=args.device)
     per_class = dict(zip(scores.class_names, scores.per_class_iou))
@@ -141,20 +143,17 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if not exp.losses:
         raise InvalidValueError("compare needs --losses SPEC,SPEC,... (or 'losses:' in --config)")
     out = Path(args.out) if args.out else exp.out_dir()
-    try:
-        result = compare_losses(exp.losses, exp.data, seeds=exp.seeds,
-                                config=exp.train_config(seed=0), model=exp.model, out=out,
-                                width=exp.width, depth=exp.depth, init_from=exp.init_from,
-                                tol=exp.tol, val_split=exp.val_split,
-                                test_split=exp.test_split,
-                                pretrain=exp.pretrain_config(seed=0), reference=exp.reference,
-                                jobs=exp.jobs, command=_command_line(args), plots=exp.plots,
-                                report_dir=exp.report, progress=not args.no_progress,
-                                tensorboard_dir=args.tensorboard)
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to continue (finished runs are kept, "
-              "the interrupted one resumes from its checkpoint)")
-        raise
+    # printed by autoloss.cli.app.main on Ctrl-C or SIGTERM
+    args.resume_hint = "finished runs are kept, the interrupted one resumes from its checkpoint"
+    result = compare_losses(exp.losses, exp.data, seeds=exp.seeds,
+                            config=exp.train_config(seed=0), model=exp.model, out=out,
+                            width=exp.width, depth=exp.depth, init_from=exp.init_from,
+                            tol=exp.tol, val_split=exp.val_split,
+                            test_split=exp.test_split,
+                            pretrain=exp.pretrain_config(seed=0), reference=exp.reference,
+                            jobs=exp.jobs, command=_command_line(args), plots=exp.plots,
+                            report_dir=exp.report, progress=not args.no_progress,
+                            tensorboard_dir=args.tensorboard)
     print()
     print(result.table)
     print(f"wrote {result.markdown_path}, {result.csv_path.name}, {result.json_path.name} "

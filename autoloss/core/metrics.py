@@ -38,8 +38,34 @@ from autoloss.core.operators import ExactOps, one_hot
 from autoloss.core.programs import class_mean, get_program
 from autoloss.errors import InvalidTypeError, InvalidValueError
 
-__all__ = ["METRIC_NAMES", "MetricAccumulator", "MetricOptions", "evaluate", "evaluate_per_class",
-           "check_labels"]
+__all__ = ["MAX_CLASSES", "MAX_TOL", "METRIC_NAMES", "MetricAccumulator", "MetricOptions",
+           "check_tol", "evaluate", "evaluate_per_class", "check_labels"]
+
+#: the most classes a metric (and a dataset, :mod:`autoloss.data.dataset`) may have; ADE20K has
+#: 150, COCO-Stuff 182. The confusion matrix is C x C and a one-hot target C planes per image, so
+#: a stray label of 10**9 must not become a size.
+MAX_CLASSES = 1024
+
+# The largest boundary tolerance in pixels, checked wherever a tol is given (loss files, metrics,
+# surrogates, --tol): a band of half-width 1024 already covers a 2048-pixel-wide image. At run time
+# the dilation is also bounded by the image: a tol of at least the larger side (minus 1) selects
+# the whole image, so it is computed as that side, and never allocates more than ~9 images.
+MAX_TOL = 1024
+
+
+def check_tol(tol: Any, *, name: str = "tol", where: str = "") -> int:
+    """``tol`` if it is an int in ``[0, MAX_TOL]``, else an :class:`InvalidValueError` naming
+    ``name`` (after ``where``, e.g. a file), the limit and the way out.
+
+    >>> check_tol(5)
+    5
+    """
+    if isinstance(tol, bool) or not isinstance(tol, (int, np.integer)) or not 0 <= tol <= MAX_TOL:
+        place = f"{where}: " if where else ""
+        raise InvalidValueError(f"{place}{name} must be an int in [0, {MAX_TOL}] (the boundary "
+                                f"tolerance in pixels; autoloss.core.metrics.MAX_TOL), but got "
+                                f"{name}={tol!r}; pass a tolerance of at most {MAX_TOL} pixels")
+    return int(tol)
 
 
 @dataclass(frozen=True)
@@ -57,8 +83,7 @@ class MetricOptions:
     drop_bg: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.tol, bool) or not isinstance(self.tol, int) or self.tol < 0:
-            raise InvalidValueError(f"tol must be a non-negative int, but got tol={self.tol!r}")
+        check_tol(self.tol)
         if not isinstance(self.drop_bg, bool):
             raise InvalidValueError(f"drop_bg must be a bool, but got drop_bg={self.drop_bg!r}")
 
@@ -141,10 +166,11 @@ class MetricAccumulator(nn.Module):
                  drop_bg: bool = False, metrics: Sequence[str] | None = None,
                  validate_args: bool = True) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise InvalidValueError(f"num_classes must be a positive int, but got {num_classes=}")
-        if isinstance(tol, bool) or not isinstance(tol, int) or tol < 0:
-            raise InvalidValueError(f"tol must be a non-negative int, but got {tol=}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or \
+                not 1 <= num_classes <= MAX_CLASSES:
+            raise InvalidValueError(f"num_classes must be an int in [1, {MAX_CLASSES}] "
+                                    f"(MAX_CLASSES), but got {num_classes=}")
+        check_tol(tol)
         if ignore_index is not None and (isinstance(ignore_index, bool)
                                          or not isinstance(ignore_index, int)):
             raise InvalidValueError(f"ignore_index must be an int or None, but got {ignore_index=}")

@@ -235,8 +235,10 @@ def dilate(x: Tensor, radius: int) -> Tensor:
 
     Computed by separable shifted comparisons, so the cost grows with ``log r`` and not ``r^2``;
     the gradient is max-pooling's (see :class:`_SquareFilterFunction`). ``radius = 0`` returns
-    ``x`` unchanged.
+    ``x`` unchanged. A radius of at least ``max(H, W) - 1`` puts the whole image in every window,
+    so it is computed as that radius (the same values and gradient, memory bounded by the image).
     """
+    radius = min(radius, max(x.shape[-2:]) - 1)
     if radius <= 0:
         return x
     return _filter(x, radius, largest=True)

@@ -9,6 +9,7 @@ per-item Python overhead.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,10 +21,36 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from autoloss.core.metrics import MAX_CLASSES
 from autoloss.errors import InvalidValueError, MissingFileError
 
-__all__ = ["ArrayStore", "FileStore", "SegmentationDataset", "count_labels", "read_image",
-           "read_mask", "resize_label"]
+__all__ = ["MAX_CLASSES", "MAX_IMAGE_PIXELS", "ArrayStore", "FileStore", "SegmentationDataset",
+           "check_image_size", "check_num_classes", "count_labels", "read_image", "read_mask",
+           "resize_label"]
+
+#: the most pixels of one image (4096 x 4096), read from a file's header or a spec's ``size=``
+#: before any pixel is decoded or generated; crop or resize larger images (``?size=HxW``)
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+def check_num_classes(num_classes: int, *, where: str) -> int:
+    """``num_classes`` if it is at most :data:`MAX_CLASSES`, else an error naming ``where``."""
+    if num_classes > MAX_CLASSES:
+        raise InvalidValueError(
+            f"{where}: {num_classes} classes, more than the {MAX_CLASSES} a dataset may have "
+            f"(autoloss.core.metrics.MAX_CLASSES); if that is the largest label + 1, mark the void "
+            f"label with ignore_index (e.g. '?ignore_index=255') or pass '?num_classes=N'")
+    return num_classes
+
+
+def check_image_size(height: int, width: int, *, where: str) -> None:
+    """An error naming ``where`` if an image of ``height x width`` exceeds
+    :data:`MAX_IMAGE_PIXELS` (checked before it is decoded, generated or resized)."""
+    if height * width > MAX_IMAGE_PIXELS:
+        raise InvalidValueError(
+            f"{where}: an image of {height}x{width} pixels is more than the {MAX_IMAGE_PIXELS} "
+            f"(4096x4096) an image may have (autoloss.data.dataset.MAX_IMAGE_PIXELS); resize it "
+            f"with '?size=HxW' or crop the files")
 
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 _MASK_MODES = frozenset({"1", "L", "P", "I", "I;16"})
@@ -31,14 +58,18 @@ _STATS_MAX_FILES = 100  # lazily loaded datasets: mean/std from this many evenly
 Stats = tuple[float, ...]  # one value per channel
 
 
-def _open(path: Path, what: str) -> Image.Image:
-    """``Image.open`` with errors that name the file (a missing file stays FileNotFoundError)."""
+@contextlib.contextmanager
+def _open(path: Path, what: str) -> Iterator[Image.Image]:
+    """``Image.open`` (header only; its size checked against :data:`MAX_IMAGE_PIXELS`) with every
+    error of opening or decoding it naming the file (a missing file stays FileNotFoundError)."""
     try:
-        return Image.open(path)
+        with Image.open(path) as im:
+            check_image_size(im.size[1], im.size[0], where=f"{what} {path}")
+            yield im
     except FileNotFoundError:
         raise MissingFileError(f"{what} {path} does not exist") from None
-    except OSError as err:
-        raise InvalidValueError(f"cannot read {what} {path}: {err}") from err
+    except (OSError, Image.DecompressionBombError) as err:  # truncated, corrupt, a bomb
+        raise InvalidValueError(f"cannot read {what} {path}: {err}") from None
 
 
 def read_image(path: Path, *, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -212,6 +243,7 @@ class SegmentationDataset(Dataset):
                  stats_source: Callable[[], tuple[Stats, Stats]] | None = None) -> None:
         if not isinstance(num_classes, int) or num_classes < 1:
             raise InvalidValueError(f"num_classes must be a positive int, but got {num_classes=}")
+        check_num_classes(num_classes, where=spec)
         if ignore_index is not None and 0 <= ignore_index < num_classes:
             raise InvalidValueError(f"ignore_index must not be a class index in [0, {num_classes}), "
                              f"but got {ignore_index=}")

@@ -86,6 +86,9 @@ def _background(rng: np.random.Generator, n: int, y: np.ndarray, x: np.ndarray,
     return base + shade[..., None]
 
 
+#: limits of the generated data, checked before generating (blocks of 64 images in float32)
+SHAPES_MAX_IMAGE_PIXELS = 512 * 512
+SHAPES_MAX_PIXELS = 2**27
 _BLOCK = 64  # images generated per seed block (keeps arrays cache-sized; prefixes are stable)
 
 
@@ -105,11 +108,21 @@ def generate_shapes(n: int, *, size: tuple[int, int] = (64, 64), seed: int = 0, 
     if n < 1 or min(size) < 8 or seed < 0 or stream < 0:
         raise InvalidValueError(f"shapes needs n >= 1, size >= 8x8 and non-negative seeds, but got "
                          f"{n=}, {size=}, {seed=}, {stream=}")
+    _check_size(n, size, where="shapes")
     blocks = [_generate_block(_BLOCK, size, np.random.default_rng(
         np.random.SeedSequence([seed, stream, block])), ignore_index)
         for block in range((n + _BLOCK - 1) // _BLOCK)]
     images = np.concatenate([b[0] for b in blocks])[:n]
     return images, np.concatenate([b[1] for b in blocks])[:n]
+
+
+def _check_size(n: int, size: tuple[int, int], *, where: str) -> None:
+    pixels = size[0] * size[1]
+    if pixels > SHAPES_MAX_IMAGE_PIXELS or n * pixels > SHAPES_MAX_PIXELS:
+        raise InvalidValueError(
+            f"{where}: shapes makes at most {SHAPES_MAX_IMAGE_PIXELS} pixels per image (512x512) "
+            f"and {SHAPES_MAX_PIXELS} per split (SHAPES_MAX_PIXELS: e.g. 8192 images of 128x128), "
+            f"but got {n} images of {size[0]}x{size[1]}; pass a smaller '?n=' or '?size='")
 
 
 def _generate_block(n: int, size: tuple[int, int], rng: np.random.Generator,
@@ -195,6 +208,7 @@ def shapes_dataset(split: str, *, n: int = 512, seed: int = 0, size: tuple[int, 
                          f"none, but got {ignore_index=}")
     stream, share = SHAPES_SPLITS[split]
     count = max(1, round(n * share))
+    _check_size(count, size, where=spec)
     images, labels = generate_shapes(count, size=size, seed=seed, stream=stream,
                                      ignore_index=ignore_index)
     names = tuple(f"shapes_{split}_{i:05d}" for i in range(count))

@@ -16,6 +16,8 @@ lazily; ``num_classes`` (if not given) comes from a scan of every mask.
 
 from __future__ import annotations
 
+import math
+import os
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,8 @@ from autoloss.data.dataset import (
     ArrayStore,
     FileStore,
     SegmentationDataset,
+    check_image_size,
+    check_num_classes,
     image_mode,
     read_mask,
     resize_label,
@@ -77,12 +81,53 @@ def npz_splits(path: Path) -> list[str]:
     return split_order(_npz_files(path))
 
 
+def memory_budget() -> int:
+    """The most bytes one npz file may unpack to: half the machine's memory (8 GB where it
+    cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (AttributeError, ValueError, OSError):
+        return 8 * 10**9
+
+
+def _check_npz_headers(file: Path, keys: Sequence[str] | None) -> None:
+    """Refuse, from the ``.npy`` headers alone (before anything is decompressed), an npz file
+    whose arrays would unpack to more than :func:`memory_budget` bytes (a zip bomb: a few MB of
+    zeros that claim many GB), or whose images exceed ``MAX_IMAGE_PIXELS``."""
+    total = 0
+    with zipfile.ZipFile(file) as archive:
+        for name in archive.namelist():
+            key = name[:-4] if name.endswith(".npy") else name
+            if keys is not None and key not in keys:
+                continue
+            with archive.open(name) as member:
+                version = np.lib.format.read_magic(member)
+                read = {(1, 0): np.lib.format.read_array_header_1_0,
+                        (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read is None:
+                    continue  # numpy's own reader judges other versions
+                shape, _, dtype = read(member)
+            total += math.prod(shape) * dtype.itemsize
+            if key in ("images", "labels") and len(shape) >= 3:
+                check_image_size(shape[1], shape[2], where=f"{file}: array {key!r} {shape}")
+    if total > memory_budget():
+        raise InvalidValueError(
+            f"{file} unpacks to {total / 1e9:.1f} GB, more than half of this machine's memory "
+            f"({memory_budget() / 1e9:.1f} GB, autoloss.data.formats.memory_budget); split it "
+            f"into smaller files or resize its images")
+
+
 def _load_npz(file: Path, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """The arrays of an npz file (only ``keys`` when given, all else); a file that is not a
-    readable npz archive (empty, truncated, corrupt, pickled objects) raises one clear error."""
+    readable npz archive (empty, truncated, corrupt, pickled objects) raises one clear error, and
+    so does one that would unpack to more than the machine holds (:func:`_check_npz_headers`)."""
     try:
+        if zipfile.is_zipfile(file):
+            _check_npz_headers(file, keys)
         with np.load(file, allow_pickle=False) as z:
             return {key: z[key] for key in (z.files if keys is None else keys) if key in z.files}
+    except InvalidValueError:  # a limit of _check_npz_headers, already one clear error
+        raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         reason = ("neither a zip archive nor an .npy array; numpy would try it as a pickle, "
                   "which autoloss never loads" if "pickled" in str(err)
@@ -117,6 +162,10 @@ def npz_arrays(file: Path, *, size: tuple[int, int] | None = None
             raise InvalidValueError(f"{file}: images must be uint8 (0..255) or float in [0, 1], "
                              f"but got dtype {images.dtype}")
         images = images.astype(np.float32)
+        if not np.isfinite(images).all():
+            raise InvalidValueError(f"{file}: images hold {np.count_nonzero(~np.isfinite(images))} "
+                                    f"NaN or infinite pixel values; float images must lie in "
+                                    f"[0, 1]")
         if images.size and (images.min() < 0 or images.max() > 1):
             raise InvalidValueError(f"{file}: float images must lie in [0, 1], but got values in "
                              f"[{images.min()}, {images.max()}]")
@@ -167,6 +216,7 @@ def npz_dataset(path: Path, split: str, *, spec: str, num_classes: int | None = 
         num_classes = _scalar(extra, "num_classes", file)
     if num_classes is None:
         num_classes = _infer_num_classes(files, ignore_index)
+    check_num_classes(num_classes, where=f"{spec} ({file})")
     if class_names is None and "class_names" in extra:
         class_names = [str(c) for c in extra["class_names"].reshape(-1)]
         if len(class_names) != num_classes:
@@ -272,6 +322,7 @@ def folder_dataset(path: Path, split: str, *, spec: str, num_classes: int | None
     images, masks = pair_files(root / "images", _mask_dir(root))  # type: ignore[arg-type]
     if num_classes is None:
         num_classes = _scan_num_classes(path, splits, ignore_index)
+    check_num_classes(num_classes, where=f"{spec} ({path})")
     channels = channels_of(images[0])
     store = FileStore(images, masks, channels=channels, size=size)
     return SegmentationDataset(store, name=path.name, spec=spec, split=split,

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autoloss.data.dataset import SegmentationDataset, Stats, channel_stats
+from autoloss.data.dataset import SegmentationDataset, Stats, channel_stats, check_image_size
 from autoloss.data.embedded import SHAPES_SPLITS, shapes_dataset
 from autoloss.data.formats import (
     folder_dataset,
@@ -96,6 +96,7 @@ class DatasetSpec:
             dims = []
         if len(dims) not in (1, 2) or min(dims) < 1:
             raise self.error("size", "HxW (e.g. 128x256) or a single side S for SxS")
+        check_image_size(dims[0], dims[-1], where=f"dataset spec {self.text!r}: option size")
         return (dims[0], dims[-1])
 
     def get_floats(self, key: str) -> list[float] | None:
@@ -262,6 +263,9 @@ def load_dataset(spec: str, split: str = "train", *, subset: int | None = None,
     if subset_seed is not None and subset is None:
         raise InvalidValueError(f"subset_seed={subset_seed} needs subset (the number of images)")
     if subset is not None:
+        if len(dataset) == 0:
+            raise InvalidValueError(f"split {split!r} of {parsed.text!r} has no images, so there "
+                                    f"is no subset of {subset} to take; add images to it")
         if isinstance(subset, bool) or not isinstance(subset, int) or \
                 not 1 <= subset <= len(dataset):
             raise InvalidValueError(f"subset must be an int in [1, {len(dataset)}] (the size of split "

@@ -18,6 +18,7 @@ from torch import Tensor
 from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
 
 __all__ = [
+    "MAX_OPTION",
     "Reduction",
     "check_binary_logits_and_target",
     "check_choice",
@@ -33,6 +34,11 @@ __all__ = [
 ]
 
 _SOFT_SUM_TOL = 1e-3
+#: The largest magnitude of a real loss option (a weight, gamma, smooth, ...): a larger one
+#: overflows float32 arithmetic (1e308 is inf in float32) and the loss turns NaN or inf.
+MAX_OPTION = 1e6
+_TOO_LARGE = (f"at most {MAX_OPTION:g} (autoloss.losses._validate.MAX_OPTION: a larger value "
+              f"overflows float32 and makes the loss non-finite)")
 
 
 def empty_batch(logits: Tensor) -> Tensor | None:
@@ -55,7 +61,8 @@ def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
 
 def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
                  low_open: bool = False, integer: bool = False) -> float | int:
-    """Check a real option: finite, of the right kind, and within ``[low, high]``.
+    """Check a real option: finite, of the right kind, within ``[low, high]`` and at most
+    :data:`MAX_OPTION` in magnitude.
 
     ``low_open=True`` excludes ``low`` itself (e.g. ``smooth > 0``). Returns the value as
     ``int`` (``integer=True``) or ``float``.
@@ -64,6 +71,8 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
     if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
         kind = "an int" if integer else "a finite number"
         raise InvalidValueError(f"{name} must be {kind}, but got {name}={value!r}")
+    if abs(value) > MAX_OPTION:
+        raise InvalidValueError(f"{name} must be {_TOO_LARGE}, but got {name}={value!r}")
     if low is not None and (value < low or (low_open and value == low)):
         op = ">" if low_open else ">="
         raise InvalidValueError(f"{name} must be {op} {low}, but got {name}={value!r}")
@@ -96,7 +105,8 @@ def check_classes(classes: Any, *, name: str = "classes") -> str | list[int]:
 
 
 def check_class_weights(class_weights: Any) -> list[float] | None:
-    """``class_weights`` is None or a non-empty sequence of finite numbers >= 0."""
+    """``class_weights`` is None or a non-empty sequence of finite numbers in
+    ``[0, MAX_OPTION]``."""
     if class_weights is None:
         return None
     if isinstance(class_weights, Tensor):
@@ -113,6 +123,9 @@ def check_class_weights(class_weights: Any) -> list[float] | None:
             f"class_weights must be a non-empty sequence of finite numbers >= 0, but got "
             f"{class_weights=!r}"
         )
+    if max(values) > MAX_OPTION:
+        raise InvalidValueError(f"each of class_weights must be {_TOO_LARGE}, but got "
+                                f"{class_weights=!r}")
     return [float(w) for w in values]
 
 

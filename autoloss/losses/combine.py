@@ -9,6 +9,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from autoloss.errors import InvalidValueError
+from autoloss.losses._validate import MAX_OPTION
 
 __all__ = ["CombinedLoss"]
 
@@ -37,9 +38,9 @@ class CombinedLoss(nn.Module):
             )
         for i, w in enumerate(weights):
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) \
-                    or w < 0:
-                raise InvalidValueError(f"combine weight #{i} must be a finite non-negative number, but "
-                                 f"got {w!r}")
+                    or not 0 <= w <= MAX_OPTION:
+                raise InvalidValueError(f"combine weight #{i} must be a finite non-negative number, "
+                                        f"at most {MAX_OPTION:g} (MAX_OPTION), but got {w!r}")
         self.losses = nn.ModuleList(losses)
         self.weights = [float(w) for w in weights]
 

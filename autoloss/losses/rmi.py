@@ -187,7 +187,7 @@ def rmi_loss(logits: Tensor, target: Tensor, *, radius: int = 3, pool: str = "ma
         output_dtype: ``"float32"`` (the reference) or ``"input"`` (no float32 cast).
 
     Returns:
-        a scalar.
+        a scalar; 0 (with zero gradients) when every pixel is ignored.
     """
     _check_options(radius=radius, pool=pool, pool_size=pool_size, pool_stride=pool_stride,
                    weight_lambda=weight_lambda, lambda_way=lambda_way, output_dtype=output_dtype)
@@ -200,6 +200,9 @@ def rmi_loss(logits: Tensor, target: Tensor, *, radius: int = 3, pool: str = "ma
     valid = labels < num_classes
     if ignore_index is not None:
         valid &= labels != ignore_index
+    if not bool(valid.any()):  # nothing to learn from: 0, like every other loss
+        zero = logits.sum() * 0.0
+        return zero.float() if output_dtype == "float32" else zero
     mask = valid.unsqueeze(1).to(logits.dtype)
     onehot = F.one_hot(torch.where(valid, labels, 0), num_classes).permute(0, 3, 1, 2)
     onehot = onehot.to(logits.dtype) * mask

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 import autoloss.losses.compiled as compiled
+from autoloss.core.metrics import check_tol
 from autoloss.core.operators import RelaxedOps, one_hot
 from autoloss.core.programs import MetricProgram, class_mean, get_program
 from autoloss.core.relaxations import Curve, IdentityCurve, curve_from_dict
@@ -159,8 +160,7 @@ class SurrogateLoss(nn.Module):
             self.curves[name] = curve_from_dict(curve) if isinstance(curve, Mapping) else curve
         if ignore_index is not None and not isinstance(ignore_index, int):
             raise InvalidValueError(f"ignore_index must be an int or None, but got {ignore_index=}")
-        if not isinstance(tol, int) or tol < 0:
-            raise InvalidValueError(f"tol must be a non-negative int, but got {tol=}")
+        check_tol(tol)
         if tol_at is not None:
             if (isinstance(tol_at, (str, bytes)) or len(tol_at) != 2
                     or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0

@@ -14,7 +14,6 @@ The figures are drawn by :mod:`autoloss.report.compare_plots`.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import numpy as np
 
 from autoloss.errors import InvalidValueError, MissingFileError
 from autoloss.report.plots import default_labels
+from autoloss.utils.json_files import read_json
 
 __all__ = ["Comparison", "ComparisonRun", "read_comparison"]
 
@@ -94,7 +94,7 @@ def _fractions(values: Any) -> dict[str, float]:
 def _json_file(path: Path | None) -> dict[str, Any]:
     if path is None or not path.is_file():
         return {}
-    value = json.loads(path.read_text())
+    value = read_json(path)
     return value if isinstance(value, dict) else {}
 
 
@@ -134,7 +134,7 @@ def read_comparison(compare_dir: Path | str) -> Comparison:
     if not path.is_file():
         raise MissingFileError(f"{str(root)!r} holds no compare.json; expected a folder written "
                                 f"by autoloss compare")
-    info = json.loads(path.read_text())
+    info = read_json(path, fix="run the same autoloss compare command again to rewrite it")
     if not isinstance(info, dict) or not isinstance(info.get("runs"), list):
         raise InvalidValueError(f"{path} must hold a JSON object with a 'runs' list")
     runs = [_read_run(root, e, f"{path}: runs[{i}]") for i, e in enumerate(info["runs"])]

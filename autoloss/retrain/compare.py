@@ -167,9 +167,13 @@ def _execute(setup: _Setup, pretrain: list[_Task], runs: list[_Task], *, jobs: i
                     _report(task, results[task], len(results), total)
                     if task in pretrain:
                         submit(waiting.get(task.seed, []))
-        except BaseException:
+        except BaseException as err:
             for future in pending:
                 future.cancel()
+            if isinstance(err, KeyboardInterrupt):  # SIGTERM reaches this process only:
+                workers = getattr(pool, "_processes", None) or {}  # stop its runs as Ctrl-C does
+                for proc in list(workers.values()):
+                    proc.terminate()
             raise
     return results
 

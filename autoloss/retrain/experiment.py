@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autoloss.core.metrics import check_tol
 from autoloss.errors import InvalidValueError, did_you_mean
 from autoloss.train.trainer import TrainConfig
 from autoloss.utils.typed_fields import field_hints, value_type_error
@@ -164,9 +165,11 @@ def experiment_from_dict(values: Mapping[str, Any], *, source: str = "experiment
     if exp.get("protocol") == "finetune" and exp.get("init_from") is not None:
         raise InvalidValueError(f"{source}: init_from and protocol finetune exclude each other (the "
                          f"finetune protocol starts each seed from its own cross-entropy model)")
-    for key, low in (("seeds", 1), ("width", 1), ("depth", 1), ("tol", 0), ("jobs", 1)):
+    for key, low in (("seeds", 1), ("width", 1), ("depth", 1), ("jobs", 1)):
         if exp.get(key) is not None and exp[key] < low:
             raise InvalidValueError(f"{source}: {key} must be >= {low}, but got {key}={exp[key]!r}")
+    if "tol" in exp:
+        check_tol(exp["tol"], where=source)
     try:
         experiment = Experiment(**exp, train=dataclasses.replace(DEFAULT_TRAIN, **train))
         experiment.pretrain_config(seed=0)

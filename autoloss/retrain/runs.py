@@ -44,6 +44,7 @@ from autoloss.train.checkpoint import load_checkpoint, read_checkpoint
 from autoloss.train.models import config_to_dict, model_from_name, predict
 from autoloss.train.trainer import TrainConfig, fit
 from autoloss.utils.atomic import write_text_atomic
+from autoloss.utils.json_files import read_json
 from autoloss.utils.locks import file_lock
 from autoloss.utils.provenance import code_version, file_sha256
 
@@ -167,9 +168,14 @@ def load_splits(data: str, *, val_split: str | None, test_split: str) -> RunData
     if val_split is not None and val_split == test_split:
         raise InvalidValueError(f"val_split and test_split must differ (validation must not see the "
                          f"reported split), but both are {test_split!r}")
-    return RunData(data, load_dataset(data, "train"),
-                   load_dataset(data, val_split) if val_split is not None else None,
-                   load_dataset(data, test_split), test_split)
+    run = RunData(data, load_dataset(data, "train"),
+                  load_dataset(data, val_split) if val_split is not None else None,
+                  load_dataset(data, test_split), test_split)
+    for split in (run.train, run.val, run.test):  # found now, not after training
+        if split is not None and len(split) == 0:
+            raise InvalidValueError(f"split {split.split!r} of {data!r} has no images; add images "
+                                    f"to it or name another split (val_split / test_split)")
+    return run
 
 
 def plain_json(value: Any) -> Any:
@@ -252,12 +258,12 @@ def _run_locked(loss_spec: str | Path, loss: nn.Module, net: nn.Module,
     first is training waits, then finds it finished."""
     metrics_path, run_path = out / "metrics.json", out / "run.json"
     if metrics_path.is_file():
-        stored = json.loads(metrics_path.read_text())
+        stored = read_json(metrics_path, fix="delete it to train this run again")
         _check_identity(metrics_path, stored, identity)
         return _result(loss_spec, out, stored, cached=True)
     started: dict[str, Any] = {}
     if run_path.is_file():
-        started = json.loads(run_path.read_text())
+        started = read_json(run_path, fix="delete the run folder to train it again")
         _check_identity(run_path, started, identity)
     if init_from is not None and not Path(init_from).is_file():
         raise MissingFileError(f"init_from={str(init_from)!r}: no checkpoint there")

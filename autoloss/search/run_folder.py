@@ -64,14 +64,15 @@ def portable_cache(path: str | Path | None, folder: str | Path) -> str | None:
 
 def portable_storage(url: str, folder: str | Path) -> tuple[str, bool]:
     """``(recorded URL, relative)``: a storage file inside ``folder`` as a URL relative to it
-    (``relative`` True); any other URL with its password masked."""
+    (``relative`` True); any other URL as given; both with every credential masked
+    (:func:`autoloss.utils.urls.mask_password`, a SQLite URL's ``?password=`` too)."""
     from autoloss.utils.urls import mask_password
 
     for scheme in _FILE_SCHEMES:
         if url.startswith(scheme):
             relative = _inside(Path(url[len(scheme):]), Path(folder))
             if relative is not None:
-                return f"{scheme}{relative}", True
+                return mask_password(f"{scheme}{relative}"), True
     return mask_password(url), False
 
 
@@ -128,9 +129,11 @@ class RunFolder:
         folder's ``study.db``. Without ``run.json``, the single ``*.db`` file of the folder is
         used. A recorded URL whose password was masked cannot be opened: the error says to pass
         ``--storage``."""
+        from autoloss.utils.json_files import read_json
         from autoloss.utils.urls import is_masked
 
-        info = json.loads(self.info_path.read_text()) if self.info_path.is_file() else {}
+        info = read_json(self.info_path, fix="rewrite it as {\"storage\": URL, \"study\": NAME} "
+                         "or pass --storage URL") if self.info_path.is_file() else {}
         if not isinstance(info, dict):
             raise InvalidValueError(f"{self.info_path} must hold a JSON object with 'storage' and "
                                     f"'study', but got {type(info).__name__}")

@@ -64,9 +64,15 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
+#: the most Bezier pieces or linear knots of one searched curve (the paper uses 1 or 2 pieces):
+#: each adds raw search numbers, and a curve is evaluated per pixel
+MAX_CURVE_PIECES = 32
+
+
 def _count(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidValueError(f"{where} must be a positive integer, but got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CURVE_PIECES:
+        raise InvalidValueError(f"{where} must be an integer in [1, {MAX_CURVE_PIECES}] "
+                                f"(autoloss.search.spaces.MAX_CURVE_PIECES), but got {value!r}")
     return value
 
 

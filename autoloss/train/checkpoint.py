@@ -8,6 +8,8 @@ atomically and read with ``weights_only=True``, so no code runs from a file.
 
 from __future__ import annotations
 
+import errno
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,21 @@ CHECKPOINT_FORMAT = 1
 
 
 def write_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """``torch.save`` to ``path`` atomically (:mod:`autoloss.utils.atomic`)."""
-    write_atomic(path, lambda tmp: torch.save(payload, tmp))
+    """``torch.save`` to ``path`` atomically (:mod:`autoloss.utils.atomic`). torch reports a
+    failed write (a full disk) as ``RuntimeError: [enforce fail at inline_container.cc...]``: it
+    becomes an ``OSError`` naming ``path``."""
+    def save(tmp: Path) -> None:
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as err:
+            if "inline_container" not in str(err) and "PytorchStreamWriter" not in str(err):
+                raise
+            free = shutil.disk_usage(Path(tmp).parent).free
+            raise OSError(errno.ENOSPC if free < 2**20 else errno.EIO,
+                          f"cannot write the checkpoint ({free / 1e6:.1f} MB free on its disk; "
+                          f"torch: {str(err).splitlines()[0].strip()})", str(path)) from err
+
+    write_atomic(path, save)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -53,7 +68,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         if data and all(isinstance(v, torch.Tensor) for v in data.values()):
             return {"model": data}
         raise InvalidValueError(f"{path} is not a checkpoint: no 'model' entry (keys {sorted(data)[:8]})")
-    if data.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:
+    version = data.get("format", CHECKPOINT_FORMAT)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InvalidValueError(f"{path}: checkpoint format must be an int, but got "
+                                f"format={version!r}; the file was not written by autoloss")
+    if version > CHECKPOINT_FORMAT:
         raise InvalidValueError(f"{path} has checkpoint format {data['format']}, newer than this "
                          f"version of autoloss reads ({CHECKPOINT_FORMAT}); upgrade autoloss")
     return data
@@ -71,8 +90,14 @@ def load_checkpoint(path: str | Path, *, device: str | None = "cpu"
     if not data.get("model_config"):
         raise InvalidValueError(f"{path} does not record its model config (the model was not built by "
                          f"autoloss.train.models); build the model yourself and use warm_start()")
-    model = build_model(config_from_dict(dict(data["model_config"])))
-    model.load_state_dict(data["model"])
+    try:
+        model = build_model(config_from_dict(dict(data["model_config"])))
+        model.load_state_dict(data["model"])
+    except (TypeError, ValueError, RuntimeError) as err:  # a crafted or edited file
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InvalidValueError(f"{path}: its model config and weights do not fit together "
+                                f"({first}); the file was edited or not written by autoloss "
+                                f"train") from None
     meta = {k: v for k, v in data.items() if k not in ("model", "optimizer", "rng")}
     return model.to(pick_device(device)).eval(), meta
 

@@ -53,11 +53,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from autoloss.core.metrics import METRIC_NAMES, MetricOptions
+from autoloss.core.metrics import METRIC_NAMES, MetricOptions, check_tol
 from autoloss.core.programs import is_user_reference
 from autoloss.data import dataset_splits, load_dataset, parse_spec
 from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
 from autoloss.losses.compiled import compile_losses, compile_totals
+from autoloss.losses.cross_entropy import CrossEntropyLoss
 from autoloss.train.checkpoint import read_checkpoint
 from autoloss.train.models import DeepLabConfig, UNetConfig, build_model, pick_device
 from autoloss.train.proxy_features import FeatureSplit, UNetTail
@@ -163,9 +164,10 @@ class ProxyConfig:
         for name in ("steps", "batch_size", "eval_every", "width", "depth", "warm_start_steps"):
             if not is_int(getattr(self, name), 1):
                 fail(name, "a positive int")
-        for name in ("subset_seed", "warm_start_seed", "tol"):
+        for name in ("subset_seed", "warm_start_seed"):
             if not is_int(getattr(self, name), 0):
                 fail(name, "a non-negative int")
+        check_tol(self.tol, name="proxy option tol")
         for name in ("subset", "eval_subset", "max_side", "num_threads"):
             if getattr(self, name) is not None and not is_int(getattr(self, name), 1):
                 fail(name, "a positive int or None")
@@ -182,7 +184,7 @@ class ProxyConfig:
             if is_int(value, 1):
                 value = (value, value)
             if value is not None:
-                if isinstance(value, str) or len(value) != 2 or \
+                if not isinstance(value, (list, tuple)) or len(value) != 2 or \
                         not all(is_int(v, 1) for v in value):
                     fail(name, "(height, width) with positive ints, an int, or None")
                 object.__setattr__(self, name, (int(value[0]), int(value[1])))
@@ -384,8 +386,8 @@ class Proxy:
                 return
             partial = path.with_name(f"{path.stem}.partial.pt")
             model = build_model(self.model_config(), seed=self.config.warm_start_seed)
-            loss = nn.CrossEntropyLoss(ignore_index=-100 if self.ignore_index is None
-                                       else self.ignore_index)
+            # the package's cross-entropy: an all-ignore batch gives 0, not torch's NaN
+            loss = CrossEntropyLoss(ignore_index=self.ignore_index)
             # checkpoints every 100 steps (an interrupted warm start resumes), no evaluation
             train = self._train if self.config.subset is None else load_dataset(self.data, "train")
             result = fit(model, loss, train, config=self.warm_start_config(),

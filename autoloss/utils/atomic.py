@@ -15,20 +15,33 @@ __all__ = ["write_atomic", "write_text_atomic"]
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` to fill a temporary file beside ``path``, then move it onto ``path``;
-    on an error the temporary file is removed and ``path`` keeps its old content."""
+    on an error the temporary file is removed and ``path`` keeps its old content. An ``OSError``
+    that names no file (a full disk: ``[Errno 28] No space left on device``) names ``path``."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+    except OSError as err:
+        raise _naming(err, target) from err
     tmp = Path(name)
     try:
         write(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _naming(err, target) from err
         raise
     return target
+
+
+def _naming(err: OSError, path: Path) -> OSError:
+    """``err`` if it names a file, else the same error (type, errno) naming ``path``."""
+    if err.filename is not None or err.errno is None:
+        return err
+    return type(err)(err.errno, err.strerror or str(err), str(path))
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
