@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from autoloss.losses._precision import float32_compute
 from autoloss.losses._validate import (
     Reduction,
     check_binary_logits_and_target,
@@ -29,6 +30,7 @@ __all__ = ["BinaryCrossEntropyLoss", "CrossEntropyLoss", "binary_cross_entropy",
 _NO_IGNORE = -100  # passed to torch when ignore_index is None (validated labels never hold it)
 
 
+@float32_compute
 def cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int | None = None,
                   class_weights: Sequence[float] | Tensor | None = None,
                   label_smoothing: float = 0.0, reduction: str = "mean") -> Tensor:
@@ -111,6 +113,7 @@ class CrossEntropyLoss(nn.Module):
                 "label_smoothing": self.label_smoothing, "reduction": self.reduction}
 
 
+@float32_compute
 def binary_cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int | None = None,
                          pos_weight: float | None = None, reduction: str = "mean") -> Tensor:
     """Sigmoid binary cross-entropy ``-[y log s(x) + (1-y) log(1-s(x))]`` per pixel.

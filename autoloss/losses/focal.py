@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from autoloss.losses._precision import float32_compute
 from autoloss.losses._validate import (
     Reduction,
     check_class_weights,
@@ -38,6 +39,7 @@ def _modulate(log_p: Tensor, gamma: float) -> Tensor:
     return -(one_minus_p ** gamma) * log_p
 
 
+@float32_compute
 def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: float | None = None,
                class_weights: Sequence[float] | Tensor | None = None,
                ignore_index: int | None = None, reduction: str = "mean") -> Tensor:

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from autoloss.errors import InvalidValueError
+from autoloss.losses._precision import float32_compute
 from autoloss.losses._validate import (
     check_class_weights,
     check_classes,
@@ -88,6 +89,7 @@ def _check_options(*, alpha: float, beta: float, gamma: float, miou_d: float, mi
     }
 
 
+@float32_compute
 def jdt_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, beta: float = 1.0,
              gamma: float = 1.0, miou_d: float = 1.0, miou_i: float = 0.0, miou_c: float = 0.0,
              smooth: float = 1e-3, threshold: float = 0.01, norm: int = 1,

@@ -25,7 +25,9 @@ position (a stable sort; for float32 one radix sort of packed integer keys, the 
 where errors tie its gradient may spread differently over the tied pixels than the reference's,
 whose tie order is an artifact of ``torch.sort`` (the loss value is the same, and both are valid
 subgradients). The hinge, whose errors tie often (equal logits), orders ties as the reference.
-Any float dtype works (the reference is float32 only).
+Any float dtype works (the reference is float32 only): half-precision logits are computed in
+float32 (:mod:`autoloss.losses._precision`), and :func:`lovasz_rows` computes its weights in
+float32 for half-precision errors (integer ranks above 65,504 overflow float16).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from autoloss.errors import InvalidValueError
+from autoloss.losses._precision import float32_compute
 from autoloss.losses._validate import (
     check_binary_logits_and_target,
     check_classes,
@@ -113,8 +116,11 @@ def lovasz_rows(errors: Tensor, fg: Tensor, *, hinge: bool = False,
     fg_cum = fg.gather(1, perm).cumsum(dim=1, dtype=count)
     inter = fg_cum[:, -1:] - fg_cum  # G - sum_{j<=k} fg_(j)
     rank = torch.arange(1, size + 1, device=fg.device, dtype=count)
-    inter_f = inter.to(errors.dtype)
-    jaccard = 1.0 - inter_f / (inter + rank).to(errors.dtype)  # union = G + k - cumsum(fg)
+    # ranks and counts reach P: exact in float32 up to 2^24 (float16 overflows at 65,504,
+    # bfloat16 rounds above 256), so the weights are float32 (float64 for float64 errors)
+    wdtype = torch.promote_types(errors.dtype, torch.float32)
+    inter_f = inter.to(wdtype)
+    jaccard = 1.0 - inter_f / (inter + rank).to(wdtype)  # union = G + k - cumsum(fg)
     weights = torch.diff(jaccard, dim=1, prepend=jaccard.new_zeros(rows, 1))
     weights = torch.empty_like(weights).scatter_(1, perm, weights)
     return ((torch.relu(errors) if hinge else errors) * weights).sum(dim=1)
@@ -137,6 +143,7 @@ def _softmax_sets(probs: Tensor, labels: Tensor, class_ids: Tensor,
     return losses, present
 
 
+@float32_compute
 def lovasz_softmax(logits: Tensor, target: Tensor, *, per_image: bool = False,
                    classes: str | Sequence[int] = "present",
                    ignore_index: int | None = None) -> Tensor:
@@ -195,6 +202,7 @@ def _valid_mask(labels: Tensor, ignore_index: int | None) -> Tensor | None:
     return None if bool(valid.all()) else valid
 
 
+@float32_compute
 def lovasz_hinge(logits: Tensor, target: Tensor, *, per_image: bool = True,
                  ignore_index: int | None = None) -> Tensor:
     """Binary Lovasz hinge loss on raw logits (see the module docstring).

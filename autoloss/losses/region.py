@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from autoloss.errors import InvalidValueError
+from autoloss.losses._precision import float32_compute
 from autoloss.losses._validate import (
     Reduction,
     check_class_weights,
@@ -150,6 +151,7 @@ def masked_mean(loss: Tensor, active: Tensor, dim: int | None = None) -> Tensor:
     return (rows * has).sum() / has.sum().clamp_min(1)
 
 
+@float32_compute
 def tversky_loss(logits: Tensor, target: Tensor, *, alpha: float = 0.3, beta: float = 0.7,
                  gamma: float = 1.0, smooth: float = 1.0, per_image: bool = False,
                  classes: str | Sequence[int] = "present", ignore_index: int | None = None,

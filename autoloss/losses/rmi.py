@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from autoloss.errors import InvalidValueError
+from autoloss.losses._precision import float32_compute
 from autoloss.losses._validate import (
     check_choice,
     check_ignore_index,
@@ -168,6 +169,7 @@ def rmi_lower_bound(labels: Tensor, probs: Tensor, *, radius: int = 3, pool: str
     return (per_class / float(radius * radius)).sum()
 
 
+@float32_compute
 def rmi_loss(logits: Tensor, target: Tensor, *, radius: int = 3, pool: str = "max",
              pool_size: int = 3, pool_stride: int = 3, weight_lambda: float = 0.5,
              lambda_way: str = "convex", ignore_index: int | None = None,

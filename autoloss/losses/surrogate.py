@@ -37,12 +37,14 @@ from autoloss.core.operators import RelaxedOps, one_hot
 from autoloss.core.programs import MetricProgram, class_mean, get_program
 from autoloss.core.relaxations import Curve, IdentityCurve, curve_from_dict
 from autoloss.errors import InvalidValueError
+from autoloss.losses._precision import float32_compute
 from autoloss.losses._validate import check_choice, check_logits_and_target
 from autoloss.losses.binary import apply_mode, check_mode, mode_entry
 
 __all__ = ["SurrogateLoss", "surrogate_loss"]
 
 
+@float32_compute
 def surrogate_loss(logits: Tensor, target: Tensor, *, program: MetricProgram,
                    curves: Mapping[str, Curve], ignore_index: int | None = None, tol: int = 5,
                    drop_bg: bool = False, classes: str = "present", eps: float = 1e-8,
