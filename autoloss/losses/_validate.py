@@ -26,13 +26,17 @@ __all__ = [
     "check_ignore_index",
     "check_logits_and_target",
     "check_number",
+    "check_resize",
     "class_weights_tensor",
     "did_you_mean",
     "empty_batch",
+    "resize_entry",
+    "resize_logits",
     "weights_buffer",
 ]
 
 _SOFT_SUM_TOL = 1e-3
+RESIZES = (None, "bilinear")
 
 
 def empty_batch(logits: Tensor) -> Tensor | None:
@@ -135,6 +139,50 @@ def class_weights_tensor(class_weights: Sequence[float] | Tensor | None, num_cla
     return weights
 
 
+def check_resize(resize: Any) -> str | None:
+    """``resize`` is None (logits at the labels' size) or ``"bilinear"``."""
+    return check_choice("resize", resize, RESIZES)
+
+
+def resize_entry(resize: str | None) -> dict[str, str]:
+    """``{"resize": resize}`` for a loss spec, ``{}`` for the default None."""
+    return {} if resize is None else {"resize": resize}
+
+
+def resize_logits(logits: Tensor, target: Tensor, resize: str | None) -> Tensor:
+    """Logits at a decoder's resolution (``[N,C,h,w]``, e.g. 1/4 of the labels' for SegFormer and
+    most mmseg heads) upsampled to the labels' ``H x W`` (``target [N,H,W]``, ``[N,1,H,W]`` or
+    soft ``[N,C,H,W]``): bilinear with ``align_corners=False``, as mmseg and Hugging Face do
+    before their losses. Binary logits ``[N,h,w]`` come back as ``[N,H,W]``. Unchanged when
+    ``resize`` is None or the sizes already agree."""
+    if resize is None or not isinstance(logits, Tensor) or not isinstance(target, Tensor):
+        return logits
+    squeeze = logits.dim() == 3  # binary logits [N,h,w]
+    x = logits.unsqueeze(1) if squeeze else logits
+    if x.dim() != 4 or target.dim() < 3:
+        return logits  # the shape checks say what is wrong
+    size = tuple(target.shape[-2:])
+    if tuple(x.shape[-2:]) == size or x.numel() == 0:
+        return logits
+    x = torch.nn.functional.interpolate(x, size=size, mode=resize, align_corners=False)
+    return x[:, 0] if squeeze else x
+
+
+def _resize_hint(logits_size: Sequence[int], target_size: Sequence[int]) -> str:
+    """A hint to pass ``resize="bilinear"`` when the labels are an integer multiple of the logits'
+    spatial size (logits at the decoder's resolution)."""
+    if len(logits_size) != len(target_size) or tuple(logits_size) == tuple(target_size):
+        return ""
+    if not all(a > 0 and b % a == 0 for a, b in zip(logits_size, target_size)):
+        return ""
+    factors = {b // a for a, b in zip(logits_size, target_size)}
+    factor = "x".join(str(b // a) for a, b in zip(logits_size, target_size)) \
+        if len(factors) > 1 else f"{factors.pop()}x"
+    return (f". The labels are {factor} the logits' size (logits at the decoder's resolution?): "
+            f"pass resize='bilinear' to the loss to upsample the logits to the labels' size "
+            f"(align_corners=False, as mmseg and Hugging Face do)")
+
+
 def _check_hard_values(target: Tensor, *, num_classes: int, ignore_index: int | None,
                        high_labels_ignored: bool) -> None:
     if target.numel() == 0:
@@ -224,7 +272,7 @@ def check_logits_and_target(logits: Tensor, target: Tensor, *, ignore_index: int
         if tuple(target.shape) != (n, c, h, w):
             raise InvalidValueError(
                 f"soft target must have the logits' shape [N,C,H,W]={tuple(logits.shape)}, but "
-                f"got {tuple(target.shape)}"
+                f"got {tuple(target.shape)}{_resize_hint((h, w), target.shape[2:])}"
             )
         _check_soft_values(target)
         return "soft"
@@ -234,7 +282,7 @@ def check_logits_and_target(logits: Tensor, target: Tensor, *, ignore_index: int
         expected = "[N,H,W] or soft [N,C,H,W]" if allow_soft else "[N,H,W]"
         raise InvalidValueError(
             f"target must be {expected} matching logits [N,C,H,W]={tuple(logits.shape)}, but got "
-            f"target shape {tuple(target.shape)}"
+            f"target shape {tuple(target.shape)}{_resize_hint((h, w), target.shape[1:])}"
         )
     _check_hard_values(target, num_classes=c, ignore_index=ignore_index,
                        high_labels_ignored=high_labels_ignored)
@@ -271,6 +319,7 @@ def check_binary_logits_and_target(logits: Tensor, target: Tensor, *,
         raise InvalidValueError(
             f"binary target must be [N,H,W]={tuple(logits.shape)} like the logits, but got "
             f"target shape {tuple(target.shape)}"
+            f"{_resize_hint(logits.shape[1:], target.shape[1:])}"
         )
     _check_hard_values(target, num_classes=2, ignore_index=ignore_index,
                        high_labels_ignored=False)

@@ -76,7 +76,8 @@ def per_label(loss: Callable[[Tensor, Tensor], Tensor], logits: Tensor, target: 
     if logits.dim() != 4 or logits.shape[1] < 1:
         raise InvalidValueError(f"mode='multilabel' takes logits [N,L,H,W] (one logit per label "
                                 f"and pixel), but got shape {tuple(logits.shape)}")
-    if tuple(target.shape) != tuple(logits.shape):
+    if target.dim() != logits.dim() or tuple(target.shape[:2]) != tuple(logits.shape[:2]):
+        # (the spatial sizes are checked per label: with resize they may differ)
         raise InvalidValueError(f"mode='multilabel' takes a target [N,L,H,W] of 0/1 per label, "
                                 f"the shape of the logits {tuple(logits.shape)}, but got "
                                 f"{tuple(target.shape)}")
