@@ -15,6 +15,10 @@ full-batch gradient of those logits. DDP then averages the parameter gradients o
 same scaling as a pixel-mean loss (cross-entropy) under DDP with equal per-rank batches, so the
 two can be added. Without DDP's averaging, divide by ``world_size`` yourself.
 
+The collectives are ``torch.distributed.nn.functional``'s (torch 2.13 marks them deprecated in
+favour of the private ``torch.distributed._functional_collectives``; their FutureWarning is
+silenced here, see :func:`_autograd_collectives`).
+
 ``sync="global"`` without an initialised process group (a single process) is the local loss,
 which is then the full batch's. Every rank must call the loss the same number of times (a
 collective), also ranks whose images are all ignored.
@@ -22,6 +26,9 @@ collective), also ranks whose images are all ignored.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -54,6 +61,16 @@ def is_global(sync: str) -> bool:
             and dist.get_world_size() > 1)
 
 
+@contextlib.contextmanager
+def _autograd_collectives() -> Iterator[None]:
+    """Silence torch 2.13's deprecation notice of the public autograd collectives (the
+    replacement it names is private); only under ``sync="global"`` with several processes."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning,
+                                message=r"torch\.distributed\.nn\.functional\.")
+        yield
+
+
 def global_sums(*tensors: Tensor) -> tuple[Tensor, ...]:
     """Each tensor summed over the ranks, with autograd, in one all-reduce (the tensors are
     flattened into one vector of their promoted dtype, then split back)."""
@@ -63,7 +80,8 @@ def global_sums(*tensors: Tensor) -> tuple[Tensor, ...]:
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
     flat = torch.cat([t.reshape(-1).to(dtype) for t in tensors])
-    total = all_reduce(flat)
+    with _autograd_collectives():
+        total = all_reduce(flat)
     out, start = [], 0
     for t in tensors:
         out.append(total[start:start + t.numel()].view(t.shape).to(t.dtype))
@@ -93,5 +111,6 @@ def gather_columns(x: Tensor) -> Tensor:
         parts = [torch.empty_like(padded) for _ in counts]
         dist.all_gather(parts, padded.contiguous())
     else:
-        parts = list(all_gather(padded))
+        with _autograd_collectives():
+            parts = list(all_gather(padded))
     return torch.cat([part[:, :count] for part, count in zip(parts, counts)], dim=1)
