@@ -62,7 +62,8 @@ def cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int | None = 
     """
     red = Reduction.parse(reduction)
     logits = resize_logits(logits, target, check_resize(resize))
-    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True)
+    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True,
+                                   volumes=True)
     check_number("label_smoothing", label_smoothing, low=0.0, high=1.0)
     weight = class_weights_tensor(class_weights, logits.shape[1], logits)
     if mode == "soft":

@@ -72,7 +72,8 @@ def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: flo
     """
     red = Reduction.parse(reduction)
     logits = resize_logits(logits, target, check_resize(resize))
-    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True)
+    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True,
+                                   volumes=True)
     gamma = check_number("gamma", gamma, low=0.0)
     scale = 1.0 if alpha is None else check_number("alpha", alpha, low=0.0)
     weight = class_weights_tensor(class_weights, logits.shape[1], logits)

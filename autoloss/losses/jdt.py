@@ -139,7 +139,8 @@ def jdt_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, beta: float 
                           miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
                           log_loss=log_loss, classes=classes, soft_classes=soft_classes)
     logits = resize_logits(logits, target, check_resize(resize))
-    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True)
+    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True,
+                                   volumes=True)
     world = is_global(check_sync(sync))
     if not world and (empty := empty_batch(logits)) is not None:
         return empty

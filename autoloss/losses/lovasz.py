@@ -42,6 +42,7 @@ float32 for half-precision errors (integer ranks above 65,504 overflow float16).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -165,8 +166,8 @@ def lovasz_softmax(logits: Tensor, target: Tensor, *, per_image: bool = False,
     """Lovasz-Softmax loss on ``softmax(logits)`` (see the module docstring).
 
     Args:
-        logits: ``[N,C,H,W]`` (softmax over C is applied here).
-        target: ``[N,H,W]`` integer labels in ``[0, C)`` or ``ignore_index``.
+        logits: ``[N,C,H,W]`` (softmax over C is applied here), or a volume ``[N,C,D,H,W]``.
+        target: ``[N,H,W]`` (``[N,D,H,W]``) integer labels in ``[0, C)`` or ``ignore_index``.
         per_image: one set per image (mean over images) instead of the whole batch.
         classes: ``"present"``, ``"all"`` or a list of class indices.
         ignore_index: label value removed from the sets, or None.
@@ -182,10 +183,12 @@ def lovasz_softmax(logits: Tensor, target: Tensor, *, per_image: bool = False,
         >>> lovasz_softmax(logits, torch.randint(0, 3, (2, 8, 8)), per_image=True).backward()
     """
     logits = resize_logits(logits, target, check_resize(resize))
-    check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=False)
+    check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=False,
+                            volumes=True)
     classes = check_classes(classes)
     world = is_global(check_sync(sync))
-    n, c, h, w = logits.shape
+    n, c = logits.shape[:2]
+    pixels = math.prod(logits.shape[2:])  # H*W, or D*H*W for a volume
     probs = torch.softmax(logits, dim=1)
     if isinstance(classes, list):
         bad = [k for k in classes if k >= c]
@@ -196,20 +199,20 @@ def lovasz_softmax(logits: Tensor, target: Tensor, *, per_image: bool = False,
     else:
         class_ids = torch.arange(c, device=logits.device)
     k = class_ids.numel()
-    labels = target.long().reshape(n, h * w)
+    labels = target.long().reshape(n, pixels)
     valid = _valid_mask(labels, ignore_index)
     if world and not per_image:
-        return _gathered_softmax(logits, probs.reshape(n, k, h * w), labels, valid, class_ids,
+        return _gathered_softmax(logits, probs.reshape(n, k, pixels), labels, valid, class_ids,
                                  classes)
     if valid is not None and not bool(valid.any()) and not world:
         return logits.sum() * 0.0
     if per_image:  # rows (image, class)
         keep = None if valid is None else [torch.nonzero(v).squeeze(1) for v in valid]
-        losses, present = _softmax_sets(probs.reshape(n, k, h * w), labels, class_ids, keep)
+        losses, present = _softmax_sets(probs.reshape(n, k, pixels), labels, class_ids, keep)
     else:  # rows (class) over the whole batch
-        flat = probs.transpose(0, 1).reshape(1, k, n * h * w)
+        flat = probs.transpose(0, 1).reshape(1, k, n * pixels)
         keep_all = None if valid is None else [torch.nonzero(valid.reshape(-1)).squeeze(1)]
-        losses, present = _softmax_sets(flat, labels.reshape(1, n * h * w), class_ids, keep_all)
+        losses, present = _softmax_sets(flat, labels.reshape(1, n * pixels), class_ids, keep_all)
     keep_class = present.to(losses.dtype) if classes == "present" else torch.ones_like(losses)
     per_set = (losses * keep_class).sum(dim=1) / keep_class.sum(dim=1).clamp_min(1)
     if valid is not None and per_image:

@@ -210,7 +210,8 @@ def tversky_loss(logits: Tensor, target: Tensor, *, alpha: float = 0.3, beta: fl
     """
     red = Reduction.parse(reduction)
     logits = resize_logits(logits, target, check_resize(resize))
-    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True)
+    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True,
+                                   volumes=True)
     world = is_global(check_sync(sync))
     alpha = check_number("alpha", alpha, low=0.0)
     beta = check_number("beta", beta, low=0.0)

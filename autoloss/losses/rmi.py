@@ -200,7 +200,7 @@ def rmi_loss(logits: Tensor, target: Tensor, *, radius: int = 3, pool: str = "ma
                    weight_lambda=weight_lambda, lambda_way=lambda_way, output_dtype=output_dtype)
     logits = resize_logits(logits, target, check_resize(resize))
     check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=False,
-                            high_labels_ignored=True)
+                            high_labels_ignored=True, loss="rmi (2-D neighbourhoods)")
     if (empty := empty_batch(logits)) is not None:
         return empty
     num_classes = logits.shape[1]

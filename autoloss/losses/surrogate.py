@@ -68,7 +68,8 @@ def surrogate_loss(logits: Tensor, target: Tensor, *, program: MetricProgram,
     ``resize="bilinear"``: upsample the logits to the labels' size first. ``sync="global"``: sum
     the statistics over the processes of ``torch.distributed`` (module docstring)."""
     logits = resize_logits(logits, target, check_resize(resize))
-    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True)
+    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True,
+                                   volumes=True)
     world = is_global(check_sync(sync))
     key = compiled.graph_key(program, curves, logits, target, mode=mode, tol=tol,
                              drop_bg=drop_bg, eps=eps, float32_dilation=float32_dilation)
@@ -242,7 +243,7 @@ class SurrogateLoss(nn.Module):
         return apply_mode(self.mode, self._loss, logits, target)
 
     def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        num_classes = logits.shape[1] if logits.dim() == 4 else None
+        num_classes = logits.shape[1] if logits.dim() >= 4 else None
         if (not self._warned_ignore and num_classes is not None and self.ignore_index is not None
                 and 0 <= self.ignore_index < num_classes):
             self._warned_ignore = True
