@@ -2,14 +2,15 @@
 float32, ``sync="local"``, no ``resize``): this checkout against an earlier commit, in the same
 run.
 
-Run:  python benchmarks/loss_speed_compare.py --before-rev 7978e83 [--rounds 3] [--reps 9]
+Run:  python benchmarks/loss_speed_compare.py --before-rev 7978e83 [--rounds 5] [--reps 5]
 
-The earlier commit is exported with ``git archive`` into a temporary folder. Each round times
-every loss once in a fresh process per tree, alternating before / after (so a change in the
-machine's load hits both alike); a tree's time is the median over its rounds of each process's
-median of ``--reps`` passes (``benchmarks/loss_speed.py``'s timing and inputs, camvid workload
-[8,12,180,240]). Surrogates run eager (``compile=False``) and compiled (``compile=True``,
-timed after the compiling call).
+Both trees are exported with ``git archive`` (``--after-rev``, default: this checkout as it is)
+and each gets one long-lived worker process. For every loss, the two workers time it in turn,
+``--rounds`` times (before, after, before, after, ...), so a change in the machine's load hits
+both alike; a tree's time is the minimum over rounds of the median of ``--reps`` passes
+(``benchmarks/loss_speed.py``'s timing and inputs, camvid workload [8,12,180,240]); the minimum
+is the least disturbed by other jobs. Surrogates also run compiled (``compile=True``, timed
+after the compiling call).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -40,17 +40,19 @@ sys.path.insert(0, {bench!r})
 import torch
 torch.set_num_threads({threads})
 import loss_speed as ls
+import autoloss
 shape, ignore = ls.WORKLOADS[{workload!r}]
 logits, labels = ls.make_inputs(shape, ignore)
-import autoloss
-out = {{"_autoloss": autoloss.__file__}}
-for name in {names!r}:
-    out[name] = ls.time_loss(ls.build(name, ignore), logits, labels, {reps})
-for name in {compiled!r}:
-    fn = ls.build(name, ignore, compiled=True)
-    ls.first_call(fn, logits, labels)
-    out[name + " (compiled)"] = ls.time_loss(fn, logits, labels, {reps})
-print(json.dumps(out))
+built = {{}}
+print(json.dumps(autoloss.__file__), flush=True)
+for line in sys.stdin:
+    name = line.strip()
+    if name not in built:
+        compiled = name.endswith(" (compiled)")
+        fn = ls.build(name.removesuffix(" (compiled)"), ignore, compiled=compiled)
+        ls.first_call(fn, logits, labels)
+        built[name] = fn
+    print(json.dumps(ls.time_loss(built[name], logits, labels, {reps})), flush=True)
 """
 
 
@@ -62,27 +64,39 @@ def export(rev: str, folder: Path) -> Path:
     return folder
 
 
-def run_tree(tree: Path, names: list[str], args: argparse.Namespace, cache: str) -> dict:
-    code = CHILD.format(bench=str(tree / "benchmarks"), threads=args.threads, workload=WORKLOAD,
-                        names=names, compiled=[] if args.no_compiled else COMPILED,
-                        reps=args.reps)
-    env = {k: v for k, v in os.environ.items() if k not in ("AUTOLOSS_COMPILE", "PYTHONPATH")}
-    env["TORCHINDUCTOR_CACHE_DIR"] = cache
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env=env, cwd=tree)
-    found = json.loads(out.stdout.strip().splitlines()[-1])
-    where = Path(found.pop("_autoloss")).resolve()
-    if not where.is_relative_to(tree.resolve()):
-        raise SystemExit(f"the {tree} run imported autoloss from {where}")
-    return found
+class Worker:
+    """A process timing losses of one tree on request (one name per line in, ms out)."""
+
+    def __init__(self, tree: Path, args: argparse.Namespace, cache: str) -> None:
+        code = CHILD.format(bench=str(tree / "benchmarks"), threads=args.threads,
+                            workload=WORKLOAD, reps=args.reps)
+        env = {k: v for k, v in os.environ.items() if k not in ("AUTOLOSS_COMPILE", "PYTHONPATH")}
+        env["TORCHINDUCTOR_CACHE_DIR"] = cache
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=env, cwd=tree)
+        where = Path(json.loads(self.proc.stdout.readline())).resolve()
+        if not where.is_relative_to(tree.resolve()):
+            raise SystemExit(f"the {tree} worker imported autoloss from {where}")
+
+    def time(self, name: str) -> float:
+        self.proc.stdin.write(name + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"worker died timing {name}")
+        return float(json.loads(line))
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before-rev", required=True, help="git revision to compare against")
     parser.add_argument("--after-rev", help="git revision to measure (default: this checkout)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--reps", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-compiled", action="store_true")
     parser.add_argument("--out", type=Path,
@@ -92,33 +106,38 @@ def main() -> None:
     import loss_speed
 
     names = loss_speed.loss_names()
+    if not args.no_compiled:
+        names += [f"{name} (compiled)" for name in COMPILED]
     load_before = Path("/proc/loadavg").read_text().split()[0]
     times: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
     with tempfile.TemporaryDirectory(prefix="speed-compare-") as tmp:
         trees = {"before": export(args.before_rev, Path(tmp) / "before"),
                  "after": (export(args.after_rev, Path(tmp) / "after") if args.after_rev
                            else ROOT)}
-        caches = {key: str(Path(tmp) / f"inductor-{key}") for key in trees}
-        for round_ in range(args.rounds):
-            for key, tree in trees.items():
-                for name, ms in run_tree(tree, names, args, caches[key]).items():
-                    times[key].setdefault(name, []).append(ms)
-            print(f"round {round_ + 1}/{args.rounds} done", flush=True)
+        workers = {key: Worker(tree, args, str(Path(tmp) / f"inductor-{key}"))
+                   for key, tree in trees.items()}
+        for name in names:
+            for _ in range(args.rounds):
+                for key, worker in workers.items():
+                    times[key].setdefault(name, []).append(worker.time(name))
+            print(f"{name}: before {min(times['before'][name]):.1f} ms, after "
+                  f"{min(times['after'][name]):.1f} ms", flush=True)
+        for worker in workers.values():
+            worker.close()
     load_after = Path("/proc/loadavg").read_text().split()[0]
     rows, worst = [], 0.0
     for name in times["after"]:
-        before = statistics.median(times["before"][name])
-        after = statistics.median(times["after"][name])
+        before, after = min(times["before"][name]), min(times["after"][name])
         worst = max(worst, after / before) if name != "cross_entropy_torch" else worst
         rows.append(f"| {name} | {before:.1f} | {after:.1f} | {after / before:.2f}x |")
     text = "\n".join([
         "# Loss speed before / after (default path: one process, 2-D, float32)",
         "",
         f"Measured {date.today()} on {machine_summary()}, {args.threads} torch thread(s); "
-        f"before = `{args.before_rev}`, after = `{args.after_rev or 'this checkout'}`; "
-        f"{args.rounds} alternating rounds "
-        f"of a fresh process per tree, each the median of {args.reps} forward+backward passes; "
-        f"the table gives the median over rounds (ms). Load average {load_before} before the "
+        f"before = `{args.before_rev}`, after = `{args.after_rev or 'this checkout'}`; one "
+        f"worker process per tree, timing each loss in turn, {args.rounds} rounds of the median "
+        f"of {args.reps} forward+backward passes; the table gives the minimum over rounds "
+        f"(ms). Load average {load_before} before the "
         f"run, {load_after} after it, on {os.cpu_count()} cores shared with other jobs, so "
         "differences of a few percent are noise. Rerun: `python benchmarks/"
         f"loss_speed_compare.py --before-rev {args.before_rev}`.",
