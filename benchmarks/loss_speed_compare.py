@@ -99,6 +99,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-compiled", action="store_true")
+    parser.add_argument("--only", nargs="*", help="these loss names only (' (compiled)' suffix: "
+                        "the compiled surrogate)")
     parser.add_argument("--out", type=Path,
                         default=ROOT / "results" / "benchmarks" / "loss_speed_before_after.md")
     args = parser.parse_args()
@@ -108,6 +110,8 @@ def main() -> None:
     names = loss_speed.loss_names()
     if not args.no_compiled:
         names += [f"{name} (compiled)" for name in COMPILED]
+    if args.only:
+        names = ["cross_entropy_torch", *args.only]
     load_before = Path("/proc/loadavg").read_text().split()[0]
     times: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
     with tempfile.TemporaryDirectory(prefix="speed-compare-") as tmp:
