@@ -77,7 +77,7 @@ def worker(rank: int, init_file: str, data: str, out: str) -> None:
             x = logits[part].clone().requires_grad_(True)
             value = loss_for(spec, sync)(x, labels[part])
             value.backward()
-            found[f"{spec} {sync}"] = {"loss": float(value), "grad": x.grad.tolist()}
+            found[f"{spec} {sync}"] = {"loss": float(value.detach()), "grad": x.grad.tolist()}
     Path(out, f"rank{rank}.json").write_text(json.dumps(found))
     dist.destroy_process_group()
 
@@ -105,14 +105,14 @@ def main() -> None:
         x = logits.clone().requires_grad_(True)
         full = loss_for(spec, "local")(x, labels)
         full.backward()
-        cells = [label, f"{float(full):.4f}"]
+        cells = [label, f"{float(full.detach()):.4f}"]
         for sync in ("local", "global"):
             key = f"{spec} {sync}"
             mean = sum(r[key]["loss"] for r in ranks) / WORLD
             grad = torch.cat([torch.tensor(r[key]["grad"]) for r in ranks]) / WORLD
             err = float((grad - x.grad).norm() / x.grad.norm())
             cells += [f"{mean:.4f}", f"{cosine(grad, x.grad):.4f}", f"{err:.1e}"]
-            record[key] = {"full_loss": float(full), "mean_rank_loss": mean,
+            record[key] = {"full_loss": float(full.detach()), "mean_rank_loss": mean,
                            "cosine": cosine(grad, x.grad), "relative_error": err}
         rows.append("| " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)
