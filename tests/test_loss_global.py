@@ -2,7 +2,8 @@
 takes the option gives on each rank the single-process full-batch loss, and each rank's gradient
 is ``world_size`` times the full-batch gradient of its own logits (so DDP's averaging gives the
 full-batch parameter gradient), float64, within 1e-6; including a rank whose pixels are all
-ignored, ranks with different batch sizes, an exported searched loss file and the compiled path.
+ignored, ranks with different batch sizes, 3-D volumes, an exported searched loss file and the
+compiled path.
 
 The loss list is :func:`tests.loss_cases.all_names`: a loss either takes ``sync`` (then it is
 tested here) or is listed in :data:`LOCAL` with the reason it needs none.
@@ -52,7 +53,9 @@ VARIANTS = {
     "lovasz_hinge": [{"per_image": False}],
 }
 #: (rank sizes, whether the last rank's pixels are all ignored)
-SPLITS = {"even": ((2, 2), False), "empty rank": ((2, 2), True), "uneven": ((3, 1), False)}
+SPLITS = {"even": ((2, 2), False), "empty rank": ((2, 2), True), "uneven": ((3, 1), False),
+          "volumes": ((2, 2), True)}  # 3-D volumes [N,3,4,6,32]
+VOLUME_CASES = ["dice", "jaccard_metric", "lovasz_softmax", "soft-bf1", "surrogate"]
 
 
 def _takes_sync(name: str) -> bool:
@@ -65,7 +68,9 @@ def _takes_sync(name: str) -> bool:
 
 
 SYNCED = [name for name in all_names() if _takes_sync(name)]
-CASES = [(f"{name} {split}", name, {}, split) for name in SYNCED for split in SPLITS] + [
+CASES = [(f"{name} {split}", name, {}, split) for name in SYNCED
+         for split in SPLITS if split != "volumes"] + [
+    (f"{name} volumes", name, {}, "volumes") for name in VOLUME_CASES] + [
     (f"{name} {opts} {split}", name, opts, split)
     for name, options in VARIANTS.items() for opts in options for split in ("even", "empty rank")]
 
@@ -111,6 +116,9 @@ def _split_data(name: str, split: str) -> tuple[torch.Tensor, torch.Tensor, list
     slices = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
     if empty_last:
         labels[slices[-1]] = IGNORE
+    if split == "volumes":
+        n, c, h, w = logits.shape
+        logits, labels = logits.reshape(n, c, 4, h // 4, w), labels.reshape(n, 4, h // 4, w)
     return logits, labels, slices
 
 
