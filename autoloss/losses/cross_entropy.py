@@ -41,7 +41,7 @@ def cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int | None = 
     """Softmax cross-entropy ``-sum_c q_ic log softmax(x_i)_c``.
 
     Args:
-        logits: ``[N,C,H,W]``.
+        logits: ``[N,C,H,W]``, or a 3-D volume ``[N,C,D,H,W]`` (the labels then ``[N,D,H,W]``).
         target: hard labels ``[N,H,W]`` (integer) or soft labels ``[N,C,H,W]`` (float, rows sum
             to 1; ``ignore_index`` does not apply to them).
         ignore_index: hard label value that contributes nothing, or None.

@@ -50,7 +50,7 @@ def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: flo
     """Multi-class focal loss over softmax probabilities.
 
     Args:
-        logits: ``[N,C,H,W]``.
+        logits: ``[N,C,H,W]``, or a 3-D volume ``[N,C,D,H,W]`` (the labels then ``[N,D,H,W]``).
         target: hard labels ``[N,H,W]`` (integer) or soft labels ``[N,C,H,W]`` (float; the ignore
             index does not apply to them).
         gamma: focusing parameter ``>= 0`` (2 in the paper).

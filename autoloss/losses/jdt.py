@@ -116,7 +116,7 @@ def jdt_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, beta: float 
     """The JDT loss (see the module docstring); defaults are the reference constructor's.
 
     Args:
-        logits: ``[N,C,H,W]``.
+        logits: ``[N,C,H,W]``, or a 3-D volume ``[N,C,D,H,W]`` (the labels then ``[N,D,H,W]``).
         target: hard labels ``[N,H,W]`` (integer) or soft labels ``[N,C,H,W]`` (float).
         alpha, beta: Tversky weights of false positives / negatives (1, 1: Jaccard; 1/2: Dice).
         gamma: exponent ``>= 1`` on the per-entry loss.

@@ -185,7 +185,7 @@ def tversky_loss(logits: Tensor, target: Tensor, *, alpha: float = 0.3, beta: fl
     """(Focal) Tversky loss, see the module docstring for the formulas.
 
     Args:
-        logits: ``[N,C,H,W]``.
+        logits: ``[N,C,H,W]``, or a 3-D volume ``[N,C,D,H,W]`` (the labels then ``[N,D,H,W]``).
         target: hard labels ``[N,H,W]`` or soft labels ``[N,C,H,W]`` (``ignore_index`` does not
             apply to soft labels).
         alpha, beta: weights of false positives and false negatives (``>= 0``).

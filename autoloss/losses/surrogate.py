@@ -140,7 +140,8 @@ def _eager_stats(logits: Tensor, target: Tensor, mode: str, *, program: MetricPr
 
 
 class SurrogateLoss(nn.Module):
-    """Loss ``1 - surrogate(metric)`` for logits ``[N,C,H,W]`` and labels ``[N,H,W]``.
+    """Loss ``1 - surrogate(metric)`` for logits ``[N,C,H,W]`` and labels ``[N,H,W]`` (or 3-D
+    volumes ``[N,C,D,H,W]`` and ``[N,D,H,W]``: boundaries with cube neighbourhoods, eager only).
 
     Args:
         metric: a built-in metric name (``miou``, ``fwiou``, ``macc``, ``gacc``, ``mdice``,
