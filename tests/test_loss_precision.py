@@ -66,3 +66,26 @@ def test_lovasz_weights_are_float32_for_half_errors(dtype) -> None:
     torch.testing.assert_close(value, ref, rtol=1e-5, atol=1e-5)
     value.sum().backward()
     assert bool(torch.isfinite(half.grad.float()).all())
+
+
+@pytest.mark.compiled
+def test_half_precision_runs_the_compiled_path_in_float32(folder, monkeypatch) -> None:
+    """bfloat16 logits (and autocast) reach the compiled graph as float32 (it takes only float32
+    / float64) and give the eager float32 loss and gradient."""
+    from autoloss.losses.compiled import compile_report, compiler_problem
+
+    problem = compiler_problem()
+    if problem is not None:
+        pytest.skip(problem)
+    monkeypatch.delenv("AUTOLOSS_COMPILE", raising=False)
+    logits, labels = inputs("asl-voc-miou", (2, 3, 64, 96))
+    half = logits.to(torch.bfloat16)
+    ref_value, ref_grad = _run(build("asl-voc-miou", folder, compile=False), half.float(), labels)
+    loss = build("asl-voc-miou", folder, compile=True)
+    before = sum(r["calls"] for r in compile_report())
+    for autocast in (False, True):
+        value, grad = _run(loss, half, labels, autocast=autocast)
+        assert value.dtype == torch.float32
+        torch.testing.assert_close(value, ref_value, rtol=1e-5, atol=1e-6)
+        assert _cosine(grad, ref_grad) >= 0.9999
+    assert sum(r["calls"] for r in compile_report()) > before  # the compiled graph ran
