@@ -71,6 +71,8 @@ SYNCED = [name for name in all_names() if _takes_sync(name)]
 CASES = [(f"{name} {split}", name, {}, split) for name in SYNCED
          for split in SPLITS if split != "volumes"] + [
     (f"{name} volumes", name, {}, "volumes") for name in VOLUME_CASES] + [
+    (f"{name} process group", name, {"sync": "group"}, "empty rank")
+    for name in ("dice", "jaccard_metric", "lovasz_softmax", "soft-bf1", "surrogate")] + [
     (f"{name} {opts} {split}", name, opts, split)
     for name, options in VARIANTS.items() for opts in options for split in ("even", "empty rank")]
 
@@ -128,14 +130,17 @@ def _worker(rank: int, init_file: str, folder: str, cases: list, compiled: bool)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=WORLD)
     results = {}
+    group = dist.new_group(list(range(WORLD)))  # sync=<a process group> (every rank creates it)
     try:
         for label, name, options, split in cases:
+            options = dict(options)
+            sync = group if options.pop("sync", None) == "group" else "global"
             logits, labels, slices = _split_data(name, split)
             full = logits.clone().requires_grad_(True)
             ref = build(name, Path(folder), **options)(full, labels)
             ref.sum().backward()
             mine = logits[slices[rank]].clone().requires_grad_(True)
-            value = build(name, Path(folder), sync="global", **options)(mine, labels[slices[rank]])
+            value = build(name, Path(folder), sync=sync, **options)(mine, labels[slices[rank]])
             value.sum().backward()
             ref_grad = full.grad[slices[rank]]
             grad = mine.grad / WORLD

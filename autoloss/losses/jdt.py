@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from autoloss.errors import InvalidValueError
-from autoloss.losses._global import check_sync, global_max, global_sums, is_global, sync_entry
+from autoloss.losses._global import Sync, check_sync, processes, sync_entry
 from autoloss.losses._precision import float32_compute
 from autoloss.losses._validate import (
     check_class_weights,
@@ -112,7 +112,7 @@ def jdt_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, beta: float 
              class_weights: Sequence[float] | Tensor | None = None,
              classes: str | Sequence[int] = "present",
              soft_classes: str | Sequence[int] = "all", resize: str | None = None,
-             sync: str = "local") -> Tensor:
+             sync: Sync = "local") -> Tensor:
     """The JDT loss (see the module docstring); defaults are the reference constructor's.
 
     Args:
@@ -141,7 +141,7 @@ def jdt_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, beta: float 
     logits = resize_logits(logits, target, check_resize(resize))
     mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True,
                                    volumes=True)
-    world = is_global(check_sync(sync))
+    world = processes(check_sync(sync))
     if not world and (empty := empty_batch(logits)) is not None:
         return empty
     probs = torch.softmax(logits, dim=1)
@@ -151,13 +151,13 @@ def jdt_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, beta: float 
     weight = class_weights_tensor(class_weights, logits.shape[1], tp)
     shape = {"alpha": opts["alpha"], "beta": opts["beta"], "gamma": opts["gamma"],
              "smooth": opts["smooth"], "log_loss": opts["log_loss"]}
-    batch_sum = global_sums if world else None
+    batch_sum = world.sums if world else None
     terms = []
     if opts["miou_d"] > 0:
         tp_d, fp_d, fn_d, peak_d = tp.sum(0), fp.sum(0), fn.sum(0), batch_max(peak)
         if world:
-            tp_d, fp_d, fn_d = global_sums(tp_d, fp_d, fn_d)
-            peak_d = global_max(peak_d)
+            tp_d, fp_d, fn_d = world.sums(tp_d, fp_d, fn_d)
+            peak_d = world.max(peak_d)
         loss_d = tversky_loss_matrix(tp_d, fp_d, fn_d, **shape)
         if weight is not None:
             loss_d = loss_d * weight
@@ -184,7 +184,7 @@ def jaccard_metric_loss(
         class_weights: Sequence[float] | Tensor | None = None,
         classes: str | Sequence[int] = "present",
         soft_classes: str | Sequence[int] = "all", resize: str | None = None,
-        sync: str = "local") -> Tensor:
+        sync: Sync = "local") -> Tensor:
     """Jaccard Metric Loss: :func:`jdt_loss` with ``alpha = beta = 1`` (other options as there)."""
     return jdt_loss(logits, target, alpha=1.0, beta=1.0, gamma=gamma, miou_d=miou_d,
                     miou_i=miou_i, miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
@@ -199,7 +199,7 @@ def dice_semimetric_loss(
         class_weights: Sequence[float] | Tensor | None = None,
         classes: str | Sequence[int] = "present",
         soft_classes: str | Sequence[int] = "all", resize: str | None = None,
-        sync: str = "local") -> Tensor:
+        sync: Sync = "local") -> Tensor:
     """Dice Semimetric Loss: :func:`jdt_loss` with ``alpha = beta = 1/2`` (other options as
     there)."""
     return jdt_loss(logits, target, alpha=0.5, beta=0.5, gamma=gamma, miou_d=miou_d,
@@ -216,7 +216,7 @@ def compatible_tversky_loss(
         class_weights: Sequence[float] | Tensor | None = None,
         classes: str | Sequence[int] = "present",
         soft_classes: str | Sequence[int] = "all", resize: str | None = None,
-        sync: str = "local") -> Tensor:
+        sync: Sync = "local") -> Tensor:
     """Compatible Tversky loss: :func:`jdt_loss` with free ``alpha``, ``beta`` (defaults 0.3, 0.7,
     Salehi et al. 2017; other options as there)."""
     return jdt_loss(logits, target, alpha=alpha, beta=beta, gamma=gamma, miou_d=miou_d,
@@ -237,7 +237,7 @@ class _JDTModule(nn.Module):
                  ignore_index: int | None, class_weights: Sequence[float] | None,
                  classes: str | Sequence[int], soft_classes: str | Sequence[int],
                  mode: str = "multiclass", resize: str | None = None,
-                 sync: str = "local") -> None:
+                 sync: Sync = "local") -> None:
         super().__init__()
         self.mode = check_mode(mode)
         self.resize = check_resize(resize)
@@ -290,7 +290,7 @@ class JaccardMetricLoss(_JDTModule):
                  class_weights: Sequence[float] | None = None,
                  classes: str | Sequence[int] = "present",
                  soft_classes: str | Sequence[int] = "all", mode: str = "multiclass",
-                 resize: str | None = None, sync: str = "local") -> None:
+                 resize: str | None = None, sync: Sync = "local") -> None:
         super().__init__(alpha=1.0, beta=1.0, gamma=gamma, miou_d=miou_d, miou_i=miou_i,
                          miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
                          log_loss=log_loss, ignore_index=ignore_index,
@@ -309,7 +309,7 @@ class DiceSemimetricLoss(_JDTModule):
                  class_weights: Sequence[float] | None = None,
                  classes: str | Sequence[int] = "present",
                  soft_classes: str | Sequence[int] = "all", mode: str = "multiclass",
-                 resize: str | None = None, sync: str = "local") -> None:
+                 resize: str | None = None, sync: Sync = "local") -> None:
         super().__init__(alpha=0.5, beta=0.5, gamma=gamma, miou_d=miou_d, miou_i=miou_i,
                          miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
                          log_loss=log_loss, ignore_index=ignore_index,
@@ -329,7 +329,7 @@ class CompatibleTverskyLoss(_JDTModule):
                  class_weights: Sequence[float] | None = None,
                  classes: str | Sequence[int] = "present",
                  soft_classes: str | Sequence[int] = "all", mode: str = "multiclass",
-                 resize: str | None = None, sync: str = "local") -> None:
+                 resize: str | None = None, sync: Sync = "local") -> None:
         super().__init__(alpha=alpha, beta=beta, gamma=gamma, miou_d=miou_d, miou_i=miou_i,
                          miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
                          log_loss=log_loss, ignore_index=ignore_index,

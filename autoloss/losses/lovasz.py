@@ -50,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from autoloss.errors import InvalidValueError
-from autoloss.losses._global import check_sync, gather_columns, global_sums, is_global, sync_entry
+from autoloss.losses._global import Processes, Sync, check_sync, processes, sync_entry
 from autoloss.losses._precision import float32_compute
 from autoloss.losses._validate import (
     check_binary_logits_and_target,
@@ -162,7 +162,7 @@ def _softmax_sets(probs: Tensor, labels: Tensor, class_ids: Tensor,
 def lovasz_softmax(logits: Tensor, target: Tensor, *, per_image: bool = False,
                    classes: str | Sequence[int] = "present",
                    ignore_index: int | None = None, resize: str | None = None,
-                   sync: str = "local") -> Tensor:
+                   sync: Sync = "local") -> Tensor:
     """Lovasz-Softmax loss on ``softmax(logits)`` (see the module docstring).
 
     Args:
@@ -186,7 +186,7 @@ def lovasz_softmax(logits: Tensor, target: Tensor, *, per_image: bool = False,
     check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=False,
                             volumes=True)
     classes = check_classes(classes)
-    world = is_global(check_sync(sync))
+    world = processes(check_sync(sync))
     n, c = logits.shape[:2]
     pixels = math.prod(logits.shape[2:])  # H*W, or D*H*W for a volume
     probs = torch.softmax(logits, dim=1)
@@ -203,7 +203,7 @@ def lovasz_softmax(logits: Tensor, target: Tensor, *, per_image: bool = False,
     valid = _valid_mask(labels, ignore_index)
     if world and not per_image:
         return _gathered_softmax(logits, probs.reshape(n, k, pixels), labels, valid, class_ids,
-                                 classes)
+                                 classes, world)
     if valid is not None and not bool(valid.any()) and not world:
         return logits.sum() * 0.0
     if per_image:  # rows (image, class)
@@ -218,13 +218,13 @@ def lovasz_softmax(logits: Tensor, target: Tensor, *, per_image: bool = False,
     if valid is not None and per_image:
         per_set = per_set * valid.any(dim=1).to(per_set.dtype)  # an empty image counts as 0
     if world:  # the mean over the images of every process
-        total, count = global_sums(per_set.sum(), per_set.new_tensor(float(per_set.numel())))
+        total, count = world.sums(per_set.sum(), per_set.new_tensor(float(per_set.numel())))
         return total / count.clamp_min(1)
     return per_set.mean()
 
 
 def _gathered_softmax(logits: Tensor, probs: Tensor, labels: Tensor, valid: Tensor | None,
-                      class_ids: Tensor, classes: str | list[int]) -> Tensor:
+                      class_ids: Tensor, classes: str | list[int], world: Processes) -> Tensor:
     """Batch-level Lovasz-Softmax over the non-ignored pixels of every process: ``probs
     [N,K,P]`` and ``labels [N,P]`` all-gathered (rank order, then image and pixel order, as in
     the concatenated full batch, so ties sort the same), then one sort per class."""
@@ -234,7 +234,7 @@ def _gathered_softmax(logits: Tensor, probs: Tensor, labels: Tensor, valid: Tens
     if valid is not None:
         keep = torch.nonzero(valid.reshape(-1)).squeeze(1)
         flat, flat_labels = flat.index_select(1, keep), flat_labels.index_select(1, keep)
-    flat, flat_labels = gather_columns(flat), gather_columns(flat_labels)
+    flat, flat_labels = world.gather(flat), world.gather(flat_labels)
     if flat.shape[1] == 0:  # every pixel of every process is ignored
         return logits.sum() * 0.0
     losses, present = _softmax_sets(flat.unsqueeze(0), flat_labels, class_ids, None)
@@ -253,7 +253,7 @@ def _valid_mask(labels: Tensor, ignore_index: int | None) -> Tensor | None:
 @float32_compute
 def lovasz_hinge(logits: Tensor, target: Tensor, *, per_image: bool = True,
                  ignore_index: int | None = None, resize: str | None = None,
-                 sync: str = "local") -> Tensor:
+                 sync: Sync = "local") -> Tensor:
     """Binary Lovasz hinge loss on raw logits (see the module docstring).
 
     Args:
@@ -274,9 +274,10 @@ def lovasz_hinge(logits: Tensor, target: Tensor, *, per_image: bool = True,
     """
     logits = resize_logits(logits, target, check_resize(resize))
     logits = check_binary_logits_and_target(logits, target, ignore_index=ignore_index)
-    world = is_global(check_sync(sync))
+    world = processes(check_sync(sync))
     if world:
-        return _global_hinge(logits, target, per_image=per_image, ignore_index=ignore_index)
+        return _global_hinge(logits, target, per_image=per_image, ignore_index=ignore_index,
+                             world=world)
     if (empty := empty_batch(logits)) is not None:
         return empty
     rows = logits.shape[0] if per_image else 1
@@ -296,7 +297,7 @@ def lovasz_hinge(logits: Tensor, target: Tensor, *, per_image: bool = True,
 
 
 def _global_hinge(logits: Tensor, target: Tensor, *, per_image: bool,
-                  ignore_index: int | None) -> Tensor:
+                  ignore_index: int | None, world: Processes) -> Tensor:
     """:func:`lovasz_hinge` over the images of every process (inputs checked): per image, the
     mean summed across processes; over the batch, the kept errors all-gathered and sorted."""
     n = logits.shape[0]
@@ -309,11 +310,11 @@ def _global_hinge(logits: Tensor, target: Tensor, *, per_image: bool,
         losses = [lovasz_rows(errors[i:i + 1, valid[i]], fg[i:i + 1, valid[i]], hinge=True,
                               stable=False) for i in range(n)]
         total = torch.cat(losses).sum() if losses else logits.sum() * 0.0
-        total, count = global_sums(total, total.new_tensor(float(n)))
+        total, count = world.sums(total, total.new_tensor(float(n)))
         return total / count.clamp_min(1)
     kept = valid.reshape(-1)
-    errors = gather_columns(errors.reshape(1, -1)[:, kept])
-    fg = gather_columns(fg.reshape(1, -1)[:, kept].to(torch.uint8)).bool()
+    errors = world.gather(errors.reshape(1, -1)[:, kept])
+    fg = world.gather(fg.reshape(1, -1)[:, kept].to(torch.uint8)).bool()
     if errors.shape[1] == 0:
         return logits.sum() * 0.0
     return lovasz_rows(errors, fg, hinge=True, stable=False).mean()
@@ -331,7 +332,7 @@ class LovaszSoftmaxLoss(nn.Module):
 
     def __init__(self, *, per_image: bool = False, classes: str | Sequence[int] = "present",
                  ignore_index: int | None = None, resize: str | None = None,
-                 sync: str = "local") -> None:
+                 sync: Sync = "local") -> None:
         super().__init__()
         self.resize = check_resize(resize)
         self.sync = check_sync(sync)
@@ -359,7 +360,7 @@ class LovaszHingeLoss(nn.Module):
     name: ClassVar[str] = "lovasz_hinge"
 
     def __init__(self, *, per_image: bool = True, ignore_index: int | None = None,
-                 resize: str | None = None, sync: str = "local") -> None:
+                 resize: str | None = None, sync: Sync = "local") -> None:
         super().__init__()
         self.resize = check_resize(resize)
         self.sync = check_sync(sync)

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from autoloss.errors import InvalidValueError
-from autoloss.losses._global import check_sync, global_max, global_sums, is_global, sync_entry
+from autoloss.losses._global import Sync, check_sync, processes, sync_entry
 from autoloss.losses._precision import float32_compute
 from autoloss.losses._validate import (
     Reduction,
@@ -156,7 +156,7 @@ def masked_mean(loss: Tensor, active: Tensor, dim: int | None = None, *,
 
     With ``dim``: the mean over ``dim`` for each row, then the mean over rows that have an active
     entry (the image-level / class-level means of Wang & Blaschko); ``loss [N,C]``.
-    ``batch_sum`` (e.g. :func:`~autoloss.losses._global.global_sums`) sums the sums over the
+    ``batch_sum`` (e.g. :meth:`~autoloss.losses._global.Processes.sums`) sums the sums over the
     images (dim 0) across processes before they are divided.
     """
     weight = active.to(loss.dtype)
@@ -181,7 +181,7 @@ def tversky_loss(logits: Tensor, target: Tensor, *, alpha: float = 0.3, beta: fl
                  classes: str | Sequence[int] = "present", ignore_index: int | None = None,
                  class_weights: Sequence[float] | Tensor | None = None,
                  reduction: str = "mean", resize: str | None = None,
-                 sync: str = "local") -> Tensor:
+                 sync: Sync = "local") -> Tensor:
     """(Focal) Tversky loss, see the module docstring for the formulas.
 
     Args:
@@ -198,8 +198,9 @@ def tversky_loss(logits: Tensor, target: Tensor, *, alpha: float = 0.3, beta: fl
         reduction: ``"mean"``, ``"sum"`` (over active entries) or ``"none"`` (the per-class loss
             ``[C]``, or ``[N,C]`` with ``per_image``; inactive entries are 0).
         resize: ``"bilinear"``: upsample logits ``[N,C,h,w]`` to the labels' ``H x W`` first.
-        sync: ``"global"``: counts (and, with ``per_image``, the mean over images) summed over
-            the processes of ``torch.distributed`` (:mod:`autoloss.losses._global`).
+        sync: ``"global"`` (or a process group): counts (and, with ``per_image``, the mean over
+            images) summed over the processes of ``torch.distributed``
+            (:mod:`autoloss.losses._global`).
 
     Returns:
         a scalar (or ``[C]`` / ``[N,C]`` for ``reduction="none"``).
@@ -212,7 +213,7 @@ def tversky_loss(logits: Tensor, target: Tensor, *, alpha: float = 0.3, beta: fl
     logits = resize_logits(logits, target, check_resize(resize))
     mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True,
                                    volumes=True)
-    world = is_global(check_sync(sync))
+    world = processes(check_sync(sync))
     alpha = check_number("alpha", alpha, low=0.0)
     beta = check_number("beta", beta, low=0.0)
     gamma = check_number("gamma", gamma, low=0.0, low_open=True)
@@ -225,8 +226,8 @@ def tversky_loss(logits: Tensor, target: Tensor, *, alpha: float = 0.3, beta: fl
     if not per_image:
         tp, fp, fn, peak = tp.sum(0), fp.sum(0), fn.sum(0), batch_max(peak)
         if world:
-            tp, fp, fn = global_sums(tp, fp, fn)
-            peak = global_max(peak)
+            tp, fp, fn = world.sums(tp, fp, fn)
+            peak = world.max(peak)
     loss = tversky_loss_matrix(tp, fp, fn, alpha=alpha, beta=beta, gamma=gamma, smooth=smooth)
     weight = class_weights_tensor(class_weights, logits.shape[1], loss)
     if weight is not None:
@@ -236,10 +237,10 @@ def tversky_loss(logits: Tensor, target: Tensor, *, alpha: float = 0.3, beta: fl
         return loss * active.to(loss.dtype)
     if red is Reduction.SUM:
         total = (loss * active.to(loss.dtype)).sum()
-        return global_sums(total)[0] if world and per_image else total
+        return world.sums(total)[0] if world and per_image else total
     if not per_image:
         return masked_mean(loss, active)
-    return masked_mean(loss, active, dim=1, batch_sum=global_sums if world else None)
+    return masked_mean(loss, active, dim=1, batch_sum=world.sums if world else None)
 
 
 def dice_loss(logits: Tensor, target: Tensor, *, gamma: float = 1.0, smooth: float = 1.0,
@@ -247,7 +248,7 @@ def dice_loss(logits: Tensor, target: Tensor, *, gamma: float = 1.0, smooth: flo
               ignore_index: int | None = None,
               class_weights: Sequence[float] | Tensor | None = None,
               reduction: str = "mean", resize: str | None = None,
-              sync: str = "local") -> Tensor:
+              sync: Sync = "local") -> Tensor:
     """Soft Dice loss ``1 - (2 tp + 2s) / (2 tp + fp + fn + 2s)``: :func:`tversky_loss` with
     ``alpha = beta = 1/2`` (same options)."""
     return tversky_loss(logits, target, alpha=0.5, beta=0.5, gamma=gamma, smooth=smooth,
@@ -261,7 +262,7 @@ def jaccard_loss(logits: Tensor, target: Tensor, *, gamma: float = 1.0, smooth: 
                  ignore_index: int | None = None,
                  class_weights: Sequence[float] | Tensor | None = None,
                  reduction: str = "mean", resize: str | None = None,
-                 sync: str = "local") -> Tensor:
+                 sync: Sync = "local") -> Tensor:
     """Soft Jaccard (IoU) loss ``1 - (tp + s) / (tp + fp + fn + s)``: :func:`tversky_loss` with
     ``alpha = beta = 1`` (same options)."""
     return tversky_loss(logits, target, alpha=1.0, beta=1.0, gamma=gamma, smooth=smooth,
@@ -281,7 +282,7 @@ class _RegionLoss(nn.Module):
                  classes: str | Sequence[int] = "present", ignore_index: int | None = None,
                  class_weights: Sequence[float] | None = None, reduction: str = "mean",
                  mode: str = "multiclass", resize: str | None = None,
-                 sync: str = "local") -> None:
+                 sync: Sync = "local") -> None:
         super().__init__()
         self.mode = check_mode(mode)
         self.resize = check_resize(resize)
@@ -333,7 +334,7 @@ class TverskyLoss(_RegionLoss):
                  classes: str | Sequence[int] = "present", ignore_index: int | None = None,
                  class_weights: Sequence[float] | None = None, reduction: str = "mean",
                  mode: str = "multiclass", resize: str | None = None,
-                 sync: str = "local") -> None:
+                 sync: Sync = "local") -> None:
         super().__init__(gamma=gamma, smooth=smooth, per_image=per_image, classes=classes,
                          ignore_index=ignore_index, class_weights=class_weights,
                          reduction=reduction, mode=mode, resize=resize, sync=sync)

@@ -41,7 +41,7 @@ from autoloss.core.operators import RelaxedOps, one_hot
 from autoloss.core.programs import MetricProgram, class_mean, get_program
 from autoloss.core.relaxations import Curve, IdentityCurve, curve_from_dict
 from autoloss.errors import InvalidValueError
-from autoloss.losses._global import check_sync, global_sums, is_global, sync_entry
+from autoloss.losses._global import Processes, Sync, check_sync, processes, sync_entry
 from autoloss.losses._precision import float32_compute
 from autoloss.losses._validate import (
     check_choice,
@@ -60,7 +60,7 @@ def surrogate_loss(logits: Tensor, target: Tensor, *, program: MetricProgram,
                    curves: Mapping[str, Curve], ignore_index: int | None = None, tol: int = 5,
                    drop_bg: bool = False, classes: str = "present", eps: float = 1e-8,
                    float32_dilation: bool = False, compile: bool | str = False,
-                   resize: str | None = None, sync: str = "local") -> Tensor:
+                   resize: str | None = None, sync: Sync = "local") -> Tensor:
     """``1 - surrogate`` of ``program`` for ``logits [N,C,H,W]`` and ``target`` (hard ``[N,H,W]``
     long labels or soft ``[N,C,H,W]`` probabilities). Returns a scalar; an all-ignored batch gives
     0 with zero gradient. ``compile``: run the per-class sums as a compiled graph (True, False or
@@ -70,7 +70,7 @@ def surrogate_loss(logits: Tensor, target: Tensor, *, program: MetricProgram,
     logits = resize_logits(logits, target, check_resize(resize))
     mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True,
                                    volumes=True)
-    world = is_global(check_sync(sync))
+    world = processes(check_sync(sync))
     key = compiled.graph_key(program, curves, logits, target, mode=mode, tol=tol,
                              drop_bg=drop_bg, eps=eps, float32_dilation=float32_dilation)
     result = None
@@ -81,14 +81,14 @@ def surrogate_loss(logits: Tensor, target: Tensor, *, program: MetricProgram,
         started = time.perf_counter()
         result = _eager_stats(logits, target, mode, program=program, curves=curves,
                               ignore_index=ignore_index, tol=tol, drop_bg=drop_bg, eps=eps,
-                              float32_dilation=float32_dilation, world=world)
+                              float32_dilation=float32_dilation, world=world is not None)
         if compile == "auto":
             compiled.note_eager(key, time.perf_counter() - started)
     if result is None:
         return logits.sum() * 0.0
     stats, any_valid = result
     if world:
-        stats, any_valid = _global_stats(program, stats, any_valid)
+        stats, any_valid = _global_stats(program, stats, any_valid, world)
     if not bool(any_valid):
         return logits.sum() * 0.0
     ops = RelaxedOps(curves, eps=eps, float32_dilation=float32_dilation)
@@ -96,8 +96,8 @@ def surrogate_loss(logits: Tensor, target: Tensor, *, program: MetricProgram,
     return 1.0 - class_mean(values, present, classes)
 
 
-def _global_stats(program: MetricProgram, stats: dict[str, Tensor],
-                  any_valid: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+def _global_stats(program: MetricProgram, stats: dict[str, Tensor], any_valid: Tensor,
+                  world: Processes) -> tuple[dict[str, Tensor], Tensor]:
     """The statistics summed over the processes (with autograd), and whether any has a valid
     pixel."""
     names = sorted(stats)
@@ -109,7 +109,7 @@ def _global_stats(program: MetricProgram, stats: dict[str, Tensor],
             f"{[tuple(stats[name].shape) for name in batched]}"
         )
     flag = any_valid.to(stats[names[0]].dtype) if names else any_valid.double()
-    *summed, count = global_sums(*[stats[name] for name in names], flag)
+    *summed, count = world.sums(*[stats[name] for name in names], flag)
     return dict(zip(names, summed)), count > 0
 
 
@@ -174,7 +174,7 @@ class SurrogateLoss(nn.Module):
             labels' ``H x W`` (``align_corners=False``, the mmseg / Hugging Face convention);
             ``tol`` then applies at the labels' size.
         sync: ``"global"``: sum the statistics over the processes of ``torch.distributed``
-            (DDP), see :mod:`autoloss.losses._global`.
+            (DDP), or a process group: over its processes; see :mod:`autoloss.losses._global`.
 
     Example:
         >>> loss = SurrogateLoss("miou")
@@ -189,7 +189,7 @@ class SurrogateLoss(nn.Module):
                  classes: str = "present", eps: float = 1e-8,
                  float32_dilation: bool = False, tol_at: Sequence[int] | None = None,
                  mode: str = "multiclass", compile: bool | str = "auto",
-                 resize: str | None = None, sync: str = "local") -> None:
+                 resize: str | None = None, sync: Sync = "local") -> None:
         super().__init__()
         self.resize = check_resize(resize)
         self.sync = check_sync(sync)
