@@ -5,7 +5,7 @@ full-batch parameter gradient), float64, within 1e-6; including a rank whose pix
 ignored, ranks with different batch sizes, 3-D volumes, an exported searched loss file and the
 compiled path.
 
-The loss list is :func:`tests.loss_cases.all_names`: a loss either takes ``sync`` (then it is
+The loss list is :func:`loss_cases.all_names`: a loss either takes ``sync`` (then it is
 tested here) or is listed in :data:`LOCAL` with the reason it needs none.
 """
 
@@ -20,12 +20,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from loss_cases import IGNORE, all_names, build, inputs, searched_file
 
 from autoloss.errors import InvalidValueError
 from autoloss.losses import read_spec
 from autoloss.losses.baselines import BASELINES
 from autoloss.losses.surrogate import SurrogateLoss
-from tests.loss_cases import IGNORE, all_names, build, inputs, searched_file
 
 WORLD = 2
 SHAPE = (4, 3, 24, 32)

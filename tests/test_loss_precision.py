@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from loss_cases import all_names, build, inputs
 
 from autoloss.losses.lovasz import lovasz_rows
-from tests.loss_cases import all_names, build, inputs
 
 SHAPE = (2, 3, 256, 512)
 #: float16 gradients need loss scaling like any float16 training (GradScaler's initial scale):

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from loss_cases import BINARY, all_names, build, inputs
 
 from autoloss.errors import InvalidValueError
 from autoloss.losses import load_loss
-from tests.loss_cases import BINARY, all_names, build, inputs
 
 SHAPE = (2, 3, 32, 48)
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from loss_cases import all_names, build, inputs
 
 from autoloss import MetricAccumulator, evaluate
 from autoloss.errors import InvalidValueError
 from autoloss.losses import load_loss
-from tests.loss_cases import all_names, build, inputs
 
 #: losses without volumes (their error names them): binary losses (one logit [N,1,H,W] would
 #: be ambiguous with a volume's label map) and RMI (2-D neighbourhoods)
