@@ -238,29 +238,40 @@ class MetricAccumulator(nn.Module):
     def update(self, pred: Tensor | np.ndarray, target: Tensor | np.ndarray) -> None:
         """Add a batch: ``pred`` predicted labels ``[N,H,W]`` (integers) or scores / logits
         ``[N,C,H,W]`` (floats, argmax over C), ``target`` ground-truth labels ``[N,H,W]``; tensors
-        on another device than the accumulator's (and numpy arrays) are copied to it.
+        on another device than the accumulator's (and numpy arrays) are copied to it. Volumes:
+        labels ``[N,D,H,W]``, scores ``[N,C,D,H,W]`` (boundaries with 3x3x3 neighbourhoods, ``tol``
+        a cube).
 
         The batch is processed in chunks of about ``2**20`` one-hot elements (at least one image).
         """
-        if isinstance(pred, Tensor) and pred.is_floating_point() and pred.dim() == 4:
+        is_scores = isinstance(pred, (Tensor, np.ndarray)) and (
+            pred.is_floating_point() if isinstance(pred, Tensor)
+            else np.issubdtype(pred.dtype, np.floating))
+        if is_scores and pred.ndim in (4, 5):
+            layout = "[N,C,H,W]" if pred.ndim == 4 else "[N,C,D,H,W]"
             if pred.shape[1] != self.num_classes:
                 raise InvalidValueError(
-                    f"pred scores [N,C,H,W] must have C=num_classes={self.num_classes} channels, "
+                    f"pred scores {layout} must have C=num_classes={self.num_classes} channels, "
                     f"but got pred {tuple(pred.shape)}")
-            pred = pred.argmax(dim=1)
+            pred = torch.as_tensor(pred).argmax(dim=1)
+        elif is_scores:
+            raise InvalidTypeError(
+                f"pred must hold integer class labels [N,H,W] ([N,D,H,W] for volumes) or float "
+                f"scores [N,C,H,W] ([N,C,D,H,W]; argmax over C), but got float pred of shape "
+                f"{tuple(pred.shape)}")
         pred = _as_tensor(pred, "pred").to(self.device)  # a copy only if elsewhere
         target = _as_tensor(target, "target").to(self.device)
-        if pred.dim() != 3 or pred.shape != target.shape:
+        if pred.dim() not in (3, 4) or pred.shape != target.shape:
             raise InvalidValueError(
-                f"pred and target must both be [N,H,W] label maps of the same shape (or pred "
-                f"[N,C,H,W] scores), but got pred {tuple(pred.shape)} and target "
-                f"{tuple(target.shape)}"
+                f"pred and target must both be [N,H,W] label maps of the same shape ([N,D,H,W] "
+                f"for volumes; or pred [N,C,H,W] / [N,C,D,H,W] scores), but got pred "
+                f"{tuple(pred.shape)} and target {tuple(target.shape)}"
             )
         if self.validate_args:
             check_labels(pred, name="pred", num_classes=self.num_classes, ignore_index=None)
             check_labels(target, name="target", num_classes=self.num_classes,
                          ignore_index=self.ignore_index)
-        elements = self.num_classes * pred.shape[1] * pred.shape[2]  # one-hot size of one image
+        elements = self.num_classes * pred[0].numel() if pred.shape[0] else 1  # one image
         step = max(1, _CHUNK_ELEMENTS // max(1, elements))
         for start in range(0, pred.shape[0], step):
             self._add(pred[start:start + step], target[start:start + step])
@@ -333,10 +344,11 @@ def _accumulate(pred: Tensor | np.ndarray, target: Tensor | np.ndarray, *, num_c
     acc = MetricAccumulator(num_classes=num_classes, ignore_index=ignore_index, tol=tol,
                             drop_bg=drop_bg, metrics=metrics)
     pred, target = _as_tensor(pred, "pred"), _as_tensor(target, "target")
-    if pred.shape != target.shape or pred.dim() not in (2, 3):
+    if pred.shape != target.shape or pred.dim() not in (2, 3, 4):
         raise InvalidValueError(
-            f"pred and target must both be [N,H,W] (or [H,W]) label maps of the same shape, but "
-            f"got pred {tuple(pred.shape)} and target {tuple(target.shape)}"
+            f"pred and target must both be [N,H,W] (or [H,W]) label maps, or [N,D,H,W] volumes, "
+            f"of the same shape, but got pred {tuple(pred.shape)} and target "
+            f"{tuple(target.shape)}"
         )
     if pred.dim() == 2:
         pred, target = pred[None], target[None]
@@ -354,8 +366,9 @@ def evaluate(pred: Tensor | np.ndarray, target: Tensor | np.ndarray, *, num_clas
     """Exact metrics of predicted label maps against ground truth.
 
     Args:
-        pred: predicted labels ``[N,H,W]`` (torch or numpy integers in ``[0, C)``).
-        target: ground-truth labels ``[N,H,W]``; ``ignore_index`` pixels are excluded.
+        pred: predicted labels ``[N,H,W]`` (torch or numpy integers in ``[0, C)``), or volumes
+            ``[N,D,H,W]`` (a single volume as ``[1,D,H,W]``: ``[D,H,W]`` reads as D images).
+        target: ground-truth labels of the same shape; ``ignore_index`` pixels are excluded.
         num_classes: C. ignore_index: excluded label or None. tol: boundary tolerance (pixels).
         drop_bg: see :class:`MetricAccumulator`. metrics: subset of ``METRIC_NAMES`` (default all).
         batch_size: images per chunk (bounds memory).

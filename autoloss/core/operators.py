@@ -16,6 +16,9 @@ operand is used as it is (the ground truth is never bent).
 Morphology is shared by both sets: erosion is a 3x3 min-filter over in-image neighbours (so the
 image border is not an edge) and dilation a square ``(2r+1) x (2r+1)`` max-filter, computed as two
 separable 1-D passes of shifted comparisons, with max-pooling's gradient (to the first arg-max).
+Volumes ``[N,C,D,H,W]`` (3-D segmentation) use cubes: erosion a 3x3x3 min-filter, dilation a
+``(2r+1)^3`` max-filter, each the square filter of every slice followed by a ``2r+1`` window
+along the depth (max-pooling's values and gradient), and per-class sums run over ``D, H, W``.
 The relaxed operators fuse the common cases (a curve of the prediction with the ground truth, the
 soft edge) into single autograd nodes that keep one gradient factor instead of every curve value.
 """
@@ -205,7 +208,9 @@ def _filter(x: Tensor, radius: int, *, largest: bool) -> Tensor:
     shift-and-compare filter (about 15x faster than max-pooling on CPU), with max-pooling's
     gradient when autograd needs one. Non-floating inputs use max-pooling; while
     ``torch.compile`` traces, :func:`autoloss.core.traced_filters.traced_filter` (same values and
-    gradient)."""
+    gradient). A volume ``[N,C,D,H,W]`` gets the cube filter (:func:`_volume_filter`)."""
+    if x.dim() == 5:
+        return _volume_filter(x, radius, largest=largest)
     if not x.is_floating_point():
         return _pool_filter(x, radius) if largest else -_pool_filter(-x, radius)
     if torch.compiler.is_compiling():
@@ -213,6 +218,23 @@ def _filter(x: Tensor, radius: int, *, largest: bool) -> Tensor:
     if x.requires_grad and torch.is_grad_enabled():
         return _SquareFilterFunction.apply(x, radius, largest)
     return _square_filter(x, radius, largest=largest)[0]
+
+
+def _volume_filter(x: Tensor, radius: int, *, largest: bool) -> Tensor:
+    """Cube ``(2r+1)^3`` max- or min-filter of ``x [N,C,D,H,W]`` over in-volume neighbours: the
+    square filter of every depth slice, then a window of ``2r+1`` slices along the depth
+    (max-pooling, padded with -inf: only in-volume slices count)."""
+    n, c, d, h, w = x.shape
+    planes = _filter(x.transpose(1, 2).reshape(n * d, c, h, w), radius, largest=largest)
+    planes = planes.reshape(n, d, c, h, w).transpose(1, 2)
+    if d == 1:
+        return planes.contiguous()
+    k = 2 * radius + 1
+    flat = planes.reshape(n * c, 1, d, h * w)
+    if not largest:
+        flat = -flat
+    out = F.max_pool2d(flat, (k, 1), stride=1, padding=(radius, 0))
+    return (out if largest else -out).reshape(n, c, d, h, w)
 
 
 def _pool_filter(x: Tensor, radius: int) -> Tensor:
@@ -226,12 +248,14 @@ def _pool_filter(x: Tensor, radius: int) -> Tensor:
 
 
 def erode(x: Tensor) -> Tensor:
-    """3x3 min-filter of ``x [N,C,H,W]`` over in-image neighbours (border padded with +inf)."""
+    """3x3 min-filter of ``x [N,C,H,W]`` over in-image neighbours (border padded with +inf);
+    3x3x3 for a volume ``[N,C,D,H,W]``."""
     return _filter(x, 1, largest=False)
 
 
 def dilate(x: Tensor, radius: int) -> Tensor:
-    """Square ``(2r+1)^2`` max-filter of ``x [N,C,H,W]`` over in-image neighbours.
+    """Square ``(2r+1)^2`` max-filter of ``x [N,C,H,W]`` over in-image neighbours (a ``(2r+1)^3``
+    cube for a volume ``[N,C,D,H,W]``).
 
     Computed by separable shifted comparisons, so the cost grows with ``log r`` and not ``r^2``;
     the gradient is max-pooling's (see :class:`_SquareFilterFunction`). ``radius = 0`` returns
@@ -246,23 +270,24 @@ def dilate(x: Tensor, radius: int) -> Tensor:
 
 def exact_edge(x: Tensor) -> Tensor:
     """Inner boundary of a binary map ``x [N,C,H,W]``: pixels of ``x`` with a 0 among their
-    in-image 3x3 neighbours (``x AND NOT erode(x)``)."""
+    in-image 3x3 neighbours (``x AND NOT erode(x)``; 3x3x3 voxels for ``[N,C,D,H,W]``)."""
     return x - erode(x)
 
 
 def total(x: Tensor, valid: Tensor | None = None, *, per_image: bool = False) -> Tensor:
-    """Per-class sum of ``x [N,C,H,W]`` over valid pixels.
+    """Per-class sum of ``x [N,C,H,W]`` (or ``[N,C,D,H,W]``) over valid pixels.
 
     ``valid`` is ``[N,1,H,W]`` (0/1) or None. Returns ``[C]`` (summed over the batch too) or
     ``[N,C]`` with ``per_image``.
     """
     if valid is not None:
         x = x * valid
+    spatial = (2, 3) if x.dim() == 4 else tuple(range(2, x.dim()))
     if per_image:
-        return x.sum(dim=(2, 3))
+        return x.sum(dim=spatial)
     if torch.compiler.is_compiling():  # per image first: inductor fuses that sum with x's ops
-        return x.sum(dim=(2, 3)).sum(dim=0)
-    return x.sum(dim=(0, 2, 3))
+        return x.sum(dim=spatial).sum(dim=0)
+    return x.sum(dim=(0, *spatial))
 
 
 def _in_unit_interval(x: Tensor) -> bool:

@@ -27,9 +27,12 @@ __all__ = [
     "check_ignore_index",
     "check_logits_and_target",
     "check_number",
+    "check_resize",
     "class_weights_tensor",
     "did_you_mean",
     "empty_batch",
+    "resize_entry",
+    "resize_logits",
     "weights_buffer",
 ]
 
@@ -39,6 +42,7 @@ _SOFT_SUM_TOL = 1e-3
 MAX_OPTION = 1e6
 _TOO_LARGE = (f"at most {MAX_OPTION:g} (autoloss.losses._validate.MAX_OPTION: a larger value "
               f"overflows float32 and makes the loss non-finite)")
+RESIZES = (None, "bilinear")
 
 
 def empty_batch(logits: Tensor) -> Tensor | None:
@@ -148,6 +152,52 @@ def class_weights_tensor(class_weights: Sequence[float] | Tensor | None, num_cla
     return weights
 
 
+def check_resize(resize: Any) -> str | None:
+    """``resize`` is None (logits at the labels' size) or ``"bilinear"``."""
+    return check_choice("resize", resize, RESIZES)
+
+
+def resize_entry(resize: str | None) -> dict[str, str]:
+    """``{"resize": resize}`` for a loss spec, ``{}`` for the default None."""
+    return {} if resize is None else {"resize": resize}
+
+
+def resize_logits(logits: Tensor, target: Tensor, resize: str | None) -> Tensor:
+    """Logits at a decoder's resolution (``[N,C,h,w]``, e.g. 1/4 of the labels' for SegFormer and
+    most mmseg heads) upsampled to the labels' ``H x W`` (``target [N,H,W]``, ``[N,1,H,W]`` or
+    soft ``[N,C,H,W]``): bilinear with ``align_corners=False``, as mmseg and Hugging Face do
+    before their losses (trilinear for volumes ``[N,C,d,h,w]``). Binary logits ``[N,h,w]`` come
+    back as ``[N,H,W]``. Unchanged when ``resize`` is None or the sizes already agree."""
+    if resize is None or not isinstance(logits, Tensor) or not isinstance(target, Tensor):
+        return logits
+    squeeze = logits.dim() == 3  # binary logits [N,h,w]
+    x = logits.unsqueeze(1) if squeeze else logits
+    dims = x.dim() - 2
+    if dims not in (2, 3) or target.dim() < dims + 1:
+        return logits  # the shape checks say what is wrong
+    size = tuple(target.shape[-dims:])
+    if tuple(x.shape[2:]) == size or x.numel() == 0:
+        return logits
+    mode = "trilinear" if dims == 3 else resize  # volumes [N,C,d,h,w]: the 3-D bilinear
+    x = torch.nn.functional.interpolate(x, size=size, mode=mode, align_corners=False)
+    return x[:, 0] if squeeze else x
+
+
+def _resize_hint(logits_size: Sequence[int], target_size: Sequence[int]) -> str:
+    """A hint to pass ``resize="bilinear"`` when the labels are an integer multiple of the logits'
+    spatial size (logits at the decoder's resolution)."""
+    if len(logits_size) != len(target_size) or tuple(logits_size) == tuple(target_size):
+        return ""
+    if not all(a > 0 and b % a == 0 for a, b in zip(logits_size, target_size)):
+        return ""
+    factors = {b // a for a, b in zip(logits_size, target_size)}
+    factor = "x".join(str(b // a) for a, b in zip(logits_size, target_size)) \
+        if len(factors) > 1 else f"{factors.pop()}x"
+    return (f". The labels are {factor} the logits' size (logits at the decoder's resolution?): "
+            f"pass resize='bilinear' to the loss to upsample the logits to the labels' size "
+            f"(align_corners=False, as mmseg and Hugging Face do)")
+
+
 def _check_hard_values(target: Tensor, *, num_classes: int, ignore_index: int | None,
                        high_labels_ignored: bool) -> None:
     if target.numel() == 0:
@@ -193,18 +243,26 @@ def _check_soft_values(target: Tensor) -> None:
         )
 
 
+#: what the error on 3-D volumes for a 2-D-only loss names as taking them
+VOLUME_LOSSES = ("dice", "jaccard", "tversky", "the JDT losses", "lovasz_softmax",
+                 "cross_entropy", "focal", "the surrogates")
+
+
 def check_logits_and_target(logits: Tensor, target: Tensor, *, ignore_index: int | None,
-                            allow_soft: bool, high_labels_ignored: bool = False) -> str:
+                            allow_soft: bool, high_labels_ignored: bool = False,
+                            volumes: bool = False, loss: str = "this loss") -> str:
     """Check a segmentation loss's inputs and tell hard labels from soft ones.
 
     Args:
-        logits: float ``[N,C,H,W]``.
+        logits: float ``[N,C,H,W]`` (or, with ``volumes``, a 3-D ``[N,C,D,H,W]``; the labels then
+            ``[N,D,H,W]`` or soft ``[N,C,D,H,W]``).
         target: hard labels, integer ``[N,H,W]`` with values in ``[0, C)`` or ``ignore_index``;
             or (when ``allow_soft``) soft labels, float ``[N,C,H,W]`` in ``[0, 1]`` summing to 1
             over C (within 1e-3).
         ignore_index: label value excluded from the loss (hard labels only), or None.
         allow_soft: whether float ``[N,C,H,W]`` targets are accepted.
         high_labels_ignored: accept labels ``>= C`` (they count as ignored; RMI convention).
+        volumes: accept 3-D volumes; else they raise an error naming ``loss``.
 
     Returns:
         ``"hard"`` or ``"soft"``.
@@ -216,38 +274,47 @@ def check_logits_and_target(logits: Tensor, target: Tensor, *, ignore_index: int
         )
     if not logits.is_floating_point():
         raise InvalidTypeError(f"logits must be a float tensor, but got dtype {logits.dtype}")
-    if logits.dim() != 4:
-        raise InvalidValueError(f"logits must be [N,C,H,W], but got shape {tuple(logits.shape)}")
+    if logits.dim() == 5 and not volumes:
+        raise InvalidValueError(
+            f"{loss} takes 2-D logits [N,C,H,W], not 3-D volumes, but got logits of shape "
+            f"{tuple(logits.shape)}; losses that take [N,C,D,H,W] volumes: "
+            f"{', '.join(VOLUME_LOSSES)}"
+        )
+    if logits.dim() not in ((4, 5) if volumes else (4,)):
+        expected = "[N,C,H,W] or [N,C,D,H,W]" if volumes else "[N,C,H,W]"
+        raise InvalidValueError(f"logits must be {expected}, but got shape {tuple(logits.shape)}")
     if target.device != logits.device:
         raise InvalidValueError(
             f"target must be on the logits' device {logits.device}, but got {target.device}"
         )
-    n, c, h, w = logits.shape
+    n, c, *spatial = logits.shape
+    layout, labels = (("[N,C,H,W]", "[N,H,W]") if len(spatial) == 2
+                      else ("[N,C,D,H,W]", "[N,D,H,W]"))
     if target.is_floating_point():
-        if target.dim() == 3:
+        if target.dim() == logits.dim() - 1:
             raise InvalidTypeError(
                 f"target has dtype {target.dtype} and shape {tuple(target.shape)}: hard labels "
                 "must have an integer dtype (use target.long())"
             )
         if not allow_soft:
             raise InvalidTypeError(
-                "this loss takes hard integer labels [N,H,W], but got a float target of shape "
+                f"this loss takes hard integer labels {labels}, but got a float target of shape "
                 f"{tuple(target.shape)}"
             )
-        if tuple(target.shape) != (n, c, h, w):
+        if tuple(target.shape) != tuple(logits.shape):
             raise InvalidValueError(
-                f"soft target must have the logits' shape [N,C,H,W]={tuple(logits.shape)}, but "
-                f"got {tuple(target.shape)}"
+                f"soft target must have the logits' shape {layout}={tuple(logits.shape)}, but "
+                f"got {tuple(target.shape)}{_resize_hint(spatial, target.shape[2:])}"
             )
         _check_soft_values(target)
         return "soft"
     if target.dtype == torch.bool or target.is_complex():
         raise InvalidTypeError(f"target must hold integer class labels, but got dtype {target.dtype}")
-    if target.dim() != 3 or tuple(target.shape) != (n, h, w):
-        expected = "[N,H,W] or soft [N,C,H,W]" if allow_soft else "[N,H,W]"
+    if tuple(target.shape) != (n, *spatial):
+        expected = f"{labels} or soft {layout}" if allow_soft else labels
         raise InvalidValueError(
-            f"target must be {expected} matching logits [N,C,H,W]={tuple(logits.shape)}, but got "
-            f"target shape {tuple(target.shape)}"
+            f"target must be {expected} matching logits {layout}={tuple(logits.shape)}, but got "
+            f"target shape {tuple(target.shape)}{_resize_hint(spatial, target.shape[1:])}"
         )
     _check_hard_values(target, num_classes=c, ignore_index=ignore_index,
                        high_labels_ignored=high_labels_ignored)
@@ -265,6 +332,12 @@ def check_binary_logits_and_target(logits: Tensor, target: Tensor, *,
         )
     if not logits.is_floating_point():
         raise InvalidTypeError(f"logits must be a float tensor, but got dtype {logits.dtype}")
+    if logits.dim() == 5:
+        raise InvalidValueError(
+            f"this binary loss takes 2-D logits [N,H,W] or [N,1,H,W], not 3-D volumes, but got "
+            f"shape {tuple(logits.shape)}; for volumes use mode='binary' on "
+            f"{', '.join(VOLUME_LOSSES[:3])} or the surrogates"
+        )
     if logits.dim() == 4 and logits.shape[1] == 1:
         logits = logits[:, 0]
     if logits.dim() != 3:
@@ -284,6 +357,7 @@ def check_binary_logits_and_target(logits: Tensor, target: Tensor, *,
         raise InvalidValueError(
             f"binary target must be [N,H,W]={tuple(logits.shape)} like the logits, but got "
             f"target shape {tuple(target.shape)}"
+            f"{_resize_hint(logits.shape[1:], target.shape[1:])}"
         )
     _check_hard_values(target, num_classes=2, ignore_index=ignore_index,
                        high_labels_ignored=False)

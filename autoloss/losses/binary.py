@@ -53,11 +53,11 @@ def two_class(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         ``([N,2,H,W]`` logits ``[0, x]``, ``[N,H,W]`` target``)``.
     """
-    if logits.dim() != 4 or logits.shape[1] != 1:
+    if logits.dim() not in (4, 5) or logits.shape[1] != 1:
         raise InvalidValueError(f"mode='binary' takes logits [N,1,H,W] (one foreground logit per "
-                         f"pixel), but got shape {tuple(logits.shape)}; use "
-                         f"mode='multiclass' for [N,C,H,W] logits")
-    if target.dim() == 4 and target.shape[1] == 1:
+                         f"pixel; [N,1,D,H,W] for volumes), but got shape {tuple(logits.shape)}; "
+                         f"use mode='multiclass' for [N,C,H,W] logits")
+    if target.dim() == logits.dim() and target.shape[1] == 1:
         target = target[:, 0]
     if target.is_floating_point():
         target = target.round().long()
@@ -73,10 +73,11 @@ def per_label(loss: Callable[[Tensor, Tensor], Tensor], logits: Tensor, target: 
         logits: ``[N,L,H,W]``, one independent logit per label and pixel.
         target: ``[N,L,H,W]`` in ``{0, 1}`` (or the loss's ignore index), the same shape.
     """
-    if logits.dim() != 4 or logits.shape[1] < 1:
+    if logits.dim() not in (4, 5) or logits.shape[1] < 1:
         raise InvalidValueError(f"mode='multilabel' takes logits [N,L,H,W] (one logit per label "
                                 f"and pixel), but got shape {tuple(logits.shape)}")
-    if tuple(target.shape) != tuple(logits.shape):
+    if target.dim() != logits.dim() or tuple(target.shape[:2]) != tuple(logits.shape[:2]):
+        # (the spatial sizes are checked per label: with resize they may differ)
         raise InvalidValueError(f"mode='multilabel' takes a target [N,L,H,W] of 0/1 per label, "
                                 f"the shape of the logits {tuple(logits.shape)}, but got "
                                 f"{tuple(target.shape)}")

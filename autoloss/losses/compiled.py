@@ -30,7 +30,7 @@ When (``compile`` option of :class:`~autoloss.losses.SurrogateLoss`, then this o
    better choice in hindsight would, so one-off calls, tests and short loops stay eager and a
    long training loop compiles early in its run.
 
-Eligible calls: float32 / float64 logits that require grad (with grad mode on), non-empty, and
+Eligible calls: 2-D float32 / float64 logits that require grad (with grad mode on), non-empty, and
 curves that are :class:`~autoloss.core.relaxations.BezierCurve`, ``LinearCurve`` or
 ``IdentityCurve``; everything else (evaluation without grad, half precision, custom curve
 callables) runs the eager kernel. When compilation fails (no C++ compiler, an untraceable user
@@ -153,6 +153,8 @@ def graph_key(program: MetricProgram, curves: Mapping[str, Curve], logits: Tenso
     """The key of this call, or None if it is not eligible for compilation (see the module
     docstring)."""
     if logits.dtype not in (torch.float32, torch.float64) or logits.numel() == 0:
+        return None
+    if logits.dim() != 4:  # 3-D volumes: the traced filters are 2-D, the eager ones cubes
         return None
     if not (logits.requires_grad and torch.is_grad_enabled()):
         return None

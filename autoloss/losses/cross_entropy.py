@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from autoloss.losses._precision import float32_compute
 from autoloss.losses._validate import (
     Reduction,
     check_binary_logits_and_target,
@@ -20,7 +21,10 @@ from autoloss.losses._validate import (
     check_ignore_index,
     check_logits_and_target,
     check_number,
+    check_resize,
     class_weights_tensor,
+    resize_entry,
+    resize_logits,
     weights_buffer,
 )
 
@@ -29,13 +33,15 @@ __all__ = ["BinaryCrossEntropyLoss", "CrossEntropyLoss", "binary_cross_entropy",
 _NO_IGNORE = -100  # passed to torch when ignore_index is None (validated labels never hold it)
 
 
+@float32_compute
 def cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int | None = None,
                   class_weights: Sequence[float] | Tensor | None = None,
-                  label_smoothing: float = 0.0, reduction: str = "mean") -> Tensor:
+                  label_smoothing: float = 0.0, reduction: str = "mean",
+                  resize: str | None = None) -> Tensor:
     """Softmax cross-entropy ``-sum_c q_ic log softmax(x_i)_c``.
 
     Args:
-        logits: ``[N,C,H,W]``.
+        logits: ``[N,C,H,W]``, or a 3-D volume ``[N,C,D,H,W]`` (the labels then ``[N,D,H,W]``).
         target: hard labels ``[N,H,W]`` (integer) or soft labels ``[N,C,H,W]`` (float, rows sum
             to 1; ``ignore_index`` does not apply to them).
         ignore_index: hard label value that contributes nothing, or None.
@@ -44,6 +50,8 @@ def cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int | None = 
         reduction: ``"mean"`` (hard: ``sum_i w_{y_i} l_i / sum_i w_{y_i}`` over non-ignored
             pixels, as torch does; soft: mean over all pixels), ``"sum"``, or ``"none"``
             (``[N,H,W]``, ignored pixels 0).
+        resize: ``"bilinear"``: upsample logits at the decoder's resolution to the labels'
+            ``H x W`` first (``align_corners=False``).
 
     Returns:
         a scalar, or ``[N,H,W]`` for ``reduction="none"``. All pixels ignored -> 0.
@@ -53,7 +61,9 @@ def cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int | None = 
         >>> cross_entropy(logits, torch.randint(0, 3, (2, 4, 4))).backward()
     """
     red = Reduction.parse(reduction)
-    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True)
+    logits = resize_logits(logits, target, check_resize(resize))
+    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True,
+                                   volumes=True)
     check_number("label_smoothing", label_smoothing, low=0.0, high=1.0)
     weight = class_weights_tensor(class_weights, logits.shape[1], logits)
     if mode == "soft":
@@ -89,8 +99,9 @@ class CrossEntropyLoss(nn.Module):
 
     def __init__(self, *, ignore_index: int | None = None,
                  class_weights: Sequence[float] | None = None, label_smoothing: float = 0.0,
-                 reduction: str = "mean") -> None:
+                 reduction: str = "mean", resize: str | None = None) -> None:
         super().__init__()
+        self.resize = check_resize(resize)
         self.ignore_index = check_ignore_index(ignore_index)
         self._class_weights = check_class_weights(class_weights)
         self.register_buffer("class_weights", weights_buffer(self._class_weights))
@@ -102,17 +113,21 @@ class CrossEntropyLoss(nn.Module):
         :func:`cross_entropy`: a scalar, ``[N, H, W]`` with ``reduction="none"``."""
         return cross_entropy(logits, target, ignore_index=self.ignore_index,
                              class_weights=self.class_weights,
-                             label_smoothing=self.label_smoothing, reduction=self.reduction)
+                             label_smoothing=self.label_smoothing, reduction=self.reduction,
+                             resize=self.resize)
 
     def to_dict(self) -> dict[str, Any]:
         """The loss spec ``{"name": ..., **options}``; ``cls(**options)`` rebuilds it."""
         return {"name": self.name, "ignore_index": self.ignore_index,
                 "class_weights": self._class_weights,
-                "label_smoothing": self.label_smoothing, "reduction": self.reduction}
+                "label_smoothing": self.label_smoothing, "reduction": self.reduction,
+                **resize_entry(self.resize)}
 
 
+@float32_compute
 def binary_cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int | None = None,
-                         pos_weight: float | None = None, reduction: str = "mean") -> Tensor:
+                         pos_weight: float | None = None, reduction: str = "mean",
+                         resize: str | None = None) -> Tensor:
     """Sigmoid binary cross-entropy ``-[y log s(x) + (1-y) log(1-s(x))]`` per pixel.
 
     Args:
@@ -122,8 +137,11 @@ def binary_cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int | 
         pos_weight: weight of the positive term (``torch``'s ``pos_weight``), or None.
         reduction: ``"mean"`` over non-ignored pixels, ``"sum"``, or ``"none"`` (``[N,H,W]``,
             ignored pixels 0).
+        resize: ``"bilinear"``: upsample logits at the decoder's resolution to the labels'
+            ``H x W`` first (``align_corners=False``).
     """
     red = Reduction.parse(reduction)
+    logits = resize_logits(logits, target, check_resize(resize))
     logits = check_binary_logits_and_target(logits, target, ignore_index=ignore_index)
     if pos_weight is not None:
         check_number("pos_weight", pos_weight, low=0.0)
@@ -141,8 +159,9 @@ class BinaryCrossEntropyLoss(nn.Module):
     name: ClassVar[str] = "binary_cross_entropy"
 
     def __init__(self, *, ignore_index: int | None = None, pos_weight: float | None = None,
-                 reduction: str = "mean") -> None:
+                 reduction: str = "mean", resize: str | None = None) -> None:
         super().__init__()
+        self.resize = check_resize(resize)
         self.ignore_index = check_ignore_index(ignore_index)
         self.pos_weight = (None if pos_weight is None
                            else check_number("pos_weight", pos_weight, low=0.0))
@@ -152,9 +171,11 @@ class BinaryCrossEntropyLoss(nn.Module):
         """``logits [N, 1, H, W]`` (or ``[N, H, W]``), ``target [N, H, W]`` in {0, 1} ->
         :func:`binary_cross_entropy`: a scalar, ``[N, H, W]`` with ``reduction="none"``."""
         return binary_cross_entropy(logits, target, ignore_index=self.ignore_index,
-                                    pos_weight=self.pos_weight, reduction=self.reduction)
+                                    pos_weight=self.pos_weight, reduction=self.reduction,
+                                    resize=self.resize)
 
     def to_dict(self) -> dict[str, Any]:
         """The loss spec ``{"name": ..., **options}``."""
         return {"name": self.name, "ignore_index": self.ignore_index,
-                "pos_weight": self.pos_weight, "reduction": self.reduction}
+                "pos_weight": self.pos_weight, "reduction": self.reduction,
+                **resize_entry(self.resize)}

@@ -15,13 +15,17 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from autoloss.losses._precision import float32_compute
 from autoloss.losses._validate import (
     Reduction,
     check_class_weights,
     check_ignore_index,
     check_logits_and_target,
     check_number,
+    check_resize,
     class_weights_tensor,
+    resize_entry,
+    resize_logits,
     weights_buffer,
 )
 from autoloss.losses.binary import apply_mode, check_mode, mode_entry
@@ -38,13 +42,15 @@ def _modulate(log_p: Tensor, gamma: float) -> Tensor:
     return -(one_minus_p ** gamma) * log_p
 
 
+@float32_compute
 def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: float | None = None,
                class_weights: Sequence[float] | Tensor | None = None,
-               ignore_index: int | None = None, reduction: str = "mean") -> Tensor:
+               ignore_index: int | None = None, reduction: str = "mean",
+               resize: str | None = None) -> Tensor:
     """Multi-class focal loss over softmax probabilities.
 
     Args:
-        logits: ``[N,C,H,W]``.
+        logits: ``[N,C,H,W]``, or a 3-D volume ``[N,C,D,H,W]`` (the labels then ``[N,D,H,W]``).
         target: hard labels ``[N,H,W]`` (integer) or soft labels ``[N,C,H,W]`` (float; the ignore
             index does not apply to them).
         gamma: focusing parameter ``>= 0`` (2 in the paper).
@@ -54,6 +60,8 @@ def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: flo
         ignore_index: hard label value that contributes nothing, or None.
         reduction: ``"mean"`` (hard: ``sum_i FL_i / sum_i w_{y_i}`` over non-ignored pixels, like
             cross-entropy; soft: mean over pixels), ``"sum"``, or ``"none"`` (``[N,H,W]``).
+        resize: ``"bilinear"``: upsample logits at the decoder's resolution to the labels'
+            ``H x W`` first (``align_corners=False``).
 
     Returns:
         a scalar, or ``[N,H,W]`` for ``reduction="none"``. All pixels ignored -> 0.
@@ -63,7 +71,9 @@ def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: flo
         >>> focal_loss(logits, torch.randint(0, 3, (2, 4, 4)), gamma=2.0).backward()
     """
     red = Reduction.parse(reduction)
-    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True)
+    logits = resize_logits(logits, target, check_resize(resize))
+    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True,
+                                   volumes=True)
     gamma = check_number("gamma", gamma, low=0.0)
     scale = 1.0 if alpha is None else check_number("alpha", alpha, low=0.0)
     weight = class_weights_tensor(class_weights, logits.shape[1], logits)
@@ -97,9 +107,11 @@ class FocalLoss(nn.Module):
 
     def __init__(self, *, gamma: float = 2.0, alpha: float | None = None,
                  class_weights: Sequence[float] | None = None, ignore_index: int | None = None,
-                 reduction: str = "mean", mode: str = "multiclass") -> None:
+                 reduction: str = "mean", mode: str = "multiclass",
+                 resize: str | None = None) -> None:
         super().__init__()
         self.mode = check_mode(mode)
+        self.resize = check_resize(resize)
         self.gamma = check_number("gamma", gamma, low=0.0)
         self.alpha = None if alpha is None else check_number("alpha", alpha, low=0.0)
         self._class_weights = check_class_weights(class_weights)
@@ -115,10 +127,11 @@ class FocalLoss(nn.Module):
     def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return focal_loss(logits, target, gamma=self.gamma, alpha=self.alpha,
                           class_weights=self.class_weights, ignore_index=self.ignore_index,
-                          reduction=self.reduction)
+                          reduction=self.reduction, resize=self.resize)
 
     def to_dict(self) -> dict[str, Any]:
         """The loss spec ``{"name": ..., **options}``; ``FocalLoss(**options)`` rebuilds it."""
         return {"name": self.name, "gamma": self.gamma, "alpha": self.alpha,
                 "class_weights": self._class_weights, "ignore_index": self.ignore_index,
-                "reduction": self.reduction, **mode_entry(self.mode)}
+                "reduction": self.reduction, **mode_entry(self.mode),
+                **resize_entry(self.resize)}

@@ -26,6 +26,11 @@ are removed from ``p`` and ``q`` (an ignored class index then takes part only th
 ``soft_classes`` for soft labels (reference defaults ``"present"`` and ``"all"``).
 ``gamma`` must be ``>= 1`` (the reference applies it only when ``> 1``).
 
+``resize="bilinear"`` upsamples logits at the decoder's resolution to the labels' size;
+``sync="global"`` sums the counts (and the image- and class-level means' sums) over the
+processes of ``torch.distributed``, so under DDP every rank computes the full batch's loss
+(:mod:`autoloss.losses._global` states the gradient scaling).
+
 Parity: float64 results equal the reference ``JDTLoss`` to ~1e-16 (tests use the golden files).
 """
 
@@ -38,18 +43,29 @@ import torch
 from torch import Tensor, nn
 
 from autoloss.errors import InvalidValueError
+from autoloss.losses._global import Sync, check_sync, processes, sync_entry
+from autoloss.losses._precision import float32_compute
 from autoloss.losses._validate import (
     check_class_weights,
     check_classes,
     check_ignore_index,
     check_logits_and_target,
     check_number,
+    check_resize,
     class_weights_tensor,
     empty_batch,
+    resize_entry,
+    resize_logits,
     weights_buffer,
 )
 from autoloss.losses.binary import apply_mode, check_mode, mode_entry
-from autoloss.losses.region import active_mask, masked_mean, soft_counts, tversky_loss_matrix
+from autoloss.losses.region import (
+    active_mask,
+    batch_max,
+    masked_mean,
+    soft_counts,
+    tversky_loss_matrix,
+)
 
 __all__ = [
     "CompatibleTverskyLoss",
@@ -88,17 +104,19 @@ def _check_options(*, alpha: float, beta: float, gamma: float, miou_d: float, mi
     }
 
 
+@float32_compute
 def jdt_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, beta: float = 1.0,
              gamma: float = 1.0, miou_d: float = 1.0, miou_i: float = 0.0, miou_c: float = 0.0,
              smooth: float = 1e-3, threshold: float = 0.01, norm: int = 1,
              log_loss: bool = False, ignore_index: int | None = None,
              class_weights: Sequence[float] | Tensor | None = None,
              classes: str | Sequence[int] = "present",
-             soft_classes: str | Sequence[int] = "all") -> Tensor:
+             soft_classes: str | Sequence[int] = "all", resize: str | None = None,
+             sync: Sync = "local") -> Tensor:
     """The JDT loss (see the module docstring); defaults are the reference constructor's.
 
     Args:
-        logits: ``[N,C,H,W]``.
+        logits: ``[N,C,H,W]``, or a 3-D volume ``[N,C,D,H,W]`` (the labels then ``[N,D,H,W]``).
         target: hard labels ``[N,H,W]`` (integer) or soft labels ``[N,C,H,W]`` (float).
         alpha, beta: Tversky weights of false positives / negatives (1, 1: Jaccard; 1/2: Dice).
         gamma: exponent ``>= 1`` on the per-entry loss.
@@ -111,6 +129,8 @@ def jdt_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, beta: float 
         class_weights: ``[C]`` factors on the per-class losses.
         classes, soft_classes: active classes for hard / soft labels (``"present"``, ``"all"`` or
             a list of class indices).
+        resize: ``"bilinear"``: upsample logits ``[N,C,h,w]`` to the labels' ``H x W`` first.
+        sync: ``"global"``: sums over the processes of ``torch.distributed`` (module docstring).
 
     Returns:
         a scalar.
@@ -118,8 +138,11 @@ def jdt_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, beta: float 
     opts = _check_options(alpha=alpha, beta=beta, gamma=gamma, miou_d=miou_d, miou_i=miou_i,
                           miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
                           log_loss=log_loss, classes=classes, soft_classes=soft_classes)
-    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True)
-    if (empty := empty_batch(logits)) is not None:
+    logits = resize_logits(logits, target, check_resize(resize))
+    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True,
+                                   volumes=True)
+    world = processes(check_sync(sync))
+    if not world and (empty := empty_batch(logits)) is not None:
         return empty
     probs = torch.softmax(logits, dim=1)
     tp, fp, fn, peak = soft_counts(probs, target, mode=mode, ignore_index=ignore_index,
@@ -128,12 +151,17 @@ def jdt_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, beta: float 
     weight = class_weights_tensor(class_weights, logits.shape[1], tp)
     shape = {"alpha": opts["alpha"], "beta": opts["beta"], "gamma": opts["gamma"],
              "smooth": opts["smooth"], "log_loss": opts["log_loss"]}
+    batch_sum = world.sums if world else None
     terms = []
     if opts["miou_d"] > 0:
-        loss_d = tversky_loss_matrix(tp.sum(0), fp.sum(0), fn.sum(0), **shape)
+        tp_d, fp_d, fn_d, peak_d = tp.sum(0), fp.sum(0), fn.sum(0), batch_max(peak)
+        if world:
+            tp_d, fp_d, fn_d = world.sums(tp_d, fp_d, fn_d)
+            peak_d = world.max(peak_d)
+        loss_d = tversky_loss_matrix(tp_d, fp_d, fn_d, **shape)
         if weight is not None:
             loss_d = loss_d * weight
-        active = active_mask(peak.amax(0), select, threshold=opts["threshold"])
+        active = active_mask(peak_d, select, threshold=opts["threshold"])
         terms.append(opts["miou_d"] * masked_mean(loss_d, active))
     if opts["miou_i"] > 0 or opts["miou_c"] > 0:
         loss_bc = tversky_loss_matrix(tp, fp, fn, **shape)
@@ -141,9 +169,11 @@ def jdt_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, beta: float 
             loss_bc = loss_bc * weight
         active = active_mask(peak, select, threshold=opts["threshold"])
         if opts["miou_i"] > 0:
-            terms.append(opts["miou_i"] * masked_mean(loss_bc, active, dim=1))
+            terms.append(opts["miou_i"] * masked_mean(loss_bc, active, dim=1,
+                                                      batch_sum=batch_sum))
         if opts["miou_c"] > 0:
-            terms.append(opts["miou_c"] * masked_mean(loss_bc, active, dim=0))
+            terms.append(opts["miou_c"] * masked_mean(loss_bc, active, dim=0,
+                                                      batch_sum=batch_sum))
     return sum(terms[1:], terms[0])
 
 
@@ -153,12 +183,13 @@ def jaccard_metric_loss(
         norm: int = 1, log_loss: bool = False, ignore_index: int | None = None,
         class_weights: Sequence[float] | Tensor | None = None,
         classes: str | Sequence[int] = "present",
-        soft_classes: str | Sequence[int] = "all") -> Tensor:
+        soft_classes: str | Sequence[int] = "all", resize: str | None = None,
+        sync: Sync = "local") -> Tensor:
     """Jaccard Metric Loss: :func:`jdt_loss` with ``alpha = beta = 1`` (other options as there)."""
     return jdt_loss(logits, target, alpha=1.0, beta=1.0, gamma=gamma, miou_d=miou_d,
                     miou_i=miou_i, miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
                     log_loss=log_loss, ignore_index=ignore_index, class_weights=class_weights,
-                    classes=classes, soft_classes=soft_classes)
+                    classes=classes, soft_classes=soft_classes, resize=resize, sync=sync)
 
 
 def dice_semimetric_loss(
@@ -167,13 +198,14 @@ def dice_semimetric_loss(
         norm: int = 1, log_loss: bool = False, ignore_index: int | None = None,
         class_weights: Sequence[float] | Tensor | None = None,
         classes: str | Sequence[int] = "present",
-        soft_classes: str | Sequence[int] = "all") -> Tensor:
+        soft_classes: str | Sequence[int] = "all", resize: str | None = None,
+        sync: Sync = "local") -> Tensor:
     """Dice Semimetric Loss: :func:`jdt_loss` with ``alpha = beta = 1/2`` (other options as
     there)."""
     return jdt_loss(logits, target, alpha=0.5, beta=0.5, gamma=gamma, miou_d=miou_d,
                     miou_i=miou_i, miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
                     log_loss=log_loss, ignore_index=ignore_index, class_weights=class_weights,
-                    classes=classes, soft_classes=soft_classes)
+                    classes=classes, soft_classes=soft_classes, resize=resize, sync=sync)
 
 
 def compatible_tversky_loss(
@@ -183,13 +215,14 @@ def compatible_tversky_loss(
         norm: int = 1, log_loss: bool = False, ignore_index: int | None = None,
         class_weights: Sequence[float] | Tensor | None = None,
         classes: str | Sequence[int] = "present",
-        soft_classes: str | Sequence[int] = "all") -> Tensor:
+        soft_classes: str | Sequence[int] = "all", resize: str | None = None,
+        sync: Sync = "local") -> Tensor:
     """Compatible Tversky loss: :func:`jdt_loss` with free ``alpha``, ``beta`` (defaults 0.3, 0.7,
     Salehi et al. 2017; other options as there)."""
     return jdt_loss(logits, target, alpha=alpha, beta=beta, gamma=gamma, miou_d=miou_d,
                     miou_i=miou_i, miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
                     log_loss=log_loss, ignore_index=ignore_index, class_weights=class_weights,
-                    classes=classes, soft_classes=soft_classes)
+                    classes=classes, soft_classes=soft_classes, resize=resize, sync=sync)
 
 
 class _JDTModule(nn.Module):
@@ -203,9 +236,12 @@ class _JDTModule(nn.Module):
                  miou_c: float, smooth: float, threshold: float, norm: int, log_loss: bool,
                  ignore_index: int | None, class_weights: Sequence[float] | None,
                  classes: str | Sequence[int], soft_classes: str | Sequence[int],
-                 mode: str = "multiclass") -> None:
+                 mode: str = "multiclass", resize: str | None = None,
+                 sync: Sync = "local") -> None:
         super().__init__()
         self.mode = check_mode(mode)
+        self.resize = check_resize(resize)
+        self.sync = check_sync(sync)
         opts = _check_options(alpha=alpha, beta=beta, gamma=gamma, miou_d=miou_d, miou_i=miou_i,
                               miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
                               log_loss=log_loss, classes=classes, soft_classes=soft_classes)
@@ -229,11 +265,13 @@ class _JDTModule(nn.Module):
 
     def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
         options = {**self._options(), "class_weights": self.class_weights}
-        return jdt_loss(logits, target, alpha=self.alpha, beta=self.beta, **options)
+        return jdt_loss(logits, target, alpha=self.alpha, beta=self.beta, **options,
+                        resize=self.resize, sync=self.sync)
 
     def to_dict(self) -> dict[str, Any]:
         """The loss spec ``{"name": ..., **options}``; ``cls(**options)`` rebuilds it."""
-        return {"name": self.name, **self._options(), **mode_entry(self.mode)}
+        return {"name": self.name, **self._options(), **mode_entry(self.mode),
+                **resize_entry(self.resize), **sync_entry(self.sync)}
 
 
 class JaccardMetricLoss(_JDTModule):
@@ -251,12 +289,13 @@ class JaccardMetricLoss(_JDTModule):
                  norm: int = 1, log_loss: bool = False, ignore_index: int | None = None,
                  class_weights: Sequence[float] | None = None,
                  classes: str | Sequence[int] = "present",
-                 soft_classes: str | Sequence[int] = "all", mode: str = "multiclass") -> None:
+                 soft_classes: str | Sequence[int] = "all", mode: str = "multiclass",
+                 resize: str | None = None, sync: Sync = "local") -> None:
         super().__init__(alpha=1.0, beta=1.0, gamma=gamma, miou_d=miou_d, miou_i=miou_i,
                          miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
                          log_loss=log_loss, ignore_index=ignore_index,
                          class_weights=class_weights, classes=classes, soft_classes=soft_classes,
-                         mode=mode)
+                         mode=mode, resize=resize, sync=sync)
 
 
 class DiceSemimetricLoss(_JDTModule):
@@ -269,12 +308,13 @@ class DiceSemimetricLoss(_JDTModule):
                  norm: int = 1, log_loss: bool = False, ignore_index: int | None = None,
                  class_weights: Sequence[float] | None = None,
                  classes: str | Sequence[int] = "present",
-                 soft_classes: str | Sequence[int] = "all", mode: str = "multiclass") -> None:
+                 soft_classes: str | Sequence[int] = "all", mode: str = "multiclass",
+                 resize: str | None = None, sync: Sync = "local") -> None:
         super().__init__(alpha=0.5, beta=0.5, gamma=gamma, miou_d=miou_d, miou_i=miou_i,
                          miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
                          log_loss=log_loss, ignore_index=ignore_index,
                          class_weights=class_weights, classes=classes, soft_classes=soft_classes,
-                         mode=mode)
+                         mode=mode, resize=resize, sync=sync)
 
 
 class CompatibleTverskyLoss(_JDTModule):
@@ -288,12 +328,13 @@ class CompatibleTverskyLoss(_JDTModule):
                  log_loss: bool = False, ignore_index: int | None = None,
                  class_weights: Sequence[float] | None = None,
                  classes: str | Sequence[int] = "present",
-                 soft_classes: str | Sequence[int] = "all", mode: str = "multiclass") -> None:
+                 soft_classes: str | Sequence[int] = "all", mode: str = "multiclass",
+                 resize: str | None = None, sync: Sync = "local") -> None:
         super().__init__(alpha=alpha, beta=beta, gamma=gamma, miou_d=miou_d, miou_i=miou_i,
                          miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
                          log_loss=log_loss, ignore_index=ignore_index,
                          class_weights=class_weights, classes=classes, soft_classes=soft_classes,
-                         mode=mode)
+                         mode=mode, resize=resize, sync=sync)
 
     def to_dict(self) -> dict[str, Any]:
         spec = super().to_dict()

@@ -25,11 +25,24 @@ position (a stable sort; for float32 one radix sort of packed integer keys, the 
 where errors tie its gradient may spread differently over the tied pixels than the reference's,
 whose tie order is an artifact of ``torch.sort`` (the loss value is the same, and both are valid
 subgradients). The hinge, whose errors tie often (equal logits), orders ties as the reference.
-Any float dtype works (the reference is float32 only).
+Global statistics (``sync="global"``, DDP): the Lovasz extension is not a function of per-class
+sums, since its weights come from the rank of every pixel's error in the whole set. With
+``per_image=False`` every rank therefore all-gathers the (non-ignored) errors' inputs, the
+class probabilities ``[K, P]`` and labels of every rank (``torch.distributed.nn.functional.
+all_gather``, with autograd), and sorts the full batch: each rank computes the full batch's loss
+at ``world_size`` times the sorting work and memory of one rank's. With ``per_image=True`` the
+sets are images, so only the mean over images is summed across ranks. Gradients follow
+:mod:`autoloss.losses._global`'s convention. ``resize="bilinear"`` upsamples logits at the
+decoder's resolution to the labels' size first.
+
+Any float dtype works (the reference is float32 only): half-precision logits are computed in
+float32 (:mod:`autoloss.losses._precision`), and :func:`lovasz_rows` computes its weights in
+float32 for half-precision errors (integer ranks above 65,504 overflow float16).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -37,12 +50,17 @@ import torch
 from torch import Tensor, nn
 
 from autoloss.errors import InvalidValueError
+from autoloss.losses._global import Processes, Sync, check_sync, processes, sync_entry
+from autoloss.losses._precision import float32_compute
 from autoloss.losses._validate import (
     check_binary_logits_and_target,
     check_classes,
     check_ignore_index,
     check_logits_and_target,
+    check_resize,
     empty_batch,
+    resize_entry,
+    resize_logits,
 )
 
 __all__ = ["LovaszHingeLoss", "LovaszSoftmaxLoss", "lovasz_hinge", "lovasz_softmax"]
@@ -113,8 +131,11 @@ def lovasz_rows(errors: Tensor, fg: Tensor, *, hinge: bool = False,
     fg_cum = fg.gather(1, perm).cumsum(dim=1, dtype=count)
     inter = fg_cum[:, -1:] - fg_cum  # G - sum_{j<=k} fg_(j)
     rank = torch.arange(1, size + 1, device=fg.device, dtype=count)
-    inter_f = inter.to(errors.dtype)
-    jaccard = 1.0 - inter_f / (inter + rank).to(errors.dtype)  # union = G + k - cumsum(fg)
+    # ranks and counts reach P: exact in float32 up to 2^24 (float16 overflows at 65,504,
+    # bfloat16 rounds above 256), so the weights are float32 (float64 for float64 errors)
+    wdtype = torch.promote_types(errors.dtype, torch.float32)
+    inter_f = inter.to(wdtype)
+    jaccard = 1.0 - inter_f / (inter + rank).to(wdtype)  # union = G + k - cumsum(fg)
     weights = torch.diff(jaccard, dim=1, prepend=jaccard.new_zeros(rows, 1))
     weights = torch.empty_like(weights).scatter_(1, perm, weights)
     return ((torch.relu(errors) if hinge else errors) * weights).sum(dim=1)
@@ -137,17 +158,22 @@ def _softmax_sets(probs: Tensor, labels: Tensor, class_ids: Tensor,
     return losses, present
 
 
+@float32_compute
 def lovasz_softmax(logits: Tensor, target: Tensor, *, per_image: bool = False,
                    classes: str | Sequence[int] = "present",
-                   ignore_index: int | None = None) -> Tensor:
+                   ignore_index: int | None = None, resize: str | None = None,
+                   sync: Sync = "local") -> Tensor:
     """Lovasz-Softmax loss on ``softmax(logits)`` (see the module docstring).
 
     Args:
-        logits: ``[N,C,H,W]`` (softmax over C is applied here).
-        target: ``[N,H,W]`` integer labels in ``[0, C)`` or ``ignore_index``.
+        logits: ``[N,C,H,W]`` (softmax over C is applied here), or a volume ``[N,C,D,H,W]``.
+        target: ``[N,H,W]`` (``[N,D,H,W]``) integer labels in ``[0, C)`` or ``ignore_index``.
         per_image: one set per image (mean over images) instead of the whole batch.
         classes: ``"present"``, ``"all"`` or a list of class indices.
         ignore_index: label value removed from the sets, or None.
+        resize: ``"bilinear"``: upsample logits ``[N,C,h,w]`` to the labels' ``H x W`` first.
+        sync: ``"global"``: the full batch of every process of ``torch.distributed`` (all-gathered
+            for ``per_image=False``; see the module docstring).
 
     Returns:
         a scalar; 0 (zero gradient) when every pixel is ignored.
@@ -156,9 +182,13 @@ def lovasz_softmax(logits: Tensor, target: Tensor, *, per_image: bool = False,
         >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
         >>> lovasz_softmax(logits, torch.randint(0, 3, (2, 8, 8)), per_image=True).backward()
     """
-    check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=False)
+    logits = resize_logits(logits, target, check_resize(resize))
+    check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=False,
+                            volumes=True)
     classes = check_classes(classes)
-    n, c, h, w = logits.shape
+    world = processes(check_sync(sync))
+    n, c = logits.shape[:2]
+    pixels = math.prod(logits.shape[2:])  # H*W, or D*H*W for a volume
     probs = torch.softmax(logits, dim=1)
     if isinstance(classes, list):
         bad = [k for k in classes if k >= c]
@@ -169,22 +199,47 @@ def lovasz_softmax(logits: Tensor, target: Tensor, *, per_image: bool = False,
     else:
         class_ids = torch.arange(c, device=logits.device)
     k = class_ids.numel()
-    labels = target.long().reshape(n, h * w)
+    labels = target.long().reshape(n, pixels)
     valid = _valid_mask(labels, ignore_index)
-    if valid is not None and not bool(valid.any()):
+    if world and not per_image:
+        return _gathered_softmax(logits, probs.reshape(n, k, pixels), labels, valid, class_ids,
+                                 classes, world)
+    if valid is not None and not bool(valid.any()) and not world:
         return logits.sum() * 0.0
     if per_image:  # rows (image, class)
         keep = None if valid is None else [torch.nonzero(v).squeeze(1) for v in valid]
-        losses, present = _softmax_sets(probs.reshape(n, k, h * w), labels, class_ids, keep)
+        losses, present = _softmax_sets(probs.reshape(n, k, pixels), labels, class_ids, keep)
     else:  # rows (class) over the whole batch
-        flat = probs.transpose(0, 1).reshape(1, k, n * h * w)
+        flat = probs.transpose(0, 1).reshape(1, k, n * pixels)
         keep_all = None if valid is None else [torch.nonzero(valid.reshape(-1)).squeeze(1)]
-        losses, present = _softmax_sets(flat, labels.reshape(1, n * h * w), class_ids, keep_all)
+        losses, present = _softmax_sets(flat, labels.reshape(1, n * pixels), class_ids, keep_all)
     keep_class = present.to(losses.dtype) if classes == "present" else torch.ones_like(losses)
     per_set = (losses * keep_class).sum(dim=1) / keep_class.sum(dim=1).clamp_min(1)
     if valid is not None and per_image:
         per_set = per_set * valid.any(dim=1).to(per_set.dtype)  # an empty image counts as 0
+    if world:  # the mean over the images of every process
+        total, count = world.sums(per_set.sum(), per_set.new_tensor(float(per_set.numel())))
+        return total / count.clamp_min(1)
     return per_set.mean()
+
+
+def _gathered_softmax(logits: Tensor, probs: Tensor, labels: Tensor, valid: Tensor | None,
+                      class_ids: Tensor, classes: str | list[int], world: Processes) -> Tensor:
+    """Batch-level Lovasz-Softmax over the non-ignored pixels of every process: ``probs
+    [N,K,P]`` and ``labels [N,P]`` all-gathered (rank order, then image and pixel order, as in
+    the concatenated full batch, so ties sort the same), then one sort per class."""
+    k = probs.shape[1]
+    flat = probs.transpose(0, 1).reshape(k, -1)
+    flat_labels = labels.reshape(1, -1)
+    if valid is not None:
+        keep = torch.nonzero(valid.reshape(-1)).squeeze(1)
+        flat, flat_labels = flat.index_select(1, keep), flat_labels.index_select(1, keep)
+    flat, flat_labels = world.gather(flat), world.gather(flat_labels)
+    if flat.shape[1] == 0:  # every pixel of every process is ignored
+        return logits.sum() * 0.0
+    losses, present = _softmax_sets(flat.unsqueeze(0), flat_labels, class_ids, None)
+    keep_class = present.to(losses.dtype) if classes == "present" else torch.ones_like(losses)
+    return ((losses * keep_class).sum(dim=1) / keep_class.sum(dim=1).clamp_min(1)).mean()
 
 
 def _valid_mask(labels: Tensor, ignore_index: int | None) -> Tensor | None:
@@ -195,8 +250,10 @@ def _valid_mask(labels: Tensor, ignore_index: int | None) -> Tensor | None:
     return None if bool(valid.all()) else valid
 
 
+@float32_compute
 def lovasz_hinge(logits: Tensor, target: Tensor, *, per_image: bool = True,
-                 ignore_index: int | None = None) -> Tensor:
+                 ignore_index: int | None = None, resize: str | None = None,
+                 sync: Sync = "local") -> Tensor:
     """Binary Lovasz hinge loss on raw logits (see the module docstring).
 
     Args:
@@ -204,6 +261,9 @@ def lovasz_hinge(logits: Tensor, target: Tensor, *, per_image: bool = True,
         target: ``[N,H,W]`` integer labels in {0, 1} or ``ignore_index``.
         per_image: one set per image (mean over images; the reference default) or the batch.
         ignore_index: label value removed from the sets, or None.
+        resize: ``"bilinear"``: upsample logits ``[N,h,w]`` to the labels' ``H x W`` first.
+        sync: ``"global"``: the full batch of every process of ``torch.distributed`` (the errors
+            all-gathered for ``per_image=False``; see the module docstring).
 
     Returns:
         a scalar; 0 (zero gradient) when every pixel is ignored.
@@ -212,7 +272,12 @@ def lovasz_hinge(logits: Tensor, target: Tensor, *, per_image: bool = True,
         >>> logits = torch.randn(2, 8, 8, requires_grad=True)
         >>> lovasz_hinge(logits, torch.randint(0, 2, (2, 8, 8))).backward()
     """
+    logits = resize_logits(logits, target, check_resize(resize))
     logits = check_binary_logits_and_target(logits, target, ignore_index=ignore_index)
+    world = processes(check_sync(sync))
+    if world:
+        return _global_hinge(logits, target, per_image=per_image, ignore_index=ignore_index,
+                             world=world)
     if (empty := empty_batch(logits)) is not None:
         return empty
     rows = logits.shape[0] if per_image else 1
@@ -231,6 +296,30 @@ def lovasz_hinge(logits: Tensor, target: Tensor, *, per_image: bool = True,
     return torch.cat(losses).mean()
 
 
+def _global_hinge(logits: Tensor, target: Tensor, *, per_image: bool,
+                  ignore_index: int | None, world: Processes) -> Tensor:
+    """:func:`lovasz_hinge` over the images of every process (inputs checked): per image, the
+    mean summed across processes; over the batch, the kept errors all-gathered and sorted."""
+    n = logits.shape[0]
+    scores, labels = logits.reshape(n, -1), target.reshape(n, -1)
+    valid = (torch.ones_like(labels, dtype=torch.bool) if ignore_index is None
+             else labels != ignore_index)
+    fg = labels == 1
+    errors = 1.0 - scores * (2.0 * fg.to(scores.dtype) - 1.0)
+    if per_image:
+        losses = [lovasz_rows(errors[i:i + 1, valid[i]], fg[i:i + 1, valid[i]], hinge=True,
+                              stable=False) for i in range(n)]
+        total = torch.cat(losses).sum() if losses else logits.sum() * 0.0
+        total, count = world.sums(total, total.new_tensor(float(n)))
+        return total / count.clamp_min(1)
+    kept = valid.reshape(-1)
+    errors = world.gather(errors.reshape(1, -1)[:, kept])
+    fg = world.gather(fg.reshape(1, -1)[:, kept].to(torch.uint8)).bool()
+    if errors.shape[1] == 0:
+        return logits.sum() * 0.0
+    return lovasz_rows(errors, fg, hinge=True, stable=False).mean()
+
+
 class LovaszSoftmaxLoss(nn.Module):
     """Module form of :func:`lovasz_softmax`.
 
@@ -242,8 +331,11 @@ class LovaszSoftmaxLoss(nn.Module):
     name: ClassVar[str] = "lovasz_softmax"
 
     def __init__(self, *, per_image: bool = False, classes: str | Sequence[int] = "present",
-                 ignore_index: int | None = None) -> None:
+                 ignore_index: int | None = None, resize: str | None = None,
+                 sync: Sync = "local") -> None:
         super().__init__()
+        self.resize = check_resize(resize)
+        self.sync = check_sync(sync)
         if not isinstance(per_image, bool):
             raise InvalidValueError(f"per_image must be a bool, but got {per_image=!r}")
         self.per_image = per_image
@@ -253,12 +345,13 @@ class LovaszSoftmaxLoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """``logits [N, C, H, W]``, ``target [N, H, W]`` long -> :func:`lovasz_softmax`: a scalar."""
         return lovasz_softmax(logits, target, per_image=self.per_image, classes=self.classes,
-                              ignore_index=self.ignore_index)
+                              ignore_index=self.ignore_index, resize=self.resize, sync=self.sync)
 
     def to_dict(self) -> dict[str, Any]:
         """The loss spec ``{"name": ..., **options}``; ``cls(**options)`` rebuilds it."""
         return {"name": self.name, "per_image": self.per_image, "classes": self.classes,
-                "ignore_index": self.ignore_index}
+                "ignore_index": self.ignore_index, **resize_entry(self.resize),
+                **sync_entry(self.sync)}
 
 
 class LovaszHingeLoss(nn.Module):
@@ -266,8 +359,11 @@ class LovaszHingeLoss(nn.Module):
 
     name: ClassVar[str] = "lovasz_hinge"
 
-    def __init__(self, *, per_image: bool = True, ignore_index: int | None = None) -> None:
+    def __init__(self, *, per_image: bool = True, ignore_index: int | None = None,
+                 resize: str | None = None, sync: Sync = "local") -> None:
         super().__init__()
+        self.resize = check_resize(resize)
+        self.sync = check_sync(sync)
         if not isinstance(per_image, bool):
             raise InvalidValueError(f"per_image must be a bool, but got {per_image=!r}")
         self.per_image = per_image
@@ -277,9 +373,10 @@ class LovaszHingeLoss(nn.Module):
         """``logits [N, 1, H, W]`` (or ``[N, H, W]``), ``target [N, H, W]`` in {0, 1} ->
         :func:`lovasz_hinge`: a scalar."""
         return lovasz_hinge(logits, target, per_image=self.per_image,
-                            ignore_index=self.ignore_index)
+                            ignore_index=self.ignore_index, resize=self.resize, sync=self.sync)
 
     def to_dict(self) -> dict[str, Any]:
         """The loss spec ``{"name": ..., **options}``; ``cls(**options)`` rebuilds it."""
         return {"name": self.name, "per_image": self.per_image,
-                "ignore_index": self.ignore_index}
+                "ignore_index": self.ignore_index, **resize_entry(self.resize),
+                **sync_entry(self.sync)}

@@ -16,6 +16,11 @@ the usual ``sum p q`` soft losses; with soft labels the ``min`` form makes them 
 when ``p = q`` (and only then, for ``classes="all"``).
 Ignored pixels are removed from both ``p`` and ``q`` (numerator and denominator alike).
 
+Options of every loss here: ``resize="bilinear"`` upsamples logits at the decoder's resolution
+to the labels' size (:func:`~autoloss.losses._validate.resize_logits`); ``sync="global"`` sums
+the counts over the processes of a ``torch.distributed`` group, so under DDP every rank computes
+the full batch's loss (:mod:`autoloss.losses._global`, which states the gradient scaling).
+
 Reductions: batch level (``per_image=False``; counts summed over the batch, one ``L_c`` per
 class, the mean over active classes) or image level (``per_image=True``; per image the mean over
 its active classes, then the mean over images with an active class). A class is active if
@@ -25,13 +30,15 @@ peaks above 0.01 (any pixel of the class for hard labels).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from autoloss.errors import InvalidValueError
+from autoloss.losses._global import Sync, check_sync, processes, sync_entry
+from autoloss.losses._precision import float32_compute
 from autoloss.losses._validate import (
     Reduction,
     check_class_weights,
@@ -39,8 +46,11 @@ from autoloss.losses._validate import (
     check_ignore_index,
     check_logits_and_target,
     check_number,
+    check_resize,
     class_weights_tensor,
     empty_batch,
+    resize_entry,
+    resize_logits,
     weights_buffer,
 )
 from autoloss.losses.binary import apply_mode, check_mode, mode_entry
@@ -50,6 +60,7 @@ __all__ = [
     "JaccardLoss",
     "TverskyLoss",
     "active_mask",
+    "batch_max",
     "dice_loss",
     "jaccard_loss",
     "masked_mean",
@@ -134,31 +145,47 @@ def active_mask(peak: Tensor, classes: str | Sequence[int], *,
     return mask.expand_as(peak)
 
 
-def masked_mean(loss: Tensor, active: Tensor, dim: int | None = None) -> Tensor:
+def batch_max(peak: Tensor) -> Tensor:
+    """``peak [N,C]`` -> ``[C]``, the maximum over the images (zeros for an empty batch)."""
+    return peak.amax(0) if peak.shape[0] > 0 else peak.new_zeros(peak.shape[1:])
+
+
+def masked_mean(loss: Tensor, active: Tensor, dim: int | None = None, *,
+                batch_sum: Callable[..., tuple[Tensor, ...]] | None = None) -> Tensor:
     """Mean of ``loss`` over ``active`` entries (0 with a zero gradient if none is active).
 
     With ``dim``: the mean over ``dim`` for each row, then the mean over rows that have an active
-    entry (the image-level / class-level means of Wang & Blaschko).
+    entry (the image-level / class-level means of Wang & Blaschko); ``loss [N,C]``.
+    ``batch_sum`` (e.g. :meth:`~autoloss.losses._global.Processes.sums`) sums the sums over the
+    images (dim 0) across processes before they are divided.
     """
     weight = active.to(loss.dtype)
     if dim is None:
         count = weight.sum()
         return (loss * weight).sum() / count.clamp_min(1)
     count = weight.sum(dim=dim)
-    rows = (loss * weight).sum(dim=dim) / count.clamp_min(1)
+    total = (loss * weight).sum(dim=dim)
+    if batch_sum is not None and dim == 0:  # per class, over the images of every process
+        total, count = batch_sum(total, count)
+    rows = total / count.clamp_min(1)
     has = (count > 0).to(loss.dtype)
-    return (rows * has).sum() / has.sum().clamp_min(1)
+    num, den = (rows * has).sum(), has.sum()
+    if batch_sum is not None and dim != 0:  # over the images of every process
+        num, den = batch_sum(num, den)
+    return num / den.clamp_min(1)
 
 
+@float32_compute
 def tversky_loss(logits: Tensor, target: Tensor, *, alpha: float = 0.3, beta: float = 0.7,
                  gamma: float = 1.0, smooth: float = 1.0, per_image: bool = False,
                  classes: str | Sequence[int] = "present", ignore_index: int | None = None,
                  class_weights: Sequence[float] | Tensor | None = None,
-                 reduction: str = "mean") -> Tensor:
+                 reduction: str = "mean", resize: str | None = None,
+                 sync: Sync = "local") -> Tensor:
     """(Focal) Tversky loss, see the module docstring for the formulas.
 
     Args:
-        logits: ``[N,C,H,W]``.
+        logits: ``[N,C,H,W]``, or a 3-D volume ``[N,C,D,H,W]`` (the labels then ``[N,D,H,W]``).
         target: hard labels ``[N,H,W]`` or soft labels ``[N,C,H,W]`` (``ignore_index`` does not
             apply to soft labels).
         alpha, beta: weights of false positives and false negatives (``>= 0``).
@@ -170,6 +197,10 @@ def tversky_loss(logits: Tensor, target: Tensor, *, alpha: float = 0.3, beta: fl
         class_weights: ``[C]`` factors on the per-class losses (before the mean).
         reduction: ``"mean"``, ``"sum"`` (over active entries) or ``"none"`` (the per-class loss
             ``[C]``, or ``[N,C]`` with ``per_image``; inactive entries are 0).
+        resize: ``"bilinear"``: upsample logits ``[N,C,h,w]`` to the labels' ``H x W`` first.
+        sync: ``"global"`` (or a process group): counts (and, with ``per_image``, the mean over
+            images) summed over the processes of ``torch.distributed``
+            (:mod:`autoloss.losses._global`).
 
     Returns:
         a scalar (or ``[C]`` / ``[N,C]`` for ``reduction="none"``).
@@ -179,18 +210,24 @@ def tversky_loss(logits: Tensor, target: Tensor, *, alpha: float = 0.3, beta: fl
         >>> tversky_loss(logits, torch.randint(0, 3, (2, 8, 8)), alpha=0.3, beta=0.7).backward()
     """
     red = Reduction.parse(reduction)
-    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True)
+    logits = resize_logits(logits, target, check_resize(resize))
+    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True,
+                                   volumes=True)
+    world = processes(check_sync(sync))
     alpha = check_number("alpha", alpha, low=0.0)
     beta = check_number("beta", beta, low=0.0)
     gamma = check_number("gamma", gamma, low=0.0, low_open=True)
     smooth = check_number("smooth", smooth, low=0.0, low_open=True)
     classes = check_classes(classes)
-    if (empty := empty_batch(logits)) is not None:
+    if not world and (empty := empty_batch(logits)) is not None:
         return empty
     probs = torch.softmax(logits, dim=1)
     tp, fp, fn, peak = soft_counts(probs, target, mode=mode, ignore_index=ignore_index)
     if not per_image:
-        tp, fp, fn, peak = tp.sum(0), fp.sum(0), fn.sum(0), peak.amax(0)
+        tp, fp, fn, peak = tp.sum(0), fp.sum(0), fn.sum(0), batch_max(peak)
+        if world:
+            tp, fp, fn = world.sums(tp, fp, fn)
+            peak = world.max(peak)
     loss = tversky_loss_matrix(tp, fp, fn, alpha=alpha, beta=beta, gamma=gamma, smooth=smooth)
     weight = class_weights_tensor(class_weights, logits.shape[1], loss)
     if weight is not None:
@@ -199,32 +236,39 @@ def tversky_loss(logits: Tensor, target: Tensor, *, alpha: float = 0.3, beta: fl
     if red is Reduction.NONE:
         return loss * active.to(loss.dtype)
     if red is Reduction.SUM:
-        return (loss * active.to(loss.dtype)).sum()
-    return masked_mean(loss, active, dim=1 if per_image else None)
+        total = (loss * active.to(loss.dtype)).sum()
+        return world.sums(total)[0] if world and per_image else total
+    if not per_image:
+        return masked_mean(loss, active)
+    return masked_mean(loss, active, dim=1, batch_sum=world.sums if world else None)
 
 
 def dice_loss(logits: Tensor, target: Tensor, *, gamma: float = 1.0, smooth: float = 1.0,
               per_image: bool = False, classes: str | Sequence[int] = "present",
               ignore_index: int | None = None,
               class_weights: Sequence[float] | Tensor | None = None,
-              reduction: str = "mean") -> Tensor:
+              reduction: str = "mean", resize: str | None = None,
+              sync: Sync = "local") -> Tensor:
     """Soft Dice loss ``1 - (2 tp + 2s) / (2 tp + fp + fn + 2s)``: :func:`tversky_loss` with
     ``alpha = beta = 1/2`` (same options)."""
     return tversky_loss(logits, target, alpha=0.5, beta=0.5, gamma=gamma, smooth=smooth,
                         per_image=per_image, classes=classes, ignore_index=ignore_index,
-                        class_weights=class_weights, reduction=reduction)
+                        class_weights=class_weights, reduction=reduction, resize=resize,
+                        sync=sync)
 
 
 def jaccard_loss(logits: Tensor, target: Tensor, *, gamma: float = 1.0, smooth: float = 1.0,
                  per_image: bool = False, classes: str | Sequence[int] = "present",
                  ignore_index: int | None = None,
                  class_weights: Sequence[float] | Tensor | None = None,
-                 reduction: str = "mean") -> Tensor:
+                 reduction: str = "mean", resize: str | None = None,
+                 sync: Sync = "local") -> Tensor:
     """Soft Jaccard (IoU) loss ``1 - (tp + s) / (tp + fp + fn + s)``: :func:`tversky_loss` with
     ``alpha = beta = 1`` (same options)."""
     return tversky_loss(logits, target, alpha=1.0, beta=1.0, gamma=gamma, smooth=smooth,
                         per_image=per_image, classes=classes, ignore_index=ignore_index,
-                        class_weights=class_weights, reduction=reduction)
+                        class_weights=class_weights, reduction=reduction, resize=resize,
+                        sync=sync)
 
 
 class _RegionLoss(nn.Module):
@@ -237,9 +281,12 @@ class _RegionLoss(nn.Module):
     def __init__(self, *, gamma: float = 1.0, smooth: float = 1.0, per_image: bool = False,
                  classes: str | Sequence[int] = "present", ignore_index: int | None = None,
                  class_weights: Sequence[float] | None = None, reduction: str = "mean",
-                 mode: str = "multiclass") -> None:
+                 mode: str = "multiclass", resize: str | None = None,
+                 sync: Sync = "local") -> None:
         super().__init__()
         self.mode = check_mode(mode)
+        self.resize = check_resize(resize)
+        self.sync = check_sync(sync)
         self.gamma = check_number("gamma", gamma, low=0.0, low_open=True)
         self.smooth = check_number("smooth", smooth, low=0.0, low_open=True)
         if not isinstance(per_image, bool):
@@ -261,14 +308,15 @@ class _RegionLoss(nn.Module):
         return tversky_loss(logits, target, alpha=self.alpha, beta=self.beta, gamma=self.gamma,
                             smooth=self.smooth, per_image=self.per_image, classes=self.classes,
                             ignore_index=self.ignore_index, class_weights=self.class_weights,
-                            reduction=self.reduction)
+                            reduction=self.reduction, resize=self.resize, sync=self.sync)
 
     def to_dict(self) -> dict[str, Any]:
         """The loss spec ``{"name": ..., **options}``; ``cls(**options)`` rebuilds it."""
         return {"name": self.name, "gamma": self.gamma, "smooth": self.smooth,
                 "per_image": self.per_image, "classes": self.classes,
                 "ignore_index": self.ignore_index, "class_weights": self._class_weights,
-                "reduction": self.reduction, **mode_entry(self.mode)}
+                "reduction": self.reduction, **mode_entry(self.mode),
+                **resize_entry(self.resize), **sync_entry(self.sync)}
 
 
 class TverskyLoss(_RegionLoss):
@@ -285,10 +333,11 @@ class TverskyLoss(_RegionLoss):
                  smooth: float = 1.0, per_image: bool = False,
                  classes: str | Sequence[int] = "present", ignore_index: int | None = None,
                  class_weights: Sequence[float] | None = None, reduction: str = "mean",
-                 mode: str = "multiclass") -> None:
+                 mode: str = "multiclass", resize: str | None = None,
+                 sync: Sync = "local") -> None:
         super().__init__(gamma=gamma, smooth=smooth, per_image=per_image, classes=classes,
                          ignore_index=ignore_index, class_weights=class_weights,
-                         reduction=reduction, mode=mode)
+                         reduction=reduction, mode=mode, resize=resize, sync=sync)
         self.alpha = check_number("alpha", alpha, low=0.0)
         self.beta = check_number("beta", beta, low=0.0)
 

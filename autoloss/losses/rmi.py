@@ -41,12 +41,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from autoloss.errors import InvalidValueError
+from autoloss.losses._precision import float32_compute
 from autoloss.losses._validate import (
     check_choice,
     check_ignore_index,
     check_logits_and_target,
     check_number,
+    check_resize,
     empty_batch,
+    resize_entry,
+    resize_logits,
 )
 
 __all__ = ["RMI_PRESETS", "RMILoss", "rmi_loss", "rmi_lower_bound"]
@@ -168,10 +172,11 @@ def rmi_lower_bound(labels: Tensor, probs: Tensor, *, radius: int = 3, pool: str
     return (per_class / float(radius * radius)).sum()
 
 
+@float32_compute
 def rmi_loss(logits: Tensor, target: Tensor, *, radius: int = 3, pool: str = "max",
              pool_size: int = 3, pool_stride: int = 3, weight_lambda: float = 0.5,
              lambda_way: str = "convex", ignore_index: int | None = None,
-             output_dtype: str = "float32") -> Tensor:
+             output_dtype: str = "float32", resize: str | None = None) -> Tensor:
     """RMI loss with its sigmoid BCE part (see the module docstring; defaults: class_defaults).
 
     Args:
@@ -185,14 +190,17 @@ def rmi_loss(logits: Tensor, target: Tensor, *, radius: int = 3, pool: str = "ma
             (``bce + lambda rmi``).
         ignore_index: an extra ignored label value (for instance a negative one), or None.
         output_dtype: ``"float32"`` (the reference) or ``"input"`` (no float32 cast).
+        resize: ``"bilinear"``: upsample logits at the decoder's resolution to the labels'
+            ``H x W`` first (``align_corners=False``).
 
     Returns:
         a scalar; 0 (with zero gradients) when every pixel is ignored.
     """
     _check_options(radius=radius, pool=pool, pool_size=pool_size, pool_stride=pool_stride,
                    weight_lambda=weight_lambda, lambda_way=lambda_way, output_dtype=output_dtype)
+    logits = resize_logits(logits, target, check_resize(resize))
     check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=False,
-                            high_labels_ignored=True)
+                            high_labels_ignored=True, loss="rmi (2-D neighbourhoods)")
     if (empty := empty_batch(logits)) is not None:
         return empty
     num_classes = logits.shape[1]
@@ -232,8 +240,10 @@ class RMILoss(nn.Module):
 
     def __init__(self, *, radius: int = 3, pool: str = "max", pool_size: int = 3,
                  pool_stride: int = 3, weight_lambda: float = 0.5, lambda_way: str = "convex",
-                 ignore_index: int | None = None, output_dtype: str = "float32") -> None:
+                 ignore_index: int | None = None, output_dtype: str = "float32",
+                 resize: str | None = None) -> None:
         super().__init__()
+        self.resize = check_resize(resize)
         _check_options(radius=radius, pool=pool, pool_size=pool_size, pool_stride=pool_stride,
                        weight_lambda=weight_lambda, lambda_way=lambda_way,
                        output_dtype=output_dtype)
@@ -265,11 +275,13 @@ class RMILoss(nn.Module):
         return rmi_loss(logits, target, radius=self.radius, pool=self.pool,
                         pool_size=self.pool_size, pool_stride=self.pool_stride,
                         weight_lambda=self.weight_lambda, lambda_way=self.lambda_way,
-                        ignore_index=self.ignore_index, output_dtype=self.output_dtype)
+                        ignore_index=self.ignore_index, output_dtype=self.output_dtype,
+                        resize=self.resize)
 
     def to_dict(self) -> dict[str, Any]:
         """The loss spec ``{"name": ..., **options}``; ``RMILoss(**options)`` rebuilds it."""
         return {"name": self.name, "radius": self.radius, "pool": self.pool,
                 "pool_size": self.pool_size, "pool_stride": self.pool_stride,
                 "weight_lambda": self.weight_lambda, "lambda_way": self.lambda_way,
-                "ignore_index": self.ignore_index, "output_dtype": self.output_dtype}
+                "ignore_index": self.ignore_index, "output_dtype": self.output_dtype,
+                **resize_entry(self.resize)}

@@ -19,6 +19,10 @@ Conventions (defaults) and the Auto Seg-Loss reference conventions (used by the 
 - Soft labels ``[N,C,H,W]`` (rows summing to 1) are accepted: the relaxed ``AND(p, g) =
   h(p) * g`` and ``OR(p, g) = h(p) + g - h(p) g`` take ``g`` as given, which leaves hard labels
   unaffected; boundary metrics then use the soft ground-truth edge map.
+- ``sync="global"``: the program's statistics (additive per-class sums) are summed over the
+  processes of ``torch.distributed`` before the score, eager and compiled alike, so under DDP
+  every rank computes the full batch's loss (:mod:`autoloss.losses._global` states the gradient
+  scaling). ``resize="bilinear"`` upsamples logits at the decoder's resolution to the labels'.
 """
 
 from __future__ import annotations
@@ -38,67 +42,107 @@ from autoloss.core.operators import RelaxedOps, one_hot
 from autoloss.core.programs import MetricProgram, class_mean, get_program
 from autoloss.core.relaxations import Curve, IdentityCurve, curve_from_dict
 from autoloss.errors import InvalidValueError
-from autoloss.losses._validate import check_choice, check_logits_and_target
+from autoloss.losses._global import Processes, Sync, check_sync, processes, sync_entry
+from autoloss.losses._precision import float32_compute
+from autoloss.losses._validate import (
+    check_choice,
+    check_logits_and_target,
+    check_resize,
+    resize_entry,
+    resize_logits,
+)
 from autoloss.losses.binary import apply_mode, check_mode, mode_entry
 
 __all__ = ["SurrogateLoss", "surrogate_loss"]
 
 
+@float32_compute
 def surrogate_loss(logits: Tensor, target: Tensor, *, program: MetricProgram,
                    curves: Mapping[str, Curve], ignore_index: int | None = None, tol: int = 5,
                    drop_bg: bool = False, classes: str = "present", eps: float = 1e-8,
-                   float32_dilation: bool = False, compile: bool | str = False) -> Tensor:
+                   float32_dilation: bool = False, compile: bool | str = False,
+                   resize: str | None = None, sync: Sync = "local") -> Tensor:
     """``1 - surrogate`` of ``program`` for ``logits [N,C,H,W]`` and ``target`` (hard ``[N,H,W]``
     long labels or soft ``[N,C,H,W]`` probabilities). Returns a scalar; an all-ignored batch gives
     0 with zero gradient. ``compile``: run the per-class sums as a compiled graph (True, False or
-    ``"auto"``; see :mod:`autoloss.losses.compiled`, which also says which calls are eligible)."""
-    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True)
+    ``"auto"``; see :mod:`autoloss.losses.compiled`, which also says which calls are eligible).
+    ``resize="bilinear"``: upsample the logits to the labels' size first. ``sync="global"``: sum
+    the statistics over the processes of ``torch.distributed`` (module docstring)."""
+    logits = resize_logits(logits, target, check_resize(resize))
+    mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True,
+                                   volumes=True)
+    world = processes(check_sync(sync))
     key = compiled.graph_key(program, curves, logits, target, mode=mode, tol=tol,
                              drop_bg=drop_bg, eps=eps, float32_dilation=float32_dilation)
+    result = None
     if compiled.wants_compile(compile, key):
         result = compiled.compiled_stats(key, logits, target, ignore_index=ignore_index,
                                          curves=curves)
-        if result is not None:
-            stats, any_valid = result
-            if not bool(any_valid):
-                return logits.sum() * 0.0
-            ops = RelaxedOps(curves, eps=eps, float32_dilation=float32_dilation)
-            values, present = program.score(stats, ops)
-            return 1.0 - class_mean(values, present, classes)
-    started = time.perf_counter()
-    value = _eager_loss(logits, target, mode, program=program, curves=curves,
-                        ignore_index=ignore_index, tol=tol, drop_bg=drop_bg, classes=classes,
-                        eps=eps, float32_dilation=float32_dilation)
-    if compile == "auto":
-        compiled.note_eager(key, time.perf_counter() - started)
-    return value
+    if result is None:
+        started = time.perf_counter()
+        result = _eager_stats(logits, target, mode, program=program, curves=curves,
+                              ignore_index=ignore_index, tol=tol, drop_bg=drop_bg, eps=eps,
+                              float32_dilation=float32_dilation, world=world is not None)
+        if compile == "auto":
+            compiled.note_eager(key, time.perf_counter() - started)
+    if result is None:
+        return logits.sum() * 0.0
+    stats, any_valid = result
+    if world:
+        stats, any_valid = _global_stats(program, stats, any_valid, world)
+    if not bool(any_valid):
+        return logits.sum() * 0.0
+    ops = RelaxedOps(curves, eps=eps, float32_dilation=float32_dilation)
+    values, present = program.score(stats, ops)
+    return 1.0 - class_mean(values, present, classes)
 
 
-def _eager_loss(logits: Tensor, target: Tensor, mode: str, *, program: MetricProgram,
-                curves: Mapping[str, Curve], ignore_index: int | None, tol: int, drop_bg: bool,
-                classes: str, eps: float, float32_dilation: bool) -> Tensor:
-    """:func:`surrogate_loss` with the eager kernels (inputs already checked)."""
+def _global_stats(program: MetricProgram, stats: dict[str, Tensor], any_valid: Tensor,
+                  world: Processes) -> tuple[dict[str, Tensor], Tensor]:
+    """The statistics summed over the processes (with autograd), and whether any has a valid
+    pixel."""
+    names = sorted(stats)
+    batched = [name for name in names if stats[name].dim() > 1]
+    if batched:
+        raise InvalidValueError(
+            f"sync='global' sums the statistics of metric {program.name!r} over processes, so "
+            f"they must be summed over the batch ([C] or scalars), but {batched} have shapes "
+            f"{[tuple(stats[name].shape) for name in batched]}"
+        )
+    flag = any_valid.to(stats[names[0]].dtype) if names else any_valid.double()
+    *summed, count = world.sums(*[stats[name] for name in names], flag)
+    return dict(zip(names, summed)), count > 0
+
+
+def _eager_stats(logits: Tensor, target: Tensor, mode: str, *, program: MetricProgram,
+                 curves: Mapping[str, Curve], ignore_index: int | None, tol: int, drop_bg: bool,
+                 eps: float, float32_dilation: bool,
+                 world: bool) -> tuple[dict[str, Tensor], Tensor] | None:
+    """The program's statistics with the eager kernels (inputs already checked) and whether a
+    pixel is valid; None for a batch without valid pixels (unless ``world``: a rank still takes
+    part in the all-reduce)."""
     probs = torch.softmax(logits, dim=1)
     num_classes = logits.shape[1]
     if mode == "hard":
         valid = (target >= 0) & (target < num_classes)
         if ignore_index is not None:
             valid &= target != ignore_index
-        if not bool(valid.any()):
-            return logits.sum() * 0.0
+        any_valid = valid.any()
+        if not world and not bool(any_valid):
+            return None
         gt = one_hot(target, num_classes, valid=valid, dtype=logits.dtype)
         mask = valid.unsqueeze(1).to(logits.dtype)
     else:
         gt = target.to(logits.dtype)
         mask = torch.ones_like(gt[:, :1])
+        any_valid = torch.tensor(mask.numel() > 0, device=logits.device)
     ops = RelaxedOps(curves, eps=eps, float32_dilation=float32_dilation)
-    stats = program.run_stats(ops, probs, gt, mask, tol=tol, drop_bg=drop_bg)
-    values, present = program.score(stats, ops)
-    return 1.0 - class_mean(values, present, classes)
+    return program.run_stats(ops, probs, gt, mask, tol=tol, drop_bg=drop_bg), any_valid
 
 
 class SurrogateLoss(nn.Module):
-    """Loss ``1 - surrogate(metric)`` for logits ``[N,C,H,W]`` and labels ``[N,H,W]``.
+    """Loss ``1 - surrogate(metric)`` for logits ``[N,C,H,W]`` and labels ``[N,H,W]`` (or 3-D
+    volumes ``[N,C,D,H,W]`` and ``[N,D,H,W]``: boundaries with cube neighbourhoods, eager only).
 
     Args:
         metric: a built-in metric name (``miou``, ``fwiou``, ``macc``, ``gacc``, ``mdice``,
@@ -127,6 +171,11 @@ class SurrogateLoss(nn.Module):
             first step). ``AUTOLOSS_COMPILE=0`` forces eager. A runtime
             choice (attribute ``compile_option``), not part of :meth:`to_dict`: loss files
             stay torch-only.
+        resize: ``"bilinear"``: upsample logits at the decoder's resolution ``[N,C,h,w]`` to the
+            labels' ``H x W`` (``align_corners=False``, the mmseg / Hugging Face convention);
+            ``tol`` then applies at the labels' size.
+        sync: ``"global"``: sum the statistics over the processes of ``torch.distributed``
+            (DDP), or a process group: over its processes; see :mod:`autoloss.losses._global`.
 
     Example:
         >>> loss = SurrogateLoss("miou")
@@ -140,8 +189,11 @@ class SurrogateLoss(nn.Module):
                  ignore_index: int | None = None, tol: int = 5, drop_bg: bool = False,
                  classes: str = "present", eps: float = 1e-8,
                  float32_dilation: bool = False, tol_at: Sequence[int] | None = None,
-                 mode: str = "multiclass", compile: bool | str = "auto") -> None:
+                 mode: str = "multiclass", compile: bool | str = "auto",
+                 resize: str | None = None, sync: Sync = "local") -> None:
         super().__init__()
+        self.resize = check_resize(resize)
+        self.sync = check_sync(sync)
         self.compile_option = compiled.check_compile_option(compile)  # nn.Module has compile()
         self.mode = check_mode(mode)
         self.program = get_program(metric)
@@ -192,7 +244,7 @@ class SurrogateLoss(nn.Module):
         return apply_mode(self.mode, self._loss, logits, target)
 
     def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        num_classes = logits.shape[1] if logits.dim() == 4 else None
+        num_classes = logits.shape[1] if logits.dim() >= 4 else None
         if (not self._warned_ignore and num_classes is not None and self.ignore_index is not None
                 and 0 <= self.ignore_index < num_classes):
             self._warned_ignore = True
@@ -203,11 +255,16 @@ class SurrogateLoss(nn.Module):
                 f"load_loss(path, ignore_index=<your void label, or None>)", stacklevel=2)
         return surrogate_loss(
             logits, target, program=self.program, curves=self.curves,
-            ignore_index=self.ignore_index, tol=self.tol_for(*logits.shape[-2:]),
+            ignore_index=self.ignore_index, tol=self.tol_for(*self._image_size(logits, target)),
             drop_bg=self.drop_bg,
             classes=self.classes, eps=self.eps, float32_dilation=self.float32_dilation,
-            compile=self.compile_option,
+            compile=self.compile_option, resize=self.resize, sync=self.sync,
         )
+
+    def _image_size(self, logits: Tensor, target: Tensor) -> tuple[int, int]:
+        """The size the loss sees: the labels' with ``resize``, else the logits'."""
+        source = target if self.resize is not None and target.dim() >= 3 else logits
+        return int(source.shape[-2]), int(source.shape[-1])
 
     def to_dict(self) -> dict[str, Any]:
         """The loss spec (see ``autoloss.losses.load_loss``); round-trips exactly."""
@@ -222,6 +279,8 @@ class SurrogateLoss(nn.Module):
             "float32_dilation": self.float32_dilation,
             **({"tol_at": list(self.tol_at)} if self.tol_at is not None else {}),
             **mode_entry(self.mode),
+            **resize_entry(self.resize),
+            **sync_entry(self.sync),
             "curves": {name: curve.to_dict() for name, curve in self.curves.items()},
         }
 
