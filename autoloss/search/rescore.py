@@ -222,9 +222,13 @@ def gain_line(summary: dict[str, Any]) -> str | None:
                 f"{100 * gain.mean:+.2f} points (one seed: no interval){noise}")
     verdict = ("beyond the seed noise" if gain.significant else
                "within the seed noise: not a demonstrated gain")
-    chosen_on = ("" if summary["top"] <= 1 else
-                 f" (chosen as the best of {summary['top']} on these seeds, which flatters it a "
-                 "little; --rescore-top 1 gives an unselected estimate)")
+    # the plain soft metric exported by the beat-identity rule was fixed beforehand as the
+    # fallback, not picked as the best mean of these seeds
+    fallback = (summary.get("rule") == "beat-identity"
+                and str(summary["chosen"]) == _identity_key(summary))
+    chosen_on = ("" if len(summary["trials"]) <= 1 or fallback else
+                 f" (chosen as the best of {len(summary['trials'])} on these seeds, which "
+                 "flatters it a little; --rescore-top 1 gives an unselected estimate)")
     return (f"trial {summary['chosen']} vs cross-entropy, paired over proxy seeds "
             f"{', '.join(str(s) for s in summary['seeds'][:gain.n])}: {100 * gain.mean:+.2f} "
             f"points, 95 % interval [{100 * gain.low:+.2f}, {100 * gain.high:+.2f}], better on "
