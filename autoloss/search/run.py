@@ -61,7 +61,16 @@ from autoloss.errors import (
     SearchError,
     StorageError,
 )
-from autoloss.search.budget import DISCARDED, OWNER, discarded, fail_orphans, finished, over_budget, owner
+from autoloss.search.budget import (
+    DISCARDED,
+    OWNER,
+    discarded,
+    doomed,
+    fail_orphans,
+    finished,
+    over_budget,
+    owner,
+)
 from autoloss.search.config import (
     SAMPLERS,
     Proxy,
@@ -573,12 +582,6 @@ def _optimize(study: optuna.Study, cfg: SearchConfig, objective: Callable[[Any],
                 raise
 
 
-# A trial started once the budget is full is discarded in its first line, within a second; on a
-# loaded machine its process can stall for longer (seen: over 10 s in CI), and a process that
-# summarised before it ended would count it as running where the others do not.
-_DISCARD_WAIT = 120.0  # seconds
-
-
 def _run_until_budget(cfg: SearchConfig, study: optuna.Study, space: Any, proxy: Proxy,
                       started: float, bar: Any, tick: Callable[[Any, Any], None],
                       callbacks: Sequence[Callable[[Any, Any], None]], *, progress: bool) -> None:
@@ -611,19 +614,17 @@ def _run_until_budget(cfg: SearchConfig, study: optuna.Study, space: Any, proxy:
 def _wait_for_running(study: optuna.Study, cfg: SearchConfig, *, progress: bool) -> None:
     """With the budget reached or given out, wait for the trials other processes still run, so
     that every process re-scores, exports and summarises the same finished study. Stale trials
-    (their process dead) are failed on the way. Once the budget is reached, a trial still
-    running is one its process is about to discard (it started too late): waited for
-    :data:`_DISCARD_WAIT` seconds at most."""
-    said, full_since = False, None
+    (their process dead) are failed on the way. A running trial that its process is about to
+    discard (it started too late, :func:`autoloss.search.budget.doomed`) is not waited for: its
+    state is known already, however long its process stalls."""
+    said = False
     while True:
         _fail_dead_trials(study)
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        skip = doomed(study, cfg.trials)
+        running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                   if t.number not in skip]
         if not running:
             return
-        if finished(study) >= cfg.trials:
-            full_since = full_since or time.monotonic()
-            if time.monotonic() - full_since > _DISCARD_WAIT:
-                return
         if progress and not said:
             print(f"waiting for {len(running)} trial(s) running in other processes", flush=True)
             said = True
@@ -757,7 +758,7 @@ def finish_run(run: SearchRun, *, progress: bool = True,
             loss_path = save_loss(spec, folder.loss_path, provenance=provenance)
             _export_identity(study, rescored, folder, cfg.storage)
         wall = time.monotonic() - run.started
-        text = summarize(study, wall_time=wall,
+        text = summarize(study, wall_time=wall, discarding=doomed(study, cfg.trials),
                          command=None if command is None else mask_password_in(command,
                                                                                 cfg.storage))
         write_text_atomic(folder.summary_path, text)
