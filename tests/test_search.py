@@ -708,3 +708,25 @@ def test_search_study_only_searches_and_finish_run_works_from_memory(out, monkey
     assert folder.summary_path.is_file()
     assert (folder.plots_dir / "curves.png").is_file()
     assert (folder.plots_dir / "history.png").is_file()
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_an_interrupted_reference_trial_runs_again_on_resume(out, sampler):
+    """SIGTERM during trial 0 (the identity, the search's control), then the same search
+    again: the identity is queued again and runs, it is not left failed while other trials
+    fill the budget (issue 26, item 7)."""
+    cfg = config(out, trials=5, sampler=sampler, proxy={"interrupt_once": True})
+    with pytest.raises(KeyboardInterrupt):
+        run_search(cfg, progress=False)
+    stopped = load(SimpleNamespace(study="miou-shapes", storage=f"sqlite:///{out / 'study.db'}"))
+    assert stopped.trials[0].user_attrs["reference"] == "identity"
+    assert stopped.trials[0].state == TrialState.FAIL
+    result = run_search(cfg, progress=False)
+    study = load(result)
+    refs = {t.user_attrs["reference"]: t.state for t in study.trials
+            if "reference" in t.user_attrs and t.state != TrialState.FAIL}
+    assert refs == {"identity": TrialState.COMPLETE, "paper:asl-voc-miou": TrialState.COMPLETE}
+    assert result.counts["complete"] == 5
+    assert "| identity | 0 | FAIL" in (out / "summary.md").read_text()  # the stopped one, kept
+    run_search(cfg, progress=False)  # once it ran, a rerun queues nothing
+    assert len(load(result).trials) == len(study.trials)

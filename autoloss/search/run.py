@@ -416,6 +416,8 @@ def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Prox
     if "data_info" not in study.user_attrs:
         study.set_user_attr("data_info", data_info(proxy))
     _fail_dead_trials(study)
+    if not created:
+        _requeue_interrupted_references(study)
     if "baseline_ce" not in study.user_attrs:
         prepare(proxy, progress=progress)
         if progress:
@@ -424,6 +426,27 @@ def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Prox
         values = _objective_values(metrics, cfg)
         study.set_user_attr("baseline_ce", values if cfg.multi_objective else values[0])
         study.set_user_attr("baseline_ce_metrics", metrics)
+
+
+def _requeue_interrupted_references(study: optuna.Study) -> None:
+    """Queue again each reference point (the plain soft metric, the published curves, the
+    ``init_from`` point) whose trial was stopped with its process (Ctrl-C, SIGTERM, a kill: failed
+    with no recorded reason, so not counted) and has no live or finished copy: without it the
+    search would have no control. A reference that failed by itself (a crash, a non-finite
+    loss) is a result and is not run again."""
+    trials = study.get_trials(deepcopy=False)
+
+    def stopped(t: Any) -> bool:
+        return t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs
+
+    have = {t.user_attrs["reference"] for t in trials if "reference" in t.user_attrs
+            and not stopped(t)}
+    for t in trials:
+        label = t.user_attrs.get("reference")
+        if label is None or label in have or not stopped(t) or discarded(t):
+            continue
+        study.enqueue_trial(t.params, user_attrs={"reference": label})
+        have.add(label)
 
 
 def _fail_dead_trials(study: optuna.Study) -> None:
