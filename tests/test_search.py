@@ -730,3 +730,57 @@ def test_an_interrupted_reference_trial_runs_again_on_resume(out, sampler):
     assert "| identity | 0 | FAIL" in (out / "summary.md").read_text()  # the stopped one, kept
     run_search(cfg, progress=False)  # once it ran, a rerun queues nothing
     assert len(load(result).trials) == len(study.trials)
+
+
+def _cli_search(out: Path, *argv: str) -> list[str]:
+    return ["search", "--out", str(out), "--data", "shapes", "--trials", "2", "--sampler",
+            "random", "--rescore-top", "0", "--no-plots", "--no-progress", "--proxy-factory",
+            FACTORY, "--cache", str(out.parent / "cache"), *argv]
+
+
+def test_a_run_folder_holds_one_search(out, capsys, monkeypatch):
+    """--out of a miou search reused with another target (or study name) is refused naming what
+    differs (exit 2); its outputs are untouched; --overwrite starts over (issue 26, item 2)."""
+    from autoloss.cli.app import main
+
+    monkeypatch.setenv("AUTOLOSS_TRUST_CODE", "1")
+    assert main(_cli_search(out, "--metric", "miou")) == 0
+    before = {name: (out / name).read_bytes() for name in ("run.json", "summary.md",
+                                                          "best_loss.yaml", "study.db")}
+    capsys.readouterr()
+    for argv in (("--metric", "bf1"), ("--metric", "miou", "--study", "other")):
+        assert main(_cli_search(out, *argv)) == 2
+        err = capsys.readouterr().err
+        assert "holds another search: study 'miou-shapes'" in err and "--overwrite" in err
+        assert len(err.strip().splitlines()) == 1
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert main(_cli_search(out, "--metric", "bf1", "--overwrite")) == 0
+    study = optuna.load_study(study_name="bf1-shapes", storage=f"sqlite:///{out / 'study.db'}")
+    assert optuna.get_all_study_names(f"sqlite:///{out / 'study.db'}") == ["bf1-shapes"]
+    assert len(study.trials) == 2
+    assert "bf1" in (out / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "corrupt"])
+def test_a_run_folder_whose_study_file_is_gone_is_refused(out, capsys, monkeypatch, damage):
+    """A missing, 0-byte or garbage study.db beside run.json does not start a new search that
+    replaces the old outputs: refused naming the file (exit 2); --overwrite starts over."""
+    from autoloss.cli.app import main
+
+    monkeypatch.setenv("AUTOLOSS_TRUST_CODE", "1")
+    assert main(_cli_search(out, "--metric", "miou")) == 0
+    db = out / "study.db"
+    if damage == "missing":
+        db.unlink()
+    else:
+        db.write_bytes(b"" if damage == "empty" else b"garbage " * 100)
+    summary = (out / "summary.md").read_bytes()
+    capsys.readouterr()
+    assert main(_cli_search(out, "--metric", "miou")) == 2
+    err = capsys.readouterr().err
+    said = {"missing": "is missing", "empty": "is empty (0 bytes)",
+            "corrupt": "is not an SQLite database"}[damage]
+    assert f"{str(db)!r}, which {said}" in err and "--overwrite" in err
+    assert (out / "summary.md").read_bytes() == summary
+    assert main(_cli_search(out, "--metric", "miou", "--overwrite")) == 0
+    assert len(load(SimpleNamespace(study="miou-shapes", storage=f"sqlite:///{db}")).trials) == 2

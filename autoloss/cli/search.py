@@ -113,7 +113,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     argv = getattr(args, "argv", None)  # set by autoloss.cli.app.main
     command = None if argv is None else shlex.join(["autoloss", *argv])
-    result = run_search(_config_from_args(args), progress=not args.no_progress, command=command)
+    result = run_search(_config_from_args(args), progress=not args.no_progress, command=command,
+                        overwrite=args.overwrite)
     print(f"study {result.study} in {mask_password(result.storage)}")
     if result.loss_path is not None:
         from autoloss.losses import read_spec
@@ -245,7 +246,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    f"{_search_default('workers')})")
     p.add_argument("--seed", type=int,
                    help=f"sampler and proxy seed (default {_search_default('seed')})")
-    p.add_argument("--out", help="run folder (default results/search-METRIC-DATA)")
+    p.add_argument("--out", help="run folder (default results/search-METRIC-DATA); one folder "
+                   "holds one search: another study or storage there is refused")
+    p.add_argument("--overwrite", action="store_true", help="delete the search the run folder "
+                   "holds (run.json, its study file, exported losses, summary, plots; a study on "
+                   "a database server is kept) and start a new one")
     p.add_argument("--space", help="search space YAML (default: the metric's built-in space, "
                    "autoloss/search_spaces/METRIC.yaml)")
     p.add_argument("--cache", help="proxy cache folder (default: $AUTOLOSS_CACHE or "

@@ -726,17 +726,25 @@ def _search_session(cfg: SearchConfig) -> Iterator[None]:
 
 
 def search_study(config: SearchConfig, *, progress: bool = True,
-                 callbacks: Sequence[Callable[[Any, Any], None]] = ()) -> SearchRun:
+                 callbacks: Sequence[Callable[[Any, Any], None]] = (),
+                 overwrite: bool = False) -> SearchRun:
     """Only the search: create (or load and check) the study of ``config`` in its storage,
     score the cross-entropy baseline once, and run trials until the study has ``trials``
     finished ones (in ``workers`` processes). Records ``run.json`` in the run folder; writes
-    nothing else there (see :func:`finish_run`). ``callbacks``: as for :func:`run_search`."""
+    nothing else there (see :func:`finish_run`). ``callbacks``: as for :func:`run_search`.
+
+    One run folder holds one search: a folder whose ``run.json`` names another study or
+    storage, or whose study file is missing, empty or corrupt, is refused
+    (:meth:`RunFolder.check_search`) unless ``overwrite``, which deletes that search's files
+    first (:meth:`RunFolder.clear`)."""
     from tqdm.auto import tqdm
 
     cfg = resolve_config(config)
     started = time.monotonic()
     folder = RunFolder(cfg.out)
-    folder.write_info(cfg.storage, cfg.study)
+    if overwrite:
+        folder.clear(cfg.storage)
+    folder.check_search(cfg.storage, cfg.study)
     with _search_session(cfg):
         space = make_space(cfg)
         initial_params(cfg, space)  # a bad init_from fails before the warm start trains
@@ -744,6 +752,7 @@ def search_study(config: SearchConfig, *, progress: bool = True,
         storage = make_storage(cfg.storage, heartbeat=cfg.heartbeat)
         study, created = _load_or_create(cfg, space, make_sampler(cfg, space), make_pruner(
             cfg, proxy.eval_steps), storage)
+        folder.write_info(cfg.storage, cfg.study)  # once the study it names exists
         _setup_study(cfg, space, study, proxy, created=created, progress=progress)
         done = finished(study)
         if cfg.trials > done:  # a finished study (rerun to redraw or export) needs no warm start
@@ -815,7 +824,7 @@ def _export_identity(study: optuna.Study, rescored: dict[str, Any] | None, folde
 
 def run_search(config: SearchConfig, *, progress: bool = True,
                callbacks: Sequence[Callable[[Any, Any], None]] = (),
-               command: str | None = None) -> SearchResult:
+               command: str | None = None, overwrite: bool = False) -> SearchResult:
     """Run (or resume) a search and finish its run folder: :func:`search_study`, then
     :func:`finish_run` (re-scoring, ``<out>/best_loss.yaml``, ``<out>/summary.md``, and with
     ``plots`` the figures in ``<out>/plots``).
@@ -825,8 +834,9 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     process gets a copy, so they must pickle. The study's objectives are named after the
     metrics (``study.metric_names``) and it holds the cross-entropy baseline as the user
     attribute ``baseline_ce`` (reference trials carry ``reference``). ``command``: how the search
-    was started, named at the top of ``summary.md`` (its storage password masked)."""
-    run = search_study(config, progress=progress, callbacks=callbacks)
+    was started, named at the top of ``summary.md`` (its storage password masked).
+    ``overwrite``: see :func:`search_study`."""
+    run = search_study(config, progress=progress, callbacks=callbacks, overwrite=overwrite)
     return finish_run(run, progress=progress, command=command)
 
 
