@@ -160,13 +160,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     elif args.run_dir is not None:
         folder = Path(args.run_dir)
     study = open_study(storage, study_name)
+    rescored = None
     if (args.rescore_top is not None or args.rescore_seeds is not None
             or args.export_rule is not None):
         if args.trial is not None:
             raise InvalidValueError("--trial exports that trial as it is; re-scoring (--rescore-top, "
                              "--rescore-seeds, --export-rule) chooses the trial, so pass one or "
                              "the other")
-        _rescore_for_export(study, storage, folder, args)
+        rescored = _rescore_for_export(study, storage, folder, args)
     name = "best_loss.yaml" if args.trial is None else f"trial_{args.trial}_loss.yaml"
     if args.out is not None:
         _deprecated("export --out FILE", "export --to FILE (--out names folders elsewhere)")
@@ -175,10 +176,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
                         storage=storage)
     print(f"exported {study.study_name} trial "
           f"{'best' if args.trial is None else args.trial} to {path}")
+    run_folder = RunFolder(folder)
+    if args.run_dir is not None and path.resolve() == run_folder.loss_path.resolve():
+        from autoloss.search.rescore import rescore_summary
+        from autoloss.search.run import rewrite_summary
+
+        argv = getattr(args, "argv", None)  # set by autoloss.cli.app.main
+        rewrite_summary(study, run_folder, storage=storage,
+                        rescored=rescored or rescore_summary(study),
+                        command=None if argv is None else shlex.join(["autoloss", *argv]))
+        print(f"summary: {run_folder.summary_path}")
     return 0
 
 
-def _rescore_for_export(study: Any, storage: str, folder: Path, args: argparse.Namespace) -> None:
+def _rescore_for_export(study: Any, storage: str, folder: Path,
+                        args: argparse.Namespace) -> dict[str, Any] | None:
     """Re-score ``study``'s top trials with the proxy it was searched with (its recorded
     config; the shared proxy cache, :mod:`autoloss.utils.cache`), before the export picks the best
     mean."""
@@ -200,7 +212,7 @@ def _rescore_for_export(study: Any, storage: str, folder: Path, args: argparse.N
     cfg = resolve_config(SearchConfig(**values))
     proxy = make_proxy(cfg)
     proxy.prepare()
-    rescore(cfg, study, proxy, progress=True)
+    return rescore(cfg, study, proxy, progress=True)
 
 
 def _add_rescore_flags(p: argparse.ArgumentParser) -> None:

@@ -254,13 +254,15 @@ def _rescore_lines(study: Any) -> list[str]:
 
 
 def summarize(study: Any, *, wall_time: float | None = None, top: int = 5,
-              command: str | None = None, discarding: Collection[int] = ()) -> str:
+              command: str | None = None, discarding: Collection[int] = (),
+              rescored_by: str | None = None) -> str:
     """A markdown summary: the command that ran it (when given), counts, cross-entropy
     baseline, best trial and its gain over CE, the top trials, the reference points and the
     failed trials. ``discarding``: numbers of running trials that their process is about to
     discard (:func:`autoloss.search.budget.doomed`), counted as discarded. The count of
     discarded trials is the one thing two processes of a study may see differently: a process
-    can still start (and discard) a trial after another has written its summary."""
+    can still start (and discard) a trial after another has written its summary.
+    ``rescored_by``: the ``autoloss export`` command that re-scored and exported it since."""
     trials = study.get_trials(deepcopy=False)
 
     def _state(trial: Any) -> str:
@@ -274,6 +276,7 @@ def summarize(study: Any, *, wall_time: float | None = None, top: int = 5,
     multi = len(study.directions) > 1
     lines = [f"# Search summary: {study.study_name}", "",
              *([f"Produced by `{command}`.", ""] if command else []),
+             *([f"Re-scored and exported by `{rescored_by}`.", ""] if rescored_by else []),
              f"- target: {config.get('metric')} on {config.get('data')} (proxy-validation "
              f"split), sampler {config.get('sampler')}",
              f"- trials: {count['COMPLETE']} complete, {count['PRUNED']} pruned, "

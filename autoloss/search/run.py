@@ -801,6 +801,26 @@ def finish_run(run: SearchRun, *, progress: bool = True,
     return _result(cfg, study, loss_path, wall)
 
 
+def rewrite_summary(study: optuna.Study, folder: RunFolder, *, storage: str,
+                    rescored: dict[str, Any] | None, command: str | None = None) -> None:
+    """After ``autoloss export DIR`` has written ``DIR/best_loss.yaml`` (after re-scoring with
+    ``--rescore-top``, say): write ``identity_loss.yaml`` and ``summary.md`` from the study as
+    it is now, so the folder's files agree. The summary keeps the search's command and wall time
+    (read from the old one) and names ``command``, the export that rewrote it."""
+    import re
+
+    from autoloss.search.export import summarize
+
+    old = folder.summary_path.read_text() if folder.summary_path.is_file() else ""
+    search_command = re.search(r"^Produced by `(.*)`\.$", old, re.M)
+    wall = re.search(r"^- wall time: ([0-9.]+) s$", old, re.M)
+    _export_identity(study, rescored, folder, storage)
+    write_text_atomic(folder.summary_path, summarize(
+        study, wall_time=float(wall.group(1)) if wall else None,
+        command=search_command.group(1) if search_command else None,
+        rescored_by=None if command is None else mask_password_in(command, storage)))
+
+
 def _export_identity(study: optuna.Study, rescored: dict[str, Any] | None, folder: RunFolder,
                      storage: str) -> None:
     """Write the search's control, the re-scored plain soft metric (identity curves), to
