@@ -139,9 +139,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from autoloss.search.export import export_trial
     from autoloss.search.run_folder import RunFolder
-    from autoloss.search.storage import open_study
+    from autoloss.search.storage import storage_errors
 
     storage, study_name, folder = args.storage, args.study, Path(".")
     if args.run_dir is not None and storage is None:
@@ -159,6 +158,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise InvalidValueError("export needs a run folder or --storage URL")
     elif args.run_dir is not None:
         folder = Path(args.run_dir)
+    with storage_errors(storage):
+        return _export(args, storage, study_name, folder)
+
+
+def _export(args: argparse.Namespace, storage: str, study_name: str | None, folder: Path) -> int:
+    from autoloss.search.export import export_trial
+    from autoloss.search.run_folder import RunFolder
+    from autoloss.search.storage import open_study
+
     study = open_study(storage, study_name)
     rescored = None
     if (args.rescore_top is not None or args.rescore_seeds is not None

@@ -59,7 +59,6 @@ from autoloss.errors import (
     InvalidValueError,
     MissingDependencyError,
     SearchError,
-    StorageError,
 )
 from autoloss.search.budget import (
     DISCARDED,
@@ -91,7 +90,7 @@ from autoloss.search.rescore import (
     rescore_top,
 )
 from autoloss.search.run_folder import RunFolder, portable_cache, portable_storage
-from autoloss.search.storage import make_storage, open_study
+from autoloss.search.storage import make_storage, open_study, storage_errors
 from autoloss.search.trial_seeds import TrialSeededSampler
 from autoloss.utils.atomic import write_text_atomic
 from autoloss.utils.urls import mask_password, mask_password_in
@@ -715,12 +714,8 @@ def _search_session(cfg: SearchConfig) -> Iterator[None]:
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        with _sigterm_as_interrupt():
+        with storage_errors(cfg.storage), _sigterm_as_interrupt():
             yield
-    except optuna.exceptions.StorageInternalError as err:
-        raise StorageError(f"cannot write to the storage {mask_password(cfg.storage)}: "
-                           f"{mask_password_in(_root_cause(err), cfg.storage)}; fix it and run "
-                           "the same command again (finished trials are kept)") from None
     finally:
         optuna.logging.set_verbosity(verbosity)
 
@@ -858,15 +853,6 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     ``overwrite``: see :func:`search_study`."""
     run = search_study(config, progress=progress, callbacks=callbacks, overwrite=overwrite)
     return finish_run(run, progress=progress, command=command)
-
-
-def _root_cause(err: BaseException) -> str:
-    """The first line of the innermost exception ``err`` was raised from (the database's own
-    message, e.g. ``database or disk is full``)."""
-    while err.__cause__ is not None or err.__context__ is not None:
-        err = err.__cause__ or err.__context__  # type: ignore[assignment]
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def rescore(cfg: SearchConfig, study: optuna.Study, proxy: Proxy, *,
