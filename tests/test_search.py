@@ -784,3 +784,9 @@ def test_a_run_folder_whose_study_file_is_gone_is_refused(out, capsys, monkeypat
     assert (out / "summary.md").read_bytes() == summary
     assert main(_cli_search(out, "--metric", "miou", "--overwrite")) == 0
     assert len(load(SimpleNamespace(study="miou-shapes", storage=f"sqlite:///{db}")).trials) == 2
+
+
+def test_a_metric_named_twice_is_refused(out):
+    """--metric miou,miou is not a two-objective search of one metric (issue 26, item 13)."""
+    with pytest.raises(InvalidValueError, match=r"metric names \['miou'\] more than once"):
+        resolve_config(config(out, metric=["miou", "miou"], multi_objective=True))
