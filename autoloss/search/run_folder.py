@@ -81,7 +81,12 @@ def resolve_storage(url: str, folder: str | Path) -> str:
     ``folder`` as it is now (absolute)."""
     for scheme in _FILE_SCHEMES:
         if url.startswith(scheme):
-            return f"{scheme}{(Path(folder) / url[len(scheme):]).resolve()}"
+            path = (Path(folder) / url[len(scheme):]).resolve()
+            if _inside(path, Path(folder)) is None:  # "../", an absolute path, a symlink out
+                raise InvalidValueError(f"a storage recorded relative to its run folder "
+                                        f"{str(folder)!r} must be a file inside it, but got "
+                                        f"{url!r}; fix run.json or pass --storage URL")
+            return f"{scheme}{path}"
     raise InvalidValueError(f"a storage recorded relative to its run folder must start with one "
                             f"of {list(_FILE_SCHEMES)}, but got {url!r}")
 
