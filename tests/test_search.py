@@ -790,3 +790,22 @@ def test_a_metric_named_twice_is_refused(out):
     """--metric miou,miou is not a two-objective search of one metric (issue 26, item 13)."""
     with pytest.raises(InvalidValueError, match=r"metric names \['miou'\] more than once"):
         resolve_config(config(out, metric=["miou", "miou"], multi_objective=True))
+
+
+def test_a_reference_queued_twice_runs_once(out):
+    """Two processes that both found the study unprepared (its creator stalled) queue the first
+    trials twice; only the first copy of each reference point runs, the later ones are
+    discarded (no wait has to be long enough for the creator; issue 26, item 12)."""
+    first = run_search(config(out, trials=2), progress=False)
+    study = load(first)
+    identity = study.trials[0]
+    assert identity.user_attrs["reference"] == "identity"
+    study.enqueue_trial(identity.params, user_attrs={"reference": "identity"})
+    result = run_search(config(out, trials=3), progress=False)
+    study = load(result)
+    copy = study.trials[2]
+    assert copy.user_attrs["reference"] == "identity" and copy.state == TrialState.FAIL
+    assert copy.user_attrs["discarded"] == "a copy of reference trial 0"
+    assert result.counts["complete"] == 3 and result.counts["fail"] == 0
+    ran = [t.user_attrs.get("reference") for t in study.trials if "discarded" not in t.user_attrs]
+    assert ran.count("identity") == 1

@@ -230,6 +230,10 @@ def build_objective(cfg: SearchConfig, space: Any, proxy: Proxy) -> Callable[[An
             trial.study.stop()
             raise BudgetReached(f"trial {trial.number} discarded: the study has its "
                                 f"{cfg.trials} trials")
+        first = _first_copy(trial.study, trial.number, trial.user_attrs.get("reference"))
+        if first is not None:
+            trial.set_user_attr(DISCARDED, f"a copy of reference trial {first}")
+            raise BudgetReached(f"trial {trial.number} discarded: it repeats trial {first}")
         params = {n: trial.suggest_float(n, lo, hi) for n, (lo, hi) in space.bounds().items()}
         history: list[list[Any]] = []
         spec: dict[str, Any] | None = None
@@ -427,6 +431,20 @@ def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Prox
         study.set_user_attr("baseline_ce_metrics", metrics)
 
 
+def _first_copy(study: optuna.Study, number: int, label: str | None) -> int | None:
+    """The number of an earlier live or finished trial of reference point ``label``, if any:
+    two processes that both found the study unprepared (its creator stalled past
+    :func:`_wait_for_creator`) each queue the first trials, and only the lowest-numbered copy
+    of each runs (the later ones are discarded), so no wait has to be long enough."""
+    if label is None:
+        return None
+    for t in study.get_trials(deepcopy=False):
+        if (t.number < number and t.user_attrs.get("reference") == label and not discarded(t)
+                and not (t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs)):
+            return t.number
+    return None
+
+
 def _requeue_interrupted_references(study: optuna.Study) -> None:
     """Queue again each reference point (the plain soft metric, the published curves, the
     ``init_from`` point) whose trial was stopped with its process (Ctrl-C, SIGTERM, a kill: failed
@@ -496,7 +514,9 @@ def plugin_name(value: Any) -> Any:
 def _wait_for_creator(study: optuna.Study, timeout: float = 30.0) -> None:
     """Wait (up to ``timeout`` s) until the process that created ``study`` a moment ago has
     recorded its config and queued its first trials; a study that already has trials is ready
-    at once (so is one made by an older autoloss, which recorded no ``queued`` mark)."""
+    at once (so is one made by an older autoloss, which recorded no ``queued`` mark). If the
+    creator stalls longer, the first trials may be queued twice: harmless, only the first copy
+    of each runs (:func:`_first_copy`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         attrs = study.user_attrs
@@ -610,14 +630,13 @@ def _run_until_budget(cfg: SearchConfig, study: optuna.Study, space: Any, proxy:
     """Run trials here and in workers until the study (shared with other processes) has its
     budget, then wait for the trials others still run. A round gives this process the missing
     trials; if others' trials then fail (a killed process), the next round runs their share.
-    Stops at the timeout, or after a round in which no trial finished (they fail by
-    themselves)."""
+    Stops at the timeout, or after a round in which no trial finished or was discarded."""
     while True:
         remaining = max(0, cfg.trials - finished(study))
         left = None if cfg.timeout is None else cfg.timeout - (time.monotonic() - started)
         if not remaining or (left is not None and left <= 0):
             return
-        before = finished(study)
+        before = _settled(study)
         now = cfg if left is None else dataclasses.replace(cfg, timeout=left)
         # With workers, the queued trials (references, retries) run here first: two processes
         # could both pop one WAITING trial from SQLite (no row locks there).
@@ -629,8 +648,15 @@ def _run_until_budget(cfg: SearchConfig, study: optuna.Study, space: Any, proxy:
         if remaining and cfg.workers > 1:
             _run_workers(now, study, remaining, bar, callbacks)
         _wait_for_running(study, cfg, progress=progress)
-        if finished(study) == before:
+        if _settled(study) == before:
             return
+
+
+def _settled(study: optuna.Study) -> int:
+    """Trials that count toward the budget plus discarded ones: a round of trials that all were
+    discarded (copies of a reference point) has made progress; one whose trials all failed by
+    themselves has not."""
+    return finished(study) + sum(1 for t in study.get_trials(deepcopy=False) if discarded(t))
 
 
 def _wait_for_running(study: optuna.Study, cfg: SearchConfig, *, progress: bool) -> None:
