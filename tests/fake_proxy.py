@@ -9,7 +9,8 @@ search has a trade-off), plus ``1e-3`` noise from the seed. Cross-entropy scores
 Options (the ``proxy`` dict of the search config): ``crash_above`` / ``nonfinite_below`` (raise
 when the first surrogate's ``v`` is above / below), ``sleep`` (seconds per evaluation),
 ``kill_once`` (the first surrogate run in a worker process SIGKILLs that process, once per cache
-folder: a worker that dies mid-trial).
+folder: a worker that dies mid-trial), ``interrupt_once`` (the first surrogate run sends SIGTERM
+to its own process, once per cache folder: a search stopped mid-trial).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def fast_tmp_dir() -> Iterator[Path]:
 
 
 BOUNDARY = ("biou", "bf1")
-KNOWN = ("data", "crash_above", "nonfinite_below", "sleep", "kill_once", "drop_bg")
+KNOWN = ("data", "crash_above", "nonfinite_below", "sleep", "kill_once", "interrupt_once",
+         "drop_bg")
 
 
 def curve_value(loss: SurrogateLoss) -> float:
@@ -115,6 +117,14 @@ class FakeProxy:
             if "nonfinite_below" in self.config and v < self.config["nonfinite_below"]:
                 raise NonFiniteLossError(self.eval_steps[0], float("nan"))
         final = self.metrics_of(loss, seed)
+        if parts and self.config.get("interrupt_once"):
+            marker = self.cache_dir / "interrupted"
+            try:
+                marker.open("x").close()
+            except FileExistsError:
+                pass
+            else:
+                os.kill(os.getpid(), signal.SIGTERM)
         if parts and self.config.get("kill_once") and _in_worker():
             marker = self.cache_dir / "killed"
             try:

@@ -516,3 +516,19 @@ def test_normalize():
     assert torch.allclose(normalize(x[0], mean, std), out[0])
     with pytest.raises(ValueError, match="C = len"):
         normalize(x, (0.1, 0.2), (1.0, 1.0))
+
+
+@pytest.mark.parametrize("grey_first", [True, False])
+def test_a_grey_and_rgb_image_mix_loads_in_either_order(tmp_path, grey_first):
+    """One grey and one colour image: a 3-channel dataset (the grey one replicated) whichever
+    file comes first (was: refused when the grey one sorted first; issue 26, item 13)."""
+    grey, colour = ("a", "b") if grey_first else ("b", "a")
+    _png(tmp_path / "images" / f"{grey}.png", np.full((4, 4), 128, np.uint8))
+    _png(tmp_path / "images" / f"{colour}.png", np.full((4, 4, 3), 50, np.uint8))
+    for stem in ("a", "b"):
+        _png(tmp_path / "labels" / f"{stem}.png", np.ones((4, 4), np.uint8))
+    ds = load_dataset(f"folder:{tmp_path}")
+    assert ds.in_channels == 3
+    images = {stem: ds[i][0] for i, stem in enumerate(("a", "b"))}
+    assert images[grey].shape == (3, 4, 4) and torch.allclose(images[grey][0], images[grey][2])
+    assert images[colour].shape == (3, 4, 4)

@@ -172,3 +172,69 @@ def test_errors_keep_torch_usable():
 
     with pytest.raises(ValueError, match="logits"):
         load_loss("asl-voc-miou")(torch.randn(2, 3, 4), torch.zeros(2, 4, dtype=torch.long))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished 3-trial search (fake proxy), copied by the tests that damage it."""
+    out = tmp_path_factory.mktemp("search") / "run"
+    run_search(SearchConfig(metric="miou", data="shapes", trials=3, sampler="random",
+                            plots=False, rescore_top=0, out=out, cache=out.parent / "cache",
+                            proxy_factory="fake_proxy:FakeProxy"), progress=False)
+    return out
+
+
+def _copy(run: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(run, dest)
+    return dest
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_export_rescoring_a_read_only_study_is_one_line(finished_run, tmp_path, capsys,
+                                                        monkeypatch):
+    """export --rescore-top on a study that cannot be written (a read-only SQLite file; as
+    root, chmod does not stop writes, so the URL opens it read-only) names it (issue 26,
+    item 5)."""
+    monkeypatch.setenv("AUTOLOSS_TRUST_CODE", "1")
+    run = _copy(finished_run, tmp_path / "run")
+    url = f"sqlite:///file:{run / 'study.db'}?mode=ro&uri=true"
+    err = _one_line_error(capsys, ["export", str(run), "--storage", url, "--rescore-top", "1",
+                                   "--rescore-seeds", "1"])
+    assert f"cannot write to the storage {url}: attempt to write a readonly database" in err
+
+
+@pytest.mark.parametrize("command", ["export", "search"])
+def test_garbage_inside_study_db_is_one_line_naming_it(finished_run, tmp_path, capsys,
+                                                       monkeypatch, command):
+    """A study.db whose rows hold garbage (invalid JSON in a trial's attribute): export and
+    search say which file holds invalid data, no JSONDecodeError traceback (issue 26,
+    item 5)."""
+    monkeypatch.setenv("AUTOLOSS_TRUST_CODE", "1")
+    run = _copy(finished_run, tmp_path / "run")
+    with sqlite3.connect(run / "study.db") as db:
+        db.execute("UPDATE trial_user_attributes SET value_json = '{garb' WHERE key = 'loss'")
+    argv = ["export", str(run)] if command == "export" else [
+        "search", "--out", str(run), "--data", "shapes", "--trials", "4", "--sampler", "random",
+        "--rescore-top", "0", "--no-plots", "--no-progress", "--proxy-factory",
+        "fake_proxy:FakeProxy", "--cache", str(tmp_path / "cache")]
+    err = _one_line_error(capsys, argv)
+    assert f"cannot read the storage sqlite:///{run / 'study.db'}: it holds invalid data" in err
+
+
+@pytest.mark.parametrize("value", ["steps=abc", "model=foo", "nosuch=1", "data=nosuch",
+                                   "metrics=[nosuch]", "warm_start=maybe", "size=0"])
+def test_a_bad_proxy_value_is_refused_before_the_run_folder_is_written(tmp_path, capsys, value):
+    """(issue 26, item 5) a bad --proxy value leaves no run folder behind (was: run.json)."""
+    out = tmp_path / "run"
+    err = _one_line_error(capsys, ["search", "--out", str(out), "--trials", "2", "--proxy",
+                                   value, "--no-progress"])
+    assert "proxy" in err or "size" in err
+    assert not out.exists()

@@ -258,3 +258,24 @@ def test_without_rescoring_the_user_is_told_the_export_was_not_compared(out, cap
     assert "not compared with the plain soft metric" in (out / "summary.md").read_text()
     prov = load_loss(out / "best_loss.yaml").provenance
     assert "not compared with the plain soft metric" in prov["export_reason"]
+
+
+def test_export_rescoring_a_run_folder_rewrites_its_summary(out, capsys):
+    """`autoloss export DIR --rescore-top 3 --rescore-seeds 4` writes best_loss.yaml and
+    summary.md (and identity_loss.yaml) from the same re-scoring: the folder's files agree
+    (issue 26, item 6); the summary keeps the search's command and wall time."""
+    from autoloss.cli.app import main
+
+    search(out, trials=5, rescore_top=2, rescore_seeds=2)
+    summary = (out / "summary.md").read_text()
+    assert "proxy seeds [1, 2]" in summary
+    wall = next(line for line in summary.splitlines() if line.startswith("- wall time"))
+    assert main(["export", str(out), "--rescore-top", "3", "--rescore-seeds", "4"]) == 0
+    prov = load_loss(out / "best_loss.yaml").provenance
+    assert prov["rescore"]["seeds"] == [1, 2, 3, 4]
+    summary = (out / "summary.md").read_text()
+    assert "proxy seeds [1, 2, 3, 4]" in summary and "top 3 trials" in summary
+    assert f"**Export:** trial {prov['trial']};" in summary
+    assert wall in summary
+    assert f"Re-scored and exported by `autoloss export {out} --rescore-top 3" in summary
+    assert load_loss(out / "identity_loss.yaml").provenance["export_rule"] == "control"

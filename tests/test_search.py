@@ -708,3 +708,104 @@ def test_search_study_only_searches_and_finish_run_works_from_memory(out, monkey
     assert folder.summary_path.is_file()
     assert (folder.plots_dir / "curves.png").is_file()
     assert (folder.plots_dir / "history.png").is_file()
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_an_interrupted_reference_trial_runs_again_on_resume(out, sampler):
+    """SIGTERM during trial 0 (the identity, the search's control), then the same search
+    again: the identity is queued again and runs, it is not left failed while other trials
+    fill the budget (issue 26, item 7)."""
+    cfg = config(out, trials=5, sampler=sampler, proxy={"interrupt_once": True})
+    with pytest.raises(KeyboardInterrupt):
+        run_search(cfg, progress=False)
+    stopped = load(SimpleNamespace(study="miou-shapes", storage=f"sqlite:///{out / 'study.db'}"))
+    assert stopped.trials[0].user_attrs["reference"] == "identity"
+    assert stopped.trials[0].state == TrialState.FAIL
+    result = run_search(cfg, progress=False)
+    study = load(result)
+    refs = {t.user_attrs["reference"]: t.state for t in study.trials
+            if "reference" in t.user_attrs and t.state != TrialState.FAIL}
+    assert refs == {"identity": TrialState.COMPLETE, "paper:asl-voc-miou": TrialState.COMPLETE}
+    assert result.counts["complete"] == 5
+    assert "| identity | 0 | FAIL" in (out / "summary.md").read_text()  # the stopped one, kept
+    run_search(cfg, progress=False)  # once it ran, a rerun queues nothing
+    assert len(load(result).trials) == len(study.trials)
+
+
+def _cli_search(out: Path, *argv: str) -> list[str]:
+    return ["search", "--out", str(out), "--data", "shapes", "--trials", "2", "--sampler",
+            "random", "--rescore-top", "0", "--no-plots", "--no-progress", "--proxy-factory",
+            FACTORY, "--cache", str(out.parent / "cache"), *argv]
+
+
+def test_a_run_folder_holds_one_search(out, capsys, monkeypatch):
+    """--out of a miou search reused with another target (or study name) is refused naming what
+    differs (exit 2); its outputs are untouched; --overwrite starts over (issue 26, item 2)."""
+    from autoloss.cli.app import main
+
+    monkeypatch.setenv("AUTOLOSS_TRUST_CODE", "1")
+    assert main(_cli_search(out, "--metric", "miou")) == 0
+    before = {name: (out / name).read_bytes() for name in ("run.json", "summary.md",
+                                                          "best_loss.yaml", "study.db")}
+    capsys.readouterr()
+    for argv in (("--metric", "bf1"), ("--metric", "miou", "--study", "other")):
+        assert main(_cli_search(out, *argv)) == 2
+        err = capsys.readouterr().err
+        assert "holds another search: study 'miou-shapes'" in err and "--overwrite" in err
+        assert len(err.strip().splitlines()) == 1
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert main(_cli_search(out, "--metric", "bf1", "--overwrite")) == 0
+    study = optuna.load_study(study_name="bf1-shapes", storage=f"sqlite:///{out / 'study.db'}")
+    assert optuna.get_all_study_names(f"sqlite:///{out / 'study.db'}") == ["bf1-shapes"]
+    assert len(study.trials) == 2
+    assert "bf1" in (out / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "corrupt"])
+def test_a_run_folder_whose_study_file_is_gone_is_refused(out, capsys, monkeypatch, damage):
+    """A missing, 0-byte or garbage study.db beside run.json does not start a new search that
+    replaces the old outputs: refused naming the file (exit 2); --overwrite starts over."""
+    from autoloss.cli.app import main
+
+    monkeypatch.setenv("AUTOLOSS_TRUST_CODE", "1")
+    assert main(_cli_search(out, "--metric", "miou")) == 0
+    db = out / "study.db"
+    if damage == "missing":
+        db.unlink()
+    else:
+        db.write_bytes(b"" if damage == "empty" else b"garbage " * 100)
+    summary = (out / "summary.md").read_bytes()
+    capsys.readouterr()
+    assert main(_cli_search(out, "--metric", "miou")) == 2
+    err = capsys.readouterr().err
+    said = {"missing": "is missing", "empty": "is empty (0 bytes)",
+            "corrupt": "is not an SQLite database"}[damage]
+    assert f"{str(db)!r}, which {said}" in err and "--overwrite" in err
+    assert (out / "summary.md").read_bytes() == summary
+    assert main(_cli_search(out, "--metric", "miou", "--overwrite")) == 0
+    assert len(load(SimpleNamespace(study="miou-shapes", storage=f"sqlite:///{db}")).trials) == 2
+
+
+def test_a_metric_named_twice_is_refused(out):
+    """--metric miou,miou is not a two-objective search of one metric (issue 26, item 13)."""
+    with pytest.raises(InvalidValueError, match=r"metric names \['miou'\] more than once"):
+        resolve_config(config(out, metric=["miou", "miou"], multi_objective=True))
+
+
+def test_a_reference_queued_twice_runs_once(out):
+    """Two processes that both found the study unprepared (its creator stalled) queue the first
+    trials twice; only the first copy of each reference point runs, the later ones are
+    discarded (no wait has to be long enough for the creator; issue 26, item 12)."""
+    first = run_search(config(out, trials=2), progress=False)
+    study = load(first)
+    identity = study.trials[0]
+    assert identity.user_attrs["reference"] == "identity"
+    study.enqueue_trial(identity.params, user_attrs={"reference": "identity"})
+    result = run_search(config(out, trials=3), progress=False)
+    study = load(result)
+    copy = study.trials[2]
+    assert copy.user_attrs["reference"] == "identity" and copy.state == TrialState.FAIL
+    assert copy.user_attrs["discarded"] == "a copy of reference trial 0"
+    assert result.counts["complete"] == 3 and result.counts["fail"] == 0
+    ran = [t.user_attrs.get("reference") for t in study.trials if "discarded" not in t.user_attrs]
+    assert ran.count("identity") == 1

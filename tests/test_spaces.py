@@ -65,7 +65,9 @@ def test_a_local_search_spaces_file_takes_precedence(tmp_path, monkeypatch):
     text = (SPACE_FILES[0].read_text()).replace("high: 1.0", "high: 0.9")
     (tmp_path / "search_spaces" / SPACE_FILES[0].name).write_text(text)
     monkeypatch.chdir(tmp_path)
-    space = load_space(SPACE_FILES[0].stem)
+    with pytest.warns(UserWarning, match=r"using the search space .*search_spaces/.* of the "
+                      r"working folder, not the built-in one"):  # never silently (issue 26, 13)
+        space = load_space(SPACE_FILES[0].stem)
     assert space.source == str((tmp_path / "search_spaces" / SPACE_FILES[0].name).resolve())
     assert {c.high for c in space.curves.values()} == {0.9}
 

@@ -46,6 +46,7 @@ def trained(tmp_path_factory) -> Path:
 def test_train_writes_its_files(trained):
     assert {p.name for p in trained.iterdir()} >= {"checkpoint.pt", "metrics.json", "log.jsonl",
                                                    "run.json"}
+    assert [p.name for p in trained.parent.iterdir()] == ["run"]  # its lock file inside it
     stored = json.loads((trained / "metrics.json").read_text())
     assert set(stored["test"]) == set(METRIC_NAMES)
     assert list(stored["test_per_class_iou"]) == load_dataset(DATA, "test").class_names

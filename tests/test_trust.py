@@ -108,3 +108,14 @@ def test_proxy_factory_in_a_file_needs_trust(tmp_path, monkeypatch):
     assert not (tmp_path / "RAN").exists() and "evil_proxy" not in sys.modules
     monkeypatch.setenv(ENV_ALL, "1")
     assert load_experiment(exp).proxy_factory == "evil_proxy:make"
+
+
+def test_an_untrusted_proxy_metric_is_refused_before_the_warm_start(evil, tmp_path, capsys):
+    """--proxy metrics=[file.py:name] of an untrusted file: refused when the proxy is
+    configured, before the warm start trains (was: after it; issue 26, item 13)."""
+    out = tmp_path / "run"
+    assert main(["search", "--out", str(out), "--trials", "1", "--no-progress",
+                 "--proxy", f"metrics=[miou, '{evil}:tversky']"]) == 2
+    err = capsys.readouterr().err
+    assert "proxy option metrics" in err and "--trust-code" in err
+    assert not ran(evil) and not out.exists()

@@ -259,3 +259,17 @@ def test_a_committed_run_folder_exports_from_another_directory(folder, tmp_path)
     exported, committed = read_spec(tmp_path / "again.yaml"), read_spec(folder / "best_loss.yaml")
     assert exported.pop("provenance")["trial"] == committed.pop("provenance")["trial"]
     assert exported == committed
+
+
+@pytest.mark.parametrize("recorded", ["sqlite:///../outside.db", "journal:../../journal.log",
+                                      "sqlite:///sub/../../outside.db"])
+def test_a_relative_storage_record_leading_out_of_the_folder_is_refused(tmp_path, recorded):
+    """run.json's relative storage is a file inside the folder; '../' is not followed out of
+    it (issue 26, item 13)."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (tmp_path / "outside.db").write_bytes(b"")
+    (folder / "run.json").write_text(json.dumps({"storage": recorded, "study": "s",
+                                                 "relative_to": "run folder"}))
+    with pytest.raises(ValueError, match=r"must be a file inside it, but got"):
+        RunFolder(folder).storage()

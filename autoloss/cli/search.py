@@ -113,7 +113,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     argv = getattr(args, "argv", None)  # set by autoloss.cli.app.main
     command = None if argv is None else shlex.join(["autoloss", *argv])
-    result = run_search(_config_from_args(args), progress=not args.no_progress, command=command)
+    result = run_search(_config_from_args(args), progress=not args.no_progress, command=command,
+                        overwrite=args.overwrite)
     print(f"study {result.study} in {mask_password(result.storage)}")
     if result.loss_path is not None:
         from autoloss.losses import read_spec
@@ -138,9 +139,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from autoloss.search.export import export_trial
     from autoloss.search.run_folder import RunFolder
-    from autoloss.search.storage import open_study
+    from autoloss.search.storage import storage_errors
 
     storage, study_name, folder = args.storage, args.study, Path(".")
     if args.run_dir is not None and storage is None:
@@ -158,14 +158,24 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise InvalidValueError("export needs a run folder or --storage URL")
     elif args.run_dir is not None:
         folder = Path(args.run_dir)
+    with storage_errors(storage):
+        return _export(args, storage, study_name, folder)
+
+
+def _export(args: argparse.Namespace, storage: str, study_name: str | None, folder: Path) -> int:
+    from autoloss.search.export import export_trial
+    from autoloss.search.run_folder import RunFolder
+    from autoloss.search.storage import open_study
+
     study = open_study(storage, study_name)
+    rescored = None
     if (args.rescore_top is not None or args.rescore_seeds is not None
             or args.export_rule is not None):
         if args.trial is not None:
             raise InvalidValueError("--trial exports that trial as it is; re-scoring (--rescore-top, "
                              "--rescore-seeds, --export-rule) chooses the trial, so pass one or "
                              "the other")
-        _rescore_for_export(study, storage, folder, args)
+        rescored = _rescore_for_export(study, storage, folder, args)
     name = "best_loss.yaml" if args.trial is None else f"trial_{args.trial}_loss.yaml"
     if args.out is not None:
         _deprecated("export --out FILE", "export --to FILE (--out names folders elsewhere)")
@@ -174,10 +184,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
                         storage=storage)
     print(f"exported {study.study_name} trial "
           f"{'best' if args.trial is None else args.trial} to {path}")
+    run_folder = RunFolder(folder)
+    if args.run_dir is not None and path.resolve() == run_folder.loss_path.resolve():
+        from autoloss.search.rescore import rescore_summary
+        from autoloss.search.run import rewrite_summary
+
+        argv = getattr(args, "argv", None)  # set by autoloss.cli.app.main
+        rewrite_summary(study, run_folder, storage=storage,
+                        rescored=rescored or rescore_summary(study),
+                        command=None if argv is None else shlex.join(["autoloss", *argv]))
+        print(f"summary: {run_folder.summary_path}")
     return 0
 
 
-def _rescore_for_export(study: Any, storage: str, folder: Path, args: argparse.Namespace) -> None:
+def _rescore_for_export(study: Any, storage: str, folder: Path,
+                        args: argparse.Namespace) -> dict[str, Any] | None:
     """Re-score ``study``'s top trials with the proxy it was searched with (its recorded
     config; the shared proxy cache, :mod:`autoloss.utils.cache`), before the export picks the best
     mean."""
@@ -199,7 +220,7 @@ def _rescore_for_export(study: Any, storage: str, folder: Path, args: argparse.N
     cfg = resolve_config(SearchConfig(**values))
     proxy = make_proxy(cfg)
     proxy.prepare()
-    rescore(cfg, study, proxy, progress=True)
+    return rescore(cfg, study, proxy, progress=True)
 
 
 def _add_rescore_flags(p: argparse.ArgumentParser) -> None:
@@ -245,7 +266,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    f"{_search_default('workers')})")
     p.add_argument("--seed", type=int,
                    help=f"sampler and proxy seed (default {_search_default('seed')})")
-    p.add_argument("--out", help="run folder (default results/search-METRIC-DATA)")
+    p.add_argument("--out", help="run folder (default results/search-METRIC-DATA); one folder "
+                   "holds one search: another study or storage there is refused")
+    p.add_argument("--overwrite", action="store_true", help="delete the search the run folder "
+                   "holds (run.json, its study file, exported losses, summary, plots; a study on "
+                   "a database server is kept) and start a new one")
     p.add_argument("--space", help="search space YAML (default: the metric's built-in space, "
                    "autoloss/search_spaces/METRIC.yaml)")
     p.add_argument("--cache", help="proxy cache folder (default: $AUTOLOSS_CACHE or "

@@ -323,11 +323,20 @@ def folder_dataset(path: Path, split: str, *, spec: str, num_classes: int | None
     if num_classes is None:
         num_classes = _scan_num_classes(path, splits, ignore_index)
     check_num_classes(num_classes, where=f"{spec} ({path})")
-    channels = channels_of(images[0])
-    store = FileStore(images, masks, channels=channels, size=size)
+    store = FileStore(images, masks, channels=_scan_channels(path, splits), size=size)
     return SegmentationDataset(store, name=path.name, spec=spec, split=split,
                                num_classes=num_classes, ignore_index=ignore_index,
                                class_names=[f"class{i}" for i in range(num_classes)])
+
+
+def _scan_channels(path: Path, splits: Sequence[str]) -> int:
+    """3 if any image of any split is in colour (grey ones are then replicated), else 1: the
+    same for every split and whatever the order of the files (image headers only)."""
+    for split in splits:
+        root = path if splits == ["train"] and (path / "images").is_dir() else path / split
+        if any(channels_of(image) == 3 for image in _index(root / "images").values()):
+            return 3
+    return 1
 
 
 def _scan_num_classes(path: Path, splits: Sequence[str], ignore_index: int | None) -> int:

@@ -140,10 +140,10 @@ def _build_single(spec: dict[str, Any]) -> nn.Module:
     name = spec.pop("name", None)
     if name is None:
         raise InvalidValueError(f"a loss spec needs a 'name' (or 'combine'), but got keys {sorted(spec)}")
-    if name != "surrogate" and name not in BASELINES:
+    if name != "surrogate" and (not isinstance(name, str) or name not in BASELINES):
         choices = sorted(BASELINES) + ["surrogate"]
         raise InvalidValueError(f"unknown loss name {name!r}: expected one of {choices}"
-                         f"{did_you_mean(name, choices)}")
+                         f"{did_you_mean(str(name), choices)}")
     accepted = _accepted_options(name)
     for key in spec:
         if key not in accepted:

@@ -244,7 +244,7 @@ def run_once(loss_spec: str | Path, data: RunData, *, config: TrainConfig, model
         "train_config": dataclasses.asdict(config), "init_from": init_label, "tol": tol,
         "val_split": None if data.val is None else data.val.split, "test_split": data.test_split,
     }
-    with file_lock(out.parent / f".{out.name}.lock"):  # one process per run folder at a time
+    with file_lock(out / ".lock"):  # one process per run folder at a time (inside it: D only)
         return _run_locked(loss_spec, loss, net, identity, data, config=config, out=out,
                            init_from=init_from, tol=tol, progress=progress,
                            tensorboard_dir=tensorboard_dir)

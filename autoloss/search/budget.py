@@ -27,8 +27,8 @@ from typing import Any
 
 from autoloss.utils.trial_attrs import DISCARDED, discarded
 
-__all__ = ["DISCARDED", "OWNER", "counts", "discarded", "fail_orphans", "finished", "over_budget",
-           "owner"]
+__all__ = ["DISCARDED", "OWNER", "counts", "discarded", "doomed", "fail_orphans", "finished",
+           "over_budget", "owner"]
 
 OWNER = "owner"  # user attribute of a trial: {"host": ..., "pid": ...} of the process running it
 OWNERLESS_GRACE = 30.0  # seconds a running trial may go without an owner before it counts as dead
@@ -59,6 +59,15 @@ def over_budget(study: Any, number: int, budget: int) -> bool:
         if state == "WAITING" or (state == "RUNNING" and not _orphaned(t, here)) or counts(t):
             taken += 1
     return taken >= budget
+
+
+def doomed(study: Any, budget: int) -> frozenset[int]:
+    """The running trials that their process will discard (or has just discarded, unrecorded
+    yet): ``budget`` trials numbered below each already count (:func:`over_budget`). The count
+    below a trial can only fall (a trial of a killed process), never rise (trial numbers are
+    handed out in order), so no trial that passed its budget check is ever among them."""
+    return frozenset(t.number for t in study.get_trials(deepcopy=False)
+                     if t.state.name == "RUNNING" and over_budget(study, t.number, budget))
 
 
 def owner() -> dict[str, Any]:

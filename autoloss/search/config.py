@@ -232,6 +232,11 @@ def resolve_config(cfg: SearchConfig) -> SearchConfig:
         raise InvalidValueError(f"metric must be a name or a list of names, but got {cfg.metric!r}")
     if not isinstance(cfg.metric, list):
         parse_target(cfg.metric)
+    twice = sorted({m for m in metrics if metrics.count(m) > 1})
+    if twice:
+        raise InvalidValueError(f"metric names {twice} more than once, but got metric="
+                                f"{','.join(metrics)!r}; a multi-objective search needs "
+                                "different metrics (one metric: --metric NAME)")
     if isinstance(cfg.metric, list) and len(metrics) == 1:
         metrics, cfg = metrics, dataclasses.replace(cfg, metric=metrics[0])
     if cfg.multi_objective != isinstance(cfg.metric, list):

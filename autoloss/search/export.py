@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import platform
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,13 @@ from autoloss.utils.trial_attrs import discarded
 __all__ = ["best_trial", "export_trial", "fail_reason", "summarize"]
 
 
-def _state(trial: Any) -> str:
+def _state_of(trial: Any) -> str:
     """The trial's state name; ``"DISCARDED"`` for a trial that never ran (autoloss.search.budget)."""
     return "DISCARDED" if discarded(trial) else trial.state.name
 
 
 def _complete(study: Any) -> list[Any]:
-    return [t for t in study.get_trials(deepcopy=False) if _state(t) == "COMPLETE"]
+    return [t for t in study.get_trials(deepcopy=False) if _state_of(t) == "COMPLETE"]
 
 
 def best_trial(study: Any) -> Any:
@@ -147,7 +147,7 @@ def export_record(study: Any, trial_number: int | None, path: str | Path, *,
         "source": "autoloss search",
         "target": config.get("metric"),
         "score": value,
-        "trial_state": _state(trial),
+        "trial_state": _state_of(trial),
         "metrics": trial.user_attrs.get("metrics"),
         "baseline_ce": baseline,
         "dataset": config.get("data"),
@@ -254,11 +254,20 @@ def _rescore_lines(study: Any) -> list[str]:
 
 
 def summarize(study: Any, *, wall_time: float | None = None, top: int = 5,
-              command: str | None = None) -> str:
+              command: str | None = None, discarding: Collection[int] = (),
+              rescored_by: str | None = None) -> str:
     """A markdown summary: the command that ran it (when given), counts, cross-entropy
     baseline, best trial and its gain over CE, the top trials, the reference points and the
-    failed trials."""
+    failed trials. ``discarding``: numbers of running trials that their process is about to
+    discard (:func:`autoloss.search.budget.doomed`), counted as discarded. The count of
+    discarded trials is the one thing two processes of a study may see differently: a process
+    can still start (and discard) a trial after another has written its summary.
+    ``rescored_by``: the ``autoloss export`` command that re-scored and exported it since."""
     trials = study.get_trials(deepcopy=False)
+
+    def _state(trial: Any) -> str:
+        return "DISCARDED" if trial.number in discarding else _state_of(trial)
+
     states = [_state(t) for t in trials]
     count = {s: states.count(s)
              for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING", "DISCARDED")}
@@ -267,6 +276,7 @@ def summarize(study: Any, *, wall_time: float | None = None, top: int = 5,
     multi = len(study.directions) > 1
     lines = [f"# Search summary: {study.study_name}", "",
              *([f"Produced by `{command}`.", ""] if command else []),
+             *([f"Re-scored and exported by `{rescored_by}`.", ""] if rescored_by else []),
              f"- target: {config.get('metric')} on {config.get('data')} (proxy-validation "
              f"split), sampler {config.get('sampler')}",
              f"- trials: {count['COMPLETE']} complete, {count['PRUNED']} pruned, "

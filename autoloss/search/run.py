@@ -59,9 +59,17 @@ from autoloss.errors import (
     InvalidValueError,
     MissingDependencyError,
     SearchError,
-    StorageError,
 )
-from autoloss.search.budget import DISCARDED, OWNER, discarded, fail_orphans, finished, over_budget, owner
+from autoloss.search.budget import (
+    DISCARDED,
+    OWNER,
+    discarded,
+    doomed,
+    fail_orphans,
+    finished,
+    over_budget,
+    owner,
+)
 from autoloss.search.config import (
     SAMPLERS,
     Proxy,
@@ -82,7 +90,7 @@ from autoloss.search.rescore import (
     rescore_top,
 )
 from autoloss.search.run_folder import RunFolder, portable_cache, portable_storage
-from autoloss.search.storage import make_storage, open_study
+from autoloss.search.storage import make_storage, open_study, storage_errors
 from autoloss.search.trial_seeds import TrialSeededSampler
 from autoloss.utils.atomic import write_text_atomic
 from autoloss.utils.urls import mask_password, mask_password_in
@@ -222,6 +230,10 @@ def build_objective(cfg: SearchConfig, space: Any, proxy: Proxy) -> Callable[[An
             trial.study.stop()
             raise BudgetReached(f"trial {trial.number} discarded: the study has its "
                                 f"{cfg.trials} trials")
+        first = _first_copy(trial.study, trial.number, trial.user_attrs.get("reference"))
+        if first is not None:
+            trial.set_user_attr(DISCARDED, f"a copy of reference trial {first}")
+            raise BudgetReached(f"trial {trial.number} discarded: it repeats trial {first}")
         params = {n: trial.suggest_float(n, lo, hi) for n, (lo, hi) in space.bounds().items()}
         history: list[list[Any]] = []
         spec: dict[str, Any] | None = None
@@ -407,6 +419,8 @@ def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Prox
     if "data_info" not in study.user_attrs:
         study.set_user_attr("data_info", data_info(proxy))
     _fail_dead_trials(study)
+    if not created:
+        _requeue_interrupted_references(study)
     if "baseline_ce" not in study.user_attrs:
         prepare(proxy, progress=progress)
         if progress:
@@ -415,6 +429,41 @@ def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Prox
         values = _objective_values(metrics, cfg)
         study.set_user_attr("baseline_ce", values if cfg.multi_objective else values[0])
         study.set_user_attr("baseline_ce_metrics", metrics)
+
+
+def _first_copy(study: optuna.Study, number: int, label: str | None) -> int | None:
+    """The number of an earlier live or finished trial of reference point ``label``, if any:
+    two processes that both found the study unprepared (its creator stalled past
+    :func:`_wait_for_creator`) each queue the first trials, and only the lowest-numbered copy
+    of each runs (the later ones are discarded), so no wait has to be long enough."""
+    if label is None:
+        return None
+    for t in study.get_trials(deepcopy=False):
+        if (t.number < number and t.user_attrs.get("reference") == label and not discarded(t)
+                and not (t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs)):
+            return t.number
+    return None
+
+
+def _requeue_interrupted_references(study: optuna.Study) -> None:
+    """Queue again each reference point (the plain soft metric, the published curves, the
+    ``init_from`` point) whose trial was stopped with its process (Ctrl-C, SIGTERM, a kill: failed
+    with no recorded reason, so not counted) and has no live or finished copy: without it the
+    search would have no control. A reference that failed by itself (a crash, a non-finite
+    loss) is a result and is not run again."""
+    trials = study.get_trials(deepcopy=False)
+
+    def stopped(t: Any) -> bool:
+        return t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs
+
+    have = {t.user_attrs["reference"] for t in trials if "reference" in t.user_attrs
+            and not stopped(t)}
+    for t in trials:
+        label = t.user_attrs.get("reference")
+        if label is None or label in have or not stopped(t) or discarded(t):
+            continue
+        study.enqueue_trial(t.params, user_attrs={"reference": label})
+        have.add(label)
 
 
 def _fail_dead_trials(study: optuna.Study) -> None:
@@ -465,7 +514,9 @@ def plugin_name(value: Any) -> Any:
 def _wait_for_creator(study: optuna.Study, timeout: float = 30.0) -> None:
     """Wait (up to ``timeout`` s) until the process that created ``study`` a moment ago has
     recorded its config and queued its first trials; a study that already has trials is ready
-    at once (so is one made by an older autoloss, which recorded no ``queued`` mark)."""
+    at once (so is one made by an older autoloss, which recorded no ``queued`` mark). If the
+    creator stalls longer, the first trials may be queued twice: harmless, only the first copy
+    of each runs (:func:`_first_copy`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         attrs = study.user_attrs
@@ -573,26 +624,19 @@ def _optimize(study: optuna.Study, cfg: SearchConfig, objective: Callable[[Any],
                 raise
 
 
-# A trial started once the budget is full is discarded in its first line, within a second; on a
-# loaded machine its process can stall for longer (seen: over 10 s in CI), and a process that
-# summarised before it ended would count it as running where the others do not.
-_DISCARD_WAIT = 120.0  # seconds
-
-
 def _run_until_budget(cfg: SearchConfig, study: optuna.Study, space: Any, proxy: Proxy,
                       started: float, bar: Any, tick: Callable[[Any, Any], None],
                       callbacks: Sequence[Callable[[Any, Any], None]], *, progress: bool) -> None:
     """Run trials here and in workers until the study (shared with other processes) has its
     budget, then wait for the trials others still run. A round gives this process the missing
     trials; if others' trials then fail (a killed process), the next round runs their share.
-    Stops at the timeout, or after a round in which no trial finished (they fail by
-    themselves)."""
+    Stops at the timeout, or after a round in which no trial finished or was discarded."""
     while True:
         remaining = max(0, cfg.trials - finished(study))
         left = None if cfg.timeout is None else cfg.timeout - (time.monotonic() - started)
         if not remaining or (left is not None and left <= 0):
             return
-        before = finished(study)
+        before = _settled(study)
         now = cfg if left is None else dataclasses.replace(cfg, timeout=left)
         # With workers, the queued trials (references, retries) run here first: two processes
         # could both pop one WAITING trial from SQLite (no row locks there).
@@ -604,26 +648,31 @@ def _run_until_budget(cfg: SearchConfig, study: optuna.Study, space: Any, proxy:
         if remaining and cfg.workers > 1:
             _run_workers(now, study, remaining, bar, callbacks)
         _wait_for_running(study, cfg, progress=progress)
-        if finished(study) == before:
+        if _settled(study) == before:
             return
+
+
+def _settled(study: optuna.Study) -> int:
+    """Trials that count toward the budget plus discarded ones: a round of trials that all were
+    discarded (copies of a reference point) has made progress; one whose trials all failed by
+    themselves has not."""
+    return finished(study) + sum(1 for t in study.get_trials(deepcopy=False) if discarded(t))
 
 
 def _wait_for_running(study: optuna.Study, cfg: SearchConfig, *, progress: bool) -> None:
     """With the budget reached or given out, wait for the trials other processes still run, so
     that every process re-scores, exports and summarises the same finished study. Stale trials
-    (their process dead) are failed on the way. Once the budget is reached, a trial still
-    running is one its process is about to discard (it started too late): waited for
-    :data:`_DISCARD_WAIT` seconds at most."""
-    said, full_since = False, None
+    (their process dead) are failed on the way. A running trial that its process is about to
+    discard (it started too late, :func:`autoloss.search.budget.doomed`) is not waited for: its
+    state is known already, however long its process stalls."""
+    said = False
     while True:
         _fail_dead_trials(study)
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        skip = doomed(study, cfg.trials)
+        running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                   if t.number not in skip]
         if not running:
             return
-        if finished(study) >= cfg.trials:
-            full_since = full_since or time.monotonic()
-            if time.monotonic() - full_since > _DISCARD_WAIT:
-                return
         if progress and not said:
             print(f"waiting for {len(running)} trial(s) running in other processes", flush=True)
             said = True
@@ -691,28 +740,32 @@ def _search_session(cfg: SearchConfig) -> Iterator[None]:
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        with _sigterm_as_interrupt():
+        with storage_errors(cfg.storage), _sigterm_as_interrupt():
             yield
-    except optuna.exceptions.StorageInternalError as err:
-        raise StorageError(f"cannot write to the storage {mask_password(cfg.storage)}: "
-                           f"{mask_password_in(_root_cause(err), cfg.storage)}; fix it and run "
-                           "the same command again (finished trials are kept)") from None
     finally:
         optuna.logging.set_verbosity(verbosity)
 
 
 def search_study(config: SearchConfig, *, progress: bool = True,
-                 callbacks: Sequence[Callable[[Any, Any], None]] = ()) -> SearchRun:
+                 callbacks: Sequence[Callable[[Any, Any], None]] = (),
+                 overwrite: bool = False) -> SearchRun:
     """Only the search: create (or load and check) the study of ``config`` in its storage,
     score the cross-entropy baseline once, and run trials until the study has ``trials``
     finished ones (in ``workers`` processes). Records ``run.json`` in the run folder; writes
-    nothing else there (see :func:`finish_run`). ``callbacks``: as for :func:`run_search`."""
+    nothing else there (see :func:`finish_run`). ``callbacks``: as for :func:`run_search`.
+
+    One run folder holds one search: a folder whose ``run.json`` names another study or
+    storage, or whose study file is missing, empty or corrupt, is refused
+    (:meth:`RunFolder.check_search`) unless ``overwrite``, which deletes that search's files
+    first (:meth:`RunFolder.clear`)."""
     from tqdm.auto import tqdm
 
     cfg = resolve_config(config)
     started = time.monotonic()
     folder = RunFolder(cfg.out)
-    folder.write_info(cfg.storage, cfg.study)
+    if overwrite:
+        folder.clear(cfg.storage)
+    folder.check_search(cfg.storage, cfg.study)
     with _search_session(cfg):
         space = make_space(cfg)
         initial_params(cfg, space)  # a bad init_from fails before the warm start trains
@@ -720,6 +773,7 @@ def search_study(config: SearchConfig, *, progress: bool = True,
         storage = make_storage(cfg.storage, heartbeat=cfg.heartbeat)
         study, created = _load_or_create(cfg, space, make_sampler(cfg, space), make_pruner(
             cfg, proxy.eval_steps), storage)
+        folder.write_info(cfg.storage, cfg.study)  # once the study it names exists
         _setup_study(cfg, space, study, proxy, created=created, progress=progress)
         done = finished(study)
         if cfg.trials > done:  # a finished study (rerun to redraw or export) needs no warm start
@@ -757,7 +811,7 @@ def finish_run(run: SearchRun, *, progress: bool = True,
             loss_path = save_loss(spec, folder.loss_path, provenance=provenance)
             _export_identity(study, rescored, folder, cfg.storage)
         wall = time.monotonic() - run.started
-        text = summarize(study, wall_time=wall,
+        text = summarize(study, wall_time=wall, discarding=doomed(study, cfg.trials),
                          command=None if command is None else mask_password_in(command,
                                                                                 cfg.storage))
         write_text_atomic(folder.summary_path, text)
@@ -766,6 +820,26 @@ def finish_run(run: SearchRun, *, progress: bool = True,
         if cfg.plots:
             _draw_plots(run, spec)
     return _result(cfg, study, loss_path, wall)
+
+
+def rewrite_summary(study: optuna.Study, folder: RunFolder, *, storage: str,
+                    rescored: dict[str, Any] | None, command: str | None = None) -> None:
+    """After ``autoloss export DIR`` has written ``DIR/best_loss.yaml`` (after re-scoring with
+    ``--rescore-top``, say): write ``identity_loss.yaml`` and ``summary.md`` from the study as
+    it is now, so the folder's files agree. The summary keeps the search's command and wall time
+    (read from the old one) and names ``command``, the export that rewrote it."""
+    import re
+
+    from autoloss.search.export import summarize
+
+    old = folder.summary_path.read_text() if folder.summary_path.is_file() else ""
+    search_command = re.search(r"^Produced by `(.*)`\.$", old, re.M)
+    wall = re.search(r"^- wall time: ([0-9.]+) s$", old, re.M)
+    _export_identity(study, rescored, folder, storage)
+    write_text_atomic(folder.summary_path, summarize(
+        study, wall_time=float(wall.group(1)) if wall else None,
+        command=search_command.group(1) if search_command else None,
+        rescored_by=None if command is None else mask_password_in(command, storage)))
 
 
 def _export_identity(study: optuna.Study, rescored: dict[str, Any] | None, folder: RunFolder,
@@ -791,7 +865,7 @@ def _export_identity(study: optuna.Study, rescored: dict[str, Any] | None, folde
 
 def run_search(config: SearchConfig, *, progress: bool = True,
                callbacks: Sequence[Callable[[Any, Any], None]] = (),
-               command: str | None = None) -> SearchResult:
+               command: str | None = None, overwrite: bool = False) -> SearchResult:
     """Run (or resume) a search and finish its run folder: :func:`search_study`, then
     :func:`finish_run` (re-scoring, ``<out>/best_loss.yaml``, ``<out>/summary.md``, and with
     ``plots`` the figures in ``<out>/plots``).
@@ -801,18 +875,10 @@ def run_search(config: SearchConfig, *, progress: bool = True,
     process gets a copy, so they must pickle. The study's objectives are named after the
     metrics (``study.metric_names``) and it holds the cross-entropy baseline as the user
     attribute ``baseline_ce`` (reference trials carry ``reference``). ``command``: how the search
-    was started, named at the top of ``summary.md`` (its storage password masked)."""
-    run = search_study(config, progress=progress, callbacks=callbacks)
+    was started, named at the top of ``summary.md`` (its storage password masked).
+    ``overwrite``: see :func:`search_study`."""
+    run = search_study(config, progress=progress, callbacks=callbacks, overwrite=overwrite)
     return finish_run(run, progress=progress, command=command)
-
-
-def _root_cause(err: BaseException) -> str:
-    """The first line of the innermost exception ``err`` was raised from (the database's own
-    message, e.g. ``database or disk is full``)."""
-    while err.__cause__ is not None or err.__context__ is not None:
-        err = err.__cause__ or err.__context__  # type: ignore[assignment]
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def rescore(cfg: SearchConfig, study: optuna.Study, proxy: Proxy, *,

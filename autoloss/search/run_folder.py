@@ -81,7 +81,12 @@ def resolve_storage(url: str, folder: str | Path) -> str:
     ``folder`` as it is now (absolute)."""
     for scheme in _FILE_SCHEMES:
         if url.startswith(scheme):
-            return f"{scheme}{(Path(folder) / url[len(scheme):]).resolve()}"
+            path = (Path(folder) / url[len(scheme):]).resolve()
+            if _inside(path, Path(folder)) is None:  # "../", an absolute path, a symlink out
+                raise InvalidValueError(f"a storage recorded relative to its run folder "
+                                        f"{str(folder)!r} must be a file inside it, but got "
+                                        f"{url!r}; fix run.json or pass --storage URL")
+            return f"{scheme}{path}"
     raise InvalidValueError(f"a storage recorded relative to its run folder must start with one "
                             f"of {list(_FILE_SCHEMES)}, but got {url!r}")
 
@@ -111,6 +116,91 @@ class RunFolder:
     @property
     def plots_dir(self) -> Path:
         return self.path / "plots"
+
+    def check_search(self, storage: str, study: str) -> None:
+        """Refuse to run the search of ``study`` in ``storage`` here if the folder holds
+        another one: ``run.json`` names another study or storage, or the storage file it records
+        inside the folder is missing, empty or not a database (a new search would silently
+        replace the old one's outputs). ``overwrite`` in :func:`autoloss.search.run.search_study`
+        clears the folder first (:meth:`clear`)."""
+        if not self.info_path.is_file():
+            return
+        from autoloss.utils.json_files import read_json
+
+        info = read_json(self.info_path, fix="delete the run folder's files or pass --overwrite")
+        if not isinstance(info, dict):
+            info = {}
+        recorded_storage, recorded_study = info.get("storage"), info.get("study")
+        differs = []
+        if recorded_study != study:
+            differs.append(f"study {recorded_study!r} (this search: {study!r})")
+        if not self._same_storage(recorded_storage, info.get("relative_to"), storage):
+            differs.append(f"storage {recorded_storage!r} (this search: "
+                           f"{portable_storage(storage, self.path)[0]!r})")
+        fix = "pass another --out, or --overwrite to delete its search and start a new one"
+        if differs:
+            raise InvalidValueError(f"run folder {str(self.path)!r} holds another search: "
+                                    f"{'; '.join(differs)}; {fix}")
+        for scheme in _FILE_SCHEMES:
+            if not storage.startswith(scheme):
+                continue
+            path = Path(storage[len(scheme):]).expanduser()
+            problem = None
+            if not path.is_file():
+                problem = "is missing"
+            elif path.stat().st_size == 0:
+                problem = "is empty (0 bytes)"
+            elif scheme == "sqlite:///":
+                with path.open("rb") as f:
+                    if f.read(16) != b"SQLite format 3\x00":
+                        problem = "is not an SQLite database"
+            if problem is not None:
+                raise InvalidValueError(f"run folder {str(self.path)!r} records its study "
+                                        f"{recorded_study!r} in {str(path)!r}, which {problem}; "
+                                        f"restore the file, or {fix}")
+
+    def _same_storage(self, recorded: object, relative_to: object, storage: str) -> bool:
+        """Whether ``run.json``'s ``recorded`` storage is ``storage``: the same file (a relative
+        record resolved here; an old absolute SQLite path that is not there, this folder's
+        ``study.db``, as :meth:`storage` reads it) or the same URL with its password masked."""
+        from autoloss.utils.urls import mask_password
+
+        if not isinstance(recorded, str):
+            return False
+        if relative_to == _RELATIVE:
+            recorded = resolve_storage(recorded, self.path)
+        for scheme in _FILE_SCHEMES:
+            if recorded.startswith(scheme) and storage.startswith(scheme):
+                old, new = (Path(u[len(scheme):]).expanduser().resolve()
+                            for u in (recorded, storage))
+                if scheme == "sqlite:///" and not old.is_file():
+                    old = (self.path / "study.db").resolve()
+                return old == new
+        return recorded == mask_password(storage)
+
+    def clear(self, storage: str) -> list[str]:
+        """Delete what a search wrote here (``run.json``, the storage file ``storage`` when it is
+        inside the folder, the exported losses, the summary and the plots), nothing else; a
+        study on a database server is not touched. Returns the names deleted."""
+        import shutil
+
+        names = [RUN_INFO, self.loss_path.name, self.identity_loss_path.name,
+                 self.summary_path.name]
+        for scheme in _FILE_SCHEMES:
+            if storage.startswith(scheme):
+                inside = _inside(Path(storage[len(scheme):]), self.path)
+                if inside is not None:
+                    names += [inside, *(inside + end for end in ("-journal", "-wal", "-shm"))]
+        deleted = []
+        for name in names:
+            path = self.path / name
+            if path.is_file():
+                path.unlink()
+                deleted.append(name)
+        if self.plots_dir.is_dir():
+            shutil.rmtree(self.plots_dir)
+            deleted.append(self.plots_dir.name)
+        return deleted
 
     def write_info(self, storage: str, study: str) -> None:
         """Record where the study is (``run.json``), relative to the folder where it can be."""

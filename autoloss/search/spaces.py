@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -461,8 +462,9 @@ def parse_space(data: Any, *, source: str = "<dict>") -> SearchSpace:
 
 def load_space(path_or_metric: str | Path) -> SearchSpace:
     """Load a space file, or the space of a metric name: ``search_spaces/<metric>.yaml`` in the
-    current directory (a user's own version), else :func:`default_space` (the shipped file; a
-    user metric ``file.py:name`` gets the default space)."""
+    current directory (a user's own version, with a warning naming it), else
+    :func:`default_space` (the shipped file; a user metric ``file.py:name`` gets the default
+    space)."""
     text = str(path_or_metric)
     path = Path(text).expanduser()
     if path.suffix not in (".yaml", ".yml") and not path.is_file():
@@ -470,6 +472,9 @@ def load_space(path_or_metric: str | Path) -> SearchSpace:
             return default_space(text)
         local = Path("search_spaces") / f"{text}.yaml"
         if local.is_file():
+            warnings.warn(f"metric {text!r}: using the search space {str(local.resolve())!r} of "
+                          f"the working folder, not the built-in one (the study records its "
+                          f"contents; pass --space FILE to name a space explicitly)", stacklevel=2)
             return load_space(local.resolve())
         if text not in BUILTIN_PROGRAMS:
             raise InvalidValueError(f"unknown metric {text!r} and no space file: expected one of "

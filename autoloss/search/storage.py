@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -11,7 +14,7 @@ import optuna
 from autoloss.errors import InvalidValueError, MissingDependencyError, StorageError, did_you_mean
 from autoloss.utils.urls import mask_password, mask_password_in
 
-__all__ = ["make_storage", "open_study"]
+__all__ = ["make_storage", "open_study", "storage_errors"]
 
 # SQLAlchemy's driver of a URL scheme -> the package that provides it
 _DRIVERS = {"postgresql": "psycopg2 (pip install psycopg2-binary)",
@@ -78,3 +81,46 @@ def open_study(storage: str, study: str | None = None) -> optuna.Study:
                          f"{names}"
                          f"{did_you_mean(study, names)}")
     return optuna.load_study(study_name=study, storage=store)
+
+
+@contextlib.contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """A storage that fails while a command reads or writes it, as one
+    :class:`~autoloss.errors.StorageError` naming it (password masked) and the database's own
+    reason: a write refused (a full disk, a read-only file: optuna's ``StorageInternalError``),
+    garbage in its rows (invalid JSON where optuna keeps attributes), a damaged file (SQLAlchemy's
+    errors)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    where = f"the storage {mask_password(url)}"
+    try:
+        yield
+    except optuna.exceptions.StorageInternalError as err:
+        raise StorageError(f"cannot write to {where}: {mask_password_in(_root_cause(err), url)}; "
+                           "fix it and run the same command again (finished trials are "
+                           "kept)") from None
+    except (json.JSONDecodeError, SQLAlchemyError) as err:
+        if isinstance(err, json.JSONDecodeError) and not _raised_in_optuna_storage(err):
+            raise  # a file of the user's, not the storage
+        raise StorageError(f"cannot read {where}: it holds invalid data "
+                           f"({mask_password_in(_root_cause(err), url)}); restore it from a "
+                           "copy, or start a new search (search --overwrite)") from None
+
+
+def _root_cause(err: BaseException) -> str:
+    """The first line of the innermost exception ``err`` was raised from (the database's own
+    message, e.g. ``database or disk is full``)."""
+    while err.__cause__ is not None or err.__context__ is not None:
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _raised_in_optuna_storage(err: BaseException) -> bool:
+    """Whether ``err`` was raised inside optuna's storage code (reading a study's rows)."""
+    tb = err.__traceback__
+    while tb is not None:
+        if "optuna/storages" in tb.tb_frame.f_code.co_filename.replace("\\", "/"):
+            return True
+        tb = tb.tb_next
+    return False

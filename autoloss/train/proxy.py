@@ -216,6 +216,10 @@ class ProxyConfig:
             for m in metrics:
                 if not (isinstance(m, str) and is_user_reference(m)):
                     _choice("metrics", m, list(METRIC_NAMES))
+                else:  # refused now, not after the warm start has trained
+                    from autoloss.utils.trust import require_trusted
+
+                    require_trusted(m, source="proxy option metrics")
             object.__setattr__(self, "metrics", tuple(dict.fromkeys(metrics)))
         if self.device is not None and not isinstance(self.device, str):
             fail("device", "'cpu', 'cuda', 'cuda:N' or None")
