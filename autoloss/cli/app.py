@@ -7,11 +7,10 @@ them so that ``autoloss --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+
+from autoloss.utils.signals import sigterm_as_interrupt
 
 __all__ = ["main"]
 
@@ -168,24 +167,6 @@ def _one_line(err: BaseException) -> str:
 EXIT_INTERRUPTED = 130
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (``kill``, ``timeout``, a batch scheduler) interrupts the command as Ctrl-C does:
-    the same cleanup, the same line, the same exit code (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     import os
 
@@ -199,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from autoloss.errors import AutoLossError
 
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             return int(args.func(args) or 0)
     except (AutoLossError, OSError) as err:  # the user's to fix, or the machine's (disk, rights)
         print(f"autoloss {args.command}: error: {_one_line(err)}", file=sys.stderr)

@@ -41,8 +41,6 @@ import hashlib
 import inspect
 import json
 import logging
-import signal
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -93,6 +91,7 @@ from autoloss.search.run_folder import RunFolder, portable_cache, portable_stora
 from autoloss.search.storage import make_storage, open_study, storage_errors
 from autoloss.search.trial_seeds import TrialSeededSampler
 from autoloss.utils.atomic import write_text_atomic
+from autoloss.utils.signals import sigterm_as_interrupt
 from autoloss.utils.urls import mask_password, mask_password_in
 
 __all__ = ["SAMPLERS", "SAMPLER_BUILDERS", "Proxy", "SearchConfig", "SearchResult", "SearchRun",
@@ -702,24 +701,6 @@ def _draw_plots(run: SearchRun, spec: dict[str, Any] | None) -> None:
                       f"autoloss plot {folder.path}", stacklevel=3)
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (what ``timeout`` and batch schedulers send) stops a search like Ctrl-C: the
-    workers are terminated and the study stays resumable (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 @dataclass
 class SearchRun:
     """A search held in memory: what :func:`search_study` returns and :func:`finish_run` takes.
@@ -740,7 +721,7 @@ def _search_session(cfg: SearchConfig) -> Iterator[None]:
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        with storage_errors(cfg.storage), _sigterm_as_interrupt():
+        with storage_errors(cfg.storage), sigterm_as_interrupt():
             yield
     finally:
         optuna.logging.set_verbosity(verbosity)
