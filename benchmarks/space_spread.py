@@ -133,8 +133,10 @@ def analyse(state: dict[str, Any]) -> dict[str, Any]:
 
     from autoloss.utils.stats import paired_difference
 
-    seeds = [str(s) for s in state["seeds"]]
     scores = state["scores"]
+    # a partial run (seed-major) is analysed on the seeds every picked trial has
+    seeds = [str(s) for s in state["seeds"]
+             if all(str(s) in scores.get(k, {}) for k in state["trials"])]
     keys = [k for k in state["trials"] if all(s in scores.get(k, {}) for s in seeds)]
     identity = next((k for k, t in state["trials"].items() if t["role"] == "identity"), None)
     table = np.array([[100 * scores[k][s] for s in seeds] for k in keys])  # [trials, seeds]
@@ -184,8 +186,8 @@ def report(state: dict[str, Any], out: str) -> str:
              f"- proxy: {state['proxy']['steps']} fine-tuning steps at lr {state['proxy']['lr']} "
              f"from a {state['proxy']['warm_start_steps']}-step cross-entropy warm start "
              f"(seed {state['proxy']['warm_start_seed']}), the study's own",
-             f"- re-scoring seeds {state['seeds']} (the search used seed 0); "
-             f"{len(a['complete_trials'])} trials complete", ""]
+             f"- re-scoring seeds {state['seeds']} (the search used seed 0); analysed: "
+             f"{len(a['complete_trials'])} trials x the {a['seeds']} seeds every trial has", ""]
     if "anova_f" not in a:
         return "\n".join(lines + ["Not enough runs yet for the analysis.", ""])
     ce = a.get("cross_entropy_mean")
