@@ -113,6 +113,8 @@ def test_resume_after_interrupt_equals_uninterrupted_run(train_data, val_data,
                  checkpoint_path=ckpt, log_path=log, progress=False)
     assert result.start_step == 3 and result.steps == 6
     assert same_weights(resumed, full)
+    assert read_checkpoint(ckpt)["optimizer"] is None  # finished: no optimizer state kept
+    assert read_checkpoint(tmp_path / "full.pt")["optimizer"] is None
     assert [h["step"] for h in result.history] == [3, 6]
     assert result.metrics == full_result.metrics
     def untimed(path: Path) -> list[dict]:
@@ -307,3 +309,22 @@ def test_tensorboard_without_the_package_names_it(monkeypatch, tmp_path: Path) -
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(MissingDependencyError, match="pip install tensorboard"):
         TensorBoardLog(tmp_path / "tb")
+
+
+def test_an_unfinished_checkpoint_without_optimizer_state_is_refused(train_data,
+                                                                     tmp_path: Path) -> None:
+    config = TrainConfig(**QUICK, seed=1)
+    ckpt = tmp_path / "ckpt.pt"
+
+    def stop_at_3(step: int, metrics: dict[str, float]) -> None:
+        if step == 3:
+            raise Prune
+
+    with pytest.raises(Prune):
+        fit(tiny(), ce(), train_data, config=config, eval_data=train_data, metrics=["miou"],
+            on_eval=stop_at_3, checkpoint_path=ckpt, progress=False)
+    data = read_checkpoint(ckpt)
+    assert data["optimizer"] is not None  # mid-run: kept, the run can go on exactly
+    torch.save({**data, "optimizer": None}, ckpt)
+    with pytest.raises(ValueError, match="no optimizer state.*step 6"):
+        fit(tiny(), ce(), train_data, config=config, checkpoint_path=ckpt, progress=False)

@@ -1,9 +1,9 @@
 """Checkpoint files: what :func:`autoloss.train.trainer.fit` writes and everything that reads them.
 
 A checkpoint is a ``torch.save`` dict (format :data:`CHECKPOINT_FORMAT`): ``model`` (state
-dict), ``model_config`` (:func:`autoloss.train.models.config_to_dict`), ``optimizer``, ``step``,
-``train_config``, ``loss`` (its spec), ``rng``, ``history``, ``elapsed``. It is written
-atomically and read with ``weights_only=True``, so no code runs from a file.
+dict), ``model_config`` (:func:`autoloss.train.models.config_to_dict`), ``optimizer`` (None once
+the run is finished), ``step``, ``train_config``, ``loss`` (its spec), ``rng``, ``history``,
+``elapsed``. It is written atomically and read with ``weights_only=True``, so no code runs from a file.
 """
 
 from __future__ import annotations

@@ -472,18 +472,27 @@ def _resume(state: LoopState, path: Path) -> None:
     ckpt = read_checkpoint(path)
     _check_resume(ckpt["train_config"], state.config, path)
     state.model.load_state_dict(ckpt["model"])
-    state.optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("optimizer") is not None:  # None in a finished run's checkpoint (see _save)
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+    elif ckpt["step"] < state.config.steps:
+        raise InvalidValueError(f"{path}: the checkpoint of step {ckpt['step']} holds no "
+                                f"optimizer state, so the run cannot go on to step "
+                                f"{state.config.steps}; start it again in a new folder")
     torch.set_rng_state(ckpt["rng"]["torch"])
     state.start, state.history, state.prior_time = ckpt["step"], ckpt["history"], ckpt["elapsed"]
 
 
 def _save(path: Path, step: int, state: LoopState) -> None:
-    """The checkpoint :func:`_resume` reads (format :data:`CHECKPOINT_FORMAT`)."""
+    """The checkpoint :func:`_resume` reads (format :data:`CHECKPOINT_FORMAT`). At the last
+    step the optimizer state is left out (``None``): a finished run never steps again, and
+    AdamW's two moment buffers would triple the file a warm start reads."""
     loss = state.loss
     loss_spec = loss.to_dict() if callable(getattr(loss, "to_dict", None)) else None
+    finished = step >= state.config.steps
     write_checkpoint(path, {
         "format": CHECKPOINT_FORMAT, "step": step, "model": state.model.state_dict(),
-        "model_config": _model_config(state.model), "optimizer": state.optimizer.state_dict(),
+        "model_config": _model_config(state.model),
+        "optimizer": None if finished else state.optimizer.state_dict(),
         "train_config": _plain(dataclasses.asdict(state.config)), "loss": _plain(loss_spec),
         "rng": {"torch": torch.get_rng_state()}, "history": _plain(state.history),
         "elapsed": state.elapsed(),
