@@ -238,3 +238,60 @@ def test_a_bad_proxy_value_is_refused_before_the_run_folder_is_written(tmp_path,
                                    value, "--no-progress"])
     assert "proxy" in err or "size" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("cause, advice", [
+    ("UNIQUE constraint failed: trial_values.trial_id, trial_values.objective",
+     "its rows are inconsistent"),
+    ("database or disk is full", "make it writable"),
+])
+def test_a_failed_storage_write_gives_advice_that_fits_its_cause(cause, advice):
+    """Rows that contradict each other (garbage inside study.db) cannot be fixed by the user
+    and rerunning fails again: the advice is to restore it or start over, while a full disk
+    or a read-only file is the user's to fix (issue 26, item 5)."""
+    from autoloss.search.storage import storage_errors
+
+    url = "sqlite:///run/study.db"
+    with pytest.raises(StorageError) as info:
+        with storage_errors(url):
+            try:
+                raise sqlite3.IntegrityError(cause) if "UNIQUE" in cause else \
+                    sqlite3.OperationalError(cause)
+            except sqlite3.Error as err:
+                raise optuna.exceptions.StorageInternalError("An exception is raised") from err
+    message = str(info.value)
+    assert message.startswith(f"cannot write to the storage {url}: ")
+    assert cause in message and advice in message
+    assert ("--overwrite" in message) == ("UNIQUE" in cause)
+
+
+@pytest.mark.parametrize("points, where", [("[0.2, 1.5, 0.3, 0.8, 0.3, 0.9]", "points[1]=1.5"),
+                                           ("[0.2, 0.5, 0.3, 0.8, 0.3, .nan]", "points[5]=nan")])
+@pytest.mark.parametrize("command", ["train", "check"])
+def test_a_bad_curve_in_a_loss_file_names_the_file_and_the_curve(tmp_path, capsys, command,
+                                                                 points, where):
+    """Every command that reads a loss file names it and the curve (issue 26, item 10)."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("autoloss_schema: 1\nname: surrogate\nmetric: miou\ncurves:\n"
+                    f"  union:\n    kind: bezier\n    points: {points}\n")
+    argv = [command, "--loss", str(path)] if command == "train" else [command, str(path)]
+    if command == "train":
+        argv += ["--data", "shapes", "--steps", "1", "--out", str(tmp_path / "run")]
+    err = _one_line_error(capsys, argv)
+    assert f"{path}: curves.union: points must hold numbers in [0, 1], but got {where}" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_loss_refuses_meta_logits_in_one_clear_error():
+    """Logits on the meta device (shapes without values, e.g. a model built under
+    ``torch.device('meta')``) get one error saying what to do, from every shipped loss
+    (issue 26, item 5); was torch's "unknown device type for autocast"."""
+    from autoloss.losses import load_loss
+    from autoloss.losses.baselines import BASELINES
+    from autoloss.losses.presets import PRESETS
+
+    logits = torch.randn(2, 3, 8, 8, device="meta")
+    target = torch.zeros(2, 8, 8, dtype=torch.long, device="meta")
+    for name in [*BASELINES, *PRESETS]:
+        with pytest.raises(InvalidValueError, match="meta device.*to_empty"):
+            load_loss(name)(logits, target)

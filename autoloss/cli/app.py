@@ -22,22 +22,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _named(err: BaseException, path: object) -> BaseException:
-    """``err`` with its message starting with ``path`` when it does not name it already."""
-    if str(path) not in str(err):
-        err.args = (f"{path}: {err}",)
-    return err
-
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from autoloss.errors import AutoLossError
     from autoloss.losses import load_loss
     from autoloss.losses.check import check_loss
 
-    try:
-        loss = load_loss(args.loss)
-    except AutoLossError as err:  # a loss file's option: say which file
-        raise _named(err, args.loss) from None
+    loss = load_loss(args.loss)  # a loss file's error names the file
     if args.trials is not None:
         print("autoloss: check --trials is deprecated and will be removed; use --cases "
               "(--trials counts finished trials in search)", file=sys.stderr)

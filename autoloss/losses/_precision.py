@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
+from autoloss.errors import InvalidValueError
+
 __all__ = ["HALF_DTYPES", "float32_compute"]
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -40,6 +42,11 @@ def float32_compute(loss: F) -> F:
         if not isinstance(logits, Tensor):
             return loss(logits, target, *args, **kwargs)
         device = logits.device.type
+        if device == "meta":
+            raise InvalidValueError(
+                "logits are on the meta device, which holds shapes but no values, and a loss "
+                "is computed from values: materialise the model on a real device first "
+                "(model.to_empty(device='cpu'), then load or initialise its weights)")
         half = logits.dtype in HALF_DTYPES
         if not half and not torch.is_autocast_enabled(device):
             return loss(logits, target, *args, **kwargs)

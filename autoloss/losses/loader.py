@@ -42,7 +42,13 @@ from typing import Any
 import yaml
 from torch import nn
 
-from autoloss.errors import InvalidTypeError, InvalidValueError, MissingFileError, did_you_mean
+from autoloss.errors import (
+    AutoLossError,
+    InvalidTypeError,
+    InvalidValueError,
+    MissingFileError,
+    did_you_mean,
+)
 from autoloss.losses.baselines import BASELINES
 from autoloss.losses.combine import CombinedLoss
 from autoloss.losses.presets import PRESETS
@@ -198,6 +204,23 @@ def load_loss(spec: str | Path | Mapping[str, Any], *, trust_code: bool = False,
         ``to_dict()`` method giving its spec back and a ``provenance`` attribute (dict or None).
     """
     data = read_spec(spec)
+    try:
+        return _load_spec(data, trust_code=trust_code, spec=spec, overrides=overrides)
+    except AutoLossError as err:  # a loss file's option: say which file
+        if _is_file_spec(spec) and str(spec) not in str(err):
+            err.args = (f"{spec}: {err}",)
+        raise
+
+
+def _is_file_spec(spec: str | Path | Mapping[str, Any]) -> bool:
+    """Whether ``spec`` names a loss file (not a preset, a baseline or a dict)."""
+    return (isinstance(spec, (str, Path)) and str(spec) not in PRESETS
+            and str(spec) not in BASELINES and str(spec) != "surrogate")
+
+
+def _load_spec(data: dict[str, Any], *, trust_code: bool, spec: str | Path | Mapping[str, Any],
+               overrides: Mapping[str, Any]) -> nn.Module:
+    """:func:`load_loss` after the spec is read: the trust gate, the schema, then the module."""
     if trust_code:
         from autoloss.utils.trust import code_file
         from autoloss.utils.trust import trust_code as trust

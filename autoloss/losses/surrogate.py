@@ -209,7 +209,11 @@ class SurrogateLoss(nn.Module):
         self.curves: dict[str, Curve] = {}
         for name in self.program.curves:
             curve = given.get(name, IdentityCurve())
-            self.curves[name] = curve_from_dict(curve) if isinstance(curve, Mapping) else curve
+            try:
+                self.curves[name] = (curve_from_dict(curve) if isinstance(curve, Mapping)
+                                     else curve)
+            except InvalidValueError as err:  # say which curve of the metric
+                raise InvalidValueError(f"curves.{name}: {err}") from None
         if ignore_index is not None and not isinstance(ignore_index, int):
             raise InvalidValueError(f"ignore_index must be an int or None, but got {ignore_index=}")
         check_tol(tol)

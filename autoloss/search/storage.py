@@ -83,6 +83,12 @@ def open_study(storage: str, study: str | None = None) -> optuna.Study:
     return optuna.load_study(study_name=study, storage=store)
 
 
+# database messages of rows that contradict each other (two trials with one number, a row
+# pointing at a missing study): no write can succeed until the file is restored
+_INCONSISTENT_ROWS = ("UNIQUE constraint", "FOREIGN KEY constraint", "NOT NULL constraint",
+                      "duplicate key value", "violates foreign key", "IntegrityError")
+
+
 @contextlib.contextmanager
 def storage_errors(url: str) -> Iterator[None]:
     """A storage that fails while a command reads or writes it, as one
@@ -96,9 +102,14 @@ def storage_errors(url: str) -> Iterator[None]:
     try:
         yield
     except optuna.exceptions.StorageInternalError as err:
-        raise StorageError(f"cannot write to {where}: {mask_password_in(_root_cause(err), url)}; "
-                           "fix it and run the same command again (finished trials are "
-                           "kept)") from None
+        cause = mask_password_in(_root_cause(err), url)
+        if any(text in cause for text in _INCONSISTENT_ROWS):  # garbage, not a full disk
+            raise StorageError(f"cannot write to {where}: its rows are inconsistent ({cause}); "
+                               "restore it from a copy, or start a new search "
+                               "(search --overwrite)") from None
+        raise StorageError(f"cannot write to {where}: {cause}; make it writable (free disk "
+                           "space, file permissions) and run the same command again "
+                           "(finished trials are kept)") from None
     except (json.JSONDecodeError, SQLAlchemyError) as err:
         if isinstance(err, json.JSONDecodeError) and not _raised_in_optuna_storage(err):
             raise  # a file of the user's, not the storage
