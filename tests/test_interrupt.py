@@ -72,3 +72,45 @@ def test_sigterm_stops_a_real_training_process_like_ctrl_c(tmp_path):
                                             f"to resume (from {checkpoint})")
     assert "Traceback" not in err and checkpoint.is_file()
 
+
+
+@pytest.mark.parametrize("group", [False, True], ids=["main-process", "process-group"])
+def test_sigterm_to_a_search_with_workers_is_one_line(tmp_path, group):
+    """A real ``autoloss search --workers 2`` that gets SIGTERM mid-trial, in its main process
+    (``kill PID``) or in its whole process group (a terminal, a scheduler): exit 130, the one
+    line, no optuna traceback of the stopped trial, no resource_tracker warning, no process
+    left (issue 26, items 8 and 10)."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "autoloss.cli", "search", "--out", str(out), "--data",
+            "shapes", "--trials", "40", "--workers", "2", "--sampler", "random",
+            "--rescore-top", "0", "--no-plots", "--no-progress", "--proxy-factory",
+            "fake_proxy:FakeProxy", "--proxy", "sleep=1", "--cache", str(tmp_path / "cache")]
+    env = {**os.environ, "AUTOLOSS_TRUST_CODE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not _running_trials(out):
+        time.sleep(0.2)
+    time.sleep(0.5)
+    (os.killpg if group else os.kill)(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == [
+        "autoloss search: interrupted; run the same command to resume"], err
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # the workers are gone too
+
+
+def _running_trials(run) -> int:
+    """Trials in state RUNNING in ``run/study.db`` (0 while it does not exist yet)."""
+    import sqlite3
+
+    if not (run / "study.db").is_file():
+        return 0
+    try:
+        with sqlite3.connect(run / "study.db", timeout=1) as db:
+            return db.execute("SELECT COUNT(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0]
+    except sqlite3.Error:  # tables not created yet
+        return 0

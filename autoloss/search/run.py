@@ -576,7 +576,9 @@ class BudgetReached(Exception):
 
 
 class _HideDiscarded(logging.Filter):
-    """Drops optuna's two "Trial k failed" warnings of a discarded trial (it never ran)."""
+    """Drops optuna's two "Trial k failed" warnings of a discarded trial (it never ran) and of
+    a trial stopped by Ctrl-C or SIGTERM (its traceback; the command says "interrupted" in one
+    line and the trial runs again on resume)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -585,7 +587,7 @@ class _HideDiscarded(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         head = " ".join(message.split()[:2])  # "Trial 12"
-        if BudgetReached.__name__ in message:
+        if BudgetReached.__name__ in message or "KeyboardInterrupt" in message:
             self._hidden.add(head)
             return False
         if head in self._hidden and "failed with value" in message:
