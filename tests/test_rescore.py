@@ -205,6 +205,13 @@ def test_export_rule_keeps_the_plain_soft_metric_unless_a_searched_trial_beats_i
                                                                     noisy[s] + 0.001 * n)),
                        baseline=ce, top=3, seeds=[1, 2, 3], rule="best-mean")
     assert best["chosen"] == trial and best["rule"] == "best-mean"
+    # the plain soft metric scores best: best-mean exports it, best-searched the best searched
+    for rule, chosen in (("best-mean", identity), ("best-searched", trial)):
+        study.set_user_attr("rescore", None)
+        ahead = rescore_top(study, _proxy_of(study, lambda n, s: 0.6 + (0.05 if n == identity
+                                                                        else 0.001 * n)),
+                            baseline=ce, top=3, seeds=[1, 2, 3], rule=rule)
+        assert ahead["chosen"] == chosen and ahead["reason"].startswith(f"rule {rule}:")
     # a searched trial ahead on every seed by more than the noise: it is exported
     study.set_user_attr("rescore", None)
     clear = rescore_top(study, _proxy_of(study, lambda n, s: 0.6 + (0 if n == identity else

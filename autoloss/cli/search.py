@@ -235,7 +235,8 @@ def _add_rescore_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-rule", choices=EXPORT_RULES, help="beat-identity (default): export "
                    "the best searched trial only if it beats the plain soft metric with its 95 %% "
                    "interval above zero, else the plain soft metric; best-mean: the best "
-                   "re-scored mean")
+                   "re-scored mean (a reference point if it scores best); best-searched: the "
+                   "searched trial with the best re-scored mean")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -103,7 +103,8 @@ class SearchConfig:
     0 exports the single best trial as scored, compared with nothing). ``export_rule``: how the
     export is chosen among the re-scored trials (:data:`~autoloss.search.rescore.EXPORT_RULES`):
     ``beat-identity`` exports the best searched trial only if it beats the plain soft metric
-    with its 95 % interval above zero, else the plain soft metric; ``best-mean`` the best mean.
+    with its 95 % interval above zero, else the plain soft metric; ``best-mean`` the best mean
+    (a reference point if it scores best); ``best-searched`` the best searched trial's mean.
     ``init_from``: a loss file (e.g. searched on another dataset) whose curves are the first
     trial of a new study and the centre of PPO's policy and of ``prior`` startup points.
 

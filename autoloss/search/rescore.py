@@ -14,7 +14,11 @@ The export is chosen by a rule (:data:`EXPORT_RULES`):
   if it beats the plain soft metric paired over the re-scoring seeds with its 95 % interval above
   zero; otherwise the plain soft metric itself is exported, and the summary says so. A user never
   receives curves that are no better than the trivial ones without being told.
-- ``best-mean``: the best re-scored mean, whatever its margin over the plain soft metric.
+- ``best-mean``: the best re-scored mean, whatever its margin over the plain soft metric (a
+  reference point when one has the best mean).
+- ``best-searched``: the searched trial (not a reference point) with the best re-scored mean,
+  even when the plain soft metric scores higher: the search's candidate, for a test that
+  compares it with its control.
 
 Resumable: every (trial, seed) score is stored in the study's user attribute ``rescore`` as soon
 as it is known, so an interrupted re-scoring continues where it stopped. Single-objective
@@ -39,7 +43,7 @@ RESCORE_ATTR = "rescore"
 BASELINE = "cross_entropy"
 IDENTITY = "identity"  # the reference label of the plain soft metric (identity curves)
 # how the export is chosen among the re-scored trials (see the module docstring)
-EXPORT_RULES = ("beat-identity", "best-mean")
+EXPORT_RULES = ("beat-identity", "best-mean", "best-searched")
 
 
 def rescore_seeds(search_seed: int, n: int) -> list[int]:
@@ -71,10 +75,16 @@ def _choose(trials: dict[str, dict[str, Any]], references: dict[str, str],
     identity = next((k for k, label in references.items() if label == IDENTITY), None)
     if rule == "best-mean":
         return int(best), "rule best-mean: the best re-scored mean"
+    searched = {k: t for k, t in complete.items() if k not in references}
+    if rule == "best-searched":
+        if not searched:
+            return None, ("rule best-searched: no searched trial has a score for every "
+                          "re-scoring seed (the top trials are reference points)")
+        pick = max(searched, key=lambda k: (searched[k]["mean"], -int(k)))
+        return int(pick), "rule best-searched: the searched trial with the best re-scored mean"
     if identity not in complete:
         return int(best), ("rule beat-identity, but the study has no re-scored plain soft metric "
                            "(identity reference trial): the best re-scored mean")
-    searched = {k: t for k, t in complete.items() if k not in references}
     if not searched:
         return int(identity), ("rule beat-identity: no searched trial was re-scored (the top "
                                "trials are reference points), so the plain soft metric (trial "
