@@ -46,9 +46,11 @@ from autoloss.errors import InvalidValueError, SearchError
 from autoloss.report.compare_report import format_paired, format_table, metric_names
 from autoloss.retrain.compare import compare_losses
 from autoloss.retrain.experiment import experiment_from_dict
+from autoloss.search.config import check_user_code
 from autoloss.search.run import SearchConfig, parse_target, resolve_config, run_search
 from autoloss.utils.atomic import write_text_atomic
 from autoloss.utils.stats import paired_difference
+from autoloss.utils.trust import require_trusted_reference
 from autoloss.utils.yaml_files import read_mapping
 
 __all__ = ["StudyResult", "read_study", "run_study", "strongest_baseline", "verdict"]
@@ -92,11 +94,7 @@ def _search_config(values: Mapping[str, Any], out: Path, source: str) -> SearchC
     if unknown:
         raise InvalidValueError(f"{source}: search: unknown option {unknown[0]!r}; expected "
                          f"SearchConfig fields {sorted(fields)}")
-    if values.get("proxy_factory") is not None:
-        from autoloss.utils.trust import require_trusted_import
-
-        require_trusted_import(values["proxy_factory"], option="search: proxy_factory",
-                               source=source)
+    check_user_code(values, source=source, prefix="search: ")
     values = {"out": out / "search", **values}
     try:
         return resolve_config(SearchConfig(**values))
@@ -171,6 +169,8 @@ def run_study(path: str | Path, *, progress: bool = True) -> StudyResult:
     if search_cfg.multi_objective:
         raise InvalidValueError(f"{source}: a study retrains one exported loss; a multi-objective "
                          f"search exports a Pareto front (use a weighted sum 'miou+0.5*bf1')")
+    require_trusted_reference(data["retrain"].get("model"), option="retrain: model",
+                              source=source)
     exp = experiment_from_dict({"out": str(out / "retrain"), **data["retrain"]},
                                source=f"{source}: retrain")
     reference = data.get("reference", "cross_entropy")

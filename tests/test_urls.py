@@ -158,7 +158,7 @@ def test_a_run_folder_records_no_path_of_the_machine(out):
                                progress=False)
     info = json.loads((out / "run.json").read_text())
     assert info == {"storage": "sqlite:///study.db", "study": result.study,
-                    "relative_to": "run folder"}
+                    "relative_to": "run folder", "proxy_factory": FACTORY}
     prov = load_loss(result.loss_path).provenance
     assert prov["storage"] == "sqlite:///study.db"
     assert prov["storage_relative_to"] == "this file's folder"

@@ -67,6 +67,7 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 def _config_from_args(args: argparse.Namespace) -> Any:
     from autoloss.search.run import SearchConfig, load_experiment
+    from autoloss.utils.trust import code_file, trust_code
 
     cfg = load_experiment(args.config) if args.config else SearchConfig()
     given: dict[str, Any] = {}
@@ -79,7 +80,6 @@ def _config_from_args(args: argparse.Namespace) -> Any:
             given[name] = value
     if args.metric is not None:
         from autoloss.search.config import parse_target
-        from autoloss.utils.trust import code_file, trust_code
 
         metrics = [m.strip() for m in args.metric.split(",") if m.strip()]
         if not metrics:
@@ -103,6 +103,9 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         if getattr(args, flag) is not None:
             proxy[key] = getattr(args, flag)
     proxy.update(dict(args.proxy or []))
+    # user code named in the command itself (a builder, a factory file) is the user's own words
+    trust_code(*[ref for ref in (proxy.get("model"), given.get("proxy_factory"))
+                 if isinstance(ref, str) and code_file(ref) is not None])
     given["proxy"] = proxy
     return dataclasses.replace(cfg, **given)
 
@@ -282,8 +285,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    const=False, help="do not evaluate the identity / published curves first")
     p.add_argument("--proxy-steps", type=int,
                    help=f"proxy fine-tuning steps (default {_proxy_default('steps')})")
-    p.add_argument("--proxy-model", help="proxy model: unet or deeplab (default "
-                   f"{_proxy_default('model')})")
+    p.add_argument("--proxy-model", metavar="MODEL", help="proxy model: unet, deeplab, or "
+                   "your own builder build(in_channels, num_classes) -> nn.Module as "
+                   "module:function or path/to/file.py:function (default "
+                   f"{_proxy_default('model')}; docs/own_model.md)")
     p.add_argument("--proxy-crop", type=_crop, metavar="HxW",
                    help="proxy training crop (default: whole images)")
     p.add_argument("--width", type=int,
@@ -301,8 +306,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--proxy-batch-size", type=int,
                    help=f"proxy batch size (default {_proxy_default('batch_size')})")
     p.add_argument("--proxy", type=_key_value, action="append", metavar="KEY=VALUE",
-                   help="any other proxy option (repeatable)")
-    p.add_argument("--proxy-factory", help=argparse.SUPPRESS)
+                   help="any other proxy option (repeatable), e.g. init=PATH: start every "
+                   "trial from that state dict instead of the cross-entropy warm start")
+    p.add_argument("--proxy-factory", metavar="FACTORY", help="your own proxy instead of "
+                   "autoloss's: FACTORY (module:attr or path/to/file.py:attr) is called as "
+                   "factory(proxy_options, cache_dir=DIR) and returns an object with "
+                   "num_classes, ignore_index, eval_steps, prepare() and run(loss, seed=, "
+                   "on_eval=) (the Proxy protocol, docs/own_model.md; test it with "
+                   "autoloss.search.check_proxy)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or summary print")
     p.add_argument("--startup", choices=("uniform", "prior"),
                    help="tpe's first trials: uniform in the bounds (default) or around the "

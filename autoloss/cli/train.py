@@ -59,11 +59,15 @@ _FLAGS = ("data", "model", "width", "depth", "steps", "batch_size", "crop", "lr"
 
 
 def _experiment(args: argparse.Namespace) -> Experiment:
+    from autoloss.utils.trust import code_file, trust_code
+
     values = read_experiment(args.config) if args.config else {}
     for name in _FLAGS:
         value = getattr(args, name, None)
         if value is not None:
             values[name] = value
+    if args.model is not None and code_file(args.model) is not None:
+        trust_code(args.model)  # a builder file named in the command: the user's own words
     return experiment_from_dict(values, source=args.config or "options")
 
 
@@ -168,7 +172,9 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                    "flags override it")
     p.add_argument("--data", help="dataset spec, e.g. shapes, 'camvid:PATH?size=90x120' "
                    "(default shapes)")
-    p.add_argument("--model", help="unet (default) or deeplab")
+    p.add_argument("--model", help="unet (default), deeplab, or your own builder "
+                   "build(in_channels, num_classes) -> nn.Module as module:function or "
+                   "path/to/file.py:function (docs/own_model.md)")
     p.add_argument("--width", type=int, help=f"model width (default {DEFAULT_WIDTH})")
     p.add_argument("--depth", type=int, help="model depth (default: the model's, 3)")
     p.add_argument("--steps", type=int, help=f"optimizer steps (default {DEFAULT_TRAIN.steps})")

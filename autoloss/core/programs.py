@@ -28,17 +28,14 @@ Users define their own metric by building a ``MetricProgram`` in their own modul
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from autoloss.core.operators import OperatorSet, dilate, exact_edge, total
-from autoloss.errors import InvalidTypeError, InvalidValueError, MissingFileError, did_you_mean
+from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
 
 __all__ = [
     "BUILTIN_PROGRAMS",
@@ -253,29 +250,9 @@ def load_user_program(reference: str) -> MetricProgram:
 
     Runs the file, so only a trusted one (:mod:`autoloss.utils.trust`; else
     :class:`~autoloss.utils.trust.UntrustedCodeError`)."""
-    from autoloss.utils.trust import require_trusted
+    from autoloss.utils.trust import import_reference
 
-    path_text, _, attr = reference.rpartition(":")
-    path = Path(path_text).expanduser()
-    if not path.is_file():
-        raise MissingFileError(f"user metric file {str(path)!r} (from {reference!r}) does not exist")
-    require_trusted(reference)
-    module_name = f"autoloss_user_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise InvalidValueError(f"cannot import {str(path)!r} as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as err:  # the user's file does not parse: where, not a traceback
-        del sys.modules[module_name]
-        raise InvalidValueError(f"user metric file {err.filename}:{err.lineno}: syntax error: "
-                                f"{err.msg}") from None
-    if not hasattr(module, attr):
-        names = [n for n in dir(module) if not n.startswith("_")]
-        raise InvalidValueError(f"{str(path)!r} defines no {attr!r}{did_you_mean(attr, names)}")
-    obj = getattr(module, attr)
+    obj = import_reference(reference, what="user metric")
     if callable(obj) and not isinstance(obj, MetricProgram):
         obj = obj()
     if not isinstance(obj, MetricProgram):

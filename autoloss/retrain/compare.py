@@ -48,6 +48,7 @@ from autoloss.retrain.runs import (
     train_run,
 )
 from autoloss.train.trainer import TrainConfig
+from autoloss.train.user_models import ModelSpec, is_builtin, model_hook, model_name
 
 __all__ = ["CompareResult", "RunResult", "Scores", "build_loss", "compare_losses", "data_slug",
            "evaluate_checkpoint", "format_table", "loss_slug", "score_model", "train_run"]
@@ -101,7 +102,7 @@ class _Setup:
     data: str
     val_split: str | None
     test_split: str
-    model: str
+    model: ModelSpec
     width: int | None
     depth: int | None
     tol: int
@@ -213,7 +214,7 @@ def _draw_plots(folder: Path) -> None:
 
 
 def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: TrainConfig,
-                   model: str = "unet", out: str | Path, width: int | None = None,
+                   model: ModelSpec = "unet", out: str | Path, width: int | None = None,
                    depth: int | None = None, init_from: str | Path | None = None, tol: int = 5,
                    val_split: str | None = "val", test_split: str = "test",
                    pretrain: TrainConfig | None = None, reference: str | None = None,
@@ -231,6 +232,8 @@ def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: Trai
     cross-entropy run with that config (``out/pretrain/seed<s>/``, shared by every loss with
     that seed), then every loss, cross-entropy included, trains on from it with ``config``.
 
+    ``model``: ``unet``, ``deeplab`` or your own builder (see :func:`train_run`); with
+    ``jobs > 1`` a callable must pickle by reference (a module-level function or class).
     ``config.seed`` is replaced by each run's seed. ``reference``: the loss every other is
     paired with (default ``cross_entropy`` when compared, else none). ``jobs``: runs trained at
     once in worker processes (each with ``config.num_threads`` threads, default
@@ -269,6 +272,8 @@ def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: Trai
     out = Path(out)
     for loss in losses:  # fail on a typo before hours of training
         load_loss(loss)
+    if not is_builtin(model):  # and on a builder that cannot be imported
+        model_hook(model)
     splits = load_splits(data, val_split=val_split, test_split=test_split)
     if jobs > 1 and config.num_threads is None:
         threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -304,7 +309,8 @@ def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: Trai
         *([f"Produced by `{command}`."] if command else []),
         f"- data: `{data}` (validation split `{val_split}`, reported split `{test_split}`, "
         f"boundary tolerance {tol} px)",
-        f"- model: `{model}` (width {width or 'default'}, depth {depth or 'default'})",
+        (f"- model: `{model}` (width {width or 'default'}, depth {depth or 'default'})"
+         if is_builtin(model) else f"- model: `{model_name(model)}` (the user's builder)"),
     ]
     if pretrain is not None:
         times = [r.train_time for r in pre_runs]
@@ -323,7 +329,7 @@ def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: Trai
         f"- train time: wall-clock seconds per run; code: autoloss {_code_version()}", "",
     ]
     setup_json = plain_json({
-        "data": data, "model": model, "width": width, "depth": depth, "seeds": seeds,
+        "data": data, "model": model_name(model), "width": width, "depth": depth, "seeds": seeds,
         "tol": tol, "val_split": val_split, "test_split": test_split, "protocol": protocol,
         "train_config": dataclasses.asdict(config),
         "pretrain_config": None if pretrain is None else dataclasses.asdict(pretrain),

@@ -17,6 +17,8 @@ from typing import Any
 from autoloss.core.metrics import check_tol
 from autoloss.errors import InvalidValueError, did_you_mean
 from autoloss.train.trainer import TrainConfig
+from autoloss.train.user_models import check_model_spec
+from autoloss.utils.trust import require_trusted_reference
 from autoloss.utils.typed_fields import field_hints, value_type_error
 from autoloss.utils.yaml_files import read_mapping
 
@@ -29,7 +31,8 @@ EXPERIMENT_KEYS: dict[str, str] = {
     "losses": "loss specs (presets, baseline names, YAML paths): a list or a comma-separated string",
     "data": "dataset spec",
     "seeds": "runs per loss, seeds 0..seeds-1",
-    "model": "unet or deeplab",
+    "model": "unet, deeplab, or your builder build(in_channels, num_classes) -> nn.Module as "
+             "'module:function' or 'path/to/file.py:function'",
     "width": "model width (None: the model's default)",
     "depth": "model depth (None: the model's default)",
     "out": "output folder (runs in OUT/runs/<loss>/seed<s>)",
@@ -170,6 +173,8 @@ def experiment_from_dict(values: Mapping[str, Any], *, source: str = "experiment
             raise InvalidValueError(f"{source}: {key} must be >= {low}, but got {key}={exp[key]!r}")
     if "tol" in exp:
         check_tol(exp["tol"], where=source)
+    if "model" in exp:
+        check_model_spec(exp["model"], option=f"{source}: model")
     try:
         experiment = Experiment(**exp, train=dataclasses.replace(DEFAULT_TRAIN, **train))
         experiment.pretrain_config(seed=0)
@@ -182,5 +187,7 @@ def read_experiment(path: str | Path) -> dict[str, Any]:
     """The raw options of a flat experiment YAML (checked for unknown keys; see
     :func:`experiment_from_dict` to build an :class:`Experiment`)."""
     data = read_mapping(path)
+    # a module builder would be imported: a shared file may name one only with --trust-code
+    require_trusted_reference(data.get("model"), option="model", source=str(path))
     experiment_from_dict(data, source=str(path))
     return data

@@ -41,8 +41,9 @@ from autoloss.report.compare_report import RunRecord
 from autoloss.report.names import search_name
 from autoloss.train.callbacks import json_scores
 from autoloss.train.checkpoint import load_checkpoint, read_checkpoint
-from autoloss.train.models import config_to_dict, model_from_name, predict
+from autoloss.train.models import predict
 from autoloss.train.trainer import TrainConfig, fit
+from autoloss.train.user_models import ModelSpec, make_model, model_identity
 from autoloss.utils.atomic import write_text_atomic
 from autoloss.utils.json_files import read_json
 from autoloss.utils.locks import file_lock
@@ -224,7 +225,7 @@ def _result(loss_spec: str | Path, out: Path, stored: dict[str, Any], *,
                      history=_read_evals(out / "log.jsonl"))
 
 
-def run_once(loss_spec: str | Path, data: RunData, *, config: TrainConfig, model: str,
+def run_once(loss_spec: str | Path, data: RunData, *, config: TrainConfig, model: ModelSpec,
          width: int | None, depth: int | None, out: Path, init_from: str | Path | None,
          tol: int, progress: bool, init_label: str | None = None,
          tensorboard_dir: str | Path | None = None) -> RunResult:
@@ -234,13 +235,13 @@ def run_once(loss_spec: str | Path, data: RunData, *, config: TrainConfig, model
     identity)."""
     out = Path(out)
     loss = build_loss(loss_spec, ignore_index=data.train.ignore_index)
-    net = model_from_name(model, in_channels=data.train.in_channels,
-                          num_classes=data.train.num_classes, width=width, depth=depth,
-                          seed=config.seed)
+    net = make_model(model, in_channels=data.train.in_channels,
+                     num_classes=data.train.num_classes, width=width, depth=depth,
+                     seed=config.seed)
     if init_label is None and init_from is not None:
         init_label = str(init_from)
     identity = {
-        "loss_spec": loss.to_dict(), "data": data.spec, "model": config_to_dict(net.config),
+        "loss_spec": loss.to_dict(), "data": data.spec, "model": model_identity(model, net),
         "train_config": dataclasses.asdict(config), "init_from": init_label, "tol": tol,
         "val_split": None if data.val is None else data.val.split, "test_split": data.test_split,
     }
@@ -299,7 +300,7 @@ def _run_locked(loss_spec: str | Path, loss: nn.Module, net: nn.Module,
 
 
 def train_run(loss: str | Path, data: str, *, config: TrainConfig, out: str | Path,
-              model: str = "unet", width: int | None = None, depth: int | None = None,
+              model: ModelSpec = "unet", width: int | None = None, depth: int | None = None,
               init_from: str | Path | None = None, tol: int = 5, val_split: str | None = "val",
               test_split: str = "test", progress: bool = True,
               tensorboard_dir: str | Path | None = None) -> RunResult:
@@ -308,8 +309,11 @@ def train_run(loss: str | Path, data: str, *, config: TrainConfig, out: str | Pa
 
     Validates on ``val_split`` every ``config.eval_every`` steps (None: no validation), scores
     the final model on ``test_split`` with every metric of ``METRIC_NAMES`` (boundary tolerance
-    ``tol``). ``model``, ``width``, ``depth``: see :func:`autoloss.train.models.model_from_name` (the
-    initial weights are seeded with ``config.seed``). ``init_from``: warm-start checkpoint.
+    ``tol``). ``model``, ``width``, ``depth``: see :func:`autoloss.train.models.model_from_name`;
+    ``model`` may also be your own builder ``build(in_channels, num_classes) -> nn.Module``
+    (the callable, ``"module:function"`` or ``"path/to/file.py:function"``,
+    :mod:`autoloss.train.user_models`; width and depth do not apply). The initial weights are
+    seeded with ``config.seed``. ``init_from``: warm-start checkpoint.
     ``tensorboard_dir``: also write the training curves there (``tensorboard`` package).
     """
     splits = load_splits(data, val_split=val_split, test_split=test_split)

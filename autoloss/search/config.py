@@ -5,7 +5,6 @@ here (see ``autoloss.search.run``)."""
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -26,24 +25,48 @@ from autoloss.utils.typed_fields import check_field_types
 from autoloss.utils.yaml_files import read_mapping
 
 __all__ = ["SAMPLERS", "CompositeSpace", "PPOOptions", "Proxy", "SearchConfig", "SearchResult",
-           "load_experiment", "make_proxy", "make_space", "parse_target", "resolve_config"]
+           "check_user_code", "load_experiment", "make_proxy", "make_space", "parse_target",
+           "resolve_config"]
 
 SAMPLERS = ("tpe", "cmaes", "random", "qmc", "ppo")  # built by autoloss.search.run.SAMPLER_BUILDERS
 STARTUPS = ("uniform", "prior")
 
 
 class Proxy(Protocol):
-    """What the search needs from a proxy (``autoloss.train.proxy``)."""
+    """What the search needs from a proxy: autoloss's own (:mod:`autoloss.train.proxy`) or
+    yours, made by a ``proxy_factory(proxy_options: dict, *, cache_dir: Path)``
+    (``docs/own_model.md``; :func:`autoloss.search.check_proxy` tests one against this
+    contract).
+
+    Attributes:
+        num_classes: classes C of the data; the search builds every loss for them.
+        ignore_index: the label of ignored pixels (None: none); passed to every loss.
+        eval_steps: the increasing steps at which :meth:`run` calls ``on_eval``; the pruner
+            compares trials there, so every run must report at exactly these steps.
+
+    Optional: ``image_size`` (``(H, W)`` of the training images) and ``config`` (with
+    ``to_dict()`` and ``crop``) are recorded in the exported loss's provenance when present;
+    ``model_record()`` too.
+    """
 
     num_classes: int
     ignore_index: int | None
     eval_steps: list[int]
 
-    def prepare(self, *, progress: bool = False) -> None: ...  # (progress: optional)
+    def prepare(self, *, progress: bool = False) -> None:
+        """Everything shared by the trials (e.g. a warm start), once, before the first; called
+        in every worker process, so it must be safe to call concurrently and again
+        (``progress`` is optional: show a progress bar)."""
 
     def run(self, loss: nn.Module, *, seed: int,
             on_eval: Callable[[int, dict[str, float]], None] | None = None
-            ) -> dict[str, float]: ...
+            ) -> dict[str, float]:
+        """Train with ``loss`` (``loss(logits [N,C,H,W], labels [N,H,W] int64) -> scalar``)
+        from the seed-``seed`` start and return the final scores ``{metric: value in [0, 1]}``
+        on the proxy-validation split (the target metric's name among the keys). Call
+        ``on_eval(step, scores)`` at each of :attr:`eval_steps` and let what it raises (the
+        pruning signal) propagate; a NaN loss raises
+        :class:`~autoloss.errors.NonFiniteLossError`."""
 
 
 @dataclass(frozen=True)
@@ -85,9 +108,11 @@ class SearchConfig:
     ``multi_objective``). ``storage``: any SQLAlchemy URL or ``journal:PATH`` (default
     ``sqlite:///<out>/study.db``). ``sampler``: a name of :data:`SAMPLERS`, or (Python) an
     optuna sampler instance used as it is (with ``workers > 1`` each worker process gets a
-    pickled copy). ``proxy``: overrides of the proxy config; ``proxy_factory``: a callable, or
-    its ``"module:attr"`` name (files, CLI), called as ``factory(proxy_config, cache_dir=...)``
-    instead of ``autoloss.train.proxy.build_proxy`` (it must pickle by reference for workers: a
+    pickled copy). ``proxy``: overrides of the proxy config (:class:`~autoloss.train.proxy.
+    ProxyConfig`; ``model`` may be your own builder, ``docs/own_model.md``); ``proxy_factory``:
+    a callable, or its ``"module:attr"`` / ``"path/to/file.py:attr"`` name (files, CLI), called
+    as ``factory(proxy_config, cache_dir=...)`` instead of ``autoloss.train.proxy.build_proxy``
+    to make a :class:`Proxy` of your own (it must pickle by reference for workers: a
     module-level function or class). ``cache``: proxy cache folder (default: the shared one,
     :mod:`autoloss.utils.cache`).
     ``heartbeat``: seconds between heartbeats of a running trial (SQL storages). ``ppo``:
@@ -270,16 +295,27 @@ def load_experiment(path: str | Path) -> SearchConfig:
         if key not in names:
             raise InvalidValueError(f"{path}: unknown option {key!r}, expected one of {names}"
                                     f"{did_you_mean(key, names)}")
-    if data.get("proxy_factory") is not None:
-        from autoloss.utils.trust import require_trusted_import
-
-        require_trusted_import(data["proxy_factory"], option="proxy_factory", source=str(path))
+    check_user_code(data, source=str(path))
     try:
         config = SearchConfig(**data)
         resolve_config(config)
     except ValueError as err:
         raise InvalidValueError(f"{path}: {err}") from None
     return config
+
+
+def check_user_code(values: Mapping[str, Any], *, source: str, prefix: str = "") -> None:
+    """The trust gate for the user code a shared file's search options name: ``proxy_factory``
+    and the proxy's ``model`` builder (``module:name`` needs ``--trust-code``, ``file.py:name``
+    a trusted file; :func:`autoloss.utils.trust.require_trusted_reference`)."""
+    from autoloss.utils.trust import require_trusted_reference
+
+    require_trusted_reference(values.get("proxy_factory"), option=f"{prefix}proxy_factory",
+                              source=source)
+    proxy = values.get("proxy")
+    if isinstance(proxy, Mapping):
+        require_trusted_reference(proxy.get("model"), option=f"{prefix}proxy: model",
+                                  source=source)
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -412,8 +448,11 @@ def make_proxy(cfg: SearchConfig) -> Proxy:
         return build_proxy(_proxy_config(cfg), cache_dir=cfg.cache)
     if callable(cfg.proxy_factory):
         return cfg.proxy_factory(_proxy_config(cfg), cache_dir=cfg.cache)
-    module, _, attr = cfg.proxy_factory.partition(":")
-    if not attr:
-        raise InvalidValueError(f"proxy_factory must be 'module:attr', but got {cfg.proxy_factory!r}")
-    factory = getattr(importlib.import_module(module), attr)
+    from autoloss.utils.trust import import_reference
+
+    factory = import_reference(cfg.proxy_factory, what="proxy_factory")
+    if not callable(factory):
+        raise InvalidTypeError(f"proxy_factory={cfg.proxy_factory!r} must name a callable "
+                               f"factory(proxy_options, *, cache_dir), but it is a "
+                               f"{type(factory).__name__}")
     return factory(_proxy_config(cfg), cache_dir=cfg.cache)

@@ -299,7 +299,7 @@ def _load_or_create(cfg: SearchConfig, space: Any, sampler: Any, pruner: Any,
 _EXECUTION_OPTIONS = ("device", "num_threads", "compile_loss")
 # proxy options added after studies were recorded, with the value those studies ran with: a
 # study without the option resumes when the option has that value
-_ADDED_PROXY_OPTIONS = {"drop_bg": False}
+_ADDED_PROXY_OPTIONS = {"drop_bg": False, "init": None}
 # 2: the identity's proxy entry holds every resolved proxy setting (1, unversioned: only the
 # overrides of the search config)
 _IDENTITY_VERSION = 2
@@ -311,7 +311,7 @@ def resolved_proxy_config(cfg: SearchConfig, proxy: Proxy) -> dict[str, Any]:
     config = getattr(proxy, "config", None)
     if hasattr(config, "to_dict"):
         return dict(config.to_dict())
-    return dict(cfg.proxy)
+    return plain_proxy_options(cfg.proxy)
 
 
 def data_info(proxy: Proxy) -> dict[str, Any]:
@@ -334,10 +334,33 @@ def _identity(cfg: SearchConfig, space: Any, proxy: Proxy) -> dict[str, Any]:
     between runs."""
     settings = {k: v for k, v in resolved_proxy_config(cfg, proxy).items()
                 if k not in _EXECUTION_OPTIONS}
-    return json.loads(json.dumps({
+    ident = {
         "version": _IDENTITY_VERSION, "metric": cfg.metric, "data": cfg.data,
         "proxy": settings, "params": {n: list(b) for n, b in space.bounds().items()},
-        "space_options": _space_options(space), "space": space.identity(), "seed": cfg.seed}))
+        "space_options": _space_options(space), "space": space.identity(), "seed": cfg.seed}
+    record = model_record(proxy)
+    if record is not None and (record["model"].get("builder") or record.get("init")):
+        # a user's network or starting point: its file's content scores the trials too
+        ident["model"] = {"model": record["model"], "init_sha256": record.get("init_sha256")}
+    return json.loads(json.dumps(ident))
+
+
+def model_record(proxy: Proxy) -> dict[str, Any] | None:
+    """The proxy's :meth:`~autoloss.train.proxy.Proxy.model_record` (its network and starting
+    point), or None for a proxy without one (a user's proxy may not have it)."""
+    method = getattr(proxy, "model_record", None)
+    return json.loads(json.dumps(method(), default=str)) if callable(method) else None
+
+
+def plain_proxy_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The ``proxy`` overrides of a search config as JSON data: a model builder callable by its
+    ``module:qualname``."""
+    from autoloss.train.user_models import model_name
+
+    out = dict(options)
+    if "model" in out and not isinstance(out["model"], str):
+        out["model"] = model_name(out["model"])
+    return out
 
 
 def identity_digest(ident: dict[str, Any]) -> str:
@@ -376,11 +399,12 @@ def _check_identity(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any
     current = json.loads(json.dumps(ident))
     if isinstance(stored.get("proxy"), dict) and isinstance(current.get("proxy"), dict):
         for key, value in _ADDED_PROXY_OPTIONS.items():  # recorded before the option existed
-            if key not in stored["proxy"] and current["proxy"].get(key) == value:
+            if (key not in stored["proxy"] and key in current["proxy"]
+                    and current["proxy"][key] == value):
                 del current["proxy"][key]
     if "version" not in stored:
         current = {**{k: v for k, v in current.items() if k != "version"},
-                   "proxy": json.loads(json.dumps(cfg.proxy))}
+                   "proxy": json.loads(json.dumps(plain_proxy_options(cfg.proxy)))}
     missing = [key for key in _ADDED_IDENTITY_KEYS if key not in stored]
     for key in missing:
         current.pop(key, None)
@@ -417,6 +441,8 @@ def _setup_study(cfg: SearchConfig, space: Any, study: optuna.Study, proxy: Prox
             _enqueue_first_trials(cfg, space, study)  # its creator stopped before queueing
     if "data_info" not in study.user_attrs:
         study.set_user_attr("data_info", data_info(proxy))
+    if "model" not in study.user_attrs and model_record(proxy) is not None:
+        study.set_user_attr("model", model_record(proxy))
     _fail_dead_trials(study)
     if not created:
         _requeue_interrupted_references(study)
@@ -490,7 +516,7 @@ def _record_config(cfg: SearchConfig, study: optuna.Study, ident: dict[str, Any]
     them), so a copied folder names no path of the machine that made it."""
     fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     fields.update(sampler=plugin_name(cfg.sampler), proxy_factory=plugin_name(cfg.proxy_factory),
-                  ppo=cfg.ppo.to_dict())
+                  ppo=cfg.ppo.to_dict(), proxy=plain_proxy_options(cfg.proxy))
     config = json.loads(json.dumps({k: (str(v) if isinstance(v, Path) else v)
                                     for k, v in fields.items()}))
     storage = portable_storage(cfg.storage, cfg.out)[0]
@@ -756,7 +782,9 @@ def search_study(config: SearchConfig, *, progress: bool = True,
         storage = make_storage(cfg.storage, heartbeat=cfg.heartbeat)
         study, created = _load_or_create(cfg, space, make_sampler(cfg, space), make_pruner(
             cfg, proxy.eval_steps), storage)
-        folder.write_info(cfg.storage, cfg.study)  # once the study it names exists
+        folder.write_info(cfg.storage, cfg.study,  # once the study it names exists
+                          proxy_factory=plugin_name(cfg.proxy_factory),
+                          model=model_record(proxy))
         _setup_study(cfg, space, study, proxy, created=created, progress=progress)
         done = finished(study)
         if cfg.trials > done:  # a finished study (rerun to redraw or export) needs no warm start

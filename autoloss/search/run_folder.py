@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from autoloss.errors import InvalidValueError
 
@@ -202,12 +203,16 @@ class RunFolder:
             deleted.append(self.plots_dir.name)
         return deleted
 
-    def write_info(self, storage: str, study: str) -> None:
-        """Record where the study is (``run.json``), relative to the folder where it can be."""
+    def write_info(self, storage: str, study: str, *, proxy_factory: str | None = None,
+                   model: dict[str, Any] | None = None) -> None:
+        """Record where the study is (``run.json``), relative to the folder where it can be,
+        and what scored its trials: the ``proxy_factory`` (None: autoloss's proxy) and the
+        proxy's ``model`` record (:meth:`autoloss.train.proxy.Proxy.model_record`)."""
         from autoloss.utils.atomic import write_text_atomic
 
         url, relative = portable_storage(storage, self.path)
-        info = {"storage": url, "study": study, **({"relative_to": _RELATIVE} if relative else {})}
+        info = {"storage": url, "study": study, **({"relative_to": _RELATIVE} if relative else {}),
+                "proxy_factory": proxy_factory, **({"model": model} if model is not None else {})}
         self.path.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.info_path, json.dumps(info))
 

@@ -38,8 +38,8 @@ from autoloss.data import normalize
 from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
 
 __all__ = ["DeepLab", "DeepLabConfig", "ModelConfig", "UNet", "UNetConfig", "build_model",
-           "config_from_dict", "config_to_dict", "count_parameters", "model_from_name",
-           "pick_device", "predict"]
+           "config_from_dict", "config_to_dict", "count_parameters", "logits_at",
+           "model_from_name", "pick_device", "predict"]
 
 _NORMS = ("batch", "group")
 
@@ -318,6 +318,26 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 # ---- inference -------------------------------------------------------------------------------
 
 
+def logits_at(logits: Tensor, size: Sequence[int], *, num_classes: int | None = None) -> Tensor:
+    """A model's logits ``[N, C, h, w]`` for labels of spatial ``size`` ``(H, W)``: checked
+    (``C == num_classes`` unless None, ``h <= H``, ``w <= W``) and, when smaller, upsampled
+    bilinearly to ``(H, W)`` (``align_corners=False``, as mmseg and Hugging Face do for
+    decoder-resolution logits such as SegFormer's 1/4). Returned unchanged at full size."""
+    height, width = int(size[0]), int(size[1])
+    ok = isinstance(logits, Tensor) and logits.dim() == 4
+    if not ok or (num_classes is not None and logits.shape[1] != num_classes) \
+            or logits.shape[2] > height or logits.shape[3] > width:
+        classes = "C" if num_classes is None else str(num_classes)
+        got = list(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise InvalidValueError(
+            f"the model must output logits [N, {classes}, h, w] for this data (h, w at most the "
+            f"input's {height}x{width}; smaller ones are upsampled bilinearly), but got {got}")
+    if tuple(logits.shape[2:]) == (height, width):
+        return logits
+    return _up(logits, (height, width))
+
+
+
 @torch.no_grad()
 def predict(model: nn.Module, images: Tensor, *, mean: Sequence[float] | None = None,
             std: Sequence[float] | None = None, batch_size: int = 16) -> Tensor:
@@ -342,7 +362,8 @@ def predict(model: nn.Module, images: Tensor, *, mean: Sequence[float] | None = 
             xb = x[start:start + batch_size].to(device)
             if mean is not None:
                 xb = normalize(xb, mean, std)
-            out.append(model(xb).max(dim=1).indices)  # = argmax (first maximum), faster
+            logits = logits_at(model(xb), xb.shape[-2:])
+            out.append(logits.max(dim=1).indices)  # = argmax (first maximum), faster
     finally:
         model.train(was_training)
     labels = torch.cat(out)

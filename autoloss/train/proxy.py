@@ -16,6 +16,15 @@ also scores candidates by short proxy training on held-out data):
    (``eval_split``, default ``val``; the test split is refused) after every ``eval_every``
    steps and at the end, calling ``on_eval(step, metrics)`` (the search prunes there).
 
+Your own network: ``model`` takes a builder ``build(in_channels, num_classes) -> nn.Module``
+(the callable, ``"module:function"`` or ``"path/to/file.py:function"``;
+:mod:`autoloss.train.user_models`); the warm start, its cache (keyed by the builder's name and
+its file's sha256), the seeded fine-tuning, the evaluation, pruning and re-scoring run on it
+unchanged, and logits at a lower resolution are upsampled to the labels'. ``init``: a
+pretrained state dict or autoloss checkpoint every trial starts from instead of the
+cross-entropy warm start (its matching tensors are copied,
+:func:`autoloss.train.checkpoint.warm_start`).
+
 Variants: ``finetune="last"`` freezes the trunk, caches its features once per proxy and trains
 only the last UNet block and the classifier (cheaper, nearly noiseless, but it ranked losses
 poorly); ``warm_start=False`` trains every trial from a seeded initialisation (ranks losses by
@@ -45,6 +54,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,15 +66,24 @@ from torch import nn
 from autoloss.core.metrics import METRIC_NAMES, MetricOptions, check_tol
 from autoloss.core.programs import is_user_reference
 from autoloss.data import dataset_splits, load_dataset, parse_spec
-from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
+from autoloss.errors import InvalidTypeError, InvalidValueError, MissingFileError, did_you_mean
 from autoloss.losses.compiled import compile_losses, compile_totals
 from autoloss.losses.cross_entropy import CrossEntropyLoss
-from autoloss.train.checkpoint import read_checkpoint
+from autoloss.train.checkpoint import read_checkpoint, warm_start
 from autoloss.train.models import DeepLabConfig, UNetConfig, build_model, pick_device
 from autoloss.train.proxy_features import FeatureSplit, UNetTail
 from autoloss.train.trainer import NonFiniteLossError, TrainConfig, evaluate, fit
+from autoloss.train.user_models import (
+    ModelHook,
+    check_model_spec,
+    is_builtin,
+    model_hook,
+    model_identity,
+    model_name,
+)
 from autoloss.utils.atomic import write_text_atomic
 from autoloss.utils.locks import file_lock
+from autoloss.utils.trust import code_file
 
 __all__ = ["NonFiniteLossError", "Proxy", "ProxyConfig", "build_proxy"]
 
@@ -99,7 +118,11 @@ class ProxyConfig:
     boundary tolerance in pixels; ``drop_bg``: class 0 left out of the boundary metrics (BIoU
     band, BF1 mean), as the target's surrogate does (the search sets it from its space).
 
-    Model: ``model`` (``"unet"`` / ``"deeplab"``), ``width``, ``depth``, ``norm``.
+    Model: ``model``: ``"unet"`` / ``"deeplab"`` (sized by ``width``, ``depth``, ``norm``), or
+    your own builder ``build(in_channels, num_classes) -> nn.Module``: the callable,
+    ``"module:function"`` or ``"path/to/file.py:function"`` (a trusted file;
+    :mod:`autoloss.train.user_models`). ``init``: a state dict or autoloss checkpoint file the
+    trials start from instead of the cross-entropy warm start (no warm start is trained then).
 
     Fine-tuning with the candidate loss: ``steps``, ``batch_size``, ``crop`` (``(h, w)``, an
     int, or None for whole images), ``lr`` (poly schedule), ``optimizer`` (``sgd`` / ``adamw``),
@@ -128,7 +151,8 @@ class ProxyConfig:
     metrics: tuple[str, ...] | None = None
     tol: int = MetricOptions.tol  # the one default (autoloss.core.metrics.MetricOptions)
     drop_bg: bool = MetricOptions.drop_bg
-    model: str = "unet"
+    model: str | Callable[[int, int], nn.Module] = "unet"
+    init: str | None = None
     width: int = 16
     depth: int = 3
     norm: str = "batch"
@@ -199,12 +223,18 @@ class ProxyConfig:
                  "kept for reporting)")
         if not isinstance(self.eval_split, str):
             fail("eval_split", "a split name such as 'val'")
-        _choice("model", self.model, list(_MODELS))
+        check_model_spec(self.model, option="proxy option model")
+        if isinstance(self.init, Path):
+            object.__setattr__(self, "init", str(self.init))
+        if self.init is not None and (not isinstance(self.init, str) or not self.init.strip()):
+            fail("init", "the path of a state dict or checkpoint file, or None")
         _choice("finetune", self.finetune, list(_FINETUNE))
         if self.finetune == "last" and self.model != "unet":
-            fail("finetune", "'all' for model='deeplab' ('last' splits a UNet)")
-        if self.finetune == "last" and not self.warm_start:
-            fail("finetune", "'all' with warm_start=False (a random trunk has no features)")
+            fail("finetune", f"'all' for model={model_name(self.model)!r} ('last' splits "
+                 "autoloss's UNet)")
+        if self.finetune == "last" and not self.warm_start and self.init is None:
+            fail("finetune", "'all' with warm_start=False and no init (a random trunk has no "
+                 "features)")
         if self.finetune == "last" and self.crop is not None:
             fail("crop", "None with finetune='last' (cached features are not augmented)")
         _choice("norm", self.norm, ["batch", "group"])
@@ -246,8 +276,11 @@ class ProxyConfig:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values (tuples as lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """Plain JSON-able values (tuples as lists; a builder callable by its
+        ``module:qualname``)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["model"] = model_name(self.model)
+        return json.loads(json.dumps(values))
 
 
 def _choice(name: str, value: Any, choices: list[str]) -> None:
@@ -298,7 +331,8 @@ class Proxy:
 
     Attributes: ``config`` (:class:`ProxyConfig`), ``data`` (the resolved spec), ``num_classes``,
     ``ignore_index``, ``image_size`` (``(H, W)`` of the train images), ``eval_steps`` (steps at
-    which ``run`` evaluates), ``warm_start_path``,
+    which ``run`` evaluates), ``warm_start_path`` (None without a cross-entropy warm start:
+    ``warm_start=False`` or an ``init`` file),
     ``last_run`` (timings of the latest :meth:`run`: ``wall_time``, ``seconds_per_step``,
     ``eval_time``, seconds; ``compiles`` and ``compile_time``: loss graphs compiled during it
     and the seconds their first calls took, included in ``seconds_per_step``).
@@ -324,20 +358,62 @@ class Proxy:
         every = config.eval_every
         self.eval_steps: list[int] = sorted(set(range(every, config.steps + 1, every))
                                             | {config.steps})
+        # a user's builder, imported now: a missing module or function fails before any training
+        self._hook: ModelHook | None = (None if is_builtin(config.model) else
+                                        model_hook(config.model, option="proxy option model"))
+        if config.init is not None and not Path(config.init).expanduser().is_file():
+            raise MissingFileError(f"proxy option init={config.init!r}: no such file (expected a "
+                                   f"state dict or an autoloss checkpoint)")
         self.warm_start_path: Path | None = (self.cache_dir / f"warmstart-{self.key()}.pt"
-                                             if config.warm_start else None)
+                                             if config.warm_start and config.init is None
+                                             else None)
         self._warm_state: dict[str, torch.Tensor] | None = None
+        self._init_state: dict[str, torch.Tensor] | None = None
         self._cached: tuple[FeatureSplit, FeatureSplit] | None = None
         self.trained_warm_start = False  # set by prepare(): did this object train it?
         self.last_run: dict[str, float] = {}
 
     # ---- model and warm start ---------------------------------------------------------------
 
-    def model_config(self) -> UNetConfig | DeepLabConfig:
+    def model_config(self) -> UNetConfig | DeepLabConfig | None:
+        """The built-in model's config (None for a user's builder)."""
         c = self.config
+        if self._hook is not None:
+            return None
         return _MODELS[c.model](in_channels=int(self._train.in_channels),
                                 num_classes=self.num_classes, width=c.width, depth=c.depth,
                                 norm=c.norm)
+
+    def build_model(self, seed: int) -> nn.Module:
+        """A fresh proxy model (built-in or the user's builder), initial weights seeded."""
+        if self._hook is not None:
+            return self._hook(int(self._train.in_channels), self.num_classes, seed=seed)
+        return build_model(self.model_config(), seed=seed)
+
+    def model_record(self) -> dict[str, Any]:
+        """What a search records of the proxy's network (loss file provenance, run folder):
+        ``model`` (a built-in's config, or ``{"builder", "sha256"}`` of a user's builder) and
+        ``init`` / ``init_sha256`` (the starting point instead of the warm start, or None)."""
+        from autoloss.utils.provenance import file_sha256
+
+        config = self.model_config()
+        model = (model_identity(self.config.model) if config is None
+                 else {"arch": self.config.model, **dataclasses.asdict(config)})
+        init = self.config.init
+        return {"model": json.loads(json.dumps(model, default=list)), "init": init,
+                "init_sha256": None if init is None else file_sha256(Path(init).expanduser())}
+
+    def _model_key(self) -> dict[str, Any]:
+        """The model's part of the warm-start key: a built-in's config, or the builder's name
+        (a file by its resolved path) and its file's sha256."""
+        config = self.model_config()
+        if config is not None:
+            return dataclasses.asdict(config)
+        ident = model_identity(self.config.model)
+        file = code_file(ident["builder"])
+        if file is not None:  # a relative and an absolute path give the same key
+            ident["builder"] = f"{file.resolve()}:{ident['builder'].rpartition(':')[2]}"
+        return ident
 
     def warm_start_config(self) -> TrainConfig:
         """Cross-entropy training of the shared starting point (whole train split)."""
@@ -361,8 +437,7 @@ class Proxy:
         data = {"kind": spec.kind, "options": spec.options,
                 "path": str(spec.path.resolve()) if spec.path is not None else None,
                 "files": _file_sizes(spec.path) if spec.path is not None else None}
-        ident = {"version": _CACHE_VERSION, "data": data,
-                 "model": dataclasses.asdict(self.model_config()),
+        ident = {"version": _CACHE_VERSION, "data": data, "model": self._model_key(),
                  "train": {k: v for k, v in dataclasses.asdict(self.warm_start_config()).items()
                            if k not in ("device", "num_threads", "eval_every")}}
         text = json.dumps(ident, sort_keys=True, default=list)
@@ -389,7 +464,7 @@ class Proxy:
             if path.exists():  # another process made it while this one waited
                 return
             partial = path.with_name(f"{path.stem}.partial.pt")
-            model = build_model(self.model_config(), seed=self.config.warm_start_seed)
+            model = self.build_model(self.config.warm_start_seed)
             # the package's cross-entropy: an all-ignore batch gives 0, not torch's NaN
             loss = CrossEntropyLoss(ignore_index=self.ignore_index)
             # checkpoints every 100 steps (an interrupted warm start resumes), no evaluation
@@ -400,6 +475,7 @@ class Proxy:
             scores = evaluate(model, self._val, metrics=self.config.metrics, tol=self.config.tol,
                               drop_bg=self.config.drop_bg)
             info = {"key": self.key(), "data": self.data, "proxy": self.config.to_dict(),
+                    "model": self._model_key(),
                     "val_metrics": scores, "wall_time": result.wall_time,
                     "seconds_per_step": result.seconds_per_step}
             write_text_atomic(path.with_suffix(".json"), json.dumps(info, indent=1, default=str))
@@ -407,14 +483,30 @@ class Proxy:
             self.trained_warm_start = True
 
     def _initial_model(self, seed: int) -> nn.Module:
-        model = build_model(self.model_config(), seed=seed)
-        if self.warm_start_path is not None:
+        """The model a trial with ``seed`` starts from: built with ``seed``, then the ``init``
+        file's or the warm start's weights loaded."""
+        model = self.build_model(seed)
+        if self.config.init is not None:
+            self._load_init(model)
+        elif self.warm_start_path is not None:
             if self._warm_state is None:
                 if not self.warm_start_path.exists():
                     self._prepare_warm_start()
                 self._warm_state = read_checkpoint(self.warm_start_path)["model"]
             model.load_state_dict(self._warm_state)
         return model
+
+    def _load_init(self, model: nn.Module) -> None:
+        """Copy the ``init`` file's matching tensors into ``model`` (read and checked once, with
+        one warning for the tensors that keep their seeded values)."""
+        if self._init_state is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")  # once per proxy, not once per process
+                skipped = set(warm_start(model, Path(self.config.init).expanduser()))
+            self._init_state = {k: v.detach().clone() for k, v in model.state_dict().items()
+                                if k not in skipped}
+        else:
+            model.load_state_dict(self._init_state, strict=False)
 
     # ---- one trial --------------------------------------------------------------------------
 

@@ -52,7 +52,13 @@ from autoloss.train.checkpoint import (
     warm_start,
     write_checkpoint,
 )
-from autoloss.train.models import DeepLabConfig, UNetConfig, config_to_dict, pick_device
+from autoloss.train.models import (
+    DeepLabConfig,
+    UNetConfig,
+    config_to_dict,
+    logits_at,
+    pick_device,
+)
 
 __all__ = ["NonFiniteLossError", "TrainCallback", "TrainConfig", "TrainResult", "evaluate", "fit"]
 
@@ -251,10 +257,7 @@ def _evaluate_split(model: nn.Module, split: _Split, *, metrics: Sequence[str] |
     try:
         for start in range(0, n, batch_size):
             x, y = split.batch(slice(start, min(start + batch_size, n)), device)
-            logits = model(x)
-            if logits.shape[1] != split.num_classes:
-                raise InvalidValueError(f"the model outputs {logits.shape[1]} classes, but the data has "
-                                 f"num_classes={split.num_classes}")
+            logits = logits_at(model(x), y.shape[-2:], num_classes=split.num_classes)
             acc.update(logits.max(dim=1).indices, y)  # = argmax(1), ~8x faster on CPU
     finally:
         model.train(was_training)
@@ -326,7 +329,10 @@ def fit(model: nn.Module, loss: nn.Module, train_data: Any, *, config: TrainConf
     """Train ``model`` (in place, moved to ``config.device``) with ``loss`` on ``train_data``.
 
     Args:
-        model: logits ``[N, C, H, W]`` at input resolution (e.g. from :mod:`autoloss.train.models`).
+        model: images ``[N, C_in, H, W]`` -> logits ``[N, C, h, w]`` (e.g. from
+            :mod:`autoloss.train.models`, or your own); logits at a lower resolution than the
+            input (``h <= H``, ``w <= W``) are upsampled bilinearly to the labels' size before
+            the loss and the metrics (:func:`~autoloss.train.models.logits_at`).
         loss: called as ``loss(logits [N,C,H,W], target [N,H,W] long) -> scalar``; target
             pixels equal to the dataset's ``ignore_index`` are left in (the loss handles them).
         train_data, eval_data: datasets from :func:`autoloss.data.load_dataset`.
@@ -376,7 +382,7 @@ def fit(model: nn.Module, loss: nn.Module, train_data: Any, *, config: TrainConf
         last_loss: float | None = None
         for step in range(state.start, config.steps):
             t0 = time.perf_counter()
-            last_loss, lr = step_fn(step, first=step == state.start)
+            last_loss, lr = step_fn(step)
             done = step + 1
             train_time += time.perf_counter() - t0
             for hook in hooks:
@@ -435,9 +441,8 @@ class _Stepper:
             self.optimizer = torch.optim.AdamW(self.params, lr=config.lr,
                                                weight_decay=config.weight_decay)
 
-    def __call__(self, step: int, *, first: bool) -> tuple[float, float]:
-        """Take step ``step`` (0-based); returns ``(loss value, learning rate)``. ``first``: the
-        first step of this call of ``fit`` (the model's output shape is checked there)."""
+    def __call__(self, step: int) -> tuple[float, float]:
+        """Take step ``step`` (0-based); returns ``(loss value, learning rate)``."""
         config, train = self.config, self.train
         x, y = train.batch(self.order.indices(step), self.device)
         if self.augment is not None:
@@ -446,11 +451,8 @@ class _Stepper:
         lr = config.lr_at(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        logits = self.model(x)
-        if first and logits.shape != (x.shape[0], train.num_classes, *x.shape[2:]):
-            raise InvalidValueError(f"the model must output logits [N,{train.num_classes},H,W] = "
-                                    f"{[x.shape[0], train.num_classes, *x.shape[2:]]} for this "
-                                    f"data, but got {list(logits.shape)}")
+        # decoder-resolution logits (h, w below the labels') are upsampled bilinearly
+        logits = logits_at(self.model(x), y.shape[-2:], num_classes=train.num_classes)
         value = self.loss(logits, y)
         if not isinstance(value, Tensor) or value.dim() != 0:
             raise InvalidValueError(f"the loss must return a scalar tensor, but got "

@@ -1,6 +1,6 @@
 """Small helpers the other layers share, each in its own module and none importing another
 part of autoloss except :mod:`autoloss.errors`: atomic writes (``atomic``), file locks
 (``locks``), YAML files (``yaml_files``), storage URLs with masked passwords (``urls``), the
-trust switch for user code (``trust``), statistics over seeds (``stats``), the user cache
+trust switch for user code and its loader (``trust``), statistics over seeds (``stats``), the user cache
 directory (``cache``) and trial attribute names (``trial_attrs``). Import the module you need.
 """

@@ -57,8 +57,9 @@ def list_cache(directory: str | Path | None = None) -> list[CacheEntry]:
         except (OSError, ValueError):
             info = {}
         proxy = info.get("proxy") or {}
-        model = (f"{proxy['model']} w{proxy.get('width')} d{proxy.get('depth')}"
-                 if proxy.get("model") else None)
+        model = proxy.get("model") or None
+        if model is not None and ":" not in str(model):  # a built-in: its size (not a builder's)
+            model = f"{model} w{proxy.get('width')} d{proxy.get('depth')}"
         entries.append(CacheEntry(path, path.stat().st_size, info.get("data"), model,
                                   proxy.get("warm_start_steps"), info.get("wall_time")))
     return entries
