@@ -181,8 +181,9 @@ def test_npz_options_grey_single_file_and_stored_metadata(tmp_path):
     image, label = ds[0]
     assert image.shape == (1, 4, 6) and int(label[0, 0]) == 255
     assert torch.allclose(image[0], torch.from_numpy(grey[0]).float() / 255)
-    inferred = load_dataset(f"npz:{file}", "mydata")  # no options: max + 1, no ignore
-    assert (inferred.num_classes, inferred.ignore_index) == (256, None)
+    with pytest.raises(ValueError, match=r"\[0, 1, 2, 255\].*256 classes.*'\?ignore_index=255'"):
+        load_dataset(f"npz:{file}", "mydata")  # no options: 255 would make 256 classes
+    assert load_dataset(f"npz:{file}?num_classes=256", "mydata").num_classes == 256  # if meant
     resized = load_dataset(f"npz:{file}?num_classes=3&ignore_index=255&size=8x12", "mydata")
     assert resized.arrays()[0].shape == (5, 8, 12, 1)
     assert np.array_equal(resized.arrays()[1][:, ::2, ::2], labels)  # nearest keeps values
@@ -259,11 +260,11 @@ def test_folder_errors(tmp_path):
     assert "images/img2.png" in msg and "masks/img2.png" in msg and "6x8" in msg and "5x8" in msg
     _folder(tmp_path / "range")
     _png(tmp_path / "range" / "masks" / "img0.png", np.full((6, 8), 9, np.uint8))
-    ds = load_dataset(f"folder:{tmp_path / 'range'}?num_classes=3&ignore_index=255")
-    with pytest.raises(ValueError) as err:
-        ds[0]
+    with pytest.raises(ValueError) as err:  # at load time, not at the first batch
+        load_dataset(f"folder:{tmp_path / 'range'}?num_classes=3&ignore_index=255")
     msg = str(err.value)
     assert "masks/img0.png" in msg and "[9]" in msg and "[0, 3)" in msg
+    assert "'?ignore_index=9'" in msg and "'?num_classes=' to at least 10" in msg
     with pytest.raises(ValueError, match="outside"):
         describe_dataset(f"folder:{tmp_path / 'range'}?num_classes=3&ignore_index=255")
     _folder(tmp_path / "rgbmask")

@@ -113,8 +113,20 @@ def _as_tensor(x: Tensor | np.ndarray, name: str) -> Tensor:
     if not isinstance(x, Tensor):
         raise InvalidTypeError(f"{name} must be a torch.Tensor or numpy array, but got {type(x).__name__}")
     if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-        raise InvalidTypeError(f"{name} must hold integer class labels, but got dtype {x.dtype}")
+        raise InvalidTypeError(f"{name} must hold integer class labels, but got dtype {x.dtype}; "
+                               f"class indices stored as floats (as MONAI's LoadImage gives "
+                               f"them) are not guessed: pass {name}.round().long()")
     return x.long()
+
+
+def _squeeze_channel(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Drop the channel of one of ``[N,1,...]`` labels when the other side has one dimension
+    less (``target [N,1,H,W]`` and ``pred [N,H,W]``, or the reverse)."""
+    if target.dim() == pred.dim() + 1 and target.dim() in (4, 5) and target.shape[1] == 1:
+        return pred, target[:, 0]
+    if pred.dim() == target.dim() + 1 and pred.dim() in (4, 5) and pred.shape[1] == 1:
+        return pred[:, 0], target
+    return pred, target
 
 
 def check_labels(labels: Tensor, *, name: str, num_classes: int, ignore_index: int | None) -> None:
@@ -242,6 +254,12 @@ class MetricAccumulator(nn.Module):
         labels ``[N,D,H,W]``, scores ``[N,C,D,H,W]`` (boundaries with 3x3x3 neighbourhoods, ``tol``
         a cube).
 
+        Labels with a channel of one (MONAI, segmentation_models_pytorch) are accepted where
+        that is unambiguous: ``target [N,1,H,W]`` next to scores ``[N,C,H,W]`` or labels
+        ``[N,H,W]``, and ``pred [N,1,H,W]`` (``argmax(1, keepdim=True)``) next to ``target
+        [N,H,W]`` (likewise ``[N,1,D,H,W]`` for volumes). Both ``[N,1,H,W]`` read as volumes of
+        depth 1. Float labels are refused (class indices stored as floats are not guessed).
+
         The batch is processed in chunks of about ``2**20`` one-hot elements (at least one image).
         """
         is_scores = isinstance(pred, (Tensor, np.ndarray)) and (
@@ -261,6 +279,7 @@ class MetricAccumulator(nn.Module):
                 f"{tuple(pred.shape)}")
         pred = _as_tensor(pred, "pred").to(self.device)  # a copy only if elsewhere
         target = _as_tensor(target, "target").to(self.device)
+        pred, target = _squeeze_channel(pred, target)
         if pred.dim() not in (3, 4) or pred.shape != target.shape:
             raise InvalidValueError(
                 f"pred and target must both be [N,H,W] label maps of the same shape ([N,D,H,W] "

@@ -28,6 +28,7 @@ from autoloss.data.spec import (
     dataset_splits,
     load_dataset,
     parse_spec,
+    split_hint,
 )
 
 __all__ = [
@@ -49,5 +50,6 @@ __all__ = [
     "load_dataset",
     "normalize",
     "parse_spec",
+    "split_hint",
     "to_tensors",
 ]

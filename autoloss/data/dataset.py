@@ -25,8 +25,8 @@ from autoloss.core.metrics import MAX_CLASSES
 from autoloss.errors import InvalidValueError, MissingFileError
 
 __all__ = ["MAX_CLASSES", "MAX_IMAGE_PIXELS", "ArrayStore", "FileStore", "SegmentationDataset",
-           "check_image_size", "check_num_classes", "count_labels", "read_image", "read_mask",
-           "resize_label"]
+           "check_image_size", "check_num_classes", "count_labels", "infer_num_classes",
+           "label_range_error", "read_image", "read_mask", "resize_label"]
 
 #: the most pixels of one image (4096 x 4096), read from a file's header or a spec's ``size=``
 #: before any pixel is decoded or generated; crop or resize larger images (``?size=HxW``)
@@ -41,6 +41,57 @@ def check_num_classes(num_classes: int, *, where: str) -> int:
             f"(autoloss.core.metrics.MAX_CLASSES); if that is the largest label + 1, mark the void "
             f"label with ignore_index (e.g. '?ignore_index=255') or pass '?num_classes=N'")
     return num_classes
+
+
+def label_range_error(bad: Sequence[int], *, where: str, num_classes: int,
+                      ignore_index: int | None) -> InvalidValueError:
+    """The error for label values ``bad`` outside ``[0, num_classes)`` that are not
+    ``ignore_index``, found in ``where``; it names the values and the spec options that fix it."""
+    bad = sorted(int(v) for v in bad)
+    shown = f"{bad[:10]}" + (f" (and {len(bad) - 10} more)" if len(bad) > 10 else "")
+    void = bad[-1]
+    fix = (f"if {void} marks void or unlabelled pixels, add '?ignore_index={void}' to the dataset "
+           f"spec (e.g. 'folder:PATH?ignore_index={void}')" if void >= num_classes else
+           "label values must be class indices >= 0")
+    more = (f"; if they are classes, raise '?num_classes=' to at least {void + 1}"
+            if void >= num_classes else "")
+    return InvalidValueError(
+        f"{where} has label values {shown} outside the classes [0, {num_classes}) that are not "
+        f"the ignore index ({ignore_index=}): {fix}{more}")
+
+
+def infer_num_classes(values: Sequence[int], *, where: str, ignore_index: int | None) -> int:
+    """``num_classes`` of a dataset that does not state it: the largest label + 1.
+
+    Args:
+        values: the distinct label values found in every mask of every split.
+        where: the dataset, for the error message.
+        ignore_index: a value left out of the count (the void label), or None.
+
+    The rule refuses the silent trap of a void label stored as 255 without ``ignore_index``: when
+    more than half of the ``[0, largest]`` labels never occur (``{0, 1, 2, 255}`` would make 256
+    classes, 252 of them empty), inferring is an error that names the values and the options that
+    say what they are (``?ignore_index=255`` or ``?num_classes=N``).
+    """
+    found = sorted({int(v) for v in values} - ({ignore_index} if ignore_index is not None else set()))
+    if not found:
+        return 1
+    if found[0] < 0:
+        raise label_range_error([v for v in found if v < 0], where=where,
+                                num_classes=found[-1] + 1, ignore_index=ignore_index)
+    top = found[-1] + 1
+    absent = top - len(found)
+    if top > 2 and absent > top / 2:
+        shown = found if len(found) <= 12 else [*found[:10], "...", found[-1]]
+        void = found[-1]
+        raise InvalidValueError(
+            f"{where}: the masks hold the label values {shown} (ignore_index={ignore_index}); "
+            f"inferring num_classes as the largest + 1 would make {top} classes, {absent} of "
+            f"which never occur. If {void} marks void or unlabelled pixels, add "
+            f"'?ignore_index={void}' to the dataset spec (e.g. 'folder:PATH?ignore_index={void}'); "
+            f"if the classes really are 0..{void}, say so with '?num_classes={top}'; binary masks "
+            f"saved as 0/{void} must be re-saved as 0/1")
+    return top
 
 
 def check_image_size(height: int, width: int, *, where: str) -> None:
@@ -281,10 +332,8 @@ class SegmentationDataset(Dataset):
         return f"{self.store.source} split {self.split!r} image {index} ({self.item_names[index]})"
 
     def _bad_labels(self, bad: list[int], index: int) -> ValueError:
-        return InvalidValueError(
-            f"{self._where(index)} has label values {bad} outside the allowed range "
-            f"[0, {self.num_classes}) that are not the ignore index ({self.ignore_index}); "
-            f"set num_classes / ignore_index (e.g. '?num_classes=N&ignore_index=255')")
+        return label_range_error(bad, where=self._where(index), num_classes=self.num_classes,
+                                 ignore_index=self.ignore_index)
 
     def _check_array_labels(self) -> None:
         labels = self.store.labels
@@ -339,8 +388,14 @@ class SegmentationDataset(Dataset):
             labels = labels.astype(np.uint8)
         return np.stack([im for im, _ in items]), labels
 
-    def subset(self, indices: Sequence[int] | np.ndarray) -> SegmentationDataset:
-        """A dataset of the items at ``indices`` (same metadata and statistics source)."""
+    def subset(self, indices: Sequence[int] | np.ndarray, *,
+               split: str | None = None) -> SegmentationDataset:
+        """A dataset of the items at ``indices`` (same metadata and statistics source).
+
+        With ``split``, the subset is a split of its own under that name (a validation split
+        carved out of ``train``): it does not inherit the statistics of the full split; they
+        come from its ``stats_source`` or, if that is None, from its own images.
+        """
         idx = np.asarray(indices, dtype=np.int64)
         if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= len(self))):
             raise InvalidValueError(f"indices must be a 1-d list of positions in [0, {len(self)}), "
@@ -348,7 +403,9 @@ class SegmentationDataset(Dataset):
         out = object.__new__(SegmentationDataset)
         out.__dict__.update(self.__dict__)
         out.store = self.store.select(idx)
-        if self.stats_source is None:  # statistics of the full split, not of the subset
+        if split is not None:
+            out.split, out._mean, out._std = split, None, None
+        elif self.stats_source is None:  # statistics of the full split, not of the subset
             out._mean, out._std = self.mean, self.std
         return out
 

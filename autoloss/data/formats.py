@@ -9,9 +9,16 @@ largest label (other than ``ignore_index``) over all splits + 1 and ``ignore_ind
 nothing is printed.
 
 ``folder``: ``PATH/images`` + ``PATH/masks`` (or ``PATH/labels``) with matching file stems
-(png/jpg/jpeg/bmp/tif) form the split ``train``; or split folders ``PATH/<split>/images`` and
-``PATH/<split>/masks``. Masks are single-channel index images (mode L or P). Files are read
-lazily; ``num_classes`` (if not given) comes from a scan of every mask.
+(png/jpg/jpeg/bmp/tif) form the split ``train`` (``?val_fraction=0.2`` carves a ``val`` split
+out of it, :mod:`autoloss.data.carve`); or split folders ``PATH/<split>/images`` and
+``PATH/<split>/masks``. Masks are single-channel index images (mode L or P). Images are read
+lazily; every mask is scanned once when the dataset is opened: ``num_classes`` (if not given) is
+the largest label + 1, and a label outside ``[0, num_classes)`` that is not ``ignore_index`` is an
+error there and then.
+
+Inferring ``num_classes`` refuses a void label stored without ``ignore_index`` (masks holding
+``{0, 1, 2, 255}`` would be a 256-class dataset): the error names the values and the spec
+options that say what they are (``?ignore_index=255``, or ``?num_classes=256`` if meant).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import math
 import os
 import zipfile
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +40,8 @@ from autoloss.data.dataset import (
     check_image_size,
     check_num_classes,
     image_mode,
+    infer_num_classes,
+    label_range_error,
     read_mask,
     resize_label,
 )
@@ -57,8 +67,9 @@ def _require_dir(path: Path, what: str) -> None:
         raise InvalidValueError(f"{what} {path} is not a folder")
 
 
-def no_split(spec: str, split: str, splits: Sequence[str]) -> ValueError:
-    return InvalidValueError(f"{spec}: no split {split!r}; available splits: {list(splits)}")
+def no_split(spec: str, split: str, splits: Sequence[str], *, hint: str = "") -> ValueError:
+    """The error for a split the dataset lacks; ``hint`` (starting with "; ") says how to get it."""
+    return InvalidValueError(f"{spec}: no split {split!r}; available splits: {list(splits)}{hint}")
 
 
 # ---- npz --------------------------------------------------------------------------------------
@@ -215,7 +226,7 @@ def npz_dataset(path: Path, split: str, *, spec: str, num_classes: int | None = 
     if num_classes is None:
         num_classes = _scalar(extra, "num_classes", file)
     if num_classes is None:
-        num_classes = _infer_num_classes(files, ignore_index)
+        num_classes = _infer_num_classes(files, ignore_index, where=spec)
     check_num_classes(num_classes, where=f"{spec} ({file})")
     if class_names is None and "class_names" in extra:
         class_names = [str(c) for c in extra["class_names"].reshape(-1)]
@@ -233,9 +244,10 @@ def npz_dataset(path: Path, split: str, *, spec: str, num_classes: int | None = 
                                ignore_index=ignore_index, class_names=class_names)
 
 
-def _infer_num_classes(files: dict[str, Path], ignore_index: int | None) -> int:
-    """Largest label (other than ``ignore_index``) over every split's ``labels`` + 1."""
-    top = 0
+def _infer_num_classes(files: dict[str, Path], ignore_index: int | None, *, where: str) -> int:
+    """Largest label (other than ``ignore_index``) over every split's ``labels`` + 1, refused
+    where that would make mostly empty classes (:func:`~autoloss.data.dataset.infer_num_classes`)."""
+    found: set[int] = set()
     for file in files.values():
         arrays = _load_npz(file, ["labels"])
         if "labels" not in arrays:
@@ -245,9 +257,10 @@ def _infer_num_classes(files: dict[str, Path], ignore_index: int | None) -> int:
         values = np.unique(labels) if labels.dtype != np.uint8 \
             else np.flatnonzero(np.bincount(labels.ravel(), minlength=256))
         values = values[values != ignore_index] if ignore_index is not None else values
-        if values.size:
-            top = max(top, int(values.max()) + 1)
-    return max(top, 1)
+        if values.size:  # beyond the class limit: that error first, naming the file
+            check_num_classes(int(values.max()) + 1, where=f"{where} ({file})")
+        found.update(int(v) for v in values)
+    return infer_num_classes(sorted(found), where=where, ignore_index=ignore_index)
 
 
 # ---- folders of images and masks ----------------------------------------------------------------
@@ -314,38 +327,70 @@ def channels_of(path: Path) -> int:
 def folder_dataset(path: Path, split: str, *, spec: str, num_classes: int | None = None,
                    ignore_index: int | None = None, size: tuple[int, int] | None = None,
                    ) -> SegmentationDataset:
-    """Load split ``split`` of a folder dataset (see the module docstring for the layout)."""
+    """Load split ``split`` of a folder dataset (see the module docstring for the layout).
+
+    Every mask of every split is scanned once per process (cached by file and modification
+    time): ``num_classes`` is inferred from the values when not given, and a value outside
+    ``[0, num_classes)`` that is not ``ignore_index`` is an error here, naming the value, a mask
+    that holds it and the spec option that fixes it.
+    """
     splits = folder_splits(path)
     if split not in splits:
         raise no_split(spec, split, splits)
-    root = path if splits == ["train"] and (path / "images").is_dir() else path / split
+    root = _split_root(path, splits, split)
     images, masks = pair_files(root / "images", _mask_dir(root))  # type: ignore[arg-type]
+    values = _folder_values(path, splits)
     if num_classes is None:
-        num_classes = _scan_num_classes(path, splits, ignore_index)
+        top = max((v for v in values if v != ignore_index), default=0)
+        check_num_classes(top + 1, where=f"{spec}: mask {values.get(top)}")
+        num_classes = infer_num_classes(sorted(values), where=f"{spec} ({path})",
+                                        ignore_index=ignore_index)
     check_num_classes(num_classes, where=f"{spec} ({path})")
+    bad = sorted(v for v in values if not 0 <= v < num_classes and v != ignore_index)
+    if bad:
+        raise label_range_error(bad, where=f"{spec}: mask {values[bad[-1]]}",
+                                num_classes=num_classes, ignore_index=ignore_index)
     store = FileStore(images, masks, channels=_scan_channels(path, splits), size=size)
     return SegmentationDataset(store, name=path.name, spec=spec, split=split,
                                num_classes=num_classes, ignore_index=ignore_index,
                                class_names=[f"class{i}" for i in range(num_classes)])
 
 
+def _split_root(path: Path, splits: Sequence[str], split: str) -> Path:
+    """The folder holding ``images/`` and ``masks/`` of ``split``: ``path`` itself when flat."""
+    return path if list(splits) == ["train"] and (path / "images").is_dir() else path / split
+
+
 def _scan_channels(path: Path, splits: Sequence[str]) -> int:
     """3 if any image of any split is in colour (grey ones are then replicated), else 1: the
     same for every split and whatever the order of the files (image headers only)."""
     for split in splits:
-        root = path if splits == ["train"] and (path / "images").is_dir() else path / split
+        root = _split_root(path, splits, split)
         if any(channels_of(image) == 3 for image in _index(root / "images").values()):
             return 3
     return 1
 
 
-def _scan_num_classes(path: Path, splits: Sequence[str], ignore_index: int | None) -> int:
-    top = 0
-    for split in splits:
-        root = path if splits == ["train"] and (path / "images").is_dir() else path / split
-        for mask in sorted(_index(_mask_dir(root)).values()):  # type: ignore[arg-type]
-            values = np.unique(read_mask(mask))
-            values = values[values != ignore_index] if ignore_index is not None else values
-            if values.size:
-                top = max(top, int(values.max()) + 1)
-    return max(top, 1)
+def _folder_values(path: Path, splits: Sequence[str]) -> dict[int, Path]:
+    """Every label value in the masks of every split -> the first mask (in split and file
+    order) that holds it."""
+    masks = [mask for split in splits
+             for mask in sorted(_index(_mask_dir(_split_root(path, splits, split))).values())]  # type: ignore[arg-type]
+    stamp = tuple((str(mask), *_stat(mask)) for mask in masks)
+    return dict(_mask_values(stamp))
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_mtime_ns, info.st_size
+
+
+@lru_cache(maxsize=16)
+def _mask_values(stamp: tuple[tuple[str, int, int], ...]) -> dict[int, Path]:
+    """The scan behind :func:`_folder_values`, cached by ``(file, mtime, size)`` of every mask
+    (a mask rewritten in place is read again)."""
+    first: dict[int, Path] = {}
+    for name, _, _ in stamp:
+        for value in np.unique(read_mask(Path(name))).tolist():
+            first.setdefault(int(value), Path(name))
+    return first

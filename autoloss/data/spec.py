@@ -13,8 +13,12 @@ Options (the path may not contain ``?``):
   images in [0, 1]; default: computed from the train split);
 - ``shapes``: ``n`` (train images; val gets n/4, test n/2; default 512), ``seed`` (default 0),
   ``ignore_index`` (default 255, ``none`` for no ignored pixels);
-- ``npz``, ``folder``: ``num_classes`` (default: largest label + 1 over all splits) and
-  ``ignore_index`` (default: none, or the npz's ``ignore_index`` array).
+- ``npz``, ``folder``: ``num_classes`` (default: largest label + 1 over all splits, refused
+  when most of those classes would never occur, e.g. a void label 255) and ``ignore_index``
+  (default: none, or the npz's ``ignore_index`` array); ``val_fraction``, ``test_fraction``
+  and ``split_seed`` carve ``val`` / ``test`` out of the ``train`` split of a dataset that has
+  none (a flat ``images/`` + ``masks/`` folder; :mod:`autoloss.data.carve`). Nothing is carved
+  by default: without them, a flat folder is the one split ``train``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autoloss.data.carve import CARVE_OPTIONS, carve_indices
 from autoloss.data.dataset import SegmentationDataset, Stats, channel_stats, check_image_size
 from autoloss.data.embedded import SHAPES_SPLITS, shapes_dataset
 from autoloss.data.formats import (
@@ -35,6 +40,7 @@ from autoloss.data.formats import (
     no_split,
     npz_dataset,
     npz_splits,
+    split_order,
 )
 from autoloss.data.layouts import (
     camvid_dataset,
@@ -47,7 +53,7 @@ from autoloss.data.layouts import (
 from autoloss.errors import InvalidValueError, did_you_mean
 
 __all__ = ["DATASET_KINDS", "DatasetSpec", "data_slug", "dataset_splits", "load_dataset", "parse_spec",
-           "train_stats"]
+           "split_hint", "train_stats"]
 
 _COMMON_OPTIONS = ("size", "mean", "std")
 
@@ -98,6 +104,27 @@ class DatasetSpec:
             raise self.error("size", "HxW (e.g. 128x256) or a single side S for SxS")
         check_image_size(dims[0], dims[-1], where=f"dataset spec {self.text!r}: option size")
         return (dims[0], dims[-1])
+
+    def get_fraction(self, key: str) -> float:
+        """A share in ``[0, 1)`` (default 0)."""
+        if key not in self.options:
+            return 0.0
+        try:
+            value = float(self.options[key])
+        except ValueError:
+            value = -1.0
+        if not 0 <= value < 1:
+            raise self.error(key, "a number in [0, 1), e.g. 0.2")
+        return value
+
+    def carved(self) -> dict[str, float]:
+        """The splits to carve out of ``train``: ``{"val": fraction, "test": fraction}`` (only
+        those with a positive fraction)."""
+        fractions = {name: self.get_fraction(f"{name}_fraction") for name in ("val", "test")}
+        if "split_seed" in self.options and not any(fractions.values()):
+            raise InvalidValueError(f"dataset spec {self.text!r}: split_seed has nothing to seed; "
+                                    f"add val_fraction (e.g. '&val_fraction=0.2')")
+        return {name: value for name, value in fractions.items() if value > 0}
 
     def get_floats(self, key: str) -> list[float] | None:
         if key not in self.options:
@@ -163,9 +190,10 @@ DATASET_KINDS: dict[str, _Kind] = {
     "shapes": _Kind("embedded procedural shapes (6 classes, no files)", False,
                     ("n", "seed", "ignore_index"), None, _shapes_open),
     "npz": _Kind("npz arrays: a folder of <split>.npz or one .npz file", True,
-                 ("num_classes", "ignore_index"), npz_splits, _npz_open),
-    "folder": _Kind("images/ + masks/ folders (optionally per split)", True,
-                    ("num_classes", "ignore_index"), folder_splits, _folder_open),
+                 ("num_classes", "ignore_index", *CARVE_OPTIONS), npz_splits, _npz_open),
+    "folder": _Kind("images/ + masks/ folders (flat, or one pair per split)", True,
+                    ("num_classes", "ignore_index", *CARVE_OPTIONS), folder_splits,
+                    _folder_open),
     "camvid": _Kind("CamVid, 11 classes + void (npz files or SegNet PNG folders)", True, (),
                     camvid_splits, _camvid_open),
     "voc": _Kind("Pascal VOC 2012 segmentation, 21 classes + border", True, (), voc_splits,
@@ -233,7 +261,34 @@ def dataset_splits(spec: str) -> list[str]:
 
 def _splits(spec: DatasetSpec) -> list[str]:
     list_splits = DATASET_KINDS[spec.kind].splits
-    return list(SHAPES_SPLITS) if list_splits is None else list_splits(_path(spec))
+    splits = list(SHAPES_SPLITS) if list_splits is None else list_splits(_path(spec))
+    carved = spec.carved()
+    if carved and "train" not in splits:
+        raise InvalidValueError(
+            f"dataset spec {spec.text!r}: val_fraction/test_fraction carve splits out of 'train', "
+            f"but this dataset has no 'train' split (it has {splits}); name the file train.npz "
+            f"or the folder train/")
+    for name in carved:
+        if name in splits:
+            raise InvalidValueError(
+                f"dataset spec {spec.text!r}: the dataset already has a {name!r} split, so "
+                f"{name}_fraction would replace it; drop {name}_fraction from the spec")
+    return split_order([*splits, *carved])
+
+
+def split_hint(spec: str, split: str) -> str:
+    """How to get ``split`` from the dataset ``spec`` that lacks it ("" if there is no way
+    but another dataset): for a flat folder or npz, the option that carves it from ``train``
+    and the per-split layout."""
+    parsed = parse_spec(spec)
+    if parsed.kind not in ("folder", "npz") or split not in ("val", "test"):
+        return ""
+    sep = "&" if "?" in parsed.text else "?"
+    layout = ("PATH/train/{images,masks} and PATH/" + split + "/{images,masks}"
+              if parsed.kind == "folder" else f"PATH/train.npz and PATH/{split}.npz")
+    return (f"; carve it out of 'train' with '{parsed.text}{sep}{split}_fraction=0.2' "
+            f"(deterministic; '&split_seed=N' draws another), or lay the files out per split: "
+            f"{layout}")
 
 
 def load_dataset(spec: str, split: str = "train", *, subset: int | None = None,
@@ -247,13 +302,14 @@ def load_dataset(spec: str, split: str = "train", *, subset: int | None = None,
             choice (without replacement, in dataset order) drawn with ``subset_seed``.
 
     The dataset's ``mean`` / ``std`` come from the ``mean=`` / ``std=`` options or, on first use,
-    from the whole train split (the split itself if the dataset has no ``train``).
+    from the whole train split (the split itself if the dataset has no ``train``; with
+    ``val_fraction``, the carved train split).
     """
     parsed = parse_spec(spec)
     splits = _splits(parsed)
     if split not in splits:
-        raise no_split(parsed.text, split, splits)
-    dataset = DATASET_KINDS[parsed.kind].open(parsed, split)
+        raise no_split(parsed.text, split, splits, hint=split_hint(parsed.text, split))
+    dataset = _open(parsed, split)
     if "train" in splits and (split != "train" or subset is not None):
         dataset.stats_source = partial(train_stats, parsed.text)
     for key in ("mean", "std"):
@@ -277,6 +333,19 @@ def load_dataset(spec: str, split: str = "train", *, subset: int | None = None,
             indices = np.sort(rng.choice(len(dataset), size=subset, replace=False))
         dataset = dataset.subset(indices)
     return dataset
+
+
+def _open(spec: DatasetSpec, split: str) -> SegmentationDataset:
+    """Open ``split``, carving it out of ``train`` when the spec asks to."""
+    carved = spec.carved()
+    if not carved or split not in ("train", *carved):
+        return DATASET_KINDS[spec.kind].open(spec, split)
+    base = DATASET_KINDS[spec.kind].open(spec, "train")
+    parts = carve_indices(len(base), val_fraction=carved.get("val", 0.0),
+                          test_fraction=carved.get("test", 0.0),
+                          seed=spec.get_int("split_seed", 0, minimum=0) or 0,
+                          where=f"dataset spec {spec.text!r}")
+    return base.subset(parts[split], split=split)
 
 
 @lru_cache(maxsize=8)

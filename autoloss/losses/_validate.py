@@ -33,6 +33,7 @@ __all__ = [
     "empty_batch",
     "resize_entry",
     "resize_logits",
+    "squeeze_label_channel",
     "weights_buffer",
 ]
 
@@ -183,6 +184,34 @@ def resize_logits(logits: Tensor, target: Tensor, resize: str | None) -> Tensor:
     return x[:, 0] if squeeze else x
 
 
+def squeeze_label_channel(logits: Tensor, target: Tensor) -> Tensor:
+    """Integer labels with a channel of one, as MONAI and segmentation_models_pytorch keep them
+    (``[N,1,H,W]`` for logits ``[N,C,H,W]``, ``[N,1,D,H,W]`` for volumes ``[N,C,D,H,W]``), as the
+    ``[N,H,W]`` (``[N,D,H,W]``) labels the losses take; anything else is returned unchanged.
+
+    Only integer labels are squeezed: they cannot be soft, so the extra dimension is unambiguous.
+    A float ``[N,1,...]`` target is left to :func:`check_logits_and_target`, which refuses it
+    (a float target is a soft ``[N,C,...]`` one; class indices stored as floats are not guessed).
+    """
+    if (isinstance(logits, Tensor) and isinstance(target, Tensor) and logits.dim() in (4, 5)
+            and target.dim() == logits.dim() and target.shape[1] == 1
+            and not target.is_floating_point() and not target.is_complex()
+            and target.dtype != torch.bool):
+        return target[:, 0]
+    return target
+
+
+def _float_labels_hint(target: Tensor, logits: Tensor) -> str:
+    """For a float target ``[N,1,...]``: the likely cause (class indices stored as floats, e.g.
+    by MONAI's ``LoadImage``) and the fix."""
+    if target.dim() != logits.dim() or target.shape[1] != 1:
+        return ""
+    return (". A float [N,1,...] target reads as class indices stored as floats (as MONAI's "
+            "LoadImage gives them); autoloss does not guess: pass integer labels, "
+            "target.round().long() ([N,1,...] integer labels are accepted as they are), or soft "
+            "labels of the logits' shape")
+
+
 def _resize_hint(logits_size: Sequence[int], target_size: Sequence[int]) -> str:
     """A hint to pass ``resize="bilinear"`` when the labels are an integer multiple of the logits'
     spatial size (logits at the decoder's resolution)."""
@@ -304,7 +333,8 @@ def check_logits_and_target(logits: Tensor, target: Tensor, *, ignore_index: int
         if tuple(target.shape) != tuple(logits.shape):
             raise InvalidValueError(
                 f"soft target must have the logits' shape {layout}={tuple(logits.shape)}, but "
-                f"got {tuple(target.shape)}{_resize_hint(spatial, target.shape[2:])}"
+                f"got {tuple(target.shape)}"
+                f"{_float_labels_hint(target, logits) or _resize_hint(spatial, target.shape[2:])}"
             )
         _check_soft_values(target)
         return "soft"
@@ -322,9 +352,9 @@ def check_logits_and_target(logits: Tensor, target: Tensor, *, ignore_index: int
 
 
 def check_binary_logits_and_target(logits: Tensor, target: Tensor, *,
-                                   ignore_index: int | None) -> Tensor:
-    """Check binary logits ``[N,H,W]`` or ``[N,1,H,W]`` and labels ``[N,H,W]`` in {0, 1}
-    (or ``ignore_index``); return the logits as ``[N,H,W]``."""
+                                   ignore_index: int | None) -> tuple[Tensor, Tensor]:
+    """Check binary logits ``[N,H,W]`` or ``[N,1,H,W]`` and integer labels ``[N,H,W]`` or
+    ``[N,1,H,W]`` in {0, 1} (or ``ignore_index``); return both as ``[N,H,W]``."""
     if not isinstance(logits, Tensor) or not isinstance(target, Tensor):
         raise InvalidTypeError(
             "logits and target must be torch.Tensors, but got "
@@ -353,15 +383,17 @@ def check_binary_logits_and_target(logits: Tensor, target: Tensor, *,
             f"binary target must hold integer labels 0/1 (use target.long()), but got dtype "
             f"{target.dtype}"
         )
+    if target.dim() == 4 and target.shape[1] == 1:
+        target = target[:, 0]  # [N,1,H,W] labels (MONAI, segmentation_models_pytorch)
     if tuple(target.shape) != tuple(logits.shape):
         raise InvalidValueError(
-            f"binary target must be [N,H,W]={tuple(logits.shape)} like the logits, but got "
-            f"target shape {tuple(target.shape)}"
+            f"binary target must be [N,H,W]={tuple(logits.shape)} (or [N,1,H,W]) like the "
+            f"logits, but got target shape {tuple(target.shape)}"
             f"{_resize_hint(logits.shape[1:], target.shape[1:])}"
         )
     _check_hard_values(target, num_classes=2, ignore_index=ignore_index,
                        high_labels_ignored=False)
-    return logits
+    return logits, target
 
 
 class Reduction(str, enum.Enum):

@@ -60,7 +60,17 @@ def two_class(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     if target.dim() == logits.dim() and target.shape[1] == 1:
         target = target[:, 0]
     if target.is_floating_point():
-        target = target.round().long()
+        # 0./1. masks (float images) are labels; a fraction is a soft label, which rounding
+        # would misread silently
+        fractional = target != target.round()
+        if bool(fractional.any()):
+            shown = torch.unique(target[fractional])[:3].tolist()
+            raise InvalidValueError(
+                f"mode='binary' takes labels 0/1 (or the ignore index), but got a float target "
+                f"with fractional values {shown}; soft binary labels are not supported here: "
+                f"pass target.round().long() if hard labels are meant, or the two-class soft "
+                f"target [N,2,H,W] with mode='multiclass'")
+        target = target.long()
     return torch.cat([torch.zeros_like(logits), logits], dim=1), target
 
 

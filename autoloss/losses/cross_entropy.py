@@ -25,6 +25,7 @@ from autoloss.losses._validate import (
     class_weights_tensor,
     resize_entry,
     resize_logits,
+    squeeze_label_channel,
     weights_buffer,
 )
 
@@ -62,6 +63,7 @@ def cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int | None = 
     """
     red = Reduction.parse(reduction)
     logits = resize_logits(logits, target, check_resize(resize))
+    target = squeeze_label_channel(logits, target)
     mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True,
                                    volumes=True)
     check_number("label_smoothing", label_smoothing, low=0.0, high=1.0)
@@ -142,7 +144,8 @@ def binary_cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int | 
     """
     red = Reduction.parse(reduction)
     logits = resize_logits(logits, target, check_resize(resize))
-    logits = check_binary_logits_and_target(logits, target, ignore_index=ignore_index)
+    logits, target = check_binary_logits_and_target(logits, target,
+                                                    ignore_index=ignore_index)
     if pos_weight is not None:
         check_number("pos_weight", pos_weight, low=0.0)
     valid = None if ignore_index is None else target != ignore_index

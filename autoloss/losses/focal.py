@@ -26,6 +26,7 @@ from autoloss.losses._validate import (
     class_weights_tensor,
     resize_entry,
     resize_logits,
+    squeeze_label_channel,
     weights_buffer,
 )
 from autoloss.losses.binary import apply_mode, check_mode, mode_entry
@@ -72,6 +73,7 @@ def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: flo
     """
     red = Reduction.parse(reduction)
     logits = resize_logits(logits, target, check_resize(resize))
+    target = squeeze_label_channel(logits, target)
     mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True,
                                    volumes=True)
     gamma = check_number("gamma", gamma, low=0.0)

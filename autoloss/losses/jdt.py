@@ -56,6 +56,7 @@ from autoloss.losses._validate import (
     empty_batch,
     resize_entry,
     resize_logits,
+    squeeze_label_channel,
     weights_buffer,
 )
 from autoloss.losses.binary import apply_mode, check_mode, mode_entry
@@ -139,6 +140,7 @@ def jdt_loss(logits: Tensor, target: Tensor, *, alpha: float = 1.0, beta: float 
                           miou_c=miou_c, smooth=smooth, threshold=threshold, norm=norm,
                           log_loss=log_loss, classes=classes, soft_classes=soft_classes)
     logits = resize_logits(logits, target, check_resize(resize))
+    target = squeeze_label_channel(logits, target)
     mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True,
                                    volumes=True)
     world = processes(check_sync(sync))

@@ -61,6 +61,7 @@ from autoloss.losses._validate import (
     empty_batch,
     resize_entry,
     resize_logits,
+    squeeze_label_channel,
 )
 
 __all__ = ["LovaszHingeLoss", "LovaszSoftmaxLoss", "lovasz_hinge", "lovasz_softmax"]
@@ -183,6 +184,7 @@ def lovasz_softmax(logits: Tensor, target: Tensor, *, per_image: bool = False,
         >>> lovasz_softmax(logits, torch.randint(0, 3, (2, 8, 8)), per_image=True).backward()
     """
     logits = resize_logits(logits, target, check_resize(resize))
+    target = squeeze_label_channel(logits, target)
     check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=False,
                             volumes=True)
     classes = check_classes(classes)
@@ -273,7 +275,8 @@ def lovasz_hinge(logits: Tensor, target: Tensor, *, per_image: bool = True,
         >>> lovasz_hinge(logits, torch.randint(0, 2, (2, 8, 8))).backward()
     """
     logits = resize_logits(logits, target, check_resize(resize))
-    logits = check_binary_logits_and_target(logits, target, ignore_index=ignore_index)
+    logits, target = check_binary_logits_and_target(logits, target,
+                                                    ignore_index=ignore_index)
     world = processes(check_sync(sync))
     if world:
         return _global_hinge(logits, target, per_image=per_image, ignore_index=ignore_index,

@@ -51,6 +51,7 @@ from autoloss.losses._validate import (
     empty_batch,
     resize_entry,
     resize_logits,
+    squeeze_label_channel,
     weights_buffer,
 )
 from autoloss.losses.binary import apply_mode, check_mode, mode_entry
@@ -211,6 +212,7 @@ def tversky_loss(logits: Tensor, target: Tensor, *, alpha: float = 0.3, beta: fl
     """
     red = Reduction.parse(reduction)
     logits = resize_logits(logits, target, check_resize(resize))
+    target = squeeze_label_channel(logits, target)
     mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True,
                                    volumes=True)
     world = processes(check_sync(sync))

@@ -51,6 +51,7 @@ from autoloss.losses._validate import (
     empty_batch,
     resize_entry,
     resize_logits,
+    squeeze_label_channel,
 )
 
 __all__ = ["RMI_PRESETS", "RMILoss", "rmi_loss", "rmi_lower_bound"]
@@ -199,6 +200,7 @@ def rmi_loss(logits: Tensor, target: Tensor, *, radius: int = 3, pool: str = "ma
     _check_options(radius=radius, pool=pool, pool_size=pool_size, pool_stride=pool_stride,
                    weight_lambda=weight_lambda, lambda_way=lambda_way, output_dtype=output_dtype)
     logits = resize_logits(logits, target, check_resize(resize))
+    target = squeeze_label_channel(logits, target)
     check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=False,
                             high_labels_ignored=True, loss="rmi (2-D neighbourhoods)")
     if (empty := empty_batch(logits)) is not None:

@@ -50,6 +50,7 @@ from autoloss.losses._validate import (
     check_resize,
     resize_entry,
     resize_logits,
+    squeeze_label_channel,
 )
 from autoloss.losses.binary import apply_mode, check_mode, mode_entry
 
@@ -69,6 +70,7 @@ def surrogate_loss(logits: Tensor, target: Tensor, *, program: MetricProgram,
     ``resize="bilinear"``: upsample the logits to the labels' size first. ``sync="global"``: sum
     the statistics over the processes of ``torch.distributed`` (module docstring)."""
     logits = resize_logits(logits, target, check_resize(resize))
+    target = squeeze_label_channel(logits, target)
     mode = check_logits_and_target(logits, target, ignore_index=ignore_index, allow_soft=True,
                                    volumes=True)
     world = processes(check_sync(sync))

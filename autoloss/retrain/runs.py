@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from autoloss.core.metrics import MetricAccumulator
-from autoloss.data import dataset_splits, load_dataset
+from autoloss.data import dataset_splits, load_dataset, split_hint
 from autoloss.errors import InvalidValueError, MissingFileError
 from autoloss.losses import load_loss
 from autoloss.report.compare_report import RunRecord
@@ -165,7 +165,8 @@ def load_splits(data: str, *, val_split: str | None, test_split: str) -> RunData
     splits = dataset_splits(data)
     for name, split in (("val_split", val_split), ("test_split", test_split)):
         if split is not None and split not in splits:
-            raise InvalidValueError(f"{name}={split!r} is not a split of {data!r}, which has {splits}")
+            raise InvalidValueError(f"{name}={split!r} is not a split of {data!r}, which has "
+                                    f"{splits}{split_hint(data, split)}")
     if val_split is not None and val_split == test_split:
         raise InvalidValueError(f"val_split and test_split must differ (validation must not see the "
                          f"reported split), but both are {test_split!r}")

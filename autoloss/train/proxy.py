@@ -65,7 +65,7 @@ from torch import nn
 
 from autoloss.core.metrics import METRIC_NAMES, MetricOptions, check_tol
 from autoloss.core.programs import is_user_reference
-from autoloss.data import dataset_splits, load_dataset, parse_spec
+from autoloss.data import dataset_splits, load_dataset, parse_spec, split_hint
 from autoloss.errors import InvalidTypeError, InvalidValueError, MissingFileError, did_you_mean
 from autoloss.losses.compiled import compile_losses, compile_totals
 from autoloss.losses.cross_entropy import CrossEntropyLoss
@@ -346,8 +346,8 @@ class Proxy:
         for split in ("train", config.eval_split):
             if split not in splits:
                 raise InvalidValueError(f"proxy data {self.data!r} has no {split!r} split (it has "
-                                 f"{splits}); set eval_split to a held-out split other than "
-                                 f"'test'")
+                                 f"{splits}){split_hint(self.data, split)}; or set eval_split to "
+                                 f"another held-out split (not 'test')")
         self._train = load_dataset(self.data, "train", subset=config.subset,
                                    subset_seed=config.subset_seed if config.subset else None)
         self._val = load_dataset(self.data, config.eval_split, subset=config.eval_subset)
