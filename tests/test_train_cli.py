@@ -239,3 +239,24 @@ def test_experiment_values():
 def test_train_needs_a_loss():
     with pytest.raises(ValueError, match="train needs --loss"):
         cli("train", *TINY)
+
+
+def test_train_with_test_split_null_reads_no_test_split(tmp_path, capsys):
+    """``test_split: null``: a run on data without a test split (a search's held-out folder)
+    validates and stores no test score; a comparison refuses it (it reports test scores)."""
+    import json
+
+    from autoloss.cli.app import main
+
+    config = tmp_path / "exp.yaml"
+    config.write_text("data: shapes?n=16&size=32\nwidth: 4\ndepth: 2\nsteps: 4\nbatch_size: 2\n"
+                      "eval_every: 2\ntest_split: null\n")
+    assert main(["train", "--config", str(config), "--loss", "cross_entropy", "--out",
+                 str(tmp_path / "run"), "--no-progress", "--num-threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "val (last validation; test_split: null scores no test split)" in out
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["test"] is None and record["split"] is None and record["val"]["miou"] >= 0
+    assert main(["compare", "--config", str(config), "--losses", "cross_entropy", "--out",
+                 str(tmp_path / "cmp"), "--no-progress"]) == 2
+    assert "test_split=None" in capsys.readouterr().err

@@ -89,8 +89,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
                        tensorboard_dir=args.tensorboard)
     state = "finished earlier, not retrained" if result.cached else "trained"
     print(f"{loss} seed {seed}: {state}; {out / 'metrics.json'}")
-    print(format_scores(result.metrics, extra={"train time": f"{result.train_time:.1f} s",
-                                               "split": exp.test_split}))
+    scores, split = result.metrics, exp.test_split
+    if exp.test_split is None:  # nothing scored at the end: the last validation
+        scores = result.history[-1][1] if result.history else {}
+        split = f"{exp.val_split} (last validation; test_split: null scores no test split)"
+    print(format_scores(scores, extra={"train time": f"{result.train_time:.1f} s",
+                                       "split": split}))
     return 0
 
 

@@ -256,6 +256,9 @@ def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: Trai
         raise InvalidValueError(f"seeds must be a positive int, but got {seeds=}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise InvalidValueError(f"jobs must be a positive int, but got {jobs=}")
+    if test_split is None:
+        raise InvalidValueError("a comparison reports its losses' scores on a test split, but got "
+                                "test_split=None (null is for autoloss train alone)")
     if pretrain is not None and init_from is not None:
         raise InvalidValueError("pass either pretrain (the finetune protocol: each seed starts from its "
                          "own cross-entropy model) or init_from (one checkpoint for every run), "

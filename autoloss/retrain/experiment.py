@@ -41,7 +41,7 @@ EXPERIMENT_KEYS: dict[str, str] = {
     "init_from": "warm-start checkpoint",
     "tol": "boundary tolerance in pixels (BIoU, BF1)",
     "val_split": "split scored during training (None: none)",
-    "test_split": "split scored at the end (the reported numbers)",
+    "test_split": "split scored at the end (the reported numbers; train: null scores none)",
     "protocol": "scratch (every run from its initial weights) or finetune (per seed a "
                 "cross-entropy model trained first, every loss trains on from it)",
     "pretrain": "finetune protocol: TrainConfig options of the cross-entropy pretraining (the "
@@ -81,7 +81,7 @@ class Experiment:
     init_from: str | None = None
     tol: int = 5
     val_split: str | None = "val"
-    test_split: str = "test"
+    test_split: str | None = "test"
     protocol: str = "scratch"
     pretrain: dict[str, Any] | None = None
     reference: str | None = None

@@ -156,12 +156,13 @@ class RunData:
     train: Any
     val: Any
     test: Any
-    test_split: str
+    test_split: str | None
 
 
-def load_splits(data: str, *, val_split: str | None, test_split: str) -> RunData:
+def load_splits(data: str, *, val_split: str | None, test_split: str | None) -> RunData:
     """Load the train, validation and test splits of ``data`` (validation must not be the
-    reported split)."""
+    reported split; ``test_split=None``: no split is scored at the end, e.g. a pretraining on
+    data whose test split must stay unread)."""
     splits = dataset_splits(data)
     for name, split in (("val_split", val_split), ("test_split", test_split)):
         if split is not None and split not in splits:
@@ -172,7 +173,8 @@ def load_splits(data: str, *, val_split: str | None, test_split: str) -> RunData
                          f"reported split), but both are {test_split!r}")
     run = RunData(data, load_dataset(data, "train"),
                   load_dataset(data, val_split) if val_split is not None else None,
-                  load_dataset(data, test_split), test_split)
+                  load_dataset(data, test_split) if test_split is not None else None,
+                  test_split)
     for split in (run.train, run.val, run.test):  # found now, not after training
         if split is not None and len(split) == 0:
             raise InvalidValueError(f"split {split.split!r} of {data!r} has no images; add images "
@@ -220,7 +222,8 @@ def _read_evals(log_path: Path) -> list[tuple[int, dict[str, float]]]:
 
 def _result(loss_spec: str | Path, out: Path, stored: dict[str, Any], *,
             cached: bool) -> RunResult:
-    return RunResult(str(loss_spec), int(stored["seed"]), out, _float_metrics(stored["test"]),
+    return RunResult(str(loss_spec), int(stored["seed"]), out,
+                     _float_metrics(stored["test"] or {}),
                      float(stored["train_time"]), cached=cached,
                      per_class_iou=_float_metrics(stored.get("test_per_class_iou") or {}),
                      history=_read_evals(out / "log.jsonl"))
@@ -285,12 +288,13 @@ def _run_locked(loss_spec: str | Path, loss: nn.Module, net: nn.Module,
                  tensorboard_dir=tensorboard_dir, progress=progress)
     train_time = float(read_checkpoint(checkpoint)["elapsed"])
     t0 = time.perf_counter()
-    scores = score_model(net, data.test, tol=tol, batch_size=config.eval_batch_size)
+    scores = (None if data.test is None else
+              score_model(net, data.test, tol=tol, batch_size=config.eval_batch_size))
     record = {
         "loss": str(loss_spec), "seed": config.seed, "split": data.test_split,
-        "test": json_scores(scores.metrics),
-        "test_per_class_iou": json_scores(dict(zip(scores.class_names,
-                                                     scores.per_class_iou))),
+        "test": None if scores is None else json_scores(scores.metrics),
+        "test_per_class_iou": None if scores is None else json_scores(
+            dict(zip(scores.class_names, scores.per_class_iou))),
         "val": json_scores(result.metrics), "train_time": round(train_time, 3),
         "seconds_per_step": result.seconds_per_step or None,
         "test_eval_time": round(time.perf_counter() - t0, 3), "steps": result.steps, **identity,
@@ -303,14 +307,15 @@ def _run_locked(loss_spec: str | Path, loss: nn.Module, net: nn.Module,
 def train_run(loss: str | Path, data: str, *, config: TrainConfig, out: str | Path,
               model: ModelSpec = "unet", width: int | None = None, depth: int | None = None,
               init_from: str | Path | None = None, tol: int = 5, val_split: str | None = "val",
-              test_split: str = "test", progress: bool = True,
+              test_split: str | None = "test", progress: bool = True,
               tensorboard_dir: str | Path | None = None) -> RunResult:
     """Train one model with one loss (seed ``config.seed``) into ``out``, or return the stored
     result of a finished run there; resumes from ``out/checkpoint.pt`` after an interruption.
 
     Validates on ``val_split`` every ``config.eval_every`` steps (None: no validation), scores
     the final model on ``test_split`` with every metric of ``METRIC_NAMES`` (boundary tolerance
-    ``tol``). ``model``, ``width``, ``depth``: see :func:`autoloss.train.models.model_from_name`;
+    ``tol``; ``None``: no split is scored, the result's ``metrics`` are empty). ``model``,
+    ``width``, ``depth``: see :func:`autoloss.train.models.model_from_name`;
     ``model`` may also be your own builder ``build(in_channels, num_classes) -> nn.Module``
     (the callable, ``"module:function"`` or ``"path/to/file.py:function"``,
     :mod:`autoloss.train.user_models`; width and depth do not apply). The initial weights are
