@@ -216,6 +216,15 @@ def test_loss_slug():
     assert loss_slug("my loss.yml") == "my-loss"
     assert compare_mod._slugs(["a/best.yaml", "b/best.yaml", "c"]) == ["a-best.yaml",
                                                                        "b-best.yaml", "c"]
+    # a search's own loss files are named by their search, so a run's folder does not depend
+    # on which other losses a panel holds (two panels sharing a runs folder share its runs)
+    for stem in ("identity_loss", "middle_loss", "trial_12_loss"):
+        assert (loss_slug(f"results/study-bf1-camvid/search/{stem}.yaml")
+                == f"study-bf1-camvid-{stem}")
+    one = compare_mod._slugs(["results/study-bf1-camvid/search/identity_loss.yaml"])
+    both = compare_mod._slugs(["results/study-bf1-camvid/search/identity_loss.yaml",
+                               "results/study-miou-bf1-camvid/search/identity_loss.yaml"])
+    assert one == both[:1] == ["study-bf1-camvid-identity_loss"]
 
 
 def test_compare_checks_its_arguments(tmp_path):

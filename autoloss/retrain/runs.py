@@ -80,14 +80,22 @@ class RunResult(RunRecord):
 # ---- losses and scoring ----------------------------------------------------------------------
 
 
+# the loss files a search folder holds, named alike in every search: a run of one is named
+# by its search too (``export --trial N`` writes ``trial_N_loss.yaml``)
+_SEARCH_LOSS_FILE = re.compile(r"(best|identity|middle|trial_\d+)_loss")
+
+
 def loss_slug(spec: str | Path) -> str:
-    """A folder name for a loss spec: a preset/baseline name as is, a YAML file by its stem (a
-    search's ``best_loss.yaml`` by its folder and stem: ``search-miou-camvid-best_loss``; a
-    study's ``OUT/search/best_loss.yaml`` by the study folder: ``study-miou-camvid-best_loss``)."""
+    """A folder name for a loss spec: a preset/baseline name as is, a YAML file by its stem; a
+    search's own loss files (``best_loss.yaml``, ``identity_loss.yaml``, ``middle_loss.yaml``,
+    ``trial_N_loss.yaml``) by their search and stem: ``search-miou-camvid-best_loss``, a study's
+    ``OUT/search/identity_loss.yaml``: ``study-miou-camvid-identity_loss``. The name does not
+    depend on the other losses of a panel, so panels that share a runs folder share runs."""
     text = str(spec)
     if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
         path = Path(text)
-        text = f"{search_name(path.parent)}-{path.stem}" if path.stem == "best_loss" else path.stem
+        text = (f"{search_name(path.parent)}-{path.stem}"
+                if _SEARCH_LOSS_FILE.fullmatch(path.stem) else path.stem)
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "loss"
 
 
