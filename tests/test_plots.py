@@ -372,6 +372,11 @@ def test_default_labels_name_searched_losses_by_their_study() -> None:
                                  "results/search-miou-camvid/best_loss.yaml", "losses/mine.yaml",
                                  "other/mine.yaml"]) == [
         "cross_entropy", "study-miou-camvid", "search-miou-camvid", "losses/mine", "other/mine"]
+    # a search's other loss files: by their search and kind, never two alike
+    assert plots.default_labels(["results/study-bf1-camvid/search/identity_loss.yaml",
+                                 "results/study-miou-bf1-camvid/search/identity_loss.yaml",
+                                 "results/preregistered/search-miou-camvid/middle_loss.yaml"]) == [
+        "study-bf1-camvid identity", "study-miou-bf1-camvid identity", "search-miou-camvid middle"]
 
 
 # ---- Pareto front and per-trial values (autoloss.report.search_plots) ---------------------------------

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-__all__ = ["search_name"]
+__all__ = ["is_search_loss_file", "search_name"]
+
+# the loss files a search folder holds, named alike in every search (``export --trial N``
+# writes ``trial_N_loss.yaml``): a file of these is named by its search
+_SEARCH_LOSS_FILE = re.compile(r"(best|identity|middle|trial_\d+)_loss")
+
+
+def is_search_loss_file(path: Path) -> bool:
+    """Whether ``path`` is one of a search folder's own loss files (``best_loss.yaml``,
+    ``identity_loss.yaml``, ``middle_loss.yaml``, ``trial_N_loss.yaml``), named alike in every
+    search and so known by the search that wrote it."""
+    return Path(path).suffix in (".yaml", ".yml") and bool(
+        _SEARCH_LOSS_FILE.fullmatch(Path(path).stem))
 
 
 def search_name(folder: Path) -> str:

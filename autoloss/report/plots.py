@@ -32,7 +32,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from autoloss.errors import InvalidValueError, MissingFileError
-from autoloss.report.names import search_name
+from autoloss.report.names import is_search_loss_file, search_name
 from autoloss.utils.atomic import write_atomic
 from autoloss.utils.trial_attrs import discarded
 
@@ -161,12 +161,14 @@ def plot_curves(losses: Sequence[str | Path | nn.Module], *, labels: Sequence[st
 
 def _file_label(path: Path) -> str:
     """A searched ``best_loss.yaml`` by its search or study folder (``study-miou-camvid`` for
-    ``results/study-miou-camvid/search/best_loss.yaml``), any other YAML by its stem."""
+    ``results/study-miou-camvid/search/best_loss.yaml``), a search's other loss files by the
+    folder and their kind (``study-bf1-camvid identity``), any other YAML by its stem."""
     if path.suffix not in (".yaml", ".yml"):
         return str(path)
-    if path.stem != "best_loss":
+    if not is_search_loss_file(path) or not search_name(path.parent):
         return path.stem
-    return search_name(path.parent) or path.stem
+    kind = path.stem.removesuffix("_loss")
+    return search_name(path.parent) + ("" if kind == "best" else f" {kind}")
 
 
 def default_labels(losses: Sequence[str | Path | nn.Module]) -> list[str]:

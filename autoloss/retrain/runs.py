@@ -38,7 +38,7 @@ from autoloss.data import dataset_splits, load_dataset, split_hint
 from autoloss.errors import InvalidValueError, MissingFileError
 from autoloss.losses import load_loss
 from autoloss.report.compare_report import RunRecord
-from autoloss.report.names import search_name
+from autoloss.report.names import is_search_loss_file, search_name
 from autoloss.train.callbacks import json_scores
 from autoloss.train.checkpoint import load_checkpoint, read_checkpoint
 from autoloss.train.models import predict
@@ -80,11 +80,6 @@ class RunResult(RunRecord):
 # ---- losses and scoring ----------------------------------------------------------------------
 
 
-# the loss files a search folder holds, named alike in every search: a run of one is named
-# by its search too (``export --trial N`` writes ``trial_N_loss.yaml``)
-_SEARCH_LOSS_FILE = re.compile(r"(best|identity|middle|trial_\d+)_loss")
-
-
 def loss_slug(spec: str | Path) -> str:
     """A folder name for a loss spec: a preset/baseline name as is, a YAML file by its stem; a
     search's own loss files (``best_loss.yaml``, ``identity_loss.yaml``, ``middle_loss.yaml``,
@@ -94,8 +89,8 @@ def loss_slug(spec: str | Path) -> str:
     text = str(spec)
     if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
         path = Path(text)
-        text = (f"{search_name(path.parent)}-{path.stem}"
-                if _SEARCH_LOSS_FILE.fullmatch(path.stem) else path.stem)
+        text = (f"{search_name(path.parent)}-{path.stem}" if is_search_loss_file(path)
+                else path.stem)
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "loss"
 
 
