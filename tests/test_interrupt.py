@@ -42,8 +42,14 @@ def test_a_signal_interrupts_every_command_alike(command, signum, monkeypatch, c
 
     monkeypatch.setattr(importlib.import_module(module), name, interrupted)
     monkeypatch.chdir(tmp_path)
-    before = signal.getsignal(signal.SIGTERM)
-    assert cli.main(argv) == cli.EXIT_INTERRUPTED == 130
+    # a shell's background job (``cmd &``) starts with SIGINT ignored and Python keeps it so:
+    # give the test Python's own Ctrl-C handler, as an interactive run has, and restore it
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = signal.getsignal(signal.SIGTERM)
+        assert cli.main(argv) == cli.EXIT_INTERRUPTED == 130
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith(f"autoloss {command}: interrupted; run the same command to resume")
