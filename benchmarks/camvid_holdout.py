@@ -21,9 +21,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-
-CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
-           "Pedestrian", "Bicyclist"]
+from camvid_splits import CLASSES, class_mix  # this folder (scripts run as files)
 
 
 def holdout_indices(names: np.ndarray, fraction: float) -> np.ndarray:
@@ -38,12 +36,6 @@ def holdout_indices(names: np.ndarray, fraction: float) -> np.ndarray:
         idx = idx[np.argsort(names[idx], kind="stable")]
         held += list(idx[len(idx) - math.ceil(fraction * len(idx)):])
     return np.array(sorted(held), dtype=int)
-
-
-def class_mix(labels: np.ndarray) -> np.ndarray:
-    """Per-class percentage of the labelled (non-void) pixels, ``[11]``."""
-    counts = np.bincount(labels.ravel(), minlength=12)[:11].astype(float)
-    return 100 * counts / counts.sum()
 
 
 def main() -> None:
