@@ -17,7 +17,7 @@ from autoloss.search.run import load_experiment
 from autoloss.study import run_study
 from autoloss.utils.trust import ENV_ALL, ENV_FILES, UntrustedCodeError, is_trusted
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "loss_files.md"
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +29,7 @@ def no_trust(monkeypatch):
 @pytest.fixture()
 def evil(tmp_path: Path) -> Path:
     """A valid user metric file that leaves a marker when it runs."""
-    block = re.search(r"<!-- user-metric-example -->\n```python\n(.*?)```", README.read_text(),
+    block = re.search(r"<!-- user-metric-example -->\n```python\n(.*?)```", DOC.read_text(),
                       re.S).group(1)
     path = tmp_path / "evil.py"
     path.write_text(f"from pathlib import Path\nPath({str(tmp_path / 'RAN')!r}).touch()\n"

@@ -1,4 +1,4 @@
-"""The README's user-defined metric example: exact metric and surrogate from one program."""
+"""The user-defined metric example of docs/loss_files.md: exact metric and surrogate from one program."""
 
 from __future__ import annotations
 
@@ -14,18 +14,18 @@ from autoloss import evaluate, load_loss, trust_code
 from autoloss.losses.check import check_loss
 from autoloss.utils.trust import ENV_FILES
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "loss_files.md"
 
 
 @pytest.fixture()
 def user_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    text = README.read_text()
+    text = DOC.read_text()
     block = re.search(r"<!-- user-metric-example -->\n```python\n(.*?)```", text, re.S)
-    assert block, "README lost its user-metric example"
+    assert block, "docs/loss_files.md lost its user-metric example"
     path = tmp_path / "my_metrics.py"
     path.write_text(block.group(1))
     monkeypatch.setenv(ENV_FILES, os.environ.get(ENV_FILES, ""))  # restored afterwards
-    trust_code(path)  # the README's opt-in (autoloss runs no user file unless told to)
+    trust_code(path)  # the docs' opt-in (autoloss runs no user file unless told to)
     return path
 
 
