@@ -88,6 +88,7 @@ class PipelineLoss(nn.Module):
     ``[N,H,W]`` or ``[N,1,H,W]`` (or volumes ``[N,C,d,h,w]`` and ``[N,(1,)D,H,W]``) -> scalar.
 
     Example:
+        >>> import torch
         >>> loss = PipelineLoss("asl-voc-miou", ignore_index=255)
         >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)   # 1/4 of the labels' size
         >>> loss(logits, torch.randint(0, 3, (2, 1, 32, 32))).backward()
