@@ -71,7 +71,9 @@ def eval_with_grad(curve, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------
-# golden parity (asl_bezier_curves.npz, golden README 5.1)
+# golden parity: asl_bezier_curves.npz holds h(x) and dh/dx at 501 points of [0, 1] for the published
+# Auto Seg-Loss curves, from the reference code (fundamentalvision/Auto-Seg-Loss,
+# mmseg/models/losses/auto_seg_loss.py: piecewise quadratic Bezier through (0,0) and (1,1))
 
 
 def test_golden_curves_match_reference(golden: dict[str, np.ndarray]) -> None:

@@ -33,7 +33,8 @@ def test_one_file_per_builtin_metric():
     assert {p.stem for p in SPACE_FILES} == set(BUILTIN_PROGRAMS)
 
 
-# The paper's published settings (golden README 5.2): the shipped files must keep them.
+# The paper's published settings (fundamentalvision/Auto-Seg-Loss, ASL_configs/retrain/*_bezier_10k.py:
+# BIoU drop_bg=True, tol 5; BF1 drop_bg=False, tol 5): the shipped files must keep them.
 PAPER_OPTIONS = {"biou": {"classes": "present", "tol": 5, "drop_bg": True},
                  "bf1": {"classes": "present", "tol": 5, "drop_bg": False}}
 PAPER_REFERENCES = {"miou": "asl-voc-miou", "fwiou": "asl-voc-fwiou", "mdice": "asl-voc-miou",

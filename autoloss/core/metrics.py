@@ -1,7 +1,10 @@
 """Exact segmentation metrics: the metric programs run with the exact operators, streamed.
 
 Every value is a fraction in [0, 1]. Conventions (shared with the Auto Seg-Loss evaluation code,
-``shared/golden`` README 5.3):
+https://github.com/fundamentalvision/Auto-Seg-Loss, ``mmseg/core/evaluation/metrics_fast.py`` and
+the aggregation in ``mmseg/datasets/custom.py``; its boundary band is the ground truth's class
+edges, pixels with another or an ignored label in their in-image 3x3 neighbourhood, dilated by a
+``(2 tol + 1)`` square max filter):
 
 - pixels whose ground truth is ``ignore_index`` are excluded (labels outside ``[0, C)`` that are
   not the ignore index are an error);

@@ -13,7 +13,8 @@ softmax probabilities for :class:`~autoloss.core.operators.RelaxedOps`), ``G`` t
 ``[N,C,H,W]`` (all zero on ignored pixels) and ``valid`` the ``[N,1,H,W]`` mask of pixels whose
 label is not the ignore index.
 
-Conventions (the exact metrics, Auto Seg-Loss evaluation code, see ``shared/golden`` README 5.3):
+Conventions (the exact metrics follow the Auto Seg-Loss evaluation code,
+https://github.com/fundamentalvision/Auto-Seg-Loss, ``mmseg/core/evaluation/metrics_fast.py``):
 
 - a class absent from both ground truth and prediction has no value and is left out of means;
 - FWIoU is the textbook ``sum_c freq_c * IoU_c``;
@@ -22,7 +23,8 @@ Conventions (the exact metrics, Auto Seg-Loss evaluation code, see ``shared/gold
   (class 0 left out with ``drop_bg``). As in the reference, BF1 uses every pixel: predicted edges
   inside ignored regions count, and ground-truth edges include borders with ignored regions.
 
-Users define their own metric by building a ``MetricProgram`` in their own module (see the README).
+Users define their own metric by building a ``MetricProgram`` in their own module (see
+``docs/loss_files.md``, "Your own metric").
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ are removed from ``p`` and ``q`` (an ignored class index then takes part only th
 processes of ``torch.distributed``, so under DDP every rank computes the full batch's loss
 (:mod:`autoloss.losses._global` states the gradient scaling).
 
-Parity: float64 results equal the reference ``JDTLoss`` to ~1e-16 (tests use the golden files).
+Parity: float64 results equal the reference ``JDTLoss`` (https://github.com/zifuwanggg/JDTLosses,
+``losses/jdt_loss.py``) to ~1e-16 on its stored outputs (tests/test_loss_jdt.py).
 """
 
 from __future__ import annotations
