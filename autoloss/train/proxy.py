@@ -29,12 +29,12 @@ Variants: ``finetune="last"`` freezes the trunk, caches its features once per pr
 only the last UNet block and the classifier (cheaper, nearly noiseless, but it ranked losses
 poorly); ``warm_start=False`` trains every trial from a seeded initialisation (ranks losses by
 boundary F1 much better than a short warm start, too noisy for mIoU). The defaults mirror the
-retraining protocol (``experiments/retrain_camvid.yaml``): a cross-entropy warm start trained
-to convergence (2000 steps at lr 0.05), then 60 steps at lr 0.03 with the candidate loss.
+retraining protocol (``experiments/retrain_camvid.yaml``): a cross-entropy warm start of 2000
+steps at lr 0.05 (not fully converged), then 60 steps at lr 0.03 with the candidate loss.
 ``results/proxy_fidelity.md`` gives the measurements behind them: over the 10-loss CamVid
-panel it ranks losses like full retraining with Spearman 0.77 (mIoU) and 0.92 (BF1), against
-0.62 and 0.52 for the earlier 300-step warm start; ~23 CPU-s per trial, and the warm start
-~10 CPU-min once per dataset and model.
+panel, against the retraining's validation scores, it ranks losses with Spearman 0.41 (mIoU) and
+0.53 (BF1), the best mean of the variants tried but short of the 0.8 goal; ~23 CPU-s per
+trial, and the warm start ~10 CPU-min once per dataset and model.
 
 The same seed gives the same scores (CPU), so the search can compare losses with common random
 numbers. Every option runs unchanged on a GPU (``device``).
