@@ -46,8 +46,8 @@ from autoloss.errors import InvalidValueError, SearchError
 from autoloss.report.compare_report import format_paired, format_table, metric_names
 from autoloss.retrain.compare import compare_losses
 from autoloss.retrain.experiment import experiment_from_dict
-from autoloss.search.config import check_user_code
-from autoloss.search.run import SearchConfig, parse_target, resolve_config, run_search
+from autoloss.search.config import SearchConfig, check_user_code, parse_target, resolve_config
+from autoloss.search.run import run_search
 from autoloss.utils.atomic import write_text_atomic
 from autoloss.utils.stats import paired_difference
 from autoloss.utils.trust import require_trusted_reference

@@ -60,7 +60,8 @@ def run_one(arm: str, seed: int, trials: int, work: Path, data: str) -> dict[str
     """One search (resumed if its study exists); returns where its study is."""
     import torch
 
-    from autoloss.search.run import SearchConfig, run_search
+    from autoloss.search.config import SearchConfig
+    from autoloss.search.run import run_search
 
     torch.set_num_threads(1)
     out = work / f"{arm.replace('+', '_')}-seed{seed}"

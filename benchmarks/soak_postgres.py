@@ -59,7 +59,7 @@ def _budget_reached(storage: str, trials: int) -> bool:
     import optuna
 
     from autoloss.search.budget import finished
-    from autoloss.search.run import make_storage
+    from autoloss.search.storage import make_storage
 
     try:
         study = optuna.load_study(study_name="soak", storage=make_storage(storage))
@@ -82,7 +82,7 @@ def soak(storage: str, *, trials: int, processes: int, kill_every: float, timeou
     import optuna
 
     from autoloss.search.budget import DISCARDED
-    from autoloss.search.run import make_storage
+    from autoloss.search.storage import make_storage
 
     rng = random.Random(seed)
     folder = Path(tempfile.mkdtemp(prefix="autoloss-soak-"))

@@ -15,8 +15,10 @@ from fake_proxy import fast_tmp_dir
 
 from autoloss.losses import SurrogateLoss, load_loss
 from autoloss.losses.check import check_loss
+from autoloss.search.config import SearchConfig
 from autoloss.search.export import best_trial, export_trial, summarize
-from autoloss.search.run import SearchConfig, make_storage, run_search
+from autoloss.search.run import run_search
+from autoloss.search.storage import make_storage
 
 REPO = Path(__file__).resolve().parents[1]
 

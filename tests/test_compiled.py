@@ -189,7 +189,7 @@ def test_a_failed_compilation_falls_back_with_one_warning(monkeypatch) -> None:
         raise RuntimeError("no compiler here")
 
     monkeypatch.setattr(compiled_module, "_compile", broken)
-    monkeypatch.setattr(compiled_module, "_REGISTRY", compiled_module._Registry())
+    monkeypatch.setattr(compiled_module, "_GRAPHS", compiled_module._GraphCache())
     logits = torch.randn(1, 3, 6, 6, dtype=torch.float64)
     labels = torch.randint(0, 3, (1, 6, 6))
     with pytest.warns(CompileFallbackWarning, match="no compiler here"):
@@ -209,7 +209,7 @@ def test_options_environment_and_auto(monkeypatch) -> None:
         SurrogateLoss("miou", compile="yes")
     assert "compile" not in SurrogateLoss("miou", compile=True).to_dict()
     assert load_loss("asl-voc-miou", compile=False).compile_option is False
-    monkeypatch.setattr(compiled_module, "_REGISTRY", compiled_module._Registry())
+    monkeypatch.setattr(compiled_module, "_GRAPHS", compiled_module._GraphCache())
     monkeypatch.setattr(compiled_module, "_compile", lambda key: (lambda *a: None))
     logits = torch.randn(1, 3, 6, 6, dtype=torch.float64)
     labels = torch.randint(0, 3, (1, 6, 6))
@@ -242,7 +242,8 @@ def test_options_environment_and_auto(monkeypatch) -> None:
 def test_a_search_compiles_once_per_worker(tmp_path: Path) -> None:
     """Two spawned workers, real proxy on the embedded shapes data: every surrogate run of a
     worker (references and trials, other curves each) uses the one graph that worker compiled."""
-    from autoloss.search.run import SearchConfig, run_search
+    from autoloss.search.config import SearchConfig
+    from autoloss.search.run import run_search
 
     proxy = {"width": 4, "depth": 2, "steps": 3, "batch_size": 2, "eval_every": 3,
              "warm_start_steps": 2, "metrics": ["miou"], "num_threads": 1, "device": "cpu",
@@ -272,7 +273,7 @@ def test_a_graph_another_process_compiles_runs_eagerly_meanwhile(tmp_path, monke
     import fcntl
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(compiled_module, "_REGISTRY", compiled_module._Registry())
+    monkeypatch.setattr(compiled_module, "_GRAPHS", compiled_module._GraphCache())
     logits = torch.randn(1, 3, 6, 6, dtype=torch.float64, requires_grad=True)
     labels = torch.randint(0, 3, (1, 6, 6))
     loss = SurrogateLoss("miou", compile=True)

@@ -23,7 +23,8 @@ from autoloss.errors import (
     StorageError,
     did_you_mean,
 )
-from autoloss.search.run import SearchConfig, run_search
+from autoloss.search.config import SearchConfig
+from autoloss.search.run import run_search
 from autoloss.train.checkpoint import read_checkpoint
 
 PACKAGE = Path(autoloss.__file__).parent
@@ -157,7 +158,7 @@ def test_a_storage_that_cannot_be_written_is_one_clear_error(tmp_path, monkeypat
         except sqlite3.OperationalError as err:
             raise optuna.exceptions.StorageInternalError("An exception is raised during the "
                                                          "commit.") from err
-    monkeypatch.setattr(search, "_setup_study", full_disk)
+    monkeypatch.setattr(search, "setup_study", full_disk)
     cfg = SearchConfig(metric="miou", data="shapes", trials=2, sampler="random", plots=False,
                        rescore_top=0, out=tmp_path / "run", cache=tmp_path / "cache",
                        proxy_factory="fake_proxy:FakeProxy")

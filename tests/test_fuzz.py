@@ -139,8 +139,8 @@ def test_search_arguments_are_accepted_or_one_line(flags, proxy, tmp_path_factor
         raise _Reached
 
     err = io.StringIO()
-    original = search_run._load_or_create
-    search_run._load_or_create = reached
+    original = search_run.load_or_create
+    search_run.load_or_create = reached
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             code = cli.main(argv)
@@ -149,7 +149,7 @@ def test_search_arguments_are_accepted_or_one_line(flags, proxy, tmp_path_factor
     except _Reached:
         return
     finally:
-        search_run._load_or_create = original
+        search_run.load_or_create = original
     text = err.getvalue().strip()
     assert code == 2, (argv, code, text)
     assert "Traceback" not in text and len(text.splitlines()) == 1 or "usage:" in text, (argv, text)

@@ -7,8 +7,10 @@ import pytest
 from fake_proxy import fast_tmp_dir
 
 from autoloss.losses import load_loss, read_spec
-from autoloss.search.config import make_space, resolve_config
-from autoloss.search.run import SearchConfig, make_sampler, make_storage, run_search
+from autoloss.search.config import SearchConfig
+from autoloss.search.plan import plan_search
+from autoloss.search.run import run_search
+from autoloss.search.storage import make_storage
 
 FACTORY = "fake_proxy:FakeProxy"
 
@@ -39,10 +41,10 @@ def test_the_loss_files_curves_are_the_first_trial(folder):
 
 
 def test_ppo_policy_is_centred_on_the_loss_file(folder):
-    cfg = resolve_config(SearchConfig(out=folder / "c", sampler="ppo", init_from="asl-voc-miou",
-                                      proxy_factory=FACTORY))
-    space = make_space(cfg)
-    sampler = make_sampler(cfg, space)
+    plan = plan_search(SearchConfig(out=folder / "c", sampler="ppo", init_from="asl-voc-miou",
+                                    proxy_factory=FACTORY))
+    space = plan.space
+    sampler = plan.make_sampler()
     assert sampler._initial == pytest.approx(space.params_of_loss(read_spec("asl-voc-miou")))
     assert sampler._initial != pytest.approx(space.initial_params())
 
@@ -55,7 +57,7 @@ def test_a_loss_of_another_metric_is_a_clear_error(folder):
 
 
 def test_cross_entropy_weight_of_a_combination_is_taken():
-    space = make_space(resolve_config(SearchConfig(proxy_factory=FACTORY)))
+    space = plan_search(SearchConfig(proxy_factory=FACTORY)).space
     spec = {"combine": [{**read_spec("asl-voc-miou"), "weight": 1.0},
                         {"name": "cross_entropy", "weight": 0.3}]}
     import dataclasses

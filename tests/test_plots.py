@@ -19,7 +19,7 @@ from PIL import Image
 
 from autoloss.cli import plot as plot_cli
 from autoloss.losses import load_loss, save_loss
-from autoloss.report import overlay_plots, plots
+from autoloss.report import overlay_plots, plots, search_plots
 from autoloss.search import run_plots
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -129,7 +129,7 @@ def _study(n_complete: int = 12) -> optuna.Study:
 
 def test_history(tmp_path: Path) -> None:
     study = _study()
-    path = plots.plot_history(study, out=tmp_path / "history")
+    path = search_plots.plot_history(study, out=tmp_path / "history")
     assert path == tmp_path / "history.png" and (tmp_path / "history.svg").is_file()
     _check_png(path)
     text = _svg_text(tmp_path / "history.svg")
@@ -143,24 +143,24 @@ def test_history(tmp_path: Path) -> None:
     assert "cross-entropy baseline (0.42)" in text  # from the study user attr
     assert "identity" in text and "paper:asl-voc-miou" in text
     assert "miou (higher is better)" in text and "best so far" in text
-    explicit = plots.plot_history(study, out=tmp_path / "h2", baseline=0.5, formats="svg")
+    explicit = search_plots.plot_history(study, out=tmp_path / "h2", baseline=0.5, formats="svg")
     assert "cross-entropy baseline (0.5)" in _svg_text(explicit)
 
 
 def test_history_of_an_empty_study(tmp_path: Path) -> None:
     study = optuna.create_study(study_name="empty")
-    path = plots.plot_history(study, out=tmp_path / "empty", formats="svg")
+    path = search_plots.plot_history(study, out=tmp_path / "empty", formats="svg")
     assert "no trials yet" in _svg_text(path)
 
 
 def test_importance_ranks_the_parameter_that_matters(tmp_path: Path) -> None:
     study = _study(n_complete=30)
-    path = plots.plot_importance(study, out=tmp_path / "imp")
+    path = search_plots.plot_importance(study, out=tmp_path / "imp")
     assert path == tmp_path / "imp.png"
     _check_png(path, min_size=(300, 100))
     text = _svg_text(tmp_path / "imp.svg")
     assert all(name in text for name in DISTS)
-    scores, _ = plots._importances(study)
+    scores, _ = search_plots._importances(study)
     assert max(scores, key=scores.get) == "inter.0"
 
 
@@ -171,8 +171,8 @@ def test_importance_needs_two_complete_trials(tmp_path: Path,
                                  distributions={"inter.0": FloatDistribution(0.0, 1.0)}))
     study.add_trial(create_trial(state=TrialState.FAIL, params={"inter.0": 0.4},
                                  distributions={"inter.0": FloatDistribution(0.0, 1.0)}))
-    with caplog.at_level(logging.WARNING, logger="autoloss.report.plots"):
-        assert plots.plot_importance(study, out=tmp_path / "imp") is None
+    with caplog.at_level(logging.WARNING, logger="autoloss.report.search_plots"):
+        assert search_plots.plot_importance(study, out=tmp_path / "imp") is None
     assert "at least 2 complete trials" in caplog.text
     assert not list(tmp_path.iterdir())
 
@@ -382,7 +382,6 @@ def test_default_labels_name_searched_losses_by_their_study() -> None:
 # ---- Pareto front and per-trial values (autoloss.report.search_plots) ---------------------------------
 
 def test_pareto_front_is_the_non_dominated_trials(tmp_path: Path) -> None:
-    from autoloss.report import search_plots
     study = optuna.create_study(directions=["maximize", "maximize"], study_name="mo")
     study.set_metric_names(["miou", "bf1"])
     study.set_user_attr("baseline_ce", [0.5, 0.3])
@@ -405,7 +404,6 @@ def test_pareto_front_is_the_non_dominated_trials(tmp_path: Path) -> None:
 
 
 def test_intermediate_values_mark_where_pruned_trials_stopped(tmp_path: Path) -> None:
-    from autoloss.report import search_plots
     study = _study()
     for values in ({10: 0.3, 20: 0.35, 30: 0.4}, {10: 0.32, 20: 0.36, 30: 0.41}):
         study.add_trial(create_trial(params={"inter.0": 0.1, "inter.1": 0.2, "union.0": 0.3},

@@ -161,7 +161,7 @@ def test_non_float_parameters_fall_back_to_random():
 def test_ppo_warns_when_the_budget_is_less_than_one_generation():
     import warnings
 
-    from autoloss.search.run import SearchConfig, resolve_config
+    from autoloss.search.config import SearchConfig, resolve_config
 
     with pytest.warns(UserWarning, match=r"trials=12 is less than one generation "
                                          r"\(generation_size=32\)"):

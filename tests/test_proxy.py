@@ -276,7 +276,8 @@ def test_two_searches_share_one_warm_start(tmp_path: Path, monkeypatch) -> None:
     """End to end with the real proxy: a second search on the same data and model, in another
     output folder and for another metric, reuses the first one's warm start from the shared
     cache (autoloss.utils.cache) instead of training it again."""
-    from autoloss.search.run import SearchConfig, run_search
+    from autoloss.search.config import SearchConfig
+    from autoloss.search.run import run_search
     from autoloss.utils.cache import list_cache
 
     monkeypatch.setenv("AUTOLOSS_CACHE", str(tmp_path / "shared"))
@@ -361,7 +362,8 @@ def test_search_says_what_it_does_before_the_first_trial(tmp_path: Path, monkeyp
                                                          capsys) -> None:
     """Progress is visible from the first second: the warm start and the baseline announce
     themselves (a newcomer's first search would otherwise sit silent for minutes)."""
-    from autoloss.search.run import SearchConfig, run_search
+    from autoloss.search.config import SearchConfig
+    from autoloss.search.run import run_search
 
     monkeypatch.setenv("AUTOLOSS_CACHE", str(tmp_path / "shared"))
     proxy = {k: v for k, v in TINY.items() if k != "data"}

@@ -11,6 +11,7 @@ from fake_proxy import FakeProxy, curve_value, fast_tmp_dir
 
 from autoloss.cli import search as search_cli
 from autoloss.losses import SurrogateLoss, load_loss
+from autoloss.search.config import SearchConfig
 from autoloss.search.rescore import (
     gain_line,
     identity_gain_line,
@@ -20,7 +21,8 @@ from autoloss.search.rescore import (
     rescored_gain,
     searched_gain,
 )
-from autoloss.search.run import SearchConfig, make_storage, open_study, run_search
+from autoloss.search.run import run_search
+from autoloss.search.storage import make_storage, open_study
 from autoloss.utils.stats import paired_difference
 
 FACTORY = "fake_proxy:FakeProxy"

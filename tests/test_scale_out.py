@@ -35,7 +35,9 @@ from postgres_server import fresh_database, postgres_url
 
 from autoloss.errors import StorageError
 from autoloss.search.budget import DISCARDED, OWNER, over_budget
-from autoloss.search.run import SearchConfig, make_storage, run_search
+from autoloss.search.config import SearchConfig
+from autoloss.search.run import run_search
+from autoloss.search.storage import make_storage
 
 TESTS = Path(__file__).resolve().parent
 EXPERIMENT = """\
@@ -352,7 +354,7 @@ def test_a_trial_about_to_be_discarded_is_not_waited_for_nor_shown_running(folde
     stalls), and the summary does not call it running."""
     from autoloss.search.budget import doomed
     from autoloss.search.export import summarize
-    from autoloss.search.run import _wait_for_running
+    from autoloss.search.workers import _wait_for_running
 
     study = optuna.create_study(direction="maximize")
     for value in (0.1, 0.2):
@@ -360,9 +362,8 @@ def test_a_trial_about_to_be_discarded_is_not_waited_for_nor_shown_running(folde
     late = study.ask()  # a stalled process's trial, not yet discarded
     assert doomed(study, 2) == {late.number}
     assert doomed(study, 3) == frozenset()  # within a budget of 3 it runs
-    cfg = SearchConfig(metric="miou", data="shapes", trials=2, out=folder / "run")
     started = time.monotonic()
-    _wait_for_running(study, cfg, progress=False)
+    _wait_for_running(study, 2, progress=False)
     assert time.monotonic() - started < 5
     text = summarize(study, discarding=doomed(study, 2))
     assert "- trials: 2 complete, 0 pruned, 0 failed (1 more discarded" in text

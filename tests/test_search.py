@@ -16,16 +16,11 @@ from fake_proxy import FakeProxy, fast_tmp_dir
 from optuna.trial import TrialState
 
 from autoloss.errors import InvalidValueError
-from autoloss.search.run import (
-    SAMPLERS,
-    SearchConfig,
-    load_experiment,
-    make_storage,
-    open_study,
-    parse_target,
-    resolve_config,
-    run_search,
-)
+from autoloss.search.config import SearchConfig, load_experiment, parse_target, resolve_config
+from autoloss.search.plan import plan_search
+from autoloss.search.run import run_search
+from autoloss.search.samplers import SAMPLERS
+from autoloss.search.storage import make_storage, open_study
 
 FACTORY = "fake_proxy:FakeProxy"
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +39,10 @@ def config(out: Path, **kw) -> SearchConfig:
     kw.setdefault("rescore_top", 0)  # re-scoring runs more proxies; tests/test_rescore.py
     kw.setdefault("cache", out / "cache")  # the fake proxy logs its runs there
     return SearchConfig(out=out, proxy_factory=FACTORY, **kw)
+
+
+def _proxy_options(cfg: SearchConfig) -> dict:
+    return plan_search(cfg).proxy_options
 
 
 def load(result) -> optuna.Study:
@@ -212,10 +211,8 @@ def test_pruner_prunes_bad_trials_and_can_be_off(out):
 def test_pruner_stops_only_the_bottom_quarter(out):
     """With 8 completed trials scoring 0..7 at the first evaluation, a trial at 1.0 (bottom
     quarter) is pruned there and one at 2.5 is not; the last evaluation never prunes."""
-    from autoloss.search.run import make_pruner
-
     study = optuna.create_study(direction="maximize",
-                                pruner=make_pruner(config(out), eval_steps=[20, 40]))
+                                pruner=plan_search(config(out)).make_pruner([20, 40]))
     for value in range(8):
         trial = study.ask()
         trial.report(float(value), 20)
@@ -289,23 +286,25 @@ def test_study_of_an_older_autoloss_resumes_with_a_warning(out):
 def test_identity_holds_every_proxy_setting_but_execution_ones(out):
     """A resumed study is checked against the proxy's resolved settings (defaults included), so
     a change of autoloss's proxy defaults is caught; threads and device may change."""
-    from autoloss.search.run import _identity, make_space, resolved_proxy_config
+    from autoloss.search.setup import identity, resolved_proxy_config
     from autoloss.train.proxy import ProxyConfig
 
-    cfg = resolve_config(SearchConfig(out=out, proxy={"steps": 7, "num_threads": 1}))
-    space = make_space(cfg)
+    def plan(**options):
+        return plan_search(SearchConfig(out=out, proxy=options))
 
-    def proxy(**options):
-        return SimpleNamespace(config=ProxyConfig.from_dict({"data": "shapes", **options}))
-
-    ident = _identity(cfg, space, proxy(steps=7, num_threads=1))
+    proxy = SimpleNamespace()  # autoloss's proxy: its settings are the plan's
+    ident = identity(plan(steps=7, num_threads=1), proxy)
     assert ident["proxy"]["steps"] == 7 and ident["proxy"]["lr"] == ProxyConfig().lr
     assert "num_threads" not in ident["proxy"] and "device" not in ident["proxy"]
-    assert _identity(cfg, space, proxy(steps=7, num_threads=2)) == ident
-    assert _identity(cfg, space, proxy(steps=7, lr=0.5)) != ident
-    assert resolved_proxy_config(cfg, proxy(steps=7, num_threads=1))["num_threads"] == 1
-    # a proxy without a config (a user's proxy_factory): the overrides stand for it
-    assert resolved_proxy_config(cfg, SimpleNamespace()) == {"steps": 7, "num_threads": 1}
+    assert identity(plan(steps=7, num_threads=2), proxy) == ident
+    assert identity(plan(steps=7, lr=0.5), proxy) != ident
+    assert resolved_proxy_config(plan(steps=7, num_threads=1), proxy)["num_threads"] == 1
+    # a user's proxy_factory: its own config when it has one, else the overrides stand for it
+    own = plan_search(SearchConfig(out=out, proxy={"steps": 7, "num_threads": 1},
+                                   proxy_factory=FACTORY))
+    assert resolved_proxy_config(own, proxy) == {"steps": 7, "num_threads": 1}
+    config = SimpleNamespace(config=ProxyConfig.from_dict({"data": "shapes", "steps": 9}))
+    assert resolved_proxy_config(own, config)["steps"] == 9
 
 
 def test_default_study_and_folder_names_come_from_the_dataset_name():
@@ -346,15 +345,15 @@ def test_failed_plots_are_a_warning_not_a_lost_search(out, monkeypatch):
 
 
 def test_prior_startup_draws_tpe_startup_trials_around_the_initial_point(out):
-    from autoloss.search.run import make_space, prior_points, tpe_startup_trials
+    from autoloss.search.samplers import prior_points, tpe_startup_trials
 
     cfg = config(out, trials=12, sampler="tpe", startup="prior", pruner=False)
     result = run_search(cfg, progress=False)
     trials = load(result).trials
     prior = [t for t in trials if t.user_attrs.get("startup") == "prior"]
     references = [t for t in trials if "reference" in t.user_attrs]
-    assert len(prior) + len(references) == tpe_startup_trials(resolve_config(cfg))
-    space = make_space(resolve_config(cfg))
+    assert len(prior) + len(references) == tpe_startup_trials(cfg.trials)
+    space = plan_search(cfg).space
     center, bounds = space.initial_params(), space.bounds()
     for t in prior:
         assert all(bounds[k][0] <= v <= bounds[k][1] for k, v in t.params.items())
@@ -533,16 +532,15 @@ def test_biou_proxy_scores_biou_as_its_surrogate_defines_it(out):
 
     from autoloss.core.metrics import evaluate as evaluate_labels
     from autoloss.data import load_dataset
-    from autoloss.search.config import _proxy_config
     from autoloss.train.trainer import evaluate
 
-    assert _proxy_config(resolve_config(SearchConfig(metric="biou")))["drop_bg"] is True
-    assert "drop_bg" not in _proxy_config(resolve_config(SearchConfig(metric="miou")))
-    assert _proxy_config(resolve_config(SearchConfig(metric="miou+0.5*biou")))["drop_bg"]
+    assert _proxy_options(SearchConfig(metric="biou"))["drop_bg"] is True
+    assert "drop_bg" not in _proxy_options(SearchConfig(metric="miou"))
+    assert _proxy_options(SearchConfig(metric="miou+0.5*biou"))["drop_bg"]
     with pytest.raises(InvalidValueError, match="proxy drop_bg=False disagrees with the search "
                        "space's drop_bg=True"):  # the reward would score another BIoU
-        _proxy_config(resolve_config(SearchConfig(metric="biou", proxy={"drop_bg": False})))
-    assert _proxy_config(resolve_config(SearchConfig(metric="biou", proxy={"drop_bg": True})))[
+        _proxy_options(SearchConfig(metric="biou", proxy={"drop_bg": False}))
+    assert _proxy_options(SearchConfig(metric="biou", proxy={"drop_bg": True}))[
         "drop_bg"]  # agreeing with the space is allowed
     data = load_dataset("shapes?n=8&size=32", split="val")
 
@@ -570,35 +568,77 @@ def test_the_proxy_scores_with_the_tolerance_of_the_searched_space(tmp_path):
     import dataclasses
 
     from autoloss.core.metrics import MetricOptions
-    from autoloss.search.config import _proxy_config, make_proxy, metric_options
     from autoloss.search.spaces import SPACES_DIR
 
     text = (SPACES_DIR / "bf1.yaml").read_text().replace("tol: 5", "tol: 3")
     assert "tol: 3" in text
     space = tmp_path / "bf1_tol3.yaml"
     space.write_text(text)
-    cfg = resolve_config(SearchConfig(metric="bf1", space=str(space), out=tmp_path / "o"))
-    assert metric_options(cfg) == MetricOptions(tol=3, drop_bg=False)
-    assert _proxy_config(cfg)["tol"] == 3
-    proxy = make_proxy(cfg)
+    cfg = SearchConfig(metric="bf1", space=str(space), out=tmp_path / "o")
+    plan = plan_search(cfg)
+    assert plan.metric_options == MetricOptions(tol=3, drop_bg=False)
+    assert plan.proxy_options["tol"] == 3
+    assert plan.proxy_config.tol == 3 and plan.proxy_config.drop_bg is False
+    proxy = plan.make_proxy()
     assert proxy.config.tol == 3 and proxy.config.drop_bg is False
-    assert "tol" not in _proxy_config(resolve_config(SearchConfig(metric="bf1", out=tmp_path)))
+    assert "tol" not in _proxy_options(SearchConfig(metric="bf1", out=tmp_path))
     with pytest.raises(InvalidValueError, match="proxy tol=5 disagrees"):
-        _proxy_config(dataclasses.replace(cfg, proxy={"tol": 5}))
+        plan_search(dataclasses.replace(cfg, proxy={"tol": 5}))
+
+
+def test_the_plan_resolves_target_space_and_proxy_once(out):
+    """A config is resolved once into a plan: the parsed target, the typed space, the proxy's
+    checked config; workers get the same plan (it pickles)."""
+    import pickle
+
+    from autoloss.search.spaces import CompositeSpace, SearchSpace
+
+    plan = plan_search(SearchConfig(metric="miou+0.5*bf1", out=out))
+    assert plan.targets == (("miou", 1.0), ("bf1", 0.5))
+    assert isinstance(plan.space, CompositeSpace)
+    assert plan.objective_values({"miou": 0.5, "bf1": 0.4}) == [pytest.approx(0.7)]
+    assert plan.proxy_config is not None and plan.proxy_config.data == "shapes"
+    assert pickle.loads(pickle.dumps(plan)) == plan
+    single = plan_search(SearchConfig(metric="miou", out=out))
+    assert isinstance(single.space, SearchSpace) and single.start == single.space.initial_params()
+    multi = plan_search(SearchConfig(metric=["miou", "bf1"], multi_objective=True, out=out,
+                                     sampler="random"))
+    assert multi.n_objectives == 2
+    assert multi.objective_values({"miou": 0.5, "bf1": 0.4}) == [0.5, 0.4]
+    assert isinstance(multi.make_pruner([10, 20]), optuna.pruners.NopPruner)
+    with pytest.raises(InvalidValueError, match="the proxy reported no 'bf1'"):
+        plan.objective_values({"miou": 0.5})
+    assert plan_search(config(out)).proxy_config is None  # a factory's options are its own
+
+
+def test_a_misspelt_proxy_option_fails_before_anything_is_written(out):
+    """The plan validates autoloss's proxy options first: a typo is one clear error, and the
+    run folder gets no run.json (nor study) that would name a search that never started."""
+    with pytest.raises(InvalidValueError, match=r"unknown proxy option 'stepz'; did you mean "
+                       r"'steps'\?"):
+        run_search(SearchConfig(out=out, trials=2, proxy={"stepz": 5}, plots=False),
+                   progress=False)
+    assert not (out / "run.json").exists() and not (out / "study.db").exists()
+    run_search(config(out, trials=2), progress=False)
+    kept = sorted(p.name for p in out.iterdir())
+    with pytest.raises(InvalidValueError, match="unknown proxy option 'stepz'"):
+        run_search(SearchConfig(out=out, trials=2, proxy={"stepz": 5}, plots=False),
+                   progress=False, overwrite=True)  # nor deletes the search it would replace
+    assert sorted(p.name for p in out.iterdir()) == kept
 
 
 def test_a_study_recorded_before_drop_bg_existed_resumes(out):
     """Identities recorded before the proxy had ``drop_bg`` match the value they ran with."""
-    from autoloss.search.run import _check_identity
+    from autoloss.search.setup import check_identity
 
-    cfg = resolve_config(SearchConfig(out=out))
+    plan = plan_search(SearchConfig(out=out))
     ident = {"version": 2, "metric": "miou", "data": "shapes", "params": {},
              "proxy": {"steps": 60, "drop_bg": False}}
     study = optuna.create_study(direction="maximize")
     study.set_user_attr("identity", {**ident, "proxy": {"steps": 60}})
-    _check_identity(cfg, study, ident)  # no error
+    check_identity(plan, study, ident)  # no error
     with pytest.raises(ValueError, match="proxy"):
-        _check_identity(cfg, study, {**ident, "proxy": {"steps": 60, "drop_bg": True}})
+        check_identity(plan, study, {**ident, "proxy": {"steps": 60, "drop_bg": True}})
 
 
 def test_search_help_shows_the_defaults_of_the_configs(capsys):
@@ -669,7 +709,7 @@ def test_resume_with_another_seed_or_cross_entropy_weight_is_refused(out, tmp_pa
     """The identity holds the whole space (a fixed cross-entropy weight changes every trial's
     loss, with the same bounds) and the proxy seed every trial trains with; a study recorded
     before they were checked resumes and gets them recorded, with its digest."""
-    from autoloss.search.run import identity_digest
+    from autoloss.search.setup import identity_digest
 
     plain, with_ce = _miou_space_pair(tmp_path, "ce_weight: {fixed: 0.0}", "ce_weight: {fixed: 0.5}")
     first = run_search(config(out, trials=2, study="s", space=str(plain)), progress=False)

@@ -13,9 +13,9 @@ from autoloss.core.programs import BUILTIN_PROGRAMS
 from autoloss.losses import CombinedLoss, SurrogateLoss
 from autoloss.losses.check import check_loss
 from autoloss.losses.presets import PRESETS
-from autoloss.search.config import CompositeSpace
 from autoloss.search.spaces import (
     CeWeight,
+    CompositeSpace,
     CurveSpace,
     bezier_raw_from_points,
     default_space,

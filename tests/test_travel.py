@@ -15,7 +15,8 @@ from fake_proxy import fast_tmp_dir
 import autoloss
 from autoloss.losses import portable_spec
 from autoloss.retrain.compare import build_loss
-from autoloss.search.run import SearchConfig, run_search
+from autoloss.search.config import SearchConfig
+from autoloss.search.run import run_search
 
 
 @pytest.fixture(scope="module")

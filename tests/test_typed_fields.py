@@ -53,7 +53,8 @@ def test_errors_name_the_field_the_expected_types_and_the_value():
 
 
 def test_search_config_is_frozen_and_owns_its_sections():
-    from autoloss.search.config import PPOOptions, SearchConfig
+    from autoloss.search.config import SearchConfig
+    from autoloss.search.ppo import PPOOptions
 
     proxy = {"steps": 7}
     cfg = SearchConfig(proxy=proxy, ppo={"sigma": 0.1})
@@ -68,8 +69,7 @@ def test_search_config_is_frozen_and_owns_its_sections():
 
 
 def test_ppo_defaults_live_in_ppo_options_only():
-    from autoloss.search.config import PPOOptions
-    from autoloss.search.ppo import PPOSampler
+    from autoloss.search.ppo import PPOOptions, PPOSampler
 
     params = inspect.signature(PPOSampler).parameters
     for f in dataclasses.fields(PPOOptions):
@@ -77,7 +77,6 @@ def test_ppo_defaults_live_in_ppo_options_only():
 
 
 def test_every_sampler_name_has_a_builder():
-    from autoloss.search.config import SAMPLERS
-    from autoloss.search.run import SAMPLER_BUILDERS
+    from autoloss.search.samplers import SAMPLER_BUILDERS, SAMPLERS
 
     assert tuple(SAMPLER_BUILDERS) == SAMPLERS

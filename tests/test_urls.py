@@ -12,8 +12,10 @@ from fake_proxy import fast_tmp_dir
 
 from autoloss.losses import load_loss, read_spec
 from autoloss.search import run as search
+from autoloss.search.config import SearchConfig
 from autoloss.search.run_folder import RunFolder
 from autoloss.search.run_plots import open_run_study
+from autoloss.search.storage import make_storage
 from autoloss.utils.urls import is_masked, mask_password, mask_password_in
 
 FACTORY = "fake_proxy:FakeProxy"
@@ -77,14 +79,14 @@ def test_a_search_writes_and_prints_no_password(out, monkeypatch, capsys):
     study's attributes, the exported loss file's provenance, the summary or stdout."""
     db = out.parent / "real.db"
     url = f"postgresql+psycopg2://alice:{SECRET}@db.invalid:5432/studies"
-    real_make_storage = search.make_storage
+    real_make_storage = make_storage
 
     def fake_make_storage(storage, **kw):
         assert storage == url, "the real URL stays in memory for opening the storage"
         return real_make_storage(f"sqlite:///{db}", **kw)
 
     monkeypatch.setattr(search, "make_storage", fake_make_storage)
-    cfg = search.SearchConfig(out=out, storage=url, trials=4, sampler="random", plots=False,
+    cfg = SearchConfig(out=out, storage=url, trials=4, sampler="random", plots=False,
                               proxy_factory=FACTORY, rescore_top=2, rescore_seeds=1)
     result = search.run_search(cfg, progress=False)
     printed = capsys.readouterr()
@@ -127,7 +129,7 @@ def test_no_credential_form_reaches_a_file_the_terminal_or_the_study(form, out, 
     db = out.parent / "elsewhere.db"
     url = SECRET_FORMS[form].format(out=out, db=db, secret=SECRET)
     served = url if url.startswith(("sqlite", "journal")) else f"sqlite:///{db}"
-    real_make_storage = search.make_storage
+    real_make_storage = make_storage
     monkeypatch.setattr(search, "make_storage",
                         lambda storage, **kw: real_make_storage(served, **kw))
     monkeypatch.setenv("AUTOLOSS_TRUST_CODE", "1")
@@ -144,7 +146,7 @@ def test_no_credential_form_reaches_a_file_the_terminal_or_the_study(form, out, 
         path.relative_to(out).parts[0] for path in files}
     for path in files:
         assert SECRET.encode() not in path.read_bytes(), path
-    study = optuna.load_study(study_name="s", storage=search.make_storage(url))
+    study = optuna.load_study(study_name="s", storage=make_storage(url))
     assert SECRET not in json.dumps(study.user_attrs)
     assert is_masked(study.user_attrs["storage"]) and is_masked(study.user_attrs["config"]["storage"])
 
@@ -152,7 +154,7 @@ def test_no_credential_form_reaches_a_file_the_terminal_or_the_study(form, out, 
 def test_a_run_folder_records_no_path_of_the_machine(out):
     """run.json, best_loss.yaml, summary.md and the study's own records name the storage and
     the run folder relative to the folder: nothing in them holds the folder's absolute path."""
-    result = search.run_search(search.SearchConfig(out=out, trials=3, sampler="random",
+    result = search.run_search(SearchConfig(out=out, trials=3, sampler="random",
                                                    plots=False, proxy_factory=FACTORY,
                                                    rescore_top=1, rescore_seeds=1),
                                progress=False)
@@ -175,7 +177,7 @@ def test_a_run_folder_records_no_path_of_the_machine(out):
 def test_a_run_folder_opens_its_own_study_when_copied(out, tmp_path):
     """A copy of the folder elsewhere (another clone or machine) opens its own study.db, even
     while the original still exists, and exports from it."""
-    result = search.run_search(search.SearchConfig(out=out, trials=3, sampler="random",
+    result = search.run_search(SearchConfig(out=out, trials=3, sampler="random",
                                                    plots=False, proxy_factory=FACTORY,
                                                    rescore_top=0), progress=False)
     moved = tmp_path / "clone" / "run"
@@ -191,7 +193,7 @@ def test_a_run_folder_opens_its_own_study_when_copied(out, tmp_path):
 def test_an_old_run_folder_with_an_absolute_path_opens_in_another_clone(out, tmp_path):
     """run.json of autoloss 0.1 recorded an absolute SQLite path; a copy of the folder elsewhere
     opens its own study.db, and nothing is created at the recorded path."""
-    result = search.run_search(search.SearchConfig(out=out, trials=3, sampler="random",
+    result = search.run_search(SearchConfig(out=out, trials=3, sampler="random",
                                                    plots=False, proxy_factory=FACTORY,
                                                    rescore_top=0), progress=False)
     (out / "run.json").write_text(json.dumps({"storage": f"sqlite:///{out / 'study.db'}",
@@ -210,7 +212,7 @@ def test_an_old_run_folder_with_an_absolute_path_opens_in_another_clone(out, tmp
 def test_make_portable_rewrites_an_old_folder(out, tmp_path, monkeypatch):
     """A folder as autoloss 0.1 left it (absolute paths in run.json, the study's records and the
     loss file's provenance) carries none after ``make_portable``; results are unchanged."""
-    result = search.run_search(search.SearchConfig(out=out, trials=3, sampler="random",
+    result = search.run_search(SearchConfig(out=out, trials=3, sampler="random",
                                                    plots=False, proxy_factory=FACTORY,
                                                    rescore_top=0), progress=False)
     absolute = f"sqlite:///{out.resolve() / 'study.db'}"

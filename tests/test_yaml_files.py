@@ -30,7 +30,6 @@ def test_experiment_file_errors(tmp_path, load):
 def test_a_key_given_twice_is_an_error_with_both_lines(tmp_path, kind):
     """Plain YAML keeps the last of two equal keys silently; autoloss's files refuse them."""
     from autoloss.losses import read_spec
-    from autoloss.search.run import load_experiment
     from autoloss.search.spaces import load_space
 
     texts = {"experiment": "metric: miou\ntrials: 4\ntrials: 40\n",

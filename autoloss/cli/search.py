@@ -66,7 +66,7 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
-    from autoloss.search.run import SearchConfig, load_experiment
+    from autoloss.search.config import SearchConfig, load_experiment
     from autoloss.utils.trust import code_file, trust_code
 
     cfg = load_experiment(args.config) if args.config else SearchConfig()
@@ -205,7 +205,10 @@ def _rescore_for_export(study: Any, storage: str, folder: Path,
     """Re-score ``study``'s top trials with the proxy it was searched with (its recorded
     config; the shared proxy cache, :mod:`autoloss.utils.cache`), before the export picks the best
     mean."""
-    from autoloss.search.run import SAMPLERS, SearchConfig, make_proxy, rescore, resolve_config
+    from autoloss.search.config import SearchConfig
+    from autoloss.search.plan import plan_search
+    from autoloss.search.run import rescore
+    from autoloss.search.samplers import SAMPLERS
 
     stored = dict(study.user_attrs.get("config") or {})
     if not stored:
@@ -214,16 +217,17 @@ def _rescore_for_export(study: Any, storage: str, folder: Path,
     fields = {f.name for f in dataclasses.fields(SearchConfig)}
     values = {k: v for k, v in stored.items() if k in fields}
     values.pop("cache", None)  # a path of the machine that searched: use this one's cache
+    values.pop("init_from", None)  # where the search started: the re-scoring starts nothing
     if values.get("sampler") not in SAMPLERS:  # a sampler instance (recorded by its name): the
         values.pop("sampler", None)            # re-scoring samples nothing
     values.update(storage=storage, study=study.study_name, out=folder)
     for name in ("rescore_top", "rescore_seeds", "export_rule"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
-    cfg = resolve_config(SearchConfig(**values))
-    proxy = make_proxy(cfg)
+    plan = plan_search(SearchConfig(**values))
+    proxy = plan.make_proxy()
     proxy.prepare()
-    return rescore(cfg, study, proxy, progress=True)
+    return rescore(plan, study, proxy, progress=True)
 
 
 def _add_rescore_flags(p: argparse.ArgumentParser) -> None:
@@ -244,7 +248,7 @@ def _add_rescore_flags(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``search`` and ``export`` subcommands to ``autoloss``'s subparsers."""
-    from autoloss.search.config import SAMPLERS
+    from autoloss.search.samplers import SAMPLERS
 
     p = sub.add_parser("search", help="search a surrogate loss for a metric (optuna study)",
                        description="Search a surrogate loss. Flags given explicitly override "
@@ -312,7 +316,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "autoloss's: FACTORY (module:attr or path/to/file.py:attr) is called as "
                    "factory(proxy_options, cache_dir=DIR) and returns an object with "
                    "num_classes, ignore_index, eval_steps, prepare() and run(loss, seed=, "
-                   "on_eval=) (the Proxy protocol, docs/own_model.md; test it with "
+                   "on_eval=) (the ProxyLike protocol, docs/own_model.md; test it with "
                    "autoloss.search.check_proxy)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or summary print")
     p.add_argument("--startup", choices=("uniform", "prior"),

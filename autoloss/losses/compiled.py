@@ -177,13 +177,15 @@ class _Entry:
 
 
 @dataclass
-class _Registry:
+class _GraphCache:
+    """This process's compiled graphs by key, and the eager time per key under ``"auto"``."""
+
     entries: dict[GraphKey, _Entry] = field(default_factory=dict)
     eager_seconds: dict[GraphKey, float] = field(default_factory=dict)  # under "auto"
     warned: bool = False
 
 
-_REGISTRY = _Registry()
+_GRAPHS = _GraphCache()
 
 
 def wants_compile(option: bool | str, key: GraphKey | None) -> bool:
@@ -199,15 +201,15 @@ def wants_compile(option: bool | str, key: GraphKey | None) -> bool:
     override = _OVERRIDE.get()
     if override is not None:
         return override
-    if key in _REGISTRY.entries:
+    if key in _GRAPHS.entries:
         return True
-    return _REGISTRY.eager_seconds.get(key, 0.0) >= AUTO_AFTER
+    return _GRAPHS.eager_seconds.get(key, 0.0) >= AUTO_AFTER
 
 
 def note_eager(key: GraphKey | None, seconds: float) -> None:
     """Count an eager forward of ``key`` that took ``seconds`` (for ``compile="auto"``)."""
     if key is not None:
-        _REGISTRY.eager_seconds[key] = _REGISTRY.eager_seconds.get(key, 0.0) + seconds
+        _GRAPHS.eager_seconds[key] = _GRAPHS.eager_seconds.get(key, 0.0) + seconds
 
 
 def _make_body(key: GraphKey) -> Callable[..., Any]:
@@ -324,7 +326,7 @@ def compiled_stats(key: GraphKey, logits: Tensor, target: Tensor, *, ignore_inde
     or None when it cannot run compiled: compilation failed (then one
     :class:`CompileFallbackWarning`, and eager from then on) or another process is compiling
     the same graph (eager for this call)."""
-    entry = _REGISTRY.entries.get(key)
+    entry = _GRAPHS.entries.get(key)
     if entry is not None and entry.failed:
         return None
     ignore = torch.tensor(-1 if ignore_index is None else ignore_index, device=target.device)
@@ -342,15 +344,15 @@ def compiled_stats(key: GraphKey, logits: Tensor, target: Tensor, *, ignore_inde
             if not turn:
                 return None
             if entry is None:
-                entry = _REGISTRY.entries[key] = _Entry(_compile(key))
+                entry = _GRAPHS.entries[key] = _Entry(_compile(key))
             with _compiling():
                 out = entry.function(*args)
     except Exception as err:  # no compiler, an untraceable program, ...
         if entry is None:
-            entry = _REGISTRY.entries[key] = _Entry(lambda *args: None)
+            entry = _GRAPHS.entries[key] = _Entry(lambda *args: None)
         entry.failed = True
-        if not _REGISTRY.warned:
-            _REGISTRY.warned = True
+        if not _GRAPHS.warned:
+            _GRAPHS.warned = True
             warnings.warn(f"autoloss could not compile the {key.program.name!r} surrogate "
                           f"({_reason(err)}); it runs the eager kernel (set {ENV_COMPILE}=0 to "
                           f"skip trying)", CompileFallbackWarning, stacklevel=4)
@@ -365,12 +367,12 @@ def compile_report() -> list[dict[str, Any]]:
     ``ready``, ``failed``, ``calls``, ``seconds`` (the compiling first call)."""
     return [{"name": key.name(), "program": key.program.name, "ready": e.ready,
              "failed": e.failed, "calls": e.calls, "seconds": e.seconds}
-            for key, e in _REGISTRY.entries.items()]
+            for key, e in _GRAPHS.entries.items()]
 
 
 def compile_totals() -> tuple[int, float]:
     """``(graphs compiled, seconds their compiling calls took)`` in this process so far."""
-    ready = [e for e in _REGISTRY.entries.values() if e.ready]
+    ready = [e for e in _GRAPHS.entries.values() if e.ready]
     return len(ready), sum(e.seconds for e in ready)
 
 

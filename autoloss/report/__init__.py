@@ -1,8 +1,8 @@
 """What a person reads: figures and tables drawn from objects and files that are already there
 (a study, loss files, training logs, a comparison folder). Nothing here trains or searches.
 
-    plots          learned curves, search history, importance, training curves
-    search_plots   Pareto front, per-trial intermediate values
+    plots          learned curves, training curves; how every figure is written
+    search_plots   a search's study: history, importance, Pareto front, per-trial values
     compare_plots  the figures of a loss comparison (``comparison`` reads its folder)
     overlay_plots  a checkpoint's predictions over the images
     compare_report the Markdown/CSV tables of a comparison, paired intervals

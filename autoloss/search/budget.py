@@ -21,14 +21,21 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from autoloss.utils.trial_attrs import DISCARDED, discarded
 
-__all__ = ["DISCARDED", "OWNER", "counts", "discarded", "doomed", "fail_orphans", "finished",
-           "over_budget", "owner"]
+__all__ = ["DISCARDED", "OWNER", "BudgetReached", "counts", "discard_leftover_queue", "discarded",
+           "doomed", "fail_dead_trials", "fail_orphans", "finished", "first_copy", "over_budget",
+           "owner", "settled"]
+
+class BudgetReached(Exception):
+    """Raised in a trial started once the study had its budget (by other processes); the trial
+    is failed and marked :data:`DISCARDED`, and the process stops."""
+
 
 OWNER = "owner"  # user attribute of a trial: {"host": ..., "pid": ...} of the process running it
 OWNERLESS_GRACE = 30.0  # seconds a running trial may go without an owner before it counts as dead
@@ -122,3 +129,47 @@ def fail_orphans(study: Any) -> list[int]:
                 continue  # (skip_if_finished checks a cached state; the database refuses)
             numbers.append(t.number)
     return numbers
+
+
+def fail_dead_trials(study: Any) -> None:
+    """Fail the running trials whose process is gone: at once for this host's dead processes
+    (:func:`fail_orphans`), by their stale heartbeat for other hosts'."""
+    import optuna
+
+    fail_orphans(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def first_copy(study: Any, number: int, label: str | None) -> int | None:
+    """The number of an earlier live or finished trial of reference point ``label``, if any:
+    two processes that both found a new study unprepared (its creator stalled) each queue the
+    first trials, and only the lowest-numbered copy of each runs (the later ones are
+    discarded), so no wait has to be long enough."""
+    if label is None:
+        return None
+    for t in study.get_trials(deepcopy=False):
+        if (t.number < number and t.user_attrs.get("reference") == label and not discarded(t)
+                and not (t.state.name == "FAIL" and "fail_reason" not in t.user_attrs)):
+            return t.number
+    return None
+
+
+def settled(study: Any) -> int:
+    """Trials that count toward the budget plus discarded ones: a round of trials that all were
+    discarded (copies of a reference point) has made progress; one whose trials all failed by
+    themselves has not."""
+    return finished(study) + sum(1 for t in study.get_trials(deepcopy=False) if discarded(t))
+
+
+def discard_leftover_queue(study: Any, budget: int) -> None:
+    """A study with its ``budget`` keeps no queued trial (e.g. a heartbeat retry of a trial whose
+    worker died after the budget was reached): each is taken and discarded."""
+    from optuna.trial import TrialState
+
+    while finished(study) >= budget and study.get_trials(deepcopy=False,
+                                                         states=(TrialState.WAITING,)):
+        trial = study.ask()  # takes a queued trial first
+        trial.set_user_attr(DISCARDED, "queued after the study had its trial budget")
+        study.tell(trial, state=TrialState.FAIL)

@@ -1,5 +1,5 @@
 """A contract test for a proxy of your own: :func:`check_proxy` runs it the way the search does
-and raises, naming what is wrong, where it breaks the :class:`~autoloss.search.config.Proxy`
+and raises, naming what is wrong, where it breaks the :class:`~autoloss.search.config.ProxyLike`
 protocol.
 
     from autoloss.search import check_proxy
@@ -38,7 +38,7 @@ __all__ = ["ProxyCheck", "ProxyContractError", "check_proxy"]
 
 
 class ProxyContractError(AutoLossError, TypeError):
-    """A proxy breaks the :class:`~autoloss.search.config.Proxy` protocol; the message names the
+    """A proxy breaks the :class:`~autoloss.search.config.ProxyLike` protocol; the message names the
     attribute or call and what was expected."""
 
 
@@ -123,7 +123,7 @@ def _prepare(proxy: Any) -> None:
 
 def check_proxy(proxy: Any, *, metric: str = "miou", seed: int = 0,
                 loss: nn.Module | None = None) -> ProxyCheck:
-    """Run ``proxy`` as the search does and check the :class:`~autoloss.search.config.Proxy`
+    """Run ``proxy`` as the search does and check the :class:`~autoloss.search.config.ProxyLike`
     contract (see the module docstring); raises :class:`ProxyContractError` naming the first
     rule it breaks, else returns what the run reported.
 

@@ -1,38 +1,36 @@
-"""Search configuration: :class:`SearchConfig` (flat experiment YAML and CLI), the target
-parser, the joint space of a composite target, and the space and proxy a config names. No optuna
-here (see ``autoloss.search.run``)."""
+"""Search configuration: :class:`SearchConfig` (flat experiment YAML and CLI), its checks
+(:func:`resolve_config`), the target parser, and :class:`ProxyLike`, the protocol a proxy of your
+own implements. What a config resolves to (space, proxy options) is
+:class:`autoloss.search.plan.SearchPlan`. No optuna here."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from torch import nn
 
-from autoloss.core.metrics import METRIC_NAMES, MetricOptions
-from autoloss.core.programs import is_user_reference
 from autoloss.data import data_slug
 from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
+from autoloss.search.ppo import PPOOptions
 from autoloss.search.rescore import EXPORT_RULES
-from autoloss.search.spaces import SearchSpace, load_space
+from autoloss.search.samplers import SAMPLERS
 from autoloss.utils.cache import default_cache_dir
 from autoloss.utils.typed_fields import check_field_types
 from autoloss.utils.yaml_files import read_mapping
 
-__all__ = ["SAMPLERS", "CompositeSpace", "PPOOptions", "Proxy", "SearchConfig", "SearchResult",
-           "check_user_code", "load_experiment", "make_proxy", "make_space", "parse_target",
-           "resolve_config"]
+__all__ = ["ProxyLike", "SearchConfig", "SearchResult", "check_user_code",
+           "load_experiment", "parse_target", "resolve_config"]
 
-SAMPLERS = ("tpe", "cmaes", "random", "qmc", "ppo")  # built by autoloss.search.run.SAMPLER_BUILDERS
 STARTUPS = ("uniform", "prior")
 
 
-class Proxy(Protocol):
+class ProxyLike(Protocol):
     """What the search needs from a proxy: autoloss's own (:mod:`autoloss.train.proxy`) or
     yours, made by a ``proxy_factory(proxy_options: dict, *, cache_dir: Path)``
     (``docs/own_model.md``; :func:`autoloss.search.check_proxy` tests one against this
@@ -69,35 +67,13 @@ class Proxy(Protocol):
         :class:`~autoloss.errors.NonFiniteLossError`."""
 
 
-@dataclass(frozen=True)
-class PPOOptions:
-    """The options of :class:`~autoloss.search.ppo.PPOSampler` (its defaults are these):
-    ``sigma`` (std of the truncated normals), ``generation_size`` (trials per policy update),
-    ``clip`` (PPO ratio clip), ``lr`` and ``update_steps`` (of each update), ``include_pruned``
-    (pruned trials count, at their last reported value)."""
-
-    sigma: float = 0.2
-    generation_size: int = 32
-    clip: float = 0.2
-    lr: float = 0.2
-    update_steps: int = 60
-    include_pruned: bool = True
-
-    def __post_init__(self) -> None:
-        check_field_types(self, where="ppo option ")
-
-    @classmethod
-    def from_dict(cls, options: Mapping[str, Any]) -> PPOOptions:
-        """From a mapping of its fields (an unknown key is an error with a did-you-mean)."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in options:
-            if key not in names:
-                raise InvalidValueError(f"ppo option {key!r} is unknown: expected one of {names}"
-                                        f"{did_you_mean(key, names)}")
-        return cls(**options)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+def __getattr__(name: str) -> Any:
+    """``Proxy``, the protocol's old name, still imports (with a DeprecationWarning)."""
+    if name == "Proxy":
+        warnings.warn("autoloss.search.config.Proxy is now ProxyLike", DeprecationWarning,
+                      stacklevel=2)
+        return ProxyLike
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -106,13 +82,14 @@ class SearchConfig:
 
     ``metric``: a metric, a weighted sum ``"miou+0.5*bf1"`` or a list (with
     ``multi_objective``). ``storage``: any SQLAlchemy URL or ``journal:PATH`` (default
-    ``sqlite:///<out>/study.db``). ``sampler``: a name of :data:`SAMPLERS`, or (Python) an
+    ``sqlite:///<out>/study.db``). ``sampler``: a name of
+    :data:`~autoloss.search.samplers.SAMPLERS`, or (Python) an
     optuna sampler instance used as it is (with ``workers > 1`` each worker process gets a
     pickled copy). ``proxy``: overrides of the proxy config (:class:`~autoloss.train.proxy.
     ProxyConfig`; ``model`` may be your own builder, ``docs/own_model.md``); ``proxy_factory``:
     a callable, or its ``"module:attr"`` / ``"path/to/file.py:attr"`` name (files, CLI), called
     as ``factory(proxy_config, cache_dir=...)`` instead of ``autoloss.train.proxy.build_proxy``
-    to make a :class:`Proxy` of your own (it must pickle by reference for workers: a
+    to make a :class:`ProxyLike` of your own (it must pickle by reference for workers: a
     module-level function or class). ``cache``: proxy cache folder (default: the shared one,
     :mod:`autoloss.utils.cache`).
     ``heartbeat``: seconds between heartbeats of a running trial (SQL storages). ``ppo``:
@@ -121,7 +98,8 @@ class SearchConfig:
     ``plots``: draw the run's plots (:func:`autoloss.search.run_plots.plot_run`) into ``<out>/plots`` at the
     end. ``startup``: how a ``tpe`` study's first (random) trials are drawn: ``uniform`` in the
     bounds (optuna's default) or ``prior``, from the distribution PPO starts with (a truncated
-    normal with std 0.2 around the space's initial point; see :func:`prior_points`).
+    normal with std 0.2 around the space's initial point; see
+    :func:`~autoloss.search.samplers.prior_points`).
     ``rescore_top`` / ``rescore_seeds``: before exporting, score the best ``rescore_top``
     trials, the reference points (the plain soft metric, the published curves) and
     cross-entropy again with ``rescore_seeds`` other proxy seeds (:mod:`autoloss.search.rescore`;
@@ -219,12 +197,28 @@ def resolve_config(cfg: SearchConfig) -> SearchConfig:
     """A checked copy of ``cfg`` (types, ranges, names) with the derived defaults filled in:
     ``out``, ``storage``, ``study``, ``cache``."""
     check_field_types(cfg)
+    _check_numbers_and_names(cfg)
+    _check_sampler(cfg)
+    cfg, metrics = _checked_metric(cfg)
+    name = "+".join(metrics) if cfg.multi_objective else metrics[0]
+    data = data_slug(cfg.data)
+    out = Path(cfg.out) if cfg.out is not None else Path("results") / f"search-{_slug(name)}-{data}"
+    out = out.expanduser().resolve()
+    return dataclasses.replace(
+        cfg, out=out, storage=cfg.storage or f"sqlite:///{out / 'study.db'}",
+        study=cfg.study or f"{_slug(name)}-{data}",
+        cache=Path(cfg.cache).expanduser().resolve() if cfg.cache else default_cache_dir())
+
+
+def _check_numbers_and_names(cfg: SearchConfig) -> None:
+    """The budget, re-scoring, timeout and the options named by a string."""
     if cfg.trials < 1 or cfg.workers < 1 or cfg.heartbeat < 1:
         raise InvalidValueError(f"trials, workers and heartbeat must be >= 1, but got trials="
-                         f"{cfg.trials}, workers={cfg.workers}, heartbeat={cfg.heartbeat}")
+                                f"{cfg.trials}, workers={cfg.workers}, heartbeat={cfg.heartbeat}")
     if cfg.rescore_top < 0 or cfg.rescore_seeds < 0:
-        raise InvalidValueError(f"rescore_top and rescore_seeds must be >= 0 (0: no re-scoring), but "
-                         f"got rescore_top={cfg.rescore_top}, rescore_seeds={cfg.rescore_seeds}")
+        raise InvalidValueError(f"rescore_top and rescore_seeds must be >= 0 (0: no re-scoring), "
+                                f"but got rescore_top={cfg.rescore_top}, "
+                                f"rescore_seeds={cfg.rescore_seeds}")
     if cfg.export_rule not in EXPORT_RULES:
         raise InvalidValueError(f"export_rule must be one of {list(EXPORT_RULES)}, but got "
                                 f"{cfg.export_rule!r}{did_you_mean(cfg.export_rule, EXPORT_RULES)}")
@@ -232,11 +226,16 @@ def resolve_config(cfg: SearchConfig) -> SearchConfig:
         raise InvalidValueError(f"timeout must be > 0 seconds or None, but got {cfg.timeout}")
     if cfg.startup not in STARTUPS:
         raise InvalidValueError(f"startup must be one of {list(STARTUPS)}, but got {cfg.startup!r}"
-                         f"{did_you_mean(cfg.startup, STARTUPS)}")
+                                f"{did_you_mean(cfg.startup, STARTUPS)}")
     if not (cfg.proxy_factory is None or isinstance(cfg.proxy_factory, str)
             or callable(cfg.proxy_factory)):
         raise InvalidTypeError(f"proxy_factory must be a callable, its 'module:attr' name or None, "
                                f"but got {type(cfg.proxy_factory).__name__}")
+
+
+def _check_sampler(cfg: SearchConfig) -> None:
+    """A name of :data:`~autoloss.search.samplers.SAMPLERS` or an optuna sampler instance; a
+    warning when PPO would never update its policy."""
     if not isinstance(cfg.sampler, str):
         import optuna
 
@@ -245,14 +244,18 @@ def resolve_config(cfg: SearchConfig) -> SearchConfig:
                                    f"instance, but got {type(cfg.sampler).__name__}")
     elif cfg.sampler not in SAMPLERS:
         raise InvalidValueError(f"sampler must be one of {list(SAMPLERS)}, but got {cfg.sampler!r}"
-                         f"{did_you_mean(cfg.sampler, SAMPLERS)}")
+                                f"{did_you_mean(cfg.sampler, SAMPLERS)}")
     if cfg.sampler == "ppo":
         generation = cfg.ppo.generation_size
         if cfg.trials < generation:
             warnings.warn(f"sampler ppo: trials={cfg.trials} is less than one generation "
                           f"(generation_size={generation}), so the policy is never updated and "
                           f"the search samples around its start only; raise --trials or set "
-                          f"ppo generation_size", stacklevel=2)
+                          f"ppo generation_size", stacklevel=3)
+
+
+def _checked_metric(cfg: SearchConfig) -> tuple[SearchConfig, list[str]]:
+    """``cfg`` with a one-metric list as its name, and its metrics; the target's checks."""
     metrics = cfg.metric if isinstance(cfg.metric, list) else [cfg.metric]
     if not metrics or not all(isinstance(m, str) and m for m in metrics):
         raise InvalidValueError(f"metric must be a name or a list of names, but got {cfg.metric!r}")
@@ -264,26 +267,21 @@ def resolve_config(cfg: SearchConfig) -> SearchConfig:
                                 f"{','.join(metrics)!r}; a multi-objective search needs "
                                 "different metrics (one metric: --metric NAME)")
     if isinstance(cfg.metric, list) and len(metrics) == 1:
-        metrics, cfg = metrics, dataclasses.replace(cfg, metric=metrics[0])
+        cfg = dataclasses.replace(cfg, metric=metrics[0])
     if cfg.multi_objective != isinstance(cfg.metric, list):
-        raise InvalidValueError("multi_objective=True needs a list of >= 2 metrics and a list needs "
-                         f"multi_objective=True, but got metric={cfg.metric!r}, "
-                         f"multi_objective={cfg.multi_objective}")
+        raise InvalidValueError("multi_objective=True needs a list of >= 2 metrics and a list "
+                                f"needs multi_objective=True, but got metric={cfg.metric!r}, "
+                                f"multi_objective={cfg.multi_objective}")
     if cfg.multi_objective and any("+" in m or "*" in m for m in metrics):
         raise InvalidValueError(f"multi-objective metrics must be plain names, but got {metrics}")
     if cfg.multi_objective and cfg.sampler in ("ppo", "cmaes"):
-        raise InvalidValueError(f"sampler {cfg.sampler!r} is single-objective; use tpe, random or qmc")
+        raise InvalidValueError(f"sampler {cfg.sampler!r} is single-objective; use tpe, random "
+                                "or qmc")
     if cfg.space is not None and (cfg.multi_objective or len(parse_target(metrics[0])) > 1):
-        raise InvalidValueError("space applies to a single-metric search; a composite target uses "
-                         "each metric's built-in space (autoloss/search_spaces/<metric>.yaml)")
-    name = "+".join(metrics) if cfg.multi_objective else metrics[0]
-    data = data_slug(cfg.data)
-    out = Path(cfg.out) if cfg.out is not None else Path("results") / f"search-{_slug(name)}-{data}"
-    out = out.expanduser().resolve()
-    return dataclasses.replace(
-        cfg, out=out, storage=cfg.storage or f"sqlite:///{out / 'study.db'}",
-        study=cfg.study or f"{_slug(name)}-{data}",
-        cache=Path(cfg.cache).expanduser().resolve() if cfg.cache else default_cache_dir())
+        raise InvalidValueError("space applies to a single-metric search; a composite target "
+                                "uses each metric's built-in space "
+                                "(autoloss/search_spaces/<metric>.yaml)")
+    return cfg, metrics
 
 
 def load_experiment(path: str | Path) -> SearchConfig:
@@ -316,143 +314,3 @@ def check_user_code(values: Mapping[str, Any], *, source: str, prefix: str = "")
     if isinstance(proxy, Mapping):
         require_trusted_reference(proxy.get("model"), option=f"{prefix}proxy: model",
                                   source=source)
-
-
-# ----------------------------------------------------------------------------- building blocks
-@dataclass(frozen=True)
-class CompositeSpace:
-    """Several metrics' spaces joined: loss ``sum_i w_i * (1 - surrogate_i)`` (+ CE as in the first
-    term's space). ``weights[i]`` is a number (weighted-sum target: the loss mixes the surrogates
-    with the objective's weights) or None (searched as ``mix.<metric>`` in [0, 1]; the weights are
-    normalised to sum 1, used for multi-objective searches so the Pareto front spans trade-offs).
-    """
-
-    terms: tuple[tuple[str, float | None, SearchSpace], ...]
-
-    def _prefixed(self) -> list[tuple[str, SearchSpace, float | None]]:
-        return [(f"{m}.", s, w) for m, w, s in self.terms]
-
-    def param_names(self) -> list[str]:
-        names = [p + n for p, s, _ in self._prefixed() for n in s.param_names()]
-        return names + [f"mix.{m}" for m, w, _ in self.terms if w is None]
-
-    def bounds(self) -> dict[str, tuple[float, float]]:
-        out = {p + n: b for p, s, _ in self._prefixed() for n, b in s.bounds().items()}
-        out.update({f"mix.{m}": (0.0, 1.0) for m, w, _ in self.terms if w is None})
-        return out
-
-    def _join(self, per_term: Sequence[Mapping[str, float]]) -> dict[str, float]:
-        out = {p + n: v for (p, _, _), params in zip(self._prefixed(), per_term)
-               for n, v in params.items()}
-        out.update({f"mix.{m}": 0.5 for m, w, _ in self.terms if w is None})
-        return out
-
-    def identity_params(self) -> dict[str, float]:
-        return self._join([s.identity_params() for _, _, s in self.terms])
-
-    def initial_params(self) -> dict[str, float]:
-        return self._join([s.initial_params() for _, _, s in self.terms])
-
-    def reference_points(self) -> dict[str, dict[str, float]]:
-        return {"identity": self.identity_params()}
-
-    def identity(self) -> dict[str, Any]:
-        """Every term's metric, weight (None: searched) and :meth:`SearchSpace.identity`."""
-        return {"terms": [[m, w, s.identity()] for m, w, s in self.terms]}
-
-    def loss_spec(self, params: Mapping[str, float], *, ignore_index: int | None = None
-                  ) -> dict[str, Any]:
-        weights = [w if w is not None else float(params[f"mix.{m}"]) for m, w, _ in self.terms]
-        if any(w is None for _, w, _ in self.terms):
-            total = sum(weights)
-            weights = [w / total if total > 0 else 1 / len(weights) for w in weights]
-        parts = []
-        for (prefix, space, _), w in zip(self._prefixed(), weights):
-            sub = {n[len(prefix):]: v for n, v in params.items() if n.startswith(prefix)}
-            parts.append(space.loss_spec(sub, ignore_index=ignore_index, weight=w))
-        first = self.terms[0][2]
-        ce = (params.get(f"{self.terms[0][0]}.ce_weight") if first.ce_weight.searched
-              else first.ce_weight.fixed)
-        if ce and ce > 0:
-            part: dict[str, Any] = {"name": "cross_entropy", "weight": float(ce)}
-            if ignore_index is not None:
-                part["ignore_index"] = ignore_index
-            parts.append(part)
-        return {"combine": parts}
-
-    def build_loss(self, params: Mapping[str, float], *, ignore_index: int | None = None
-                   ) -> nn.Module:
-        from autoloss.losses import load_loss
-
-        return load_loss(self.loss_spec(params, ignore_index=ignore_index))
-
-
-def make_space(cfg: SearchConfig) -> SearchSpace | CompositeSpace:
-    """The search space of the config's target."""
-    if cfg.multi_objective:
-        return CompositeSpace(tuple((m, None, load_space(m)) for m in cfg.metric))
-    terms = parse_target(cfg.metric)
-    if len(terms) == 1:
-        return load_space(cfg.space or terms[0][0])
-    return CompositeSpace(tuple((m, w, load_space(m)) for m, w in terms))
-
-
-def target_metrics(cfg: SearchConfig) -> list[str]:
-    """The metric names the search's objective reads (``"miou+0.5*bf1"`` -> miou, bf1)."""
-    return list(cfg.metric) if cfg.multi_objective else [n for n, _ in parse_target(cfg.metric)]
-
-
-def metric_options(cfg: SearchConfig) -> MetricOptions:
-    """The boundary-metric options (``tol``, ``drop_bg``) of the target's surrogates, read from
-    their spaces; the proxy scores the trial's reward with the same (:func:`_proxy_config`), so
-    a trial's loss and its score agree on what BIoU / BF1 are (BIoU's space: ``drop_bg``)."""
-    space = make_space(cfg)
-    spaces = [s for _, _, s in space.terms] if isinstance(space, CompositeSpace) else [space]
-    found = {MetricOptions.of(s.options) for s in spaces
-             if s.metric in ("biou", "bf1") or {"tol", "drop_bg"} & set(s.options)}
-    if len(found) > 1:
-        seen = ", ".join(sorted(str(o.to_dict()) for o in found))
-        raise InvalidValueError(f"the surrogates of {cfg.metric!r} disagree on the boundary options "
-                                f"in their search spaces ({seen}); the proxy scores the target "
-                                "with one set: give the spaces the same tol and drop_bg")
-    return found.pop() if found else MetricOptions()
-
-
-def _proxy_config(cfg: SearchConfig) -> dict[str, Any]:
-    """The proxy's options: the target's :func:`metric_options` (an option the config sets
-    itself must agree with them), and a user metric of the target added to the metrics it
-    reports (next to every built-in one, or to the ``metrics`` the config names)."""
-    options = dict(cfg.proxy)
-    for key, value in metric_options(cfg).to_dict().items():
-        if key in options and options[key] != value:
-            raise InvalidValueError(
-                f"proxy {key}={options[key]!r} disagrees with the search space's {key}={value!r}: "
-                "the reward would score another metric than the surrogate optimises; set "
-                f"{key} in the space (options: {key}: ...) and leave it out of proxy")
-        if key not in options and value != getattr(MetricOptions, key):
-            options[key] = value  # only then: custom proxies keep the options they know
-    users = [m for m in target_metrics(cfg) if is_user_reference(m)]
-    if users:
-        given = options.get("metrics")
-        reported = (list(METRIC_NAMES) if given is None
-                    else [given] if isinstance(given, str) else list(given))
-        options["metrics"] = reported + [m for m in users if m not in reported]
-    return {"data": cfg.data, **options}
-
-
-def make_proxy(cfg: SearchConfig) -> Proxy:
-    """Build the proxy (``proxy_factory`` or ``autoloss.train.proxy.build_proxy``)."""
-    if cfg.proxy_factory is None:
-        from autoloss.train.proxy import build_proxy
-
-        return build_proxy(_proxy_config(cfg), cache_dir=cfg.cache)
-    if callable(cfg.proxy_factory):
-        return cfg.proxy_factory(_proxy_config(cfg), cache_dir=cfg.cache)
-    from autoloss.utils.trust import import_reference
-
-    factory = import_reference(cfg.proxy_factory, what="proxy_factory")
-    if not callable(factory):
-        raise InvalidTypeError(f"proxy_factory={cfg.proxy_factory!r} must name a callable "
-                               f"factory(proxy_options, *, cache_dir), but it is a "
-                               f"{type(factory).__name__}")
-    return factory(_proxy_config(cfg), cache_dir=cfg.cache)

@@ -32,6 +32,7 @@ uniformly (optuna's ``RandomSampler``). Single-objective studies only.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from collections.abc import Mapping, Sequence
@@ -46,10 +47,42 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import truncnorm
 
-from autoloss.errors import InvalidValueError
-from autoloss.search.config import PPOOptions
+from autoloss.errors import InvalidValueError, did_you_mean
+from autoloss.utils.typed_fields import check_field_types
 
-__all__ = ["GENERATION_ATTR", "GENERATION_SIZE", "PPOSampler", "PolicyState"]
+__all__ = ["GENERATION_ATTR", "GENERATION_SIZE", "PPOOptions", "PPOSampler", "PolicyState"]
+
+
+@dataclass(frozen=True)
+class PPOOptions:
+    """The options of :class:`PPOSampler` (its defaults are these; a search config's ``ppo``):
+    ``sigma`` (std of the truncated normals), ``generation_size`` (trials per policy update),
+    ``clip`` (PPO ratio clip), ``lr`` and ``update_steps`` (of each update), ``include_pruned``
+    (pruned trials count, at their last reported value)."""
+
+    sigma: float = 0.2
+    generation_size: int = 32
+    clip: float = 0.2
+    lr: float = 0.2
+    update_steps: int = 60
+    include_pruned: bool = True
+
+    def __post_init__(self) -> None:
+        check_field_types(self, where="ppo option ")
+
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any]) -> PPOOptions:
+        """From a mapping of its fields (an unknown key is an error with a did-you-mean)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in options:
+            if key not in names:
+                raise InvalidValueError(f"ppo option {key!r} is unknown: expected one of {names}"
+                                        f"{did_you_mean(key, names)}")
+        return cls(**options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
 
 GENERATION_ATTR = "ppo:generation"
 
@@ -73,7 +106,7 @@ def _sigmoid(z: float) -> float:
 
 
 #: trials per generation by default (the paper's G)
-GENERATION_SIZE = PPOOptions.generation_size  # the defaults: autoloss.search.config.PPOOptions
+GENERATION_SIZE = PPOOptions.generation_size  # the defaults: PPOOptions
 
 
 class PPOSampler(BaseSampler):

@@ -1,7 +1,8 @@
-"""The figures of a search run folder (:mod:`autoloss.search.run_folder`), drawn from its
-study and exported loss with the figures of :mod:`autoloss.report`: what ``autoloss plot RUN``
-writes into ``<run>/plots`` (:func:`plot_run`, from the folder) and a search's last step
-(:func:`plot_search`, from the study and loss it holds in memory).
+"""Which figures a search run folder (:mod:`autoloss.search.run_folder`) gets, drawn by
+:mod:`autoloss.report` (the study's by :mod:`autoloss.report.search_plots`): what ``autoloss
+plot RUN`` writes into ``<run>/plots`` (:func:`plot_run`, from the folder) and a search's last
+step (:func:`plot_search`, from the study and loss it holds in memory). It draws nothing itself;
+it picks the published curves a searched loss is drawn against (:func:`reference_preset`).
 """
 
 from __future__ import annotations
@@ -94,14 +95,9 @@ def plot_search(study: Any | None, loss: Any | None, *, dest: Path | str, name: 
         if plots.curves_of(loss):
             written += plots.plot_curves(specs, labels=labels, out=dest / "curves", formats=fmts)
     if study is not None:
-        from autoloss.report import search_plots
-        written += siblings(plots.plot_history(study, out=dest / "history", formats=fmts))
-        written += siblings(plots.plot_importance(study, out=dest / "importance", formats=fmts))
-        if len(study.directions) == 2:
-            written += siblings(search_plots.plot_pareto(study, out=dest / "pareto",
-                                                         formats=fmts))
-        written += siblings(search_plots.plot_intermediate(study, out=dest / "intermediate",
-                                                           formats=fmts))
+        from autoloss.report.search_plots import plot_study
+
+        written += plot_study(study, dest=dest, formats=fmts)
     if logs:
         written += siblings(plots.plot_training(list(logs), out=dest / "training", formats=fmts))
     return written

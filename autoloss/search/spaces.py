@@ -18,7 +18,8 @@ Every file is readable on its own (no includes)::
     reference: asl-voc-miou               # optional preset with the paper's published curves
 
 Parameters are named ``<curve>.<i>`` (``inter.0`` .. ``inter.5``), plus ``ce_weight`` when it is
-searched. (``autoloss.search.config.CompositeSpace`` joins several metrics' spaces.)
+searched. :class:`CompositeSpace` joins several metrics' spaces; the search reads either
+through the :class:`Space` protocol.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from torch import nn
 
@@ -38,8 +39,8 @@ from autoloss.core.relaxations import FAMILIES, RelaxationFamily, cumulative_inv
 from autoloss.errors import InvalidValueError, MissingFileError, did_you_mean
 from autoloss.utils.yaml_files import load_yaml
 
-__all__ = ["CeWeight", "CurveSpace", "SearchSpace", "bezier_raw_from_points",
-           "default_space", "load_space"]
+__all__ = ["CeWeight", "CompositeSpace", "CurveSpace", "SearchSpace", "Space",
+           "bezier_raw_from_points", "default_space", "load_space"]
 
 #: the built-in spaces, one file per built-in metric, shipped inside the package
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -147,6 +148,39 @@ def _clip(value: float, low: float, high: float) -> float:
     return min(max(float(value), low), high)
 
 
+class Space(Protocol):
+    """What the search reads of a space: :class:`SearchSpace` (one metric) or
+    :class:`CompositeSpace` (several). Parameters are flat ``{name: raw number}`` dicts."""
+
+    def param_names(self) -> list[str]:
+        """The searched parameters, in a fixed order."""
+
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        """Parameter name -> ``(low, high)``."""
+
+    def initial_params(self) -> dict[str, float]:
+        """Where a search starts (PPO's first mean, ``prior`` startup points)."""
+
+    def reference_points(self) -> dict[str, dict[str, float]]:
+        """Label -> point, evaluated first (the plain soft metric, published curves)."""
+
+    def params_of_loss(self, spec: Mapping[str, Any]) -> dict[str, float]:
+        """The point of a loss spec (``init_from``); raises ValueError if it has none here."""
+
+    def identity(self) -> dict[str, Any]:
+        """Everything a trial's loss depends on besides its parameters (JSON-able)."""
+
+    def fixed_options(self) -> dict[str, Any]:
+        """The fixed surrogate options (per metric for several metrics)."""
+
+    def metric_spaces(self) -> tuple[SearchSpace, ...]:
+        """The one-metric spaces it is made of."""
+
+    def loss_spec(self, params: Mapping[str, float], *, ignore_index: int | None = None
+                  ) -> dict[str, Any]:
+        """The loss spec (``autoloss.losses.load_loss`` schema) of ``params``."""
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """A typed search space for one metric (see the module docstring for the file format).
@@ -177,6 +211,13 @@ class SearchSpace:
                 "curves": {name: cs.to_dict() for name, cs in self.curves.items()},
                 "options": json.loads(json.dumps(self.options, default=list)),
                 "ce_weight": dataclasses.asdict(self.ce_weight)}
+
+    def fixed_options(self) -> dict[str, Any]:
+        """The fixed surrogate options (``classes``, ``tol``, ``drop_bg``, ...)."""
+        return dict(self.options)
+
+    def metric_spaces(self) -> tuple[SearchSpace, ...]:
+        return (self,)
 
     def param_names(self) -> list[str]:
         """``<curve>.<i>`` for every raw number in curve order, then ``ce_weight`` if searched."""
@@ -297,6 +338,86 @@ class SearchSpace:
     def build_loss(self, params: Mapping[str, float], *, ignore_index: int | None = None
                    ) -> nn.Module:
         """The loss module of ``params`` (valid by construction, never rejected)."""
+        from autoloss.losses import load_loss
+
+        return load_loss(self.loss_spec(params, ignore_index=ignore_index))
+
+
+@dataclass(frozen=True)
+class CompositeSpace:
+    """Several metrics' spaces joined: loss ``sum_i w_i * (1 - surrogate_i)`` (+ CE as in the first
+    term's space). ``weights[i]`` is a number (weighted-sum target: the loss mixes the surrogates
+    with the objective's weights) or None (searched as ``mix.<metric>`` in [0, 1]; the weights are
+    normalised to sum 1, used for multi-objective searches so the Pareto front spans trade-offs).
+    """
+
+    terms: tuple[tuple[str, float | None, SearchSpace], ...]
+
+    def _prefixed(self) -> list[tuple[str, SearchSpace, float | None]]:
+        return [(f"{m}.", s, w) for m, w, s in self.terms]
+
+    def param_names(self) -> list[str]:
+        names = [p + n for p, s, _ in self._prefixed() for n in s.param_names()]
+        return names + [f"mix.{m}" for m, w, _ in self.terms if w is None]
+
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        out = {p + n: b for p, s, _ in self._prefixed() for n, b in s.bounds().items()}
+        out.update({f"mix.{m}": (0.0, 1.0) for m, w, _ in self.terms if w is None})
+        return out
+
+    def _join(self, per_term: Sequence[Mapping[str, float]]) -> dict[str, float]:
+        out = {p + n: v for (p, _, _), params in zip(self._prefixed(), per_term)
+               for n, v in params.items()}
+        out.update({f"mix.{m}": 0.5 for m, w, _ in self.terms if w is None})
+        return out
+
+    def identity_params(self) -> dict[str, float]:
+        return self._join([s.identity_params() for _, _, s in self.terms])
+
+    def initial_params(self) -> dict[str, float]:
+        return self._join([s.initial_params() for _, _, s in self.terms])
+
+    def reference_points(self) -> dict[str, dict[str, float]]:
+        return {"identity": self.identity_params()}
+
+    def params_of_loss(self, spec: Mapping[str, Any]) -> dict[str, float]:
+        """Always raises: a loss file's curves start a single-metric search only."""
+        raise InvalidValueError(f"a loss's curves start a single-metric search only, but this "
+                                f"space combines {[m for m, _, _ in self.terms]}")
+
+    def identity(self) -> dict[str, Any]:
+        """Every term's metric, weight (None: searched) and :meth:`SearchSpace.identity`."""
+        return {"terms": [[m, w, s.identity()] for m, w, s in self.terms]}
+
+    def fixed_options(self) -> dict[str, Any]:
+        """Metric -> its space's fixed surrogate options."""
+        return {metric: dict(term.options) for metric, _, term in self.terms}
+
+    def metric_spaces(self) -> tuple[SearchSpace, ...]:
+        return tuple(s for _, _, s in self.terms)
+
+    def loss_spec(self, params: Mapping[str, float], *, ignore_index: int | None = None
+                  ) -> dict[str, Any]:
+        weights = [w if w is not None else float(params[f"mix.{m}"]) for m, w, _ in self.terms]
+        if any(w is None for _, w, _ in self.terms):
+            total = sum(weights)
+            weights = [w / total if total > 0 else 1 / len(weights) for w in weights]
+        parts = []
+        for (prefix, space, _), w in zip(self._prefixed(), weights):
+            sub = {n[len(prefix):]: v for n, v in params.items() if n.startswith(prefix)}
+            parts.append(space.loss_spec(sub, ignore_index=ignore_index, weight=w))
+        first = self.terms[0][2]
+        ce = (params.get(f"{self.terms[0][0]}.ce_weight") if first.ce_weight.searched
+              else first.ce_weight.fixed)
+        if ce and ce > 0:
+            part: dict[str, Any] = {"name": "cross_entropy", "weight": float(ce)}
+            if ignore_index is not None:
+                part["ignore_index"] = ignore_index
+            parts.append(part)
+        return {"combine": parts}
+
+    def build_loss(self, params: Mapping[str, float], *, ignore_index: int | None = None
+                   ) -> nn.Module:
         from autoloss.losses import load_loss
 
         return load_loss(self.loss_spec(params, ignore_index=ignore_index))
