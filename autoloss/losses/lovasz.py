@@ -16,15 +16,22 @@ ignored class index included; a list: those classes). Hinge: ``e_i = 1 - x_i (2 
 raw logits, ``loss = sum_k relu(e_(k)) w_k``. With ``per_image`` the loss is the plain mean of the
 per-image losses; an empty set (all pixels ignored) counts as 0.
 
-Implementation: every (set, class) pair is one row of a ``[R, P]`` matrix, sorted by one
-``torch.sort``; ``w`` comes from integer cumulative sums and is scattered back to the pixels, so
-``loss = sum_i e_i w_rank(i)`` and the backward pass is elementwise (the permutation is constant,
-as in the reference). Ignored pixels are removed before sorting (then, with ``per_image``, each
-image is sorted on its own). Ties: Lovasz-Softmax breaks ties between equal errors by pixel
-position (a stable sort; for float32 one radix sort of packed integer keys, the fast path), so
-where errors tie its gradient may spread differently over the tied pixels than the reference's,
-whose tie order is an artifact of ``torch.sort`` (the loss value is the same, and both are valid
-subgradients). The hinge, whose errors tie often (equal logits), orders ties as the reference.
+Implementation: each (set, class) row is sorted on its own by a stable 1-D radix sort of integer
+keys (32-bit for float32 errors); ``w`` comes from integer cumulative sums, so ``loss = sum_i
+e_i w_rank(i)`` and the backward pass is elementwise (the permutation is constant, as in the
+reference). Lovasz-Softmax sorts only the classes present in a set: under ``"present"`` the others
+are skipped, and otherwise an absent class's weights are ``(1, 0, ...)``, its loss the largest
+error (an argmax, no sort; an ignore label's channel is such a class). Its forward pass takes the
+softmax one image at a time and keeps, per row, only ``d loss / d p`` at the set's kept pixels;
+the backward pass rebuilds the softmax one image at a time and applies its Jacobian, so the peak
+extra memory is about three logits-sized buffers (46 MiB for logits [8,12,180,240], 11 classes
+and an ignore label; the reference: 106 MiB). Ignored pixels
+are removed before sorting. Ties: Lovasz-Softmax breaks ties between equal errors by pixel
+position (a stable sort, the fast path), so where errors tie its gradient may spread differently
+over the tied pixels than the reference's, whose tie order is an artifact of ``torch.sort`` (the
+loss value is the same, and both are valid subgradients). The hinge, whose errors tie often
+(equal logits), orders ties as the reference.
+
 Global statistics (``sync="global"``, DDP): the Lovasz extension is not a function of per-class
 sums, since its weights come from the rank of every pixel's error in the whole set. With
 ``per_image=False`` every rank therefore all-gathers the (non-ignored) errors' inputs, the
@@ -48,6 +55,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from autoloss.errors import InvalidValueError
 from autoloss.losses._global import Processes, Sync, check_sync, processes, sync_entry
@@ -82,24 +90,37 @@ def _sort_key(values: Tensor, *, nonnegative: bool) -> Tensor:
     return torch.where(bits < 0, bits ^ flip, bits)  # negative floats order in reverse
 
 
+def _stable_descending(values: Tensor, *, nonnegative: bool) -> Tensor:
+    """Indices sorting the 1-D ``values`` in decreasing order, ties by position.
+
+    One stable ascending sort of non-negative integer keys (``max - key``): on CPU a radix sort,
+    ~6x faster than sorting the floats. Non-negative float32 values keep 32-bit keys (4 radix
+    passes, half the memory of 64-bit keys); signed ones need 64 bits (``2^31 - 1 - key`` spans
+    ``[0, 2^32)``).
+    """
+    key = _sort_key(values, nonnegative=nonnegative)
+    if key.dtype == torch.int32:
+        descending = 0x7FFFFFFF - (key if nonnegative else key.long())
+    elif key.dtype == torch.int64 and nonnegative:
+        descending = 0x7FFFFFFFFFFFFFFF - key
+    else:  # signed float64 (no non-negative 64-bit key), or a dtype without integer keys
+        return torch.sort(key, descending=True, stable=True).indices
+    return torch.sort(descending, stable=True).indices
+
+
 def _descending_order(values: Tensor, *, nonnegative: bool, stable: bool) -> Tensor:
     """Indices sorting each row of ``values [R, P]`` in decreasing order.
 
-    ``stable=True`` breaks ties by position. For float32 this is one stable sort of 1-D int64
-    keys ``row << 32 | rank key``, a radix sort on CPU (~2.5x faster than sorting the rows).
+    ``stable=True`` breaks ties by position (:func:`_stable_descending`, row by row).
     ``stable=False`` is ``torch.sort(dim=1, descending=True)``, whose tie order (an artifact of
     the sort algorithm) is the reference's.
     """
-    rows, size = values.shape
-    key = _sort_key(values, nonnegative=nonnegative)
     if not stable:
-        return torch.sort(key, dim=1, descending=True).indices
-    if values.dtype != torch.float32 or rows >= 2**30:
-        return torch.sort(key, dim=1, descending=True, stable=True).indices
-    descending = 0x7FFFFFFF - key.long()  # in [0, 2^32), smaller for larger values
-    row = torch.arange(rows, device=values.device, dtype=torch.int64).view(rows, 1)
-    order = torch.sort(((row << 32) | descending).flatten(), stable=True).indices
-    return order.view(rows, size) - row * size
+        return torch.sort(_sort_key(values, nonnegative=nonnegative), dim=1,
+                          descending=True).indices
+    if values.shape[0] == 1:
+        return _stable_descending(values[0], nonnegative=nonnegative).unsqueeze(0)
+    return torch.stack([_stable_descending(row, nonnegative=nonnegative) for row in values])
 
 
 _CHUNK_ELEMENTS = 2**21  # rows are processed in chunks of about this many entries
@@ -142,21 +163,125 @@ def lovasz_rows(errors: Tensor, fg: Tensor, *, hinge: bool = False,
     return ((torch.relu(errors) if hinge else errors) * weights).sum(dim=1)
 
 
-def _softmax_sets(probs: Tensor, labels: Tensor, class_ids: Tensor,
-                  keep: list[Tensor] | None) -> tuple[Tensor, Tensor]:
-    """Per-set class losses ``[S, K]`` and presence ``[S, K]`` for ``probs [S, K, P]`` and
-    ``labels [S, P]``; ``keep[s]`` indexes the non-ignored pixels of set ``s`` (sorted one set at
-    a time, since their sizes differ)."""
-    sets, k, size = probs.shape
-    fg = labels.unsqueeze(1) == class_ids.view(1, k, 1)
+def _lovasz_weights(fg_sorted: Tensor, total: int, dtype: torch.dtype) -> Tensor:
+    """Lovasz weights ``w_k = J_k - J_{k-1}`` of one sorted row (``fg_sorted [P]`` bool, ``total
+    = G > 0``), in float32 (float64 for float64 ``dtype``): ranks are exact there up to 2^24."""
+    size = fg_sorted.numel()
+    count = torch.int32 if size < 2**31 else torch.int64
+    fg_cum = fg_sorted.cumsum(0, dtype=count)
+    rank = torch.arange(1, size + 1, device=fg_sorted.device, dtype=count)
+    wdtype = torch.promote_types(dtype, torch.float32)
+    jaccard = 1.0 - (total - fg_cum).to(wdtype) / (total + rank - fg_cum).to(wdtype)
+    return torch.diff(jaccard, prepend=jaccard.new_zeros(1))
+
+
+def _row_loss(probs: Tensor, fg: Tensor, total: int) -> tuple[Tensor, Tensor]:
+    """Lovasz loss of one (set, class) row and its gradient with respect to the row's
+    probabilities ``probs [P]`` (``fg [P]`` bool, ``total = fg.sum()``): ``sum_k e_(k) w_k`` with
+    ``e = |fg - p|``, ``d/dp_i = w_rank(i) * sign(p_i - fg_i)``. A class absent from the set
+    (``total = 0``) has ``w = (1, 0, 0, ...)``: its loss is ``max_i p_i``, no sort needed."""
+    diff = fg.to(probs.dtype) - probs
+    errors = diff.abs()
+    sign = diff.sign_().neg_()  # d|fg - p| / dp, 0 where p == fg (as autograd's abs)
+    if total == 0:
+        top = torch.argmax(errors)  # the first maximum, as a stable sort would put first
+        loss = errors[top]
+        grad = torch.zeros_like(errors)
+        grad[top] = sign[top]
+        return loss, grad
+    order = _stable_descending(errors, nonnegative=True)
+    weights = _lovasz_weights(fg[order], total, probs.dtype)
+    del fg
+    loss = torch.dot(errors[order].to(weights.dtype), weights).to(probs.dtype)
+    del errors
+    grad = sign.scatter_(0, order, sign[order] * weights.to(sign.dtype))
+    return loss, grad
+
+
+def _set_probs(logits: Tensor, images: range, class_ids: Tensor,
+               keep: list[Tensor] | None) -> Tensor:
+    """``softmax(logits)[images, class_ids]`` at the kept pixels: ``[K, sum of kept]``, the
+    images' pixels one after the other. One image's softmax at a time (no full-size copy)."""
+    parts = []
+    for i in images:
+        probs = torch.softmax(logits[i], dim=0).index_select(0, class_ids)
+        parts.append(probs if keep is None else probs.index_select(1, keep[i]))
+        del probs
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+class _SoftmaxRows(torch.autograd.Function):
+    """Lovasz-Softmax losses ``[S, K]`` of every (set, class) row from ``logits [N, C, P]``.
+
+    Forward keeps, per set, only ``d loss / d p`` at its kept pixels for the rows it computed
+    (``[K, kept]``, the size of the class probabilities); backward rebuilds the softmax one
+    image at a time and applies its Jacobian ``p (g - sum_c p g)``. Rows with ``rows[s, k]``
+    False are not computed (loss 0, no gradient): absent classes under ``"present"``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, labels: Tensor, class_ids: Tensor, rows: Tensor,
+                counts: Tensor, keep: list[Tensor] | None, sets: list[range]) -> Tensor:
+        k = class_ids.numel()
+        losses = logits.new_zeros(len(sets), k)
+        grads = []
+        for s, images in enumerate(sets):
+            computed = torch.nonzero(rows[s]).squeeze(1)
+            probs = _set_probs(logits, images, class_ids.index_select(0, computed), keep)
+            set_labels = labels[images.start:images.stop].reshape(-1)
+            if keep is not None:
+                set_labels = torch.cat([labels[i].index_select(0, keep[i]) for i in images])
+            for j, row in enumerate(computed.tolist()):
+                fg = set_labels == class_ids[row]
+                losses[s, row], probs[j] = _row_loss(probs[j], fg, int(counts[s, row]))
+            grads.append((computed, probs))  # probs now hold d loss_row / d p
+        ctx.grads, ctx.keep, ctx.sets = grads, keep, sets
+        ctx.save_for_backward(logits, class_ids)
+        return losses
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_losses: Tensor) -> tuple[Tensor | None, ...]:
+        logits, class_ids = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        for s, images in enumerate(ctx.sets):
+            computed, row_grads = ctx.grads[s]
+            ids = class_ids.index_select(0, computed)
+            scale = grad_losses[s].index_select(0, computed).unsqueeze(1)
+            start = 0
+            for i in images:
+                probs = torch.softmax(logits[i], dim=0)
+                size = probs.shape[1] if ctx.keep is None else ctx.keep[i].numel()
+                grad_p = torch.zeros_like(probs)
+                part = row_grads[:, start:start + size] * scale
+                if ctx.keep is None:
+                    grad_p.index_copy_(0, ids, part)
+                else:
+                    grad_p[ids.unsqueeze(1), ctx.keep[i].unsqueeze(0)] = part
+                start += size
+                # softmax backward: p * (g - sum_c p g)
+                grad_p.sub_((grad_p * probs).sum(dim=0, keepdim=True))
+                torch.mul(grad_p, probs, out=grad[i])
+        return grad, None, None, None, None, None, None
+
+
+def _softmax_sets(probs: Tensor, labels: Tensor, class_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Class losses ``[K]`` and presence ``[K]`` of one set: ``probs [K, P]`` (with autograd,
+    as all-gathered), ``labels [P]``."""
+    fg = labels.view(1, -1) == class_ids.view(-1, 1)
     errors = (fg.to(probs.dtype) - probs).abs()
-    if keep is None:
-        losses = lovasz_rows(errors.reshape(sets * k, size), fg.reshape(sets * k, size))
-        return losses.view(sets, k), fg.any(dim=2)
-    losses = torch.stack([lovasz_rows(errors[s].index_select(1, keep[s]),
-                                      fg[s].index_select(1, keep[s])) for s in range(sets)])
-    present = torch.stack([fg[s].index_select(1, keep[s]).any(dim=1) for s in range(sets)])
-    return losses, present
+    return lovasz_rows(errors, fg), fg.any(dim=1)
+
+
+def _class_counts(labels: Tensor, valid: Tensor | None, classes: int,
+                  per_image: bool) -> Tensor:
+    """Kept pixels of each class per set: ``[N, C]`` per image, else ``[1, C]``."""
+    if per_image:
+        offsets = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1) * classes
+        labels = labels + offsets
+    kept = labels.reshape(-1) if valid is None else labels[valid]
+    sets = labels.shape[0] if per_image else 1
+    return torch.bincount(kept, minlength=sets * classes).view(sets, classes)
 
 
 @float32_compute
@@ -191,30 +316,31 @@ def lovasz_softmax(logits: Tensor, target: Tensor, *, per_image: bool = False,
     world = processes(check_sync(sync))
     n, c = logits.shape[:2]
     pixels = math.prod(logits.shape[2:])  # H*W, or D*H*W for a volume
-    probs = torch.softmax(logits, dim=1)
     if isinstance(classes, list):
         bad = [k for k in classes if k >= c]
         if bad:
             raise InvalidValueError(f"classes lists {bad}, but the logits have only C={c} classes")
-        probs = probs[:, classes]
         class_ids = torch.tensor(classes, device=logits.device)
     else:
         class_ids = torch.arange(c, device=logits.device)
-    k = class_ids.numel()
     labels = target.long().reshape(n, pixels)
     valid = _valid_mask(labels, ignore_index)
     if world and not per_image:
-        return _gathered_softmax(logits, probs.reshape(n, k, pixels), labels, valid, class_ids,
-                                 classes, world)
+        probs = torch.softmax(logits, dim=1).reshape(n, c, pixels).index_select(1, class_ids)
+        return _gathered_softmax(logits, probs, labels, valid, class_ids, classes, world)
     if valid is not None and not bool(valid.any()) and not world:
         return logits.sum() * 0.0
-    if per_image:  # rows (image, class)
-        keep = None if valid is None else [torch.nonzero(v).squeeze(1) for v in valid]
-        losses, present = _softmax_sets(probs.reshape(n, k, pixels), labels, class_ids, keep)
-    else:  # rows (class) over the whole batch
-        flat = probs.transpose(0, 1).reshape(1, k, n * pixels)
-        keep_all = None if valid is None else [torch.nonzero(valid.reshape(-1)).squeeze(1)]
-        losses, present = _softmax_sets(flat, labels.reshape(1, n * pixels), class_ids, keep_all)
+    if (empty := empty_batch(logits)) is not None:
+        return empty
+    sets = [range(i, i + 1) for i in range(n)] if per_image else [range(n)]
+    keep = None if valid is None else [torch.nonzero(v).squeeze(1) for v in valid]
+    counts = _class_counts(labels, valid, c, per_image).index_select(1, class_ids)
+    present = counts > 0
+    rows = present.clone() if classes == "present" else torch.ones_like(present)
+    if valid is not None:  # a set without kept pixels has no rows
+        rows &= (valid.any(dim=1) if per_image else valid.any()).view(-1, 1)
+    losses = _SoftmaxRows.apply(logits.reshape(n, c, pixels), labels, class_ids, rows, counts,
+                                keep, sets)
     keep_class = present.to(losses.dtype) if classes == "present" else torch.ones_like(losses)
     per_set = (losses * keep_class).sum(dim=1) / keep_class.sum(dim=1).clamp_min(1)
     if valid is not None and per_image:
@@ -239,9 +365,9 @@ def _gathered_softmax(logits: Tensor, probs: Tensor, labels: Tensor, valid: Tens
     flat, flat_labels = world.gather(flat), world.gather(flat_labels)
     if flat.shape[1] == 0:  # every pixel of every process is ignored
         return logits.sum() * 0.0
-    losses, present = _softmax_sets(flat.unsqueeze(0), flat_labels, class_ids, None)
+    losses, present = _softmax_sets(flat, flat_labels.view(-1), class_ids)
     keep_class = present.to(losses.dtype) if classes == "present" else torch.ones_like(losses)
-    return ((losses * keep_class).sum(dim=1) / keep_class.sum(dim=1).clamp_min(1)).mean()
+    return (losses * keep_class).sum() / keep_class.sum().clamp_min(1)
 
 
 def _valid_mask(labels: Tensor, ignore_index: int | None) -> Tensor | None:
