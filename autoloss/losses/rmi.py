@@ -34,6 +34,7 @@ Two default sets (``RMI_PRESETS``, ``RMILoss.class_defaults()``, ``RMILoss.train
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -199,11 +200,24 @@ def _rmi_term(q: Tensor, p: Tensor, radius: int, *, float32_classes: bool,
             f"RMI needs a pooled size >= radius={radius}, but the input {size} "
             f"pools to {(h, w)} (pool_stride={stride})"
         )
-    # (image, class) pairs in chunks keep the float64 temporaries small (faster allocation)
-    step = max(1, _CHUNK_ELEMENTS // (radius * radius * (h - radius + 1) * (w - radius + 1)))
-    q_rows, p_rows = q.reshape(n * c, 1, h, w), p.reshape(n * c, 1, h, w)
-    rmi_bc = torch.cat([_half_log_det(q_rows[i:i + step], p_rows[i:i + step], radius)
-                        for i in range(0, n * c, step)]).view(n, c)
+    rows, d = n * c, radius * radius
+    q_rows, p_rows = q.reshape(rows, 1, h, w), p.reshape(rows, 1, h, w)
+    # An (image, class) pair whose pooled labels are constant (a class absent from the image, or
+    # filling it) has Y = 0 once centred, so M = 0: its term is the constant 1/2 log det of the
+    # jitter, without gradient, and is not computed.
+    flat = q_rows.reshape(rows, -1)
+    varying = torch.nonzero(flat.amax(dim=1) != flat.amin(dim=1)).squeeze(1)
+    rmi_bc = torch.full((rows,), d * math.log(math.sqrt(_POS_ALPHA) + _LOG_EPS),
+                        dtype=torch.float64, device=q.device)
+    if varying.numel() < rows:
+        q_rows, p_rows = q_rows.index_select(0, varying), p_rows.index_select(0, varying)
+    if varying.numel() > 0:
+        # pairs in chunks keep the float64 temporaries small (faster allocation)
+        step = max(1, _CHUNK_ELEMENTS // (d * (h - radius + 1) * (w - radius + 1)))
+        values = torch.cat([_half_log_det(q_rows[i:i + step], p_rows[i:i + step], radius)
+                            for i in range(0, varying.numel(), step)])
+        rmi_bc = values if varying.numel() == rows else rmi_bc.index_copy(0, varying, values)
+    rmi_bc = rmi_bc.view(n, c)
     per_class = rmi_bc.mean(dim=0)
     if float32_classes:
         per_class = per_class.float()
@@ -227,7 +241,10 @@ class _SigmoidPool(torch.autograd.Function):
         per_pixel -= logits.gather(1, labels.unsqueeze(1))
         bce_sum = (per_pixel * mask).sum()
         del per_pixel
-        probs = torch.sigmoid(logits).mul_(mask).add_(_CLIP_MIN)
+        probs = torch.addcmul(logits.new_tensor(_CLIP_MIN), torch.sigmoid(logits), mask)
+        # CPU pooling is vectorised over channels in channels-last layout only (same values and
+        # indices; ~6x faster, the layout change included)
+        probs = probs.contiguous(memory_format=torch.channels_last)
         ctx.options = (pool, size, stride)
         if pool == "max":
             pooled, where = F.max_pool2d(probs, size, stride=stride, padding=size // 2,
