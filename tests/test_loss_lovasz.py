@@ -268,7 +268,7 @@ def test_bad_inputs() -> None:
 
 
 def test_row_chunks_give_the_same_result(monkeypatch) -> None:
-    import autoloss.losses.lovasz as lovasz_module
+    import autoloss.losses._lovasz_rows as lovasz_module
 
     gen = torch.Generator().manual_seed(7)
     errors = torch.rand(7, 50, generator=gen, dtype=torch.float64)
@@ -276,7 +276,7 @@ def test_row_chunks_give_the_same_result(monkeypatch) -> None:
     e1, e2 = errors.clone().requires_grad_(True), errors.clone().requires_grad_(True)
     whole = lovasz_module.lovasz_rows(e1, fg)
     whole.sum().backward()
-    monkeypatch.setattr(lovasz_module, "_CHUNK_ELEMENTS", 100)  # 2 rows per chunk here
+    monkeypatch.setattr(lovasz_module, "CHUNK_ELEMENTS", 100)  # 2 rows per chunk here
     chunked = lovasz_module.lovasz_rows(e2, fg)
     chunked.sum().backward()
     assert torch.equal(chunked, whole)
@@ -288,7 +288,7 @@ def test_row_chunks_give_the_same_result(monkeypatch) -> None:
 def test_only_present_classes_are_sorted(monkeypatch, per_image, classes) -> None:
     """A class absent from a set (class 1, and the ignore label's channel 4) is never sorted:
     under "present" it is skipped, otherwise its loss is the largest probability (argmax)."""
-    import autoloss.losses.lovasz as lovasz_module
+    import autoloss.losses._lovasz_rows as lovasz_module
 
     logits, labels = _case(seed=9, n=2, c=5, ignore=4)
     assert not bool((labels == 1).any())
@@ -298,8 +298,8 @@ def test_only_present_classes_are_sorted(monkeypatch, per_image, classes) -> Non
         sorted_rows.append(values.numel())
         return real(values, nonnegative=nonnegative)
 
-    real = lovasz_module._stable_descending
-    monkeypatch.setattr(lovasz_module, "_stable_descending", spy)
+    real = lovasz_module.stable_descending
+    monkeypatch.setattr(lovasz_module, "stable_descending", spy)
     x1 = logits.clone().requires_grad_(True)
     x2 = logits.clone().requires_grad_(True)
     lovasz_softmax(x1, labels, per_image=per_image, classes=classes, ignore_index=4).backward()
@@ -324,14 +324,14 @@ def test_backward_twice_with_retained_graph() -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("nonnegative", [True, False])
 def test_descending_order_with_ties(dtype, nonnegative) -> None:
-    from autoloss.losses.lovasz import _descending_order
+    from autoloss.losses._lovasz_rows import descending_order
 
     gen = torch.Generator().manual_seed(8)
     values = torch.randint(-20, 21, (5, 300), generator=gen).to(dtype) / 7
     values[0, :3] = -0.0 if not nonnegative else 0.0
     if nonnegative:
         values = values.abs()
-    stable = _descending_order(values, nonnegative=nonnegative, stable=True)
+    stable = descending_order(values, nonnegative=nonnegative, stable=True)
     assert torch.equal(stable, torch.sort(values, dim=1, descending=True, stable=True).indices)
-    default = _descending_order(values, nonnegative=nonnegative, stable=False)
+    default = descending_order(values, nonnegative=nonnegative, stable=False)
     assert torch.equal(default, torch.sort(values, dim=1, descending=True).indices)
