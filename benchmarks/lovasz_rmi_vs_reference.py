@@ -124,7 +124,7 @@ def agreement(fns: dict, logits) -> dict[str, tuple[float, float]]:
         x = logits.clone().requires_grad_(True)
         loss = fn(x, labels)
         loss.backward()
-        out[name] = (float(loss), x.grad)
+        out[name] = (float(loss.detach()), x.grad)
     ref_loss, ref_grad = out[list(fns)[-1]]
     scale = float(ref_grad.abs().max())
     return {name: (abs(value - ref_loss) / abs(ref_loss), float((grad - ref_grad).abs().max())
