@@ -110,12 +110,17 @@ def peak_memory_child(name: str, workload: str, compiled: bool) -> None:
     loss_fn = build(name, ignore, compiled)
     if compiled:
         first_call(loss_fn, logits, labels)  # compile (from the cache) and run once
+    print(json.dumps({"extra_mib": peak_extra_mib(loss_fn, logits, labels)}))
+
+
+def peak_extra_mib(loss_fn, logits, labels) -> float:
+    """Peak resident-set growth (MiB) of one forward+backward, from inputs that already exist
+    (Linux: the peak ``VmHWM`` is reset to the current RSS through ``/proc/self/clear_refs``)."""
     x = logits.clone().requires_grad_(True)
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     base = _status_kib("VmRSS")
     loss_fn(x, labels).backward()
-    peak = _status_kib("VmHWM")
-    print(json.dumps({"extra_mib": (peak - base) / 1024}))
+    return (_status_kib("VmHWM") - base) / 1024
 
 
 def first_call_child(name: str, workload: str) -> None:

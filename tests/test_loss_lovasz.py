@@ -268,31 +268,70 @@ def test_bad_inputs() -> None:
 
 
 def test_row_chunks_give_the_same_result(monkeypatch) -> None:
-    import autoloss.losses.lovasz as lovasz_module
+    import autoloss.losses._lovasz_rows as lovasz_module
 
-    logits, labels = _case(seed=7, ignore=255)
+    gen = torch.Generator().manual_seed(7)
+    errors = torch.rand(7, 50, generator=gen, dtype=torch.float64)
+    fg = torch.rand(7, 50, generator=gen) < 0.3
+    e1, e2 = errors.clone().requires_grad_(True), errors.clone().requires_grad_(True)
+    whole = lovasz_module.lovasz_rows(e1, fg)
+    whole.sum().backward()
+    monkeypatch.setattr(lovasz_module, "CHUNK_ELEMENTS", 100)  # 2 rows per chunk here
+    chunked = lovasz_module.lovasz_rows(e2, fg)
+    chunked.sum().backward()
+    assert torch.equal(chunked, whole)
+    assert torch.equal(e1.grad, e2.grad)
+
+
+@pytest.mark.parametrize("per_image", [False, True])
+@pytest.mark.parametrize("classes", ["present", "all", [0, 1, 4]])
+def test_only_present_classes_are_sorted(monkeypatch, per_image, classes) -> None:
+    """A class absent from a set (class 1, and the ignore label's channel 4) is never sorted:
+    under "present" it is skipped, otherwise its loss is the largest probability (argmax)."""
+    import autoloss.losses._lovasz_rows as lovasz_module
+
+    logits, labels = _case(seed=9, n=2, c=5, ignore=4)
+    assert not bool((labels == 1).any())
+    sorted_rows = []
+
+    def spy(values, *, nonnegative):
+        sorted_rows.append(values.numel())
+        return real(values, nonnegative=nonnegative)
+
+    real = lovasz_module.stable_descending
+    monkeypatch.setattr(lovasz_module, "stable_descending", spy)
     x1 = logits.clone().requires_grad_(True)
     x2 = logits.clone().requires_grad_(True)
-    whole = lovasz_softmax(x1, labels, ignore_index=255, classes="all")
-    whole.backward()
-    monkeypatch.setattr(lovasz_module, "_CHUNK_ELEMENTS", 100)  # 1 row per chunk here
-    chunked = lovasz_softmax(x2, labels, ignore_index=255, classes="all")
-    chunked.backward()
-    assert chunked.item() == whole.item()
-    assert torch.equal(x1.grad, x2.grad)
+    lovasz_softmax(x1, labels, per_image=per_image, classes=classes, ignore_index=4).backward()
+    _ref_softmax(x2, labels, per_image=per_image, classes=classes, ignore=4).backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=0, atol=1e-13)
+    chosen = [0, 1, 2, 3, 4] if isinstance(classes, str) else classes
+    sets = [labels[i] for i in range(len(labels))] if per_image else [labels]
+    expected = [int((y != 4).sum()) for y in sets for k in chosen if k != 4 and bool((y == k).any())]
+    assert sorted_rows == expected  # one row per (set, present class), over its kept pixels
+
+
+def test_backward_twice_with_retained_graph() -> None:
+    logits, labels = _case(seed=10, ignore=255)
+    x = logits.clone().requires_grad_(True)
+    loss = lovasz_softmax(x, labels, ignore_index=255)
+    loss.backward(retain_graph=True)
+    first = x.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(x.grad, 2 * first, rtol=1e-15, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("nonnegative", [True, False])
 def test_descending_order_with_ties(dtype, nonnegative) -> None:
-    from autoloss.losses.lovasz import _descending_order
+    from autoloss.losses._lovasz_rows import descending_order
 
     gen = torch.Generator().manual_seed(8)
     values = torch.randint(-20, 21, (5, 300), generator=gen).to(dtype) / 7
     values[0, :3] = -0.0 if not nonnegative else 0.0
     if nonnegative:
         values = values.abs()
-    stable = _descending_order(values, nonnegative=nonnegative, stable=True)
+    stable = descending_order(values, nonnegative=nonnegative, stable=True)
     assert torch.equal(stable, torch.sort(values, dim=1, descending=True, stable=True).indices)
-    default = _descending_order(values, nonnegative=nonnegative, stable=False)
+    default = descending_order(values, nonnegative=nonnegative, stable=False)
     assert torch.equal(default, torch.sort(values, dim=1, descending=True).indices)

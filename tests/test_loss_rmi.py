@@ -145,6 +145,40 @@ def test_matches_naive_reference(options) -> None:
     torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-7, atol=1e-12)
 
 
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_constant_label_maps_are_skipped_and_match_naive_reference(monkeypatch, pool) -> None:
+    """An (image, class) pair whose pooled labels are constant (class 1 absent from image 0,
+    classes 0 and 1 from image 1, and with max pooling class 2, which fills image 1; average
+    pooling counts the zero padding, so its border varies) gives the jitter's constant without
+    being computed, and the loss and gradient still match the naive reference."""
+    import autoloss.losses.rmi as rmi_module
+
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn(2, 3, 18, 18, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, 3, (2, 18, 18), generator=gen)
+    labels[0][labels[0] == 1] = 0
+    labels[1] = 2
+    computed = []
+
+    def spy(q, p, radius):
+        computed.append(q.shape[0])
+        return real(q, p, radius)
+
+    real = rmi_module._half_log_det
+    monkeypatch.setattr(rmi_module, "_half_log_det", spy)
+    options = {"radius": 3, "pool": pool, "pool_size": 2, "pool_stride": 2,
+               "weight_lambda": 0.5, "lambda_way": "convex"}
+    x1 = logits.clone().requires_grad_(True)
+    x2 = logits.clone().requires_grad_(True)
+    loss = rmi_loss(x1, labels, output_dtype="input", **options)
+    ref = _naive(x2, labels, **options)
+    loss.backward()
+    ref.backward()
+    assert sum(computed) == (2 if pool == "max" else 3)  # of 6 (image, class) pairs
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-10)
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-7, atol=1e-12)
+
+
 # ---------------------------------------------------------------- numerical safety
 @pytest.mark.parametrize("case", ["constant", "single_class", "extreme", "all_ignored"])
 @pytest.mark.parametrize("preset", ["class_defaults", "train_defaults"])

@@ -16,15 +16,22 @@ ignored class index included; a list: those classes). Hinge: ``e_i = 1 - x_i (2 
 raw logits, ``loss = sum_k relu(e_(k)) w_k``. With ``per_image`` the loss is the plain mean of the
 per-image losses; an empty set (all pixels ignored) counts as 0.
 
-Implementation: every (set, class) pair is one row of a ``[R, P]`` matrix, sorted by one
-``torch.sort``; ``w`` comes from integer cumulative sums and is scattered back to the pixels, so
-``loss = sum_i e_i w_rank(i)`` and the backward pass is elementwise (the permutation is constant,
-as in the reference). Ignored pixels are removed before sorting (then, with ``per_image``, each
-image is sorted on its own). Ties: Lovasz-Softmax breaks ties between equal errors by pixel
-position (a stable sort; for float32 one radix sort of packed integer keys, the fast path), so
-where errors tie its gradient may spread differently over the tied pixels than the reference's,
-whose tie order is an artifact of ``torch.sort`` (the loss value is the same, and both are valid
-subgradients). The hinge, whose errors tie often (equal logits), orders ties as the reference.
+Implementation: each (set, class) row is sorted on its own by a stable 1-D radix sort of integer
+keys (32-bit for float32 errors); ``w`` comes from integer cumulative sums, so ``loss = sum_i
+e_i w_rank(i)`` and the backward pass is elementwise (the permutation is constant, as in the
+reference). Lovasz-Softmax sorts only the classes present in a set: under ``"present"`` the others
+are skipped, and otherwise an absent class's weights are ``(1, 0, ...)``, its loss the largest
+error (an argmax, no sort; an ignore label's channel is such a class). Its forward pass takes the
+softmax one image at a time and keeps, per row, only ``d loss / d p`` at the set's kept pixels;
+the backward pass rebuilds the softmax one image at a time and applies its Jacobian, so the peak
+extra memory is about three logits-sized buffers (46 MiB for logits [8,12,180,240], 11 classes
+and an ignore label; the reference: 106 MiB). Ignored pixels
+are removed before sorting. Ties: Lovasz-Softmax breaks ties between equal errors by pixel
+position (a stable sort, the fast path), so where errors tie its gradient may spread differently
+over the tied pixels than the reference's, whose tie order is an artifact of ``torch.sort`` (the
+loss value is the same, and both are valid subgradients). The hinge, whose errors tie often
+(equal logits), orders ties as the reference.
+
 Global statistics (``sync="global"``, DDP): the Lovasz extension is not a function of per-class
 sums, since its weights come from the rank of every pixel's error in the whole set. With
 ``per_image=False`` every rank therefore all-gathers the (non-ignored) errors' inputs, the
@@ -51,6 +58,7 @@ from torch import Tensor, nn
 
 from autoloss.errors import InvalidValueError
 from autoloss.losses._global import Processes, Sync, check_sync, processes, sync_entry
+from autoloss.losses._lovasz_rows import SoftmaxRows, lovasz_rows
 from autoloss.losses._precision import float32_compute
 from autoloss.losses._validate import (
     check_binary_logits_and_target,
@@ -67,96 +75,23 @@ from autoloss.losses._validate import (
 __all__ = ["LovaszHingeLoss", "LovaszSoftmaxLoss", "lovasz_hinge", "lovasz_softmax"]
 
 
-def _sort_key(values: Tensor, *, nonnegative: bool) -> Tensor:
-    """Integer keys ordered like the float ``values``, with the same ties."""
-    if not nonnegative:
-        values = values + 0.0  # -0.0 becomes +0.0 (they compare equal)
-    if values.dtype == torch.float32:
-        bits, flip = values.view(torch.int32), 0x7FFFFFFF
-    elif values.dtype == torch.float64:
-        bits, flip = values.view(torch.int64), 0x7FFFFFFFFFFFFFFF
-    else:
-        return values
-    if nonnegative:  # +0.0 and positive floats order like their bit patterns
-        return bits
-    return torch.where(bits < 0, bits ^ flip, bits)  # negative floats order in reverse
-
-
-def _descending_order(values: Tensor, *, nonnegative: bool, stable: bool) -> Tensor:
-    """Indices sorting each row of ``values [R, P]`` in decreasing order.
-
-    ``stable=True`` breaks ties by position. For float32 this is one stable sort of 1-D int64
-    keys ``row << 32 | rank key``, a radix sort on CPU (~2.5x faster than sorting the rows).
-    ``stable=False`` is ``torch.sort(dim=1, descending=True)``, whose tie order (an artifact of
-    the sort algorithm) is the reference's.
-    """
-    rows, size = values.shape
-    key = _sort_key(values, nonnegative=nonnegative)
-    if not stable:
-        return torch.sort(key, dim=1, descending=True).indices
-    if values.dtype != torch.float32 or rows >= 2**30:
-        return torch.sort(key, dim=1, descending=True, stable=True).indices
-    descending = 0x7FFFFFFF - key.long()  # in [0, 2^32), smaller for larger values
-    row = torch.arange(rows, device=values.device, dtype=torch.int64).view(rows, 1)
-    order = torch.sort(((row << 32) | descending).flatten(), stable=True).indices
-    return order.view(rows, size) - row * size
-
-
-_CHUNK_ELEMENTS = 2**21  # rows are processed in chunks of about this many entries
-
-
-def lovasz_rows(errors: Tensor, fg: Tensor, *, hinge: bool = False,
-                stable: bool = True) -> Tensor:
-    """Lovasz extension of the Jaccard loss for each row.
-
-    Args:
-        errors: ``[R, P]`` errors (differentiable), sorted on their values; ``>= 0`` (as
-            ``|fg - p|``) unless ``hinge``.
-        fg: ``[R, P]`` bool foreground.
-        hinge: weigh ``relu(errors)`` instead of ``errors`` (sorting still uses ``errors``).
-        stable: break ties in the errors by position (fast); else as ``torch.sort`` does.
-
-    Returns:
-        ``[R]`` losses ``sum_k e_(k) w_k``; ``P = 0`` gives zeros.
-    """
-    rows, size = errors.shape
-    if size == 0:
-        return errors.sum(dim=1) * 0.0
-    # Chunks of rows keep the temporaries small (faster allocation, lower peak memory).
-    step = max(1, _CHUNK_ELEMENTS // size)
-    if rows > step:
-        return torch.cat([lovasz_rows(errors[i:i + step], fg[i:i + step], hinge=hinge,
-                                      stable=stable) for i in range(0, rows, step)])
-    perm = _descending_order(errors.detach(), nonnegative=not hinge, stable=stable)
-    count = torch.int32 if size < 2**31 else torch.int64
-    fg_cum = fg.gather(1, perm).cumsum(dim=1, dtype=count)
-    inter = fg_cum[:, -1:] - fg_cum  # G - sum_{j<=k} fg_(j)
-    rank = torch.arange(1, size + 1, device=fg.device, dtype=count)
-    # ranks and counts reach P: exact in float32 up to 2^24 (float16 overflows at 65,504,
-    # bfloat16 rounds above 256), so the weights are float32 (float64 for float64 errors)
-    wdtype = torch.promote_types(errors.dtype, torch.float32)
-    inter_f = inter.to(wdtype)
-    jaccard = 1.0 - inter_f / (inter + rank).to(wdtype)  # union = G + k - cumsum(fg)
-    weights = torch.diff(jaccard, dim=1, prepend=jaccard.new_zeros(rows, 1))
-    weights = torch.empty_like(weights).scatter_(1, perm, weights)
-    return ((torch.relu(errors) if hinge else errors) * weights).sum(dim=1)
-
-
-def _softmax_sets(probs: Tensor, labels: Tensor, class_ids: Tensor,
-                  keep: list[Tensor] | None) -> tuple[Tensor, Tensor]:
-    """Per-set class losses ``[S, K]`` and presence ``[S, K]`` for ``probs [S, K, P]`` and
-    ``labels [S, P]``; ``keep[s]`` indexes the non-ignored pixels of set ``s`` (sorted one set at
-    a time, since their sizes differ)."""
-    sets, k, size = probs.shape
-    fg = labels.unsqueeze(1) == class_ids.view(1, k, 1)
+def _softmax_sets(probs: Tensor, labels: Tensor, class_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Class losses ``[K]`` and presence ``[K]`` of one set: ``probs [K, P]`` (with autograd,
+    as all-gathered), ``labels [P]``."""
+    fg = labels.view(1, -1) == class_ids.view(-1, 1)
     errors = (fg.to(probs.dtype) - probs).abs()
-    if keep is None:
-        losses = lovasz_rows(errors.reshape(sets * k, size), fg.reshape(sets * k, size))
-        return losses.view(sets, k), fg.any(dim=2)
-    losses = torch.stack([lovasz_rows(errors[s].index_select(1, keep[s]),
-                                      fg[s].index_select(1, keep[s])) for s in range(sets)])
-    present = torch.stack([fg[s].index_select(1, keep[s]).any(dim=1) for s in range(sets)])
-    return losses, present
+    return lovasz_rows(errors, fg), fg.any(dim=1)
+
+
+def _class_counts(labels: Tensor, valid: Tensor | None, classes: int,
+                  per_image: bool) -> Tensor:
+    """Kept pixels of each class per set: ``[N, C]`` per image, else ``[1, C]``."""
+    if per_image:
+        offsets = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1) * classes
+        labels = labels + offsets
+    kept = labels.reshape(-1) if valid is None else labels[valid]
+    sets = labels.shape[0] if per_image else 1
+    return torch.bincount(kept, minlength=sets * classes).view(sets, classes)
 
 
 @float32_compute
@@ -191,30 +126,31 @@ def lovasz_softmax(logits: Tensor, target: Tensor, *, per_image: bool = False,
     world = processes(check_sync(sync))
     n, c = logits.shape[:2]
     pixels = math.prod(logits.shape[2:])  # H*W, or D*H*W for a volume
-    probs = torch.softmax(logits, dim=1)
     if isinstance(classes, list):
         bad = [k for k in classes if k >= c]
         if bad:
             raise InvalidValueError(f"classes lists {bad}, but the logits have only C={c} classes")
-        probs = probs[:, classes]
         class_ids = torch.tensor(classes, device=logits.device)
     else:
         class_ids = torch.arange(c, device=logits.device)
-    k = class_ids.numel()
     labels = target.long().reshape(n, pixels)
     valid = _valid_mask(labels, ignore_index)
     if world and not per_image:
-        return _gathered_softmax(logits, probs.reshape(n, k, pixels), labels, valid, class_ids,
-                                 classes, world)
+        probs = torch.softmax(logits, dim=1).reshape(n, c, pixels).index_select(1, class_ids)
+        return _gathered_softmax(logits, probs, labels, valid, class_ids, classes, world)
     if valid is not None and not bool(valid.any()) and not world:
         return logits.sum() * 0.0
-    if per_image:  # rows (image, class)
-        keep = None if valid is None else [torch.nonzero(v).squeeze(1) for v in valid]
-        losses, present = _softmax_sets(probs.reshape(n, k, pixels), labels, class_ids, keep)
-    else:  # rows (class) over the whole batch
-        flat = probs.transpose(0, 1).reshape(1, k, n * pixels)
-        keep_all = None if valid is None else [torch.nonzero(valid.reshape(-1)).squeeze(1)]
-        losses, present = _softmax_sets(flat, labels.reshape(1, n * pixels), class_ids, keep_all)
+    if (empty := empty_batch(logits)) is not None:
+        return empty
+    sets = [range(i, i + 1) for i in range(n)] if per_image else [range(n)]
+    keep = None if valid is None else [torch.nonzero(v).squeeze(1) for v in valid]
+    counts = _class_counts(labels, valid, c, per_image).index_select(1, class_ids)
+    present = counts > 0
+    rows = present.clone() if classes == "present" else torch.ones_like(present)
+    if valid is not None:  # a set without kept pixels has no rows
+        rows &= (valid.any(dim=1) if per_image else valid.any()).view(-1, 1)
+    losses = SoftmaxRows.apply(logits.reshape(n, c, pixels), labels, class_ids, rows, counts,
+                                keep, sets)
     keep_class = present.to(losses.dtype) if classes == "present" else torch.ones_like(losses)
     per_set = (losses * keep_class).sum(dim=1) / keep_class.sum(dim=1).clamp_min(1)
     if valid is not None and per_image:
@@ -239,9 +175,9 @@ def _gathered_softmax(logits: Tensor, probs: Tensor, labels: Tensor, valid: Tens
     flat, flat_labels = world.gather(flat), world.gather(flat_labels)
     if flat.shape[1] == 0:  # every pixel of every process is ignored
         return logits.sum() * 0.0
-    losses, present = _softmax_sets(flat.unsqueeze(0), flat_labels, class_ids, None)
+    losses, present = _softmax_sets(flat, flat_labels.view(-1), class_ids)
     keep_class = present.to(losses.dtype) if classes == "present" else torch.ones_like(losses)
-    return ((losses * keep_class).sum(dim=1) / keep_class.sum(dim=1).clamp_min(1)).mean()
+    return (losses * keep_class).sum() / keep_class.sum().clamp_min(1)
 
 
 def _valid_mask(labels: Tensor, ignore_index: int | None) -> Tensor | None:
