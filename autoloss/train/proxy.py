@@ -247,6 +247,8 @@ class ProxyConfig:
         _choice("norm", self.norm, ["batch", "group"])
         _choice("optimizer", self.optimizer, ["sgd", "adamw"])
         if self.metrics is not None:
+            if not isinstance(self.metrics, (str, list, tuple)):
+                fail("metrics", "a metric name, a non-empty list of metric names, or None")
             metrics = [self.metrics] if isinstance(self.metrics, str) else list(self.metrics)
             if not metrics:
                 fail("metrics", "a non-empty list of metric names or None")
