@@ -80,8 +80,9 @@ def _count(value: Any, where: str) -> int:
 
 def bezier_raw_from_points(points: Sequence[float]) -> list[float]:
     """Raw search numbers ``[s1x, s1y, s2x, s2y, ...]`` of absolute Bezier control points
-    ``[x1, y1, x2, y2, ...]`` (non-decreasing per coordinate): the cumulative transform inverted
-    per coordinate (golden README 5.1)."""
+    ``[x1, y1, x2, y2, ...]`` (non-decreasing per coordinate): the cumulative transform of the
+    reference search script (fundamentalvision/Auto-Seg-Loss, ``ASL_search``),
+    ``1 - P_k = prod_{j<=k} (1 - s_j)`` per coordinate, inverted."""
     xs = cumulative_inverse(points[0::2])
     ys = cumulative_inverse(points[1::2])
     return [v for pair in zip(xs, ys) for v in pair]
