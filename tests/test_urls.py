@@ -12,6 +12,7 @@ from fake_proxy import fast_tmp_dir
 
 from autoloss.losses import load_loss, read_spec
 from autoloss.search import run as search
+from autoloss.search import workers
 from autoloss.search.config import SearchConfig
 from autoloss.search.run_folder import RunFolder
 from autoloss.search.run_plots import open_run_study
@@ -130,8 +131,9 @@ def test_no_credential_form_reaches_a_file_the_terminal_or_the_study(form, out, 
     url = SECRET_FORMS[form].format(out=out, db=db, secret=SECRET)
     served = url if url.startswith(("sqlite", "journal")) else f"sqlite:///{db}"
     real_make_storage = make_storage
-    monkeypatch.setattr(search, "make_storage",
-                        lambda storage, **kw: real_make_storage(served, **kw))
+    for module in (search, workers):  # the modules of the search that open its storage
+        monkeypatch.setattr(module, "make_storage",
+                            lambda storage, **kw: real_make_storage(served, **kw))
     monkeypatch.setenv("AUTOLOSS_TRUST_CODE", "1")
     argv = ["search", "--trials", "3", "--sampler", "random", "--proxy-factory", FACTORY,
             "--storage", url, "--study", "s", "--out", str(out), "--rescore-top", "1",
@@ -146,7 +148,7 @@ def test_no_credential_form_reaches_a_file_the_terminal_or_the_study(form, out, 
         path.relative_to(out).parts[0] for path in files}
     for path in files:
         assert SECRET.encode() not in path.read_bytes(), path
-    study = optuna.load_study(study_name="s", storage=make_storage(url))
+    study = optuna.load_study(study_name="s", storage=search.make_storage(url))  # patched
     assert SECRET not in json.dumps(study.user_attrs)
     assert is_masked(study.user_attrs["storage"]) and is_masked(study.user_attrs["config"]["storage"])
 
