@@ -88,30 +88,26 @@ def lovasz_rows(errors: Tensor, fg: Tensor, *, hinge: bool = False,
         return torch.cat([lovasz_rows(errors[i:i + step], fg[i:i + step], hinge=hinge,
                                       stable=stable) for i in range(0, rows, step)])
     perm = descending_order(errors.detach(), nonnegative=not hinge, stable=stable)
-    count = torch.int32 if size < 2**31 else torch.int64
-    fg_cum = fg.gather(1, perm).cumsum(dim=1, dtype=count)
-    inter = fg_cum[:, -1:] - fg_cum  # G - sum_{j<=k} fg_(j)
-    rank = torch.arange(1, size + 1, device=fg.device, dtype=count)
-    # ranks and counts reach P: exact in float32 up to 2^24 (float16 overflows at 65,504,
-    # bfloat16 rounds above 256), so the weights are float32 (float64 for float64 errors)
-    wdtype = torch.promote_types(errors.dtype, torch.float32)
-    inter_f = inter.to(wdtype)
-    jaccard = 1.0 - inter_f / (inter + rank).to(wdtype)  # union = G + k - cumsum(fg)
-    weights = torch.diff(jaccard, dim=1, prepend=jaccard.new_zeros(rows, 1))
+    weights = _lovasz_weights(fg.gather(1, perm), None, errors.dtype)
     weights = torch.empty_like(weights).scatter_(1, perm, weights)
     return ((torch.relu(errors) if hinge else errors) * weights).sum(dim=1)
 
 
-def _lovasz_weights(fg_sorted: Tensor, total: int, dtype: torch.dtype) -> Tensor:
-    """Lovasz weights ``w_k = J_k - J_{k-1}`` of one sorted row (``fg_sorted [P]`` bool, ``total
-    = G > 0``), in float32 (float64 for float64 ``dtype``): ranks are exact there up to 2^24."""
-    size = fg_sorted.numel()
+def _lovasz_weights(fg_sorted: Tensor, total: int | None, dtype: torch.dtype) -> Tensor:
+    """Lovasz weights ``w_k = J_k - J_{k-1}`` of sorted rows (``fg_sorted [..., P]`` bool;
+    ``total`` = G, the foreground count, ``None``: each row's own), in float32 (float64 for
+    float64 ``dtype``): ranks and counts reach P, exact in float32 up to 2^24 (float16 overflows
+    at 65,504, bfloat16 rounds above 256)."""
+    size = fg_sorted.shape[-1]
     count = torch.int32 if size < 2**31 else torch.int64
-    fg_cum = fg_sorted.cumsum(0, dtype=count)
+    fg_cum = fg_sorted.cumsum(-1, dtype=count)
+    if total is None:
+        total = fg_cum[..., -1:]
     rank = torch.arange(1, size + 1, device=fg_sorted.device, dtype=count)
     wdtype = torch.promote_types(dtype, torch.float32)
+    # intersection G - cumsum(fg), union G + k - cumsum(fg)
     jaccard = 1.0 - (total - fg_cum).to(wdtype) / (total + rank - fg_cum).to(wdtype)
-    return torch.diff(jaccard, prepend=jaccard.new_zeros(1))
+    return torch.diff(jaccard, dim=-1, prepend=jaccard.new_zeros(*jaccard.shape[:-1], 1))
 
 
 def _row_loss(probs: Tensor, fg: Tensor, total: int) -> tuple[Tensor, Tensor]:
