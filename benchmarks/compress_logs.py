@@ -14,7 +14,11 @@ are not entered: a registered experiment reads them at a fixed commit.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's reader and writer, installed or not
 
 SKIP = ("preregistered",)
 
