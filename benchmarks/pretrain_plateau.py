@@ -1,9 +1,10 @@
 """Is a pretraining converged? Validation curves of training runs and their last-quarter drift.
 
-Reads the ``log.jsonl`` of training run folders (``autoloss train`` / ``compare``; no training
-here) and reports, per run, the validation metric over the last quarter of its evaluations: the
-drift (mean of the last quarter minus the mean of the quarter before, the plateau criterion of
-issue 23: below 0.3 points for every seed) and the spread, with one figure of the curves.
+Reads the ``log.jsonl`` (or ``log.jsonl.gz``) of training run folders (``autoloss train`` /
+``compare``; no training here) and reports, per run, the validation metric over the last quarter of
+its evaluations: the drift (mean of the last quarter minus the mean of the quarter before, the
+plateau criterion of issue 23: below 0.3 points for every seed) and the spread, with one figure of
+the curves.
 
     python benchmarks/pretrain_plateau.py --out results/pretrain-probes/plateau \\
         results/retrain-camvid/pretrain/seed0 results/pretrain-probes/sgd4000-seed0
@@ -22,8 +23,13 @@ CRITERION = 0.3  # points: the largest last-quarter drift of a converged pretrai
 
 def curve(folder: Path, metric: str) -> tuple[list[int], list[float], dict[str, Any]]:
     """``(steps, values in points, run.json)`` of the validation evaluations of a run folder."""
+    from autoloss.utils.run_logs import read_log_text, run_log
+
     steps, values = [], []
-    for line in (folder / "log.jsonl").read_text().splitlines():
+    log = run_log(folder)
+    if log is None:
+        raise SystemExit(f"{folder}: no log.jsonl or log.jsonl.gz")
+    for line in read_log_text(log).splitlines():
         try:
             record = json.loads(line)
         except ValueError:
@@ -39,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from autoloss.utils.stats import plateau
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders holding log.jsonl")
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders holding log.jsonl (or .gz)")
     parser.add_argument("--out", required=True, help="output prefix (OUT.md, OUT.png)")
     parser.add_argument("--metric", default="miou")
     args = parser.parse_args(argv)

@@ -175,6 +175,32 @@ def test_per_class_bars(synthetic: Path) -> None:
     assert [t.get_text() for t in diff.get_xticklabels()] == list(CLASSES)
 
 
+def test_compressed_logs_draw_the_same_curves(synthetic: Path) -> None:
+    """A folder whose run logs are gzip-compressed (``log.jsonl.gz``, issue 27) draws the same
+    validation and pretraining curves, with no warning about missing logs."""
+    from autoloss.utils.run_logs import compress_log
+
+    def drawn() -> list:
+        comp = comparison.read_comparison(synthetic)
+        figs = [compare_plots._curves_figure(comp, METRICS[:3]),
+                compare_plots._pretrain_figure(comp, METRICS[:3])]
+        return [[(line.get_label(), line.get_xydata().tolist()) for ax in fig.axes
+                 for line in ax.get_lines()] for fig in figs]
+
+    before = drawn()
+    logs = sorted(synthetic.rglob("log.jsonl"))
+    for log in logs:
+        compress_log(log)
+    assert not list(synthetic.rglob("log.jsonl")) and len(list(synthetic.rglob("log.jsonl.gz"))) == 12
+    assert drawn() == before and all(before)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = compare_plots.plot_comparison(synthetic, formats=("png",))
+    assert not [w for w in caught if "log.jsonl" in str(w.message)], [str(w.message) for w in caught]
+    assert [p.name for p in written] == ["bars.png", "curves.png", "pretrain.png",
+                                         "per_class_iou.png"]
+
+
 def test_missing_pieces_warn_and_skip(tmp_path: Path) -> None:
     root = write_comparison(tmp_path / "one", losses=LOSSES[:2], seeds=1, class_names=CLASSES)
     for log in root.glob("runs/*/seed0/log.jsonl"):

@@ -253,6 +253,23 @@ def _miou_space_pair(folder: Path, line: str, changed: str) -> tuple[Path, Path]
     return folder / "a.yaml", folder / "b.yaml"
 
 
+def test_a_search_uses_the_shipped_space_wherever_it_starts(out, tmp_path, monkeypatch):
+    """A ``search_spaces/miou.yaml`` in the folder a search starts in is not read (one warning
+    says so): the metric's shipped space is searched; the same file named by path is used."""
+    shipped, _ = _miou_space_pair(tmp_path, "classes: present", "classes: all")
+    (tmp_path / "search_spaces").mkdir()
+    (tmp_path / "b.yaml").rename(tmp_path / "search_spaces" / "miou.yaml")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match=r"metric 'miou': the built-in search space is used, not "
+                      r"'search_spaces/miou.yaml' of the working folder \(name a space by path"):
+        first = run_search(config(out / "a", trials=2), progress=False)
+    assert load(first).user_attrs["identity"]["space_options"] == {"classes": "present"}
+    named = run_search(config(out / "b", trials=2, space="search_spaces/miou.yaml"),
+                       progress=False)
+    assert load(named).user_attrs["identity"]["space_options"] == {"classes": "all"}
+    assert shipped.is_file()
+
+
 def test_resume_with_other_space_options_is_refused(out, tmp_path):
     """A space file whose fixed surrogate options changed (classes: present -> all) is another
     search, though its bounds are the same; a study recorded before the options were checked

@@ -61,16 +61,36 @@ def test_space_files_are_the_builtin_spaces_with_the_paper_settings(path, tmp_pa
     assert load_space(path.stem) == space
 
 
-def test_a_local_search_spaces_file_takes_precedence(tmp_path, monkeypatch):
+def test_a_local_search_spaces_file_is_not_read(tmp_path, monkeypatch):
+    """A metric name means the shipped space wherever the search starts (issue 27): a
+    ``search_spaces/<metric>.yaml`` of the working folder gets one warning line and is not read;
+    named by path, it is the space."""
     (tmp_path / "search_spaces").mkdir()
     text = (SPACE_FILES[0].read_text()).replace("high: 1.0", "high: 0.9")
     (tmp_path / "search_spaces" / SPACE_FILES[0].name).write_text(text)
     monkeypatch.chdir(tmp_path)
-    with pytest.warns(UserWarning, match=r"using the search space .*search_spaces/.* of the "
-                      r"working folder, not the built-in one"):  # never silently (issue 26, 13)
+    with pytest.warns(UserWarning, match=r"the built-in search space is used, not "
+                      r"'search_spaces/.*' of the working folder") as caught:
         space = load_space(SPACE_FILES[0].stem)
-    assert space.source == str((tmp_path / "search_spaces" / SPACE_FILES[0].name).resolve())
-    assert {c.high for c in space.curves.values()} == {0.9}
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    assert space == default_space(SPACE_FILES[0].stem) and space.source == str(SPACE_FILES[0])
+    local = load_space(Path("search_spaces") / SPACE_FILES[0].name)
+    assert local.source == str(Path("search_spaces") / SPACE_FILES[0].name)
+    assert {c.high for c in local.curves.values()} == {0.9}
+
+
+def test_the_project_spaces_are_named_by_path_and_read():
+    """The project's own spaces (top-level ``search_spaces/``) parse, and every ``space:`` of an
+    experiment file names an existing file by path from the repository root."""
+    files = sorted((REPO / "search_spaces").glob("*.yaml"))
+    assert files, "no project search space"
+    for path in files:
+        assert path.stem not in BUILTIN_PROGRAMS  # a metric name never reads these
+        load_space(path)
+    named = [line.split("space:", 1)[1].split("#")[0].strip()
+             for p in sorted((REPO / "experiments").glob("*.yaml"))
+             for line in p.read_text().splitlines() if line.strip().startswith("space:")]
+    assert named and all((REPO / n).is_file() and n.startswith("search_spaces/") for n in named)
 
 
 def test_a_missing_builtin_file_is_a_clear_error(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ figures themselves in :mod:`autoloss.report`).
     autoloss plot runs/miou                       # run folder -> runs/miou/plots/*
     autoloss plot results/retrain --pair LOSS     # comparison folder -> results/retrain/plots/*
     autoloss plot asl-voc-miou best_loss.yaml     # curves overlaid -> ./plots/curves.*
-    autoloss plot train.jsonl other.jsonl         # training curves -> ./plots/training.*
+    autoloss plot train.jsonl other.jsonl.gz      # training curves -> ./plots/training.*
     autoloss plot --checkpoint model.pt --data camvid:PATH   # overlays -> ./plots/overlays-model.*
 
 A run folder is what :func:`autoloss.search.run_search` writes (:mod:`autoloss.search.run_folder`):
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from autoloss.errors import InvalidValueError
 from autoloss.search.run_plots import plot_run
+from autoloss.utils.run_logs import is_log_file
 
 __all__ = ["register"]
 
@@ -50,8 +51,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     if args.pair is not None and not comparisons:
         raise InvalidValueError(f"--pair applies to a comparison folder (one holding compare.json), but "
                          f"none is among {args.targets}")
-    logs = [Path(t) for t in args.targets if t.endswith(".jsonl")]
-    losses = [t for t in args.targets if not Path(t).is_dir() and not t.endswith(".jsonl")]
+    logs = [Path(t) for t in args.targets if is_log_file(t)]
+    losses = [t for t in args.targets if not Path(t).is_dir() and not is_log_file(t)]
     base = Path(args.out) if args.out is not None else Path("plots")
     written: list[Path] = []
     for run in runs:
@@ -71,8 +72,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         written += plots.plot_curves(losses, out=base / _file_name("curves", labels),
                                      formats=fmts)
     if logs:
-        path = plots.plot_training(logs, out=base / _file_name("training", [p.stem for p in logs]),
-                                   formats=fmts)
+        stems = [Path(p.name.removesuffix(".gz")).stem for p in logs]
+        path = plots.plot_training(logs, out=base / _file_name("training", stems), formats=fmts)
         written += [path.with_suffix(f".{f}") for f in fmts]
     if args.checkpoint is not None:
         ckpt = Path(args.checkpoint)
@@ -92,7 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Figures (PNG/SVG) for search run folders (curves, history, importance), "
                     "comparison folders of autoloss compare (test scores, validation curves, "
                     "per-class IoU, predictions of two losses), "
-                    "loss files / presets (curves overlaid), trainer .jsonl logs, and a "
+                    "loss files / presets (curves overlaid), trainer .jsonl (or .jsonl.gz) "
+                    "logs, and a "
                     "checkpoint's predictions (--checkpoint with --data).")
     p.add_argument("targets", nargs="*", metavar="RUN_OR_LOSS",
                    help="run or comparison folder, loss YAML file, preset name or training "

@@ -279,8 +279,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="delete the search the run folder "
                    "holds (run.json, its study file, exported losses, summary, plots; a study on "
                    "a database server is kept) and start a new one")
-    p.add_argument("--space", help="search space YAML (default: the metric's built-in space, "
-                   "autoloss/search_spaces/METRIC.yaml)")
+    p.add_argument("--space", help="search space YAML, by path (default: the metric's "
+                   "built-in space, autoloss/search_spaces/METRIC.yaml, wherever the search "
+                   "starts)")
     p.add_argument("--cache", help="proxy cache folder (default: $AUTOLOSS_CACHE or "
                    "~/.cache/autoloss, shared by every search)")
     p.add_argument("--multi-objective", dest="multi_objective", action="store_const",

@@ -140,7 +140,7 @@ def _eval_curves(runs: Sequence[ComparisonRun], metric: str) -> list[dict[int, f
     """``{step: value in points}`` of ``metric`` for each run that has a log with it."""
     curves = []
     for run in runs:
-        log = run.file("log.jsonl")
+        log = run.log()
         points = read_training_log(log)[1].get(metric, []) if log is not None else []
         if points:
             curves.append({step: 100 * value for step, value in points})
@@ -156,7 +156,7 @@ def _band(curves: Sequence[dict[int, float]]) -> tuple[np.ndarray, ...]:
 
 
 def _missing_logs(runs: Sequence[ComparisonRun]) -> list[str]:
-    return [f"{run.loss} seed {run.seed}" for run in runs if run.file("log.jsonl") is None]
+    return [f"{run.loss} seed {run.seed}" for run in runs if run.log() is None]
 
 
 def _curves_figure(comp: Comparison, metrics: Sequence[str]) -> Figure | None:
@@ -196,7 +196,7 @@ def _pretrain_figure(comp: Comparison, metrics: Sequence[str]) -> Figure | None:
     """The cross-entropy pretraining runs of a finetune comparison: training loss and validation
     metrics vs step, one line per seed. None when no pretraining log exists."""
     logs = [(run.seed, read_training_log(path)) for run in comp.pretrain_runs
-            if (path := run.file("log.jsonl")) is not None]
+            if (path := run.log()) is not None]
     if not logs:
         return None
     runs = [(f"seed {seed}", losses, evals) for seed, (losses, evals) in logs]

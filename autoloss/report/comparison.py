@@ -25,6 +25,7 @@ import numpy as np
 from autoloss.errors import InvalidValueError, MissingFileError
 from autoloss.report.plots import default_labels
 from autoloss.utils.json_files import read_json
+from autoloss.utils.run_logs import run_log
 
 __all__ = ["Comparison", "ComparisonRun", "read_comparison"]
 
@@ -44,6 +45,11 @@ class ComparisonRun:
         """``dir / name`` if that file exists, else None."""
         path = None if self.dir is None else self.dir / name
         return path if path is not None and path.is_file() else None
+
+    def log(self) -> Path | None:
+        """The run's per-step log: ``log.jsonl``, else the compressed ``log.jsonl.gz`` of a
+        finished run (:func:`autoloss.utils.run_logs.run_log`), else None."""
+        return None if self.dir is None else run_log(self.dir)
 
 
 @dataclass

@@ -34,6 +34,7 @@ from torch import nn
 from autoloss.errors import InvalidValueError, MissingFileError
 from autoloss.report.names import is_search_loss_file, search_name
 from autoloss.utils.atomic import write_atomic
+from autoloss.utils.run_logs import gz_path, read_log_text
 
 __all__ = ["FORMATS", "LOSS_COLORS", "STYLE", "check_formats", "curves_of", "default_labels",
            "plot_curves", "plot_training", "read_training_log", "run_labels", "save_figure",
@@ -199,8 +200,12 @@ Points = list[tuple[int, float]]
 def read_training_log(path: Path | str) -> tuple[Points, dict[str, Points]]:
     """``(train losses [(step, loss)], eval metrics {name: [(step, value)]})`` of a trainer JSONL
     log (``autoloss.train.trainer.fit``): ``{"step", "loss", ...}`` lines and ``{"step", "eval": {...}}``
-    lines (a ``metrics`` mapping is read the same way); null (non-finite) values are skipped."""
+    lines (a ``metrics`` mapping is read the same way); null (non-finite) values are skipped. A
+    gzip-compressed log (``log.jsonl.gz``) reads the same, and is read in place of an absent
+    plain ``path`` (:mod:`autoloss.utils.run_logs`)."""
     path = Path(path)
+    if not path.is_file() and gz_path(path).is_file():
+        path = gz_path(path)
     if not path.is_file():
         raise MissingFileError(f"training log {str(path)!r} does not exist")
     losses: Points = []
@@ -209,7 +214,7 @@ def read_training_log(path: Path | str) -> tuple[Points, dict[str, Points]]:
     def number(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_log_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -232,8 +237,9 @@ def read_training_log(path: Path | str) -> tuple[Points, dict[str, Points]]:
 def run_labels(paths: Sequence[Path]) -> list[str]:
     """Short distinct legend labels for log files: the fewest trailing path parts that tell
     them apart, without a file name they all share (``runs/ce/seed0/log.jsonl`` and
-    ``runs/focal/seed0/log.jsonl`` -> ``ce/seed0``, ``focal/seed0``)."""
-    parts = [list(Path(p).with_suffix("").parts) for p in paths]
+    ``runs/focal/seed0/log.jsonl`` -> ``ce/seed0``, ``focal/seed0``; ``.gz`` is ignored)."""
+    parts = [list(Path(p).with_name(Path(p).name.removesuffix(".gz")).with_suffix("").parts)
+             for p in paths]
     while (len(parts) > 1 and all(len(x) > 1 for x in parts)
            and len({x[-1] for x in parts}) == 1):
         parts = [x[:-1] for x in parts]

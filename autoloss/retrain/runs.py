@@ -5,7 +5,8 @@ One **run** = one loss, one seed, one folder::
     <out>/run.json          what the run is (loss spec, data, model, training config): a rerun
                             with a different setup in the same folder is an error, not a mix
     <out>/checkpoint.pt     written every ``eval_every`` steps (``autoloss.train.trainer.fit``)
-    <out>/log.jsonl         training loss and validation metrics
+    <out>/log.jsonl         training loss and validation metrics (``log.jsonl.gz`` once the run
+                            has finished and its log was compressed: autoloss.utils.run_logs)
     <out>/metrics.json      written last: test metrics, per-class IoU, train wall time, config
 
 Both JSON files also hold ``provenance``: the code that trained the run (autoloss version, git
@@ -48,6 +49,7 @@ from autoloss.utils.atomic import write_text_atomic
 from autoloss.utils.json_files import read_json
 from autoloss.utils.locks import file_lock
 from autoloss.utils.provenance import code_version, file_sha256
+from autoloss.utils.run_logs import read_log_text, run_log
 
 __all__ = ["RunData", "RunResult", "Scores", "build_loss", "evaluate_checkpoint", "load_splits",
            "loss_slug", "plain_json", "run_once", "score_model", "train_run"]
@@ -209,11 +211,13 @@ def _check_identity(path: Path, stored: dict[str, Any], current: dict[str, Any])
                          f"pass another out folder or delete that one")
 
 
-def _read_evals(log_path: Path) -> list[tuple[int, dict[str, float]]]:
-    """The validation evaluations of a run's JSONL log: ``[(step, {metric: value})]``."""
+def _read_evals(out: Path) -> list[tuple[int, dict[str, float]]]:
+    """The validation evaluations of the JSONL log of run folder ``out`` (``log.jsonl``, or the
+    ``log.jsonl.gz`` of a finished run): ``[(step, {metric: value})]``."""
     evals = []
-    if log_path.is_file():
-        for line in log_path.read_text(encoding="utf-8").splitlines():
+    log_path = run_log(out)
+    if log_path is not None:
+        for line in read_log_text(log_path).splitlines():
             try:
                 record = json.loads(line)
             except ValueError:
@@ -229,7 +233,7 @@ def _result(loss_spec: str | Path, out: Path, stored: dict[str, Any], *,
                      _float_metrics(stored["test"] or {}),
                      float(stored["train_time"]), cached=cached,
                      per_class_iou=_float_metrics(stored.get("test_per_class_iou") or {}),
-                     history=_read_evals(out / "log.jsonl"))
+                     history=_read_evals(out))
 
 
 def run_once(loss_spec: str | Path, data: RunData, *, config: TrainConfig, model: ModelSpec,

@@ -5,8 +5,9 @@ each trial scored by proxy training on ``val``, the best exported as a loss file
                 proxy of your own implements
     plan        SearchPlan: a config resolved once (target, space, proxy options)
     check_proxy the contract test of a proxy (check_proxy(proxy))
-    spaces      the search spaces (package data ``autoloss/search_spaces/*.yaml``), the Space
-                protocol, SearchSpace and CompositeSpace
+    spaces      search-space files: the built-in ones (package data
+                ``autoloss/search_spaces/*.yaml``), any other named by path; parsing and checks
+    space_types the Space protocol, SearchSpace and CompositeSpace (also importable from spaces)
     storage     optuna storages from a URL; opening a stored study
     run_folder  the run folder (run.json, study.db, best_loss.yaml, summary.md, plots/)
     samplers    the sampler names and builders, the pruner, the startup points

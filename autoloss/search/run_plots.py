@@ -13,6 +13,7 @@ from typing import Any
 
 from autoloss.errors import InvalidValueError, MissingFileError
 from autoloss.report.names import search_name
+from autoloss.utils.run_logs import is_log_file
 
 __all__ = ["open_run_study", "plot_run", "plot_search", "reference_preset"]
 
@@ -106,8 +107,8 @@ def plot_search(study: Any | None, loss: Any | None, *, dest: Path | str, name: 
 def plot_run(run_dir: Path | str, *, out: Path | str | None = None,
              formats: Sequence[str] = ("png", "svg")) -> list[Path]:
     """Every figure available for a search run folder (:func:`plot_search` of its study,
-    ``best_loss.yaml`` and ``*.jsonl`` logs), written under ``out`` (default ``<run>/plots``):
-    what ``autoloss plot RUN`` draws. Returns the written files."""
+    ``best_loss.yaml`` and ``*.jsonl`` or ``*.jsonl.gz`` logs), written under ``out`` (default
+    ``<run>/plots``): what ``autoloss plot RUN`` draws. Returns the written files."""
     from autoloss.losses import load_loss
     from autoloss.report import plots
     from autoloss.search.run_folder import RunFolder
@@ -119,7 +120,7 @@ def plot_run(run_dir: Path | str, *, out: Path | str | None = None,
     folder = RunFolder(run)
     study = open_run_study(run)
     best = folder.loss_path
-    logs = sorted(run.glob("*.jsonl"))
+    logs = sorted(p for p in run.iterdir() if p.is_file() and is_log_file(p.name))
     if study is None and not best.is_file() and not logs:
         raise InvalidValueError(f"run folder {str(run)!r} holds no study (run.json / *.db), no "
                          "best_loss.yaml and no *.jsonl log: nothing to plot")

@@ -21,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from autoloss.utils.atomic import write_text_atomic
+from autoloss.utils.run_logs import gz_path, read_log_text, run_log
 
 __all__ = ["Checkpointer", "JsonlWriter", "LogRecords", "LoopState", "OnEval", "ProgressBar",
            "TrainCallback", "json_scores"]
@@ -64,13 +65,18 @@ class TrainCallback:
 
 class JsonlWriter:
     """One JSON object per line into ``path``; a resumed run (``start > 0``) keeps the records
-    of steps ``<= start`` and appends, so a killed and resumed run logs each step once."""
+    of steps ``<= start`` and appends, so a killed and resumed run logs each step once. A resumed
+    run whose log was compressed (``path.gz``, :mod:`autoloss.utils.run_logs`) writes a plain
+    ``path`` again, from the compressed records, and the ``.gz`` goes (a new run, ``start=0``,
+    deletes it too)."""
 
     def __init__(self, path: str | Path, *, start: int = 0) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if start > 0:
             _trim_log(path, start)
+        else:
+            gz_path(path).unlink(missing_ok=True)  # a new run: an old compressed log is stale
         self._file = open(path, "a" if start > 0 else "w", encoding="utf-8")  # noqa: SIM115
 
     def write(self, record: dict[str, Any]) -> None:
@@ -83,16 +89,19 @@ class JsonlWriter:
 
 def _trim_log(path: Path, step: int) -> None:
     """Keep the log records of steps <= ``step`` (a resumed run writes the later ones again)."""
-    if not path.exists():
+    source = run_log(path.parent, path.name)
+    if source is None:
         return
     keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_log_text(source).splitlines():
         try:
             if json.loads(line)["step"] <= step:
                 keep.append(line + "\n")
         except (ValueError, KeyError, TypeError):
             continue  # a torn last line of a killed run
     write_text_atomic(path, "".join(keep))
+    if source != path:
+        source.unlink()  # the plain log now holds its records
 
 
 def json_scores(scores: dict[str, float]) -> dict[str, float | None]:
