@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from autoloss.core.metrics import MetricAccumulator
 from autoloss.data import Augment, normalize
-from autoloss.errors import InvalidTypeError, InvalidValueError, NonFiniteLossError, did_you_mean
+from autoloss.errors import InvalidTypeError, InvalidValueError, NonFiniteLossError
 from autoloss.train.callbacks import (
     Checkpointer,
     JsonlWriter,
@@ -59,12 +59,31 @@ from autoloss.train.models import (
     logits_at,
     pick_device,
 )
+from autoloss.utils.typed_fields import (
+    at_least,
+    check_fields,
+    converted,
+    in_range,
+    matches,
+    one_of,
+    parse_size,
+    positive,
+)
 
 __all__ = ["NonFiniteLossError", "TrainCallback", "TrainConfig", "TrainResult", "evaluate", "fit"]
 
 _OPTIMIZERS = ("sgd", "adamw")
 # TrainConfig fields that do not change the trajectory (may differ when resuming)
 _FREE_FIELDS = frozenset({"device", "num_threads", "eval_every", "log_every", "eval_batch_size"})
+
+
+def _scale_range(value: Any, *, name: str) -> tuple[float, float]:
+    """``(low, high)`` with ``0 < low <= high`` as floats (the random scale range)."""
+    if (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(matches(v, float) and math.isfinite(v) for v in value)
+            and 0 < value[0] <= value[1]):
+        return (float(value[0]), float(value[1]))
+    raise InvalidValueError(f"{name} must be (low, high), 0 < low <= high, but got {name}={value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,57 +105,26 @@ class TrainConfig:
         num_threads: torch CPU threads during ``fit`` (restored afterwards), None = unchanged.
     """
 
-    steps: int = 300
-    batch_size: int = 8
-    crop: tuple[int, int] | None = None
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    optimizer: str = "sgd"
-    poly_power: float = 0.9
-    eval_every: int = 50
-    log_every: int = 10
-    eval_batch_size: int = 16
-    seed: int = 0
+    steps: int = field(default=300, metadata=at_least(1))
+    batch_size: int = field(default=8, metadata=at_least(1))
+    crop: tuple[int, int] | None = field(default=None, metadata=converted(parse_size))
+    lr: float = field(default=0.01, metadata=positive())
+    momentum: float = field(default=0.9, metadata=in_range(0, 1, high_open=True))
+    weight_decay: float = field(default=1e-4, metadata=at_least(0))
+    optimizer: str = field(default="sgd", metadata=one_of(*_OPTIMIZERS))
+    poly_power: float = field(default=0.9, metadata=at_least(0))
+    eval_every: int = field(default=50, metadata=at_least(1))
+    log_every: int = field(default=10, metadata=at_least(1))
+    eval_batch_size: int = field(default=16, metadata=at_least(1))
+    seed: int = field(default=0, metadata=at_least(0))
     device: str | None = None
-    grad_clip: float | None = None
+    grad_clip: float | None = field(default=None, metadata=positive())
     augment: bool = True
-    scale: tuple[float, float] = field(default=(0.75, 1.25))
-    num_threads: int | None = None
+    scale: tuple[float, float] = field(default=(0.75, 1.25), metadata=converted(_scale_range))
+    num_threads: int | None = field(default=None, metadata=at_least(1))
 
     def __post_init__(self) -> None:
-        def need(ok: bool, name: str, expected: str) -> None:
-            if not ok:
-                raise InvalidValueError(f"{name} must be {expected}, but got "
-                                 f"{name}={getattr(self, name)!r}")
-
-        def is_int(v: Any, low: int) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-        def is_num(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        for name in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size"):
-            need(is_int(getattr(self, name), 1), name, "a positive int")
-        need(is_int(self.seed, 0), "seed", "a non-negative int")
-        need(self.num_threads is None or is_int(self.num_threads, 1), "num_threads",
-             "a positive int or None")
-        need(self.crop is None or (len(self.crop) == 2 and all(is_int(c, 1) for c in self.crop)),
-             "crop", "(height, width) with positive ints, or None")
-        need(len(self.scale) == 2 and all(is_num(v) for v in self.scale)
-             and 0 < self.scale[0] <= self.scale[1], "scale", "(low, high), 0 < low <= high")
-        need(is_num(self.lr) and self.lr > 0, "lr", "a positive number")
-        need(is_num(self.momentum) and 0 <= self.momentum < 1, "momentum", "in [0, 1)")
-        need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", ">= 0")
-        need(is_num(self.poly_power) and self.poly_power >= 0, "poly_power", ">= 0")
-        need(self.grad_clip is None or (is_num(self.grad_clip) and self.grad_clip > 0),
-             "grad_clip", "a positive number or None")
-        need(isinstance(self.augment, bool), "augment", "a bool")
-        need(self.optimizer in _OPTIMIZERS, "optimizer", f"one of {_OPTIMIZERS}"
-             + did_you_mean(self.optimizer, _OPTIMIZERS))
-        if self.crop is not None:
-            object.__setattr__(self, "crop", tuple(self.crop))
-        object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
+        check_fields(self)
 
     def lr_at(self, step: int) -> float:
         """Poly learning rate for 0-based ``step``: ``lr * (1 - step/steps) ** poly_power``."""
