@@ -63,7 +63,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,15 @@ from autoloss.train.user_models import (
 from autoloss.utils.atomic import write_text_atomic
 from autoloss.utils.locks import file_lock
 from autoloss.utils.trust import code_file
+from autoloss.utils.typed_fields import (
+    at_least,
+    check_fields,
+    converted,
+    from_mapping,
+    one_of,
+    parse_size,
+    positive,
+)
 
 __all__ = ["NonFiniteLossError", "Proxy", "ProxyConfig", "build_proxy"]
 
@@ -109,6 +118,64 @@ def _file_sizes(path: Path) -> list[tuple[str, int]] | None:
         return None
     files = sorted(p for p in path.rglob("*") if p.is_file())[:10_000]
     return [(p.relative_to(path).as_posix(), p.stat().st_size) for p in files]
+
+
+def _fail(name: str, value: Any, expected: str) -> None:
+    raise InvalidValueError(f"proxy option {name} must be {expected}, but got {name}={value!r}")
+
+
+def _dataset_spec(value: Any, *, name: str) -> Any:
+    """A dataset spec :func:`autoloss.data.parse_spec` reads."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidValueError(f"{name} must be a dataset spec string such as 'shapes' or "
+                                f"'camvid:PATH', but got {name}={value!r}")
+    try:
+        parse_spec(value)
+    except ValueError as err:
+        raise InvalidValueError(f"{name}: {err}") from None
+    return value
+
+
+def _proxy_split(value: Any, *, name: str) -> Any:
+    """Any split but ``test`` (kept for reporting)."""
+    if value == "test":
+        raise InvalidValueError(f"{name} must be a proxy-validation split other than 'test' (the "
+                                f"test split is kept for reporting), but got {name}={value!r}")
+    return value
+
+
+def _tolerance(value: Any, *, name: str) -> int:
+    return check_tol(value, name=name)
+
+
+def _init_file(value: Any, *, name: str) -> Any:
+    """The path of the weights every trial starts from, as a string (None: the warm start)."""
+    if isinstance(value, Path):
+        value = str(value)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise InvalidValueError(f"{name} must be the path of a state dict or checkpoint file, "
+                                f"or None, but got {name}={value!r}")
+    return value
+
+
+def _metric_names(value: Any, *, name: str) -> tuple[str, ...] | None:
+    """A metric name or a list of them as a tuple without repeats; a user program
+    (``file.py:name``) is refused now when untrusted, not after the warm start has trained."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, list, tuple)) or not value:
+        raise InvalidValueError(f"{name} must be a metric name, a non-empty list of metric "
+                                f"names, or None, but got {name}={value!r}")
+    metrics = [value] if isinstance(value, str) else list(value)
+    for m in metrics:
+        if isinstance(m, str) and is_user_reference(m):
+            from autoloss.utils.trust import require_trusted
+
+            require_trusted(m, source=f"proxy option {name}")
+        elif m not in METRIC_NAMES:
+            raise InvalidValueError(f"{name} must be one of {list(METRIC_NAMES)}, but got "
+                                    f"{name}={m!r}{did_you_mean(m, METRIC_NAMES)}")
+    return tuple(dict.fromkeys(metrics))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,123 +215,57 @@ class ProxyConfig:
     the first step only adds its 10-35 s per worker; ``"auto"`` spends at most that once, late.
     """
 
-    data: str = "shapes"
-    size: tuple[int, int] | None = None
-    max_side: int | None = 128
-    subset: int | None = None
-    subset_seed: int = 0
-    eval_split: str = "val"
-    eval_subset: int | None = None
-    metrics: tuple[str, ...] | None = None
-    tol: int = MetricOptions.tol  # the one default (autoloss.core.metrics.MetricOptions)
+    data: str = field(default="shapes", metadata=converted(_dataset_spec))
+    size: tuple[int, int] | None = field(default=None, metadata=converted(parse_size))
+    max_side: int | None = field(default=128, metadata=at_least(1))
+    subset: int | None = field(default=None, metadata=at_least(1))
+    subset_seed: int = field(default=0, metadata=at_least(0))
+    eval_split: str = field(default="val", metadata=converted(_proxy_split))
+    eval_subset: int | None = field(default=None, metadata=at_least(1))
+    metrics: tuple[str, ...] | None = field(default=None, metadata=converted(_metric_names))
+    # the one default (autoloss.core.metrics.MetricOptions)
+    tol: int = field(default=MetricOptions.tol, metadata=converted(_tolerance))
     drop_bg: bool = MetricOptions.drop_bg
     model: str | Callable[[int, int], nn.Module] = "unet"
-    init: str | None = None
-    width: int = 16
-    depth: int = 3
-    norm: str = "batch"
-    finetune: str = "all"
-    steps: int = 60
-    batch_size: int = 8
-    crop: tuple[int, int] | None = None
-    lr: float = 0.03
-    optimizer: str = "sgd"
-    grad_clip: float | None = None
+    init: str | None = field(default=None, metadata=converted(_init_file))
+    width: int = field(default=16, metadata=at_least(1))
+    depth: int = field(default=3, metadata=at_least(1))
+    norm: str = field(default="batch", metadata=one_of("batch", "group"))
+    finetune: str = field(default="all", metadata=one_of(*_FINETUNE))
+    steps: int = field(default=60, metadata=at_least(1))
+    batch_size: int = field(default=8, metadata=at_least(1))
+    crop: tuple[int, int] | None = field(default=None, metadata=converted(parse_size))
+    lr: float = field(default=0.03, metadata=positive())
+    optimizer: str = field(default="sgd", metadata=one_of("sgd", "adamw"))
+    grad_clip: float | None = field(default=None, metadata=positive())
     augment: bool = True
-    eval_every: int = 30
+    eval_every: int = field(default=30, metadata=at_least(1))
     warm_start: bool = True
-    warm_start_steps: int = 2000
-    warm_start_lr: float = 0.05
-    warm_start_seed: int = 0
+    warm_start_steps: int = field(default=2000, metadata=at_least(1))
+    warm_start_lr: float = field(default=0.05, metadata=positive())
+    warm_start_seed: int = field(default=0, metadata=at_least(0))
     device: str | None = None
-    num_threads: int | None = None
-    compile_loss: bool | str = "auto"
+    num_threads: int | None = field(default=None, metadata=at_least(1))
+    compile_loss: bool | str = field(default="auto", metadata=one_of(True, False, "auto"))
 
     def __post_init__(self) -> None:
-        def fail(name: str, expected: str) -> None:
-            raise InvalidValueError(f"proxy option {name} must be {expected}, but got "
-                             f"{name}={getattr(self, name)!r}")
-
-        def is_int(v: Any, low: int) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-        def is_pos(v: Any) -> bool:
-            return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                    and v > 0)
-
-        for name in ("steps", "batch_size", "eval_every", "width", "depth", "warm_start_steps"):
-            if not is_int(getattr(self, name), 1):
-                fail(name, "a positive int")
-        for name in ("subset_seed", "warm_start_seed"):
-            if not is_int(getattr(self, name), 0):
-                fail(name, "a non-negative int")
-        check_tol(self.tol, name="proxy option tol")
-        for name in ("subset", "eval_subset", "max_side", "num_threads"):
-            if getattr(self, name) is not None and not is_int(getattr(self, name), 1):
-                fail(name, "a positive int or None")
-        for name in ("lr", "warm_start_lr"):
-            if not is_pos(getattr(self, name)):
-                fail(name, "a positive number")
-        if self.grad_clip is not None and not is_pos(self.grad_clip):
-            fail("grad_clip", "a positive number or None")
-        for name in ("warm_start", "augment", "drop_bg"):
-            if not isinstance(getattr(self, name), bool):
-                fail(name, "a bool")
-        for name in ("size", "crop"):
-            value = getattr(self, name)
-            if is_int(value, 1):
-                value = (value, value)
-            if value is not None:
-                if not isinstance(value, (list, tuple)) or len(value) != 2 or \
-                        not all(is_int(v, 1) for v in value):
-                    fail(name, "(height, width) with positive ints, an int, or None")
-                object.__setattr__(self, name, (int(value[0]), int(value[1])))
-        if not isinstance(self.data, str) or not self.data.strip():
-            fail("data", "a dataset spec string such as 'shapes' or 'camvid:PATH'")
-        try:
-            parse_spec(self.data)
-        except ValueError as err:
-            raise InvalidValueError(f"proxy option data: {err}") from None
-        if self.eval_split == "test":
-            fail("eval_split", "a proxy-validation split other than 'test' (the test split is "
-                 "kept for reporting)")
-        if not isinstance(self.eval_split, str):
-            fail("eval_split", "a split name such as 'val'")
+        check_fields(self, where="proxy option ")
         check_model_spec(self.model, option="proxy option model")
-        if isinstance(self.init, Path):
-            object.__setattr__(self, "init", str(self.init))
-        if self.init is not None and (not isinstance(self.init, str) or not self.init.strip()):
-            fail("init", "the path of a state dict or checkpoint file, or None")
-        _choice("finetune", self.finetune, list(_FINETUNE))
-        if self.finetune == "last" and self.model != "unet":
-            fail("finetune", f"'all' for model={model_name(self.model)!r} ('last' splits "
-                 "autoloss's UNet)")
-        if self.finetune == "last" and not self.warm_start and self.init is None:
-            fail("finetune", "'all' with warm_start=False and no init (a random trunk has no "
-                 "features)")
-        if self.finetune == "last" and self.crop is not None:
-            fail("crop", "None with finetune='last' (cached features are not augmented)")
-        _choice("norm", self.norm, ["batch", "group"])
-        _choice("optimizer", self.optimizer, ["sgd", "adamw"])
-        if self.metrics is not None:
-            if not isinstance(self.metrics, (str, list, tuple)):
-                fail("metrics", "a metric name, a non-empty list of metric names, or None")
-            metrics = [self.metrics] if isinstance(self.metrics, str) else list(self.metrics)
-            if not metrics:
-                fail("metrics", "a non-empty list of metric names or None")
-            for m in metrics:
-                if not (isinstance(m, str) and is_user_reference(m)):
-                    _choice("metrics", m, list(METRIC_NAMES))
-                else:  # refused now, not after the warm start has trained
-                    from autoloss.utils.trust import require_trusted
+        self._check_finetune()
 
-                    require_trusted(m, source="proxy option metrics")
-            object.__setattr__(self, "metrics", tuple(dict.fromkeys(metrics)))
-        if self.device is not None and not isinstance(self.device, str):
-            fail("device", "'cpu', 'cuda', 'cuda:N' or None")
-        if not (self.compile_loss is True or self.compile_loss is False
-                or self.compile_loss == "auto"):
-            fail("compile_loss", "True, False or 'auto'")
+    def _check_finetune(self) -> None:
+        """``finetune='last'`` splits autoloss's UNet and trains on its cached features."""
+        if self.finetune != "last":
+            return
+        if self.model != "unet":
+            _fail("finetune", self.finetune, f"'all' for model={model_name(self.model)!r} ('last' "
+                  "splits autoloss's UNet)")
+        if not self.warm_start and self.init is None:
+            _fail("finetune", self.finetune, "'all' with warm_start=False and no init (a random "
+                  "trunk has no features)")
+        if self.crop is not None:
+            _fail("crop", self.crop, "None with finetune='last' (cached features are not "
+                  "augmented)")
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any]) -> ProxyConfig:
@@ -272,17 +273,8 @@ class ProxyConfig:
         did-you-mean suggestion."""
         if not isinstance(options, Mapping):
             raise InvalidTypeError(f"proxy config must be a dict or ProxyConfig, but got "
-                            f"{type(options).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in options:
-            if key not in names:
-                raise InvalidValueError(f"unknown proxy option {key!r}{did_you_mean(key, names)}; "
-                                        f"expected one of {names}")
-        values = dict(options)
-        for key in ("size", "crop", "metrics"):
-            if isinstance(values.get(key), list):
-                values[key] = tuple(values[key])
-        return cls(**values)
+                                   f"{type(options).__name__}")
+        return from_mapping(cls, options, what="proxy option")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (tuples as lists; a builder callable by its
@@ -290,12 +282,6 @@ class ProxyConfig:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values["model"] = model_name(self.model)
         return json.loads(json.dumps(values))
-
-
-def _choice(name: str, value: Any, choices: list[str]) -> None:
-    if value not in choices:
-        raise InvalidValueError(f"proxy option {name} must be one of {choices}, but got "
-                                f"{name}={value!r}{did_you_mean(value, choices)}")
 
 
 def _with_size(spec: str, size: tuple[int, int]) -> str:
