@@ -37,6 +37,7 @@ from torch import nn
 from autoloss.core.programs import BUILTIN_PROGRAMS, get_program, is_user_reference
 from autoloss.core.relaxations import FAMILIES, RelaxationFamily, cumulative_inverse, family
 from autoloss.errors import InvalidValueError, MissingFileError, did_you_mean
+from autoloss.utils.typed_fields import reject_unknown
 from autoloss.utils.yaml_files import load_yaml
 
 __all__ = ["CeWeight", "CompositeSpace", "CurveSpace", "SearchSpace", "Space",
@@ -54,10 +55,7 @@ _OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
 
 
 def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
-    for key in data:
-        if key not in allowed:
-            raise InvalidValueError(f"{where}: unknown key {key!r}, expected one of {list(allowed)}"
-                             f"{did_you_mean(str(key), allowed)}")
+    reject_unknown(data, allowed, where=f"{where}: ", what="key")
 
 
 def _number(value: Any, where: str) -> float:
