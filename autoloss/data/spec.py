@@ -51,6 +51,7 @@ from autoloss.data.layouts import (
     voc_splits,
 )
 from autoloss.errors import InvalidValueError, did_you_mean
+from autoloss.utils.typed_fields import parse_size
 
 __all__ = ["DATASET_KINDS", "DatasetSpec", "data_slug", "dataset_splits", "load_dataset", "parse_spec",
            "split_hint", "train_stats"]
@@ -95,15 +96,12 @@ class DatasetSpec:
     def get_size(self) -> tuple[int, int] | None:
         if "size" not in self.options:
             return None
-        parts = self.options["size"].lower().split("x")
         try:
-            dims = [int(p) for p in parts]
+            height, width = parse_size(self.options["size"])
         except ValueError:
-            dims = []
-        if len(dims) not in (1, 2) or min(dims) < 1:
-            raise self.error("size", "HxW (e.g. 128x256) or a single side S for SxS")
-        check_image_size(dims[0], dims[-1], where=f"dataset spec {self.text!r}: option size")
-        return (dims[0], dims[-1])
+            raise self.error("size", "HxW (e.g. 128x256) or a single side S for SxS") from None
+        check_image_size(height, width, where=f"dataset spec {self.text!r}: option size")
+        return (height, width)
 
     def get_fraction(self, key: str) -> float:
         """A share in ``[0, 1)`` (default 0)."""
