@@ -15,7 +15,6 @@ import pytest
 from autoloss.errors import InvalidTypeError, InvalidValueError
 from autoloss.utils.typed_fields import (
     at_least,
-    check_field_types,
     check_fields,
     converted,
     from_mapping,
@@ -56,13 +55,13 @@ def test_matches(value, hint, ok):
 
 def test_errors_name_the_field_the_expected_types_and_the_value():
     assert type_names(int | None) == "int or NoneType"
-    check_field_types(_Config())
+    check_fields(_Config())
     with pytest.raises(InvalidValueError, match=r"^f\.yaml: count must be int, but got '2'$"):
-        check_field_types(_Config(count="2"), where="f.yaml: ")
+        check_fields(_Config(count="2"), where="f.yaml: ")
     with pytest.raises(InvalidValueError, match="where must be Path or str or NoneType"):
-        check_field_types(_Config(where=3))
+        check_fields(_Config(where=3))
     with pytest.raises(InvalidValueError, match="hook must be a callable or NoneType"):
-        check_field_types(_Config(hook="x"))
+        check_fields(_Config(hook="x"))
 
 
 def test_search_config_is_frozen_and_owns_its_sections():

@@ -1,5 +1,7 @@
-"""Type checks read from a dataclass's own annotations, so a config's field types are written
-once (on the field) and never repeated in a table.
+"""The validation kit of every config dataclass: its field types read from its own annotations,
+its ranges, choices and normalisers declared in each field's metadata, so a rule is written
+once (on the field) and never repeated in a table or a hand check; a config built from a
+mapping refuses unknown keys with a did-you-mean; one parser of ``"HxW"`` sizes.
 
 A hint is one of: ``Any`` (anything), a class (``isinstance``; ``int`` refuses ``bool``, ``float``
 accepts an ``int``), a union ``A | B`` (any member), ``list[...]`` / ``tuple[...]`` / ``dict[...]``
@@ -52,7 +54,7 @@ from typing import Any, TypeVar
 
 from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
 
-__all__ = ["Range", "at_least", "check_field_types", "check_fields", "converted", "field_hints",
+__all__ = ["Range", "at_least", "check_fields", "converted", "field_hints",
            "field_type_error", "from_mapping", "in_range", "matches", "one_of", "parse_size",
            "positive", "reject_unknown", "type_names", "value_type_error"]
 
@@ -119,16 +121,6 @@ def field_type_error(obj: Any, name: str) -> str | None:
     """The message for field ``name`` of the dataclass instance ``obj`` when its value does not
     match the field's annotation, else None."""
     return value_type_error(name, getattr(obj, name), field_hints(type(obj))[name])
-
-
-def check_field_types(obj: Any, *, where: str = "") -> None:
-    """Raise :class:`~autoloss.errors.InvalidValueError` for the first field of the dataclass
-    instance ``obj`` whose value does not match its annotation (``where``: a prefix naming the
-    source, e.g. a file)."""
-    for f in dataclasses.fields(obj):
-        message = field_type_error(obj, f.name)
-        if message is not None:
-            raise InvalidValueError(f"{where}{message}")
 
 
 # ---- rules declared in field metadata -----------------------------------------------------------
