@@ -51,6 +51,7 @@ from autoloss.search.run import run_search
 from autoloss.utils.atomic import write_text_atomic
 from autoloss.utils.stats import paired_difference
 from autoloss.utils.trust import require_trusted_reference
+from autoloss.utils.typed_fields import from_mapping, reject_unknown
 from autoloss.utils.yaml_files import read_mapping
 
 __all__ = ["StudyResult", "read_study", "run_study", "strongest_baseline", "verdict"]
@@ -74,9 +75,7 @@ def read_study(path: str | Path) -> dict[str, Any]:
     A section may name an experiment file of its command with ``config: PATH`` (relative to the
     working directory); its options are read first and the section's other keys replace them."""
     data = read_mapping(path)
-    for key in data:
-        if key not in _TOP_KEYS:
-            raise InvalidValueError(f"{path}: unknown option {key!r}; expected one of {list(_TOP_KEYS)}")
+    reject_unknown(data, _TOP_KEYS, where=f"{path}: ")
     for key in ("search", "retrain"):
         section = data.get(key)
         if not isinstance(section, Mapping):
@@ -89,15 +88,10 @@ def read_study(path: str | Path) -> dict[str, Any]:
 
 
 def _search_config(values: Mapping[str, Any], out: Path, source: str) -> SearchConfig:
-    fields = {f.name for f in dataclasses.fields(SearchConfig)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise InvalidValueError(f"{source}: search: unknown option {unknown[0]!r}; expected "
-                         f"SearchConfig fields {sorted(fields)}")
-    check_user_code(values, source=source, prefix="search: ")
-    values = {"out": out / "search", **values}
     try:
-        return resolve_config(SearchConfig(**values))
+        config = from_mapping(SearchConfig, {"out": out / "search", **values})
+        check_user_code(values, source=source, prefix="search: ")  # before anything runs
+        return resolve_config(config)
     except (TypeError, ValueError) as err:
         raise InvalidValueError(f"{source}: search: {err}") from None
 
@@ -198,13 +192,10 @@ def run_study(path: str | Path, *, progress: bool = True) -> StudyResult:
     say(f"[study 2/3] retrain {len(losses)} losses x {exp.seeds} seeds ({exp.protocol})",
         flush=True)
     t0 = time.perf_counter()
-    compare = compare_losses(
-        losses, exp.data, seeds=exp.seeds, config=exp.train_config(seed=0), model=exp.model,
-        out=exp.out_dir(), width=exp.width, depth=exp.depth, init_from=exp.init_from,
-        tol=exp.tol, val_split=exp.val_split, test_split=exp.test_split,
-        pretrain=exp.pretrain_config(seed=0), reference=reference, jobs=exp.jobs,
-        command=f"autoloss study --config {shlex.quote(source)}", report_dir=out / "retrain",
-        plots=exp.plots, progress=progress)
+    panel = dataclasses.replace(exp, losses=tuple(losses), reference=reference,
+                                report=out / "retrain")
+    compare = compare_losses(panel, command=f"autoloss study --config {shlex.quote(source)}",
+                             progress=progress)
     save("retrain", time.perf_counter() - t0)
 
     say("[study 3/3] report", flush=True)

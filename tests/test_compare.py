@@ -24,6 +24,7 @@ from autoloss.retrain.compare import (
     loss_slug,
     train_run,
 )
+from autoloss.retrain.experiment import Experiment
 from autoloss.train.checkpoint import load_checkpoint
 from autoloss.train.trainer import TrainConfig
 from autoloss.train.trainer import evaluate as trainer_evaluate
@@ -59,8 +60,9 @@ class CountingFit:
 
 
 def run_compare(losses, out, *, plots=False, **kw):
-    return compare_losses(losses, DATA, seeds=2, config=CONFIG, model="unet", out=out,
-                          plots=plots, progress=False, **TINY, **kw)
+    options = {"data": DATA, "seeds": 2, "train": CONFIG, "model": "unet", **TINY, **kw}
+    experiment = Experiment(losses=tuple(losses), out=out, plots=plots, **options)
+    return compare_losses(experiment, progress=False)
 
 
 def test_interrupted_compare_resumes_and_does_not_redo_finished_runs(tmp_path, monkeypatch, capsys):
@@ -120,8 +122,9 @@ def test_a_failing_plot_is_a_warning_not_a_lost_comparison(tmp_path, monkeypatch
     with pytest.warns(UserWarning, match=r"the comparison finished, but drawing its plots failed: "
                                          r"RuntimeError\('no ink'\); retry with autoloss plot "
                                          + re.escape(str(folder))):
-        result = compare_losses(["soft-miou"], DATA, seeds=1, config=CONFIG, out=folder,
-                                plots=True, progress=False, **TINY)
+        result = compare_losses(Experiment(losses=("soft-miou",), data=DATA, seeds=1,
+                                           train=CONFIG, out=folder, plots=True, **TINY),
+                                progress=False)
     assert result.json_path.is_file() and len(result.runs) == 1
 
 
@@ -232,8 +235,8 @@ def test_compare_checks_its_arguments(tmp_path):
         run_compare(["soft-miou", "soft-miou"], tmp_path)
     with pytest.raises(ValueError, match="unknown loss 'soft-mio'"):
         run_compare(["soft-mio"], tmp_path)
-    with pytest.raises(ValueError, match="seeds must be a positive int"):
-        compare_losses(["soft-miou"], DATA, seeds=0, config=CONFIG, out=tmp_path)
+    with pytest.raises(ValueError, match="seeds must be >= 1, but got seeds=0"):
+        run_compare(["soft-miou"], tmp_path, seeds=0)
     with pytest.raises(ValueError, match="test_split='tset' is not a split"):
         run_compare(["soft-miou"], tmp_path, test_split="tset")
 
@@ -275,7 +278,7 @@ def test_every_run_records_the_checkpoint_it_started_from_and_the_code(tmp_path)
     from autoloss.utils.provenance import code_version, file_sha256
 
     result = run_compare(["cross_entropy", "soft-miou"], tmp_path / "cmp",
-                         pretrain=dataclasses.replace(CONFIG, steps=2))
+                         protocol="finetune", pretrain={"steps": 2})
     assert code_version()["autoloss"] and "git_commit" in code_version()
     for run in result.runs:
         start = tmp_path / "cmp" / "pretrain" / f"seed{run.seed}" / "checkpoint.pt"

@@ -248,16 +248,17 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A two-loss, two-seed compare on embedded data, its figures drawn at the end (the
     default), the folder moved after writing (run dirs are found from the new place)."""
     from autoloss.retrain.compare import compare_losses
+    from autoloss.retrain.experiment import Experiment
     from autoloss.train.trainer import TrainConfig
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         first = tmp_path_factory.mktemp("written") / "cmp"
-        compare_losses(["cross_entropy", "lovasz_softmax"], "shapes?n=16&size=32", seeds=2,
-                       config=TrainConfig(steps=4, batch_size=2, eval_every=2, log_every=1,
-                                          num_threads=1),
-                       out=first, width=4, depth=2, progress=False)
+        train = TrainConfig(steps=4, batch_size=2, eval_every=2, log_every=1, num_threads=1)
+        compare_losses(Experiment(losses=("cross_entropy", "lovasz_softmax"),
+                                  data="shapes?n=16&size=32", seeds=2, train=train, out=first,
+                                  width=4, depth=2), progress=False)
         moved = tmp_path_factory.mktemp("moved") / "cmp"
         shutil.move(first, moved)
         yield moved

@@ -158,7 +158,8 @@ def test_a_yaml_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path, 
 @pytest.mark.parametrize("argv, message", [
     (["--metric", ""], "--metric names no metric, but got ''"),
     (["--metric", " , "], "--metric names no metric"),
-    (["--proxy", "size=0"], "proxy option size must be (height, width) with positive ints"),
+    (["--proxy", "size=0"], "proxy option size must be HxW (e.g. 96x128), a side S, or [H, W] "
+                            "of positive ints, but got size=0"),
     (["--proxy", "crop=[0]"], "proxy option crop must be"),
 ])
 def test_search_arguments_without_meaning_are_one_line(argv, message, capsys, tmp_path):

@@ -45,10 +45,10 @@ def _deprecated(old: str, new: str) -> None:
 
 
 def _crop(text: str) -> tuple[int, int]:
-    from autoloss.retrain.experiment import parse_crop
+    from autoloss.utils.typed_fields import parse_size
 
     try:
-        return parse_crop(text)
+        return parse_size(text, name="crop")
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 

@@ -11,6 +11,7 @@ retraining experiment files they read (:mod:`autoloss.retrain.experiment`; wired
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shlex
@@ -150,17 +151,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     exp = _experiment(args)
     if not exp.losses:
         raise InvalidValueError("compare needs --losses SPEC,SPEC,... (or 'losses:' in --config)")
-    out = Path(args.out) if args.out else exp.out_dir()
+    if args.out:
+        exp = dataclasses.replace(exp, out=args.out)
     # printed by autoloss.cli.app.main on Ctrl-C or SIGTERM
     args.resume_hint = "finished runs are kept, the interrupted one resumes from its checkpoint"
-    result = compare_losses(exp.losses, exp.data, seeds=exp.seeds,
-                            config=exp.train_config(seed=0), model=exp.model, out=out,
-                            width=exp.width, depth=exp.depth, init_from=exp.init_from,
-                            tol=exp.tol, val_split=exp.val_split,
-                            test_split=exp.test_split,
-                            pretrain=exp.pretrain_config(seed=0), reference=exp.reference,
-                            jobs=exp.jobs, command=_command_line(args), plots=exp.plots,
-                            report_dir=exp.report, progress=not args.no_progress,
+    result = compare_losses(exp, command=_command_line(args), progress=not args.no_progress,
                             tensorboard_dir=args.tensorboard)
     print()
     print(result.table)

@@ -51,6 +51,7 @@ from autoloss.data.layouts import (
     voc_splits,
 )
 from autoloss.errors import InvalidValueError, did_you_mean
+from autoloss.utils.typed_fields import parse_size, reject_unknown
 
 __all__ = ["DATASET_KINDS", "DatasetSpec", "data_slug", "dataset_splits", "load_dataset", "parse_spec",
            "split_hint", "train_stats"]
@@ -95,15 +96,12 @@ class DatasetSpec:
     def get_size(self) -> tuple[int, int] | None:
         if "size" not in self.options:
             return None
-        parts = self.options["size"].lower().split("x")
         try:
-            dims = [int(p) for p in parts]
+            height, width = parse_size(self.options["size"])
         except ValueError:
-            dims = []
-        if len(dims) not in (1, 2) or min(dims) < 1:
-            raise self.error("size", "HxW (e.g. 128x256) or a single side S for SxS")
-        check_image_size(dims[0], dims[-1], where=f"dataset spec {self.text!r}: option size")
-        return (dims[0], dims[-1])
+            raise self.error("size", "HxW (e.g. 128x256) or a single side S for SxS") from None
+        check_image_size(height, width, where=f"dataset spec {self.text!r}: option size")
+        return (height, width)
 
     def get_fraction(self, key: str) -> float:
         """A share in ``[0, 1)`` (default 0)."""
@@ -230,11 +228,8 @@ def parse_spec(spec: str) -> DatasetSpec:
         if key in options:
             raise InvalidValueError(f"option {key!r} is given twice in dataset spec {text!r}")
         options[key] = value
-    allowed = list(DATASET_KINDS[kind].options + _COMMON_OPTIONS)
-    for key in options:
-        if key not in allowed:
-            raise InvalidValueError(f"unknown option {key!r} for dataset kind {kind!r} in {text!r}"
-                             f"{did_you_mean(key, allowed)}; allowed options: {allowed}")
+    reject_unknown(options, DATASET_KINDS[kind].options + _COMMON_OPTIONS,
+                   where=f"dataset spec {text!r} (kind {kind!r}): ")
     path = path.strip()
     if DATASET_KINDS[kind].needs_path and not path:
         raise InvalidValueError(f"dataset kind {kind!r} needs a path: '{kind}:PATH', but got {text!r}")

@@ -54,6 +54,7 @@ from autoloss.losses.combine import CombinedLoss
 from autoloss.losses.presets import PRESETS
 from autoloss.losses.surrogate import SurrogateLoss
 from autoloss.utils.atomic import write_text_atomic
+from autoloss.utils.typed_fields import reject_unknown
 from autoloss.utils.yaml_files import load_yaml
 
 __all__ = ["DATASET_OPTIONS", "SCHEMA_VERSION", "load_loss", "loss_names", "portable_spec",
@@ -150,13 +151,7 @@ def _build_single(spec: dict[str, Any]) -> nn.Module:
         choices = sorted(BASELINES) + ["surrogate"]
         raise InvalidValueError(f"unknown loss name {name!r}: expected one of {choices}"
                          f"{did_you_mean(str(name), choices)}")
-    accepted = _accepted_options(name)
-    for key in spec:
-        if key not in accepted:
-            raise InvalidValueError(
-                f"unknown option {key!r} for loss {name!r}: expected one of {accepted}"
-                f"{did_you_mean(key, accepted)}"
-            )
+    reject_unknown(spec, _accepted_options(name), where=f"loss {name!r}: ")
     if name == "surrogate":
         if "metric" not in spec:
             raise InvalidValueError("a 'surrogate' loss spec needs a 'metric' (e.g. metric: miou)")

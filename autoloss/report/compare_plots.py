@@ -362,6 +362,47 @@ def plot_comparison(compare_dir: Path | str, *, out: Path | str | None = None,
     written files.
     """
     fmts = check_formats(formats)
+    comp = _checked_comparison(compare_dir, metrics, pair, n_images)
+    dest = Path(out) if out is not None else comp.root / "plots"
+    written: list[Path] = []
+
+    def save(fig: Figure | None, name: str, missing: str) -> None:
+        """Write ``fig`` as ``name``, or warn that it is skipped for want of ``missing``."""
+        if fig is None:
+            warnings.warn(f"{name} of {comp.root} skipped: {missing}", stacklevel=3)
+        else:
+            written.extend(save_figure(fig, dest / name, fmts))
+
+    with matplotlib.rc_context(STYLE):
+        if max(len(comp.runs_of(loss)) for loss in comp.losses) < 2:
+            warnings.warn(f"one seed per loss in {comp.root}: no error bars or seed bands",
+                          stacklevel=2)
+        save(_bars_figure(comp, metrics), "bars", "")
+        if missing := _missing_logs(comp.runs):
+            warnings.warn(f"no log.jsonl for {', '.join(missing)} in {comp.root}: their "
+                          f"validation curves are left out", stacklevel=2)
+        save(_curves_figure(comp, metrics), "curves",
+             f"no log.jsonl holds validation {', '.join(metrics)}")
+        if comp.protocol == "finetune":
+            save(_pretrain_figure(comp, metrics), "pretrain", "protocol finetune, but no "
+                 "pretraining run has a log.jsonl (pretrain/seed<s>/)")
+        save(_per_class_figure(comp), "per_class_iou",
+             "no per-class IoU in compare.json or the runs' metrics.json")
+        b, why = _overlay_partner(comp, pair, metrics[0])
+        if b is None:
+            save(None, "overlays", f"no loss besides the reference {comp.reference} has test "
+                 "scores")
+        else:
+            fig, missing = _overlay_figure(comp, comp.reference, b, n_images, why)
+            save(fig, f"overlays-{_slug(comp.labels[comp.reference])}-vs-{_slug(comp.labels[b])}",
+                 missing)
+    return written
+
+
+def _checked_comparison(compare_dir: Path | str, metrics: Sequence[str], pair: str | None,
+                        n_images: int) -> Comparison:
+    """The comparison of ``compare_dir`` once the options of :func:`plot_comparison` are
+    checked against it (metrics it holds, a ``pair`` among its losses, some runs)."""
     if isinstance(metrics, str) or not metrics:
         raise InvalidValueError(f"metrics must be a non-empty sequence of metric names, but got {metrics!r}")
     if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
@@ -372,53 +413,16 @@ def plot_comparison(compare_dir: Path | str, *, out: Path | str | None = None,
     if pair is not None:
         _check_name(pair, [loss for loss in comp.losses if loss != comp.reference],
                     f"pair (a loss other than the reference {comp.reference!r})")
-    dest = Path(out) if out is not None else comp.root / "plots"
-    seeds = {loss: len(comp.runs_of(loss)) for loss in comp.losses}
-    if not any(seeds.values()):
+    if not any(comp.runs_of(loss) for loss in comp.losses):
         raise InvalidValueError(f"{comp.root / 'compare.json'} holds no runs: nothing to plot")
-    written: list[Path] = []
+    return comp
 
-    def skip(figure: str, missing: str) -> None:
-        warnings.warn(f"{figure} of {comp.root} skipped: {missing}", stacklevel=3)
 
-    with matplotlib.rc_context(STYLE):
-        if max(seeds.values()) < 2:
-            warnings.warn(f"one seed per loss in {comp.root}: no error bars or seed bands",
-                          stacklevel=2)
-        written += save_figure(_bars_figure(comp, metrics), dest / "bars", fmts)
-        if missing := _missing_logs(comp.runs):
-            warnings.warn(f"no log.jsonl for {', '.join(missing)} in {comp.root}: their "
-                          f"validation curves are left out", stacklevel=2)
-        fig = _curves_figure(comp, metrics)
-        if fig is None:
-            skip("curves", f"no log.jsonl holds validation {', '.join(metrics)}")
-        else:
-            written += save_figure(fig, dest / "curves", fmts)
-        if comp.protocol == "finetune":
-            fig = _pretrain_figure(comp, metrics)
-            if fig is None:
-                skip("pretrain", "protocol finetune, but no pretraining run has a log.jsonl "
-                                 "(pretrain/seed<s>/)")
-            else:
-                written += save_figure(fig, dest / "pretrain", fmts)
-        fig = _per_class_figure(comp)
-        if fig is None:
-            skip("per_class_iou", "no per-class IoU in compare.json or the runs' metrics.json")
-        else:
-            written += save_figure(fig, dest / "per_class_iou", fmts)
-        b, why = pair, ""
-        if b is None:
-            means = {loss: comp.scores(loss, metrics[0]).mean() for loss in comp.losses
-                     if loss != comp.reference and comp.scores(loss, metrics[0]).size}
-            b = max(means, key=means.get) if means else None
-            why = f" (best mean test {metrics[0]})"
-        if b is None:
-            skip("overlays", f"no loss besides the reference {comp.reference} has test scores")
-        else:
-            fig, missing = _overlay_figure(comp, comp.reference, b, n_images, why)
-            name = f"overlays-{_slug(comp.labels[comp.reference])}-vs-{_slug(comp.labels[b])}"
-            if fig is None:
-                skip(name, missing)
-            else:
-                written += save_figure(fig, dest / name, fmts)
-    return written
+def _overlay_partner(comp: Comparison, pair: str | None, metric: str) -> tuple[str | None, str]:
+    """The loss drawn beside the reference in the overlays and why: ``pair``, else the best
+    mean test ``metric`` other than the reference (None: no other loss has test scores)."""
+    if pair is not None:
+        return pair, ""
+    means = {loss: comp.scores(loss, metric).mean() for loss in comp.losses
+             if loss != comp.reference and comp.scores(loss, metric).size}
+    return (max(means, key=means.get) if means else None), f" (best mean test {metric})"

@@ -34,6 +34,7 @@ from autoloss.data import data_slug
 from autoloss.errors import InvalidValueError
 from autoloss.losses import load_loss
 from autoloss.report.compare_report import format_table, write_reports
+from autoloss.retrain.experiment import Experiment
 from autoloss.retrain.runs import (
     RunData,
     RunResult,
@@ -91,7 +92,7 @@ class _Task:
     seed: int
     out: Path
     config: TrainConfig
-    init_from: Path | None = None
+    init_from: Path | str | None = None
     init_label: str | None = None
 
 
@@ -213,105 +214,66 @@ def _draw_plots(folder: Path) -> None:
                       f"autoloss plot {folder}", stacklevel=3)
 
 
-def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: TrainConfig,
-                   model: ModelSpec = "unet", out: str | Path, width: int | None = None,
-                   depth: int | None = None, init_from: str | Path | None = None, tol: int = 5,
-                   val_split: str | None = "val", test_split: str = "test",
-                   pretrain: TrainConfig | None = None, reference: str | None = None,
-                   jobs: int = 1, plateau_metric: str = "miou", command: str | None = None,
-                   report_dir: str | Path | None = None, plots: bool = True,
-                   progress: bool = True,
-                   tensorboard_dir: str | Path | None = None) -> CompareResult:
-    """Train every loss with seeds ``0 .. seeds-1`` (each run as :func:`train_run`, in
-    ``out/runs/<loss-slug>/seed<s>/``), then write ``compare.md``, ``compare.csv`` and
-    ``compare.json`` in ``out`` (see :mod:`autoloss.report.compare_report`). Finished runs are reused;
-    an interrupted run resumes.
-
-    Protocols: ``pretrain=None`` (``scratch``): every run starts from its seed's initial weights
-    (or ``init_from``). ``pretrain=TrainConfig(...)`` (``finetune``): per seed, one
-    cross-entropy run with that config (``out/pretrain/seed<s>/``, shared by every loss with
-    that seed), then every loss, cross-entropy included, trains on from it with ``config``.
-
-    ``model``: ``unet``, ``deeplab`` or your own builder (see :func:`train_run`); with
-    ``jobs > 1`` a callable must pickle by reference (a module-level function or class).
-    ``config.seed`` is replaced by each run's seed. ``reference``: the loss every other is
-    paired with (default ``cross_entropy`` when compared, else none). ``jobs``: runs trained at
-    once in worker processes (each with ``config.num_threads`` threads, default
-    ``cpu_count // jobs``). ``plateau_metric``: the validation metric whose plateau is
-    reported. ``command``: how the comparison was started, for the report. ``report_dir``:
-    where the tables go (default ``out``; the runs stay in ``out``, so comparisons of different
-    panels can share runs). ``plots``: draw the figures
-    (:func:`autoloss.report.compare_plots.plot_comparison`) into ``plots/`` next to the tables; a
-    plotting error is a warning, the comparison is kept. ``tensorboard_dir``: also write each
-    run's training curves as TensorBoard scalars, one run per ``<loss-slug>/seed<s>`` (and
-    ``pretrain/seed<s>``) under it, so ``tensorboard --logdir DIR`` overlays them (needs the
-    ``tensorboard`` package; not part of any run's identity).
-    """
-    losses = [str(loss) for loss in losses]
-    if not losses:
+def _reference(exp: Experiment, plateau_metric: str) -> str | None:
+    """What a comparison needs beyond a valid experiment (losses, a test split, a reference
+    among the losses); the loss every other is paired with (``cross_entropy`` when compared)."""
+    if not exp.losses:
         raise InvalidValueError("losses must name at least one loss, but got an empty list")
-    if len(set(losses)) != len(losses):
-        raise InvalidValueError(f"losses must be distinct, but got {losses}")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise InvalidValueError(f"seeds must be a positive int, but got {seeds=}")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise InvalidValueError(f"jobs must be a positive int, but got {jobs=}")
-    if test_split is None:
+    if exp.test_split is None:
         raise InvalidValueError("a comparison reports its losses' scores on a test split, but got "
                                 "test_split=None (null is for autoloss train alone)")
-    if pretrain is not None and init_from is not None:
-        raise InvalidValueError("pass either pretrain (the finetune protocol: each seed starts from its "
-                         "own cross-entropy model) or init_from (one checkpoint for every run), "
-                         f"not both; got init_from={str(init_from)!r}")
-    if reference is None and "cross_entropy" in losses:
+    reference = exp.reference
+    if reference is None and "cross_entropy" in exp.losses:
         reference = "cross_entropy"
-    if reference is not None and reference not in losses:
-        raise InvalidValueError(f"reference must be one of the compared losses {losses}, but got "
-                         f"{reference=}")
+    if reference is not None and reference not in exp.losses:
+        raise InvalidValueError(f"reference must be one of the compared losses "
+                                f"{list(exp.losses)}, but got {reference=}")
     if plateau_metric not in METRIC_NAMES:
         raise InvalidValueError(f"plateau_metric must be one of {list(METRIC_NAMES)}, but got "
-                         f"{plateau_metric=}")
-    t0 = time.perf_counter()
-    out = Path(out)
-    for loss in losses:  # fail on a typo before hours of training
-        load_loss(loss)
-    if not is_builtin(model):  # and on a builder that cannot be imported
-        model_hook(model)
-    splits = load_splits(data, val_split=val_split, test_split=test_split)
-    if jobs > 1 and config.num_threads is None:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
+                                f"{plateau_metric=}")
+    return reference
+
+
+def _configs(exp: Experiment) -> tuple[TrainConfig, TrainConfig | None]:
+    """The runs' and the pretraining's TrainConfig (seed 0; each task sets its own); with
+    ``jobs > 1`` each run gets ``cpu_count // jobs`` threads unless the experiment sets them."""
+    config, pretrain = exp.train_config(seed=0), exp.pretrain_config(seed=0)
+    if exp.jobs > 1 and config.num_threads is None:
+        threads = max(1, (os.cpu_count() or 1) // exp.jobs)
         config = dataclasses.replace(config, num_threads=threads)
         if pretrain is not None and pretrain.num_threads is None:
             pretrain = dataclasses.replace(pretrain, num_threads=threads)
+    return config, pretrain
+
+
+def _tasks(exp: Experiment, config: TrainConfig, pretrain: TrainConfig | None
+           ) -> tuple[list[_Task], list[_Task]]:
+    """The pretraining tasks (one per seed, finetune protocol) and the runs (loss-major)."""
+    out = exp.out_dir()
     pre_tasks = [] if pretrain is None else [
         _Task(f"pretrain cross_entropy seed {s}", "cross_entropy", s, out / "pretrain" / f"seed{s}",
-              dataclasses.replace(pretrain, seed=s)) for s in range(seeds)]
+              dataclasses.replace(pretrain, seed=s)) for s in range(exp.seeds)]
     tasks = []
-    for loss, slug in zip(losses, _slugs(losses)):
-        for s in range(seeds):
-            start, label = init_from, None
+    for loss, slug in zip(exp.losses, _slugs(exp.losses)):
+        for s in range(exp.seeds):
+            start, label = exp.init_from, None
             if pretrain is not None:
                 start = out / "pretrain" / f"seed{s}" / "checkpoint.pt"
                 label = f"pretrain/seed{s}/checkpoint.pt"
             tasks.append(_Task(f"{loss} seed {s}", loss, s, out / "runs" / slug / f"seed{s}",
                                dataclasses.replace(config, seed=s), start, label))
-    setup = _Setup(data, val_split, test_split, model, width, depth, tol,
-                   None if tensorboard_dir is None else Path(tensorboard_dir))
-    if tensorboard_dir is not None:  # fail before any training when the package is missing
-        from autoloss.train.tensorboard_log import require_tensorboard
+    return pre_tasks, tasks
 
-        require_tensorboard()
-    _WORKER_DATA[(data, val_split, test_split)] = splits
-    results = _execute(setup, pre_tasks, tasks, jobs=jobs, progress=progress)
-    runs = [results[t] for t in tasks]
-    pre_runs = [results[t] for t in pre_tasks]
 
-    protocol = "scratch" if pretrain is None else "finetune"
+def _header(exp: Experiment, config: TrainConfig, pretrain: TrainConfig | None,
+            pre_runs: list[RunResult], reference: str | None, command: str | None) -> list[str]:
+    """The lines above the tables: how the comparison was made."""
+    model, width, depth = exp.model, exp.width, exp.depth
     lines = [
         "# Loss comparison", "",
         *([f"Produced by `{command}`."] if command else []),
-        f"- data: `{data}` (validation split `{val_split}`, reported split `{test_split}`, "
-        f"boundary tolerance {tol} px)",
+        f"- data: `{exp.data}` (validation split `{exp.val_split}`, reported split "
+        f"`{exp.test_split}`, boundary tolerance {exp.tol} px)",
         (f"- model: `{model}` (width {width or 'default'}, depth {depth or 'default'})"
          if is_builtin(model) else f"- model: `{model_name(model)}` (the user's builder)"),
     ]
@@ -322,28 +284,89 @@ def compare_losses(losses: Sequence[str], data: str, *, seeds: int, config: Trai
                   f"trains on from it with {_describe(config)}"]
     else:
         lines += [f"- protocol `scratch`: {_describe(config)}"
-                  + (f", from `{init_from}`" if init_from else "")]
+                  + (f", from `{exp.init_from}`" if exp.init_from else "")]
     lines += [
-        f"- seeds: {seeds} (0..{seeds - 1}), paired: seed s of every loss starts from the same "
-        f"weights and sees the same batches",
-        f"- cells: mean ± sample std over seeds of the `{test_split}` scores, percentage points"
+        f"- seeds: {exp.seeds} (0..{exp.seeds - 1}), paired: seed s of every loss starts from "
+        f"the same weights and sees the same batches",
+        f"- cells: mean ± sample std over seeds of the `{exp.test_split}` scores, percentage points"
         + (f"; **bold**: the paired 95 % t-interval against `{reference}` lies above zero, ▾: "
            f"below zero, unmarked: within the seed noise" if reference else ""),
         f"- train time: wall-clock seconds per run; code: autoloss {_code_version()}", "",
     ]
-    setup_json = plain_json({
-        "data": data, "model": model_name(model), "width": width, "depth": depth, "seeds": seeds,
-        "tol": tol, "val_split": val_split, "test_split": test_split, "protocol": protocol,
+    return lines
+
+
+def _setup_record(exp: Experiment, config: TrainConfig, pretrain: TrainConfig | None,
+                  command: str | None) -> dict:
+    """The comparison's setup as ``compare.json`` records it."""
+    return plain_json({
+        "data": exp.data, "model": model_name(exp.model), "width": exp.width,
+        "depth": exp.depth, "seeds": exp.seeds, "tol": exp.tol, "val_split": exp.val_split,
+        "test_split": exp.test_split, "protocol": "scratch" if pretrain is None else "finetune",
         "train_config": dataclasses.asdict(config),
         "pretrain_config": None if pretrain is None else dataclasses.asdict(pretrain),
         "command": command, "code": _code_version(),
     })
-    folder = Path(report_dir) if report_dir is not None else out
+
+
+def compare_losses(experiment: Experiment, *, command: str | None = None, progress: bool = True,
+                   tensorboard_dir: str | Path | None = None,
+                   plateau_metric: str = "miou") -> CompareResult:
+    """Train every loss of ``experiment`` with seeds ``0 .. seeds-1`` (each run as
+    :func:`train_run`, in ``<out>/runs/<loss-slug>/seed<s>/``, ``out`` being
+    :meth:`Experiment.out_dir`), then write ``compare.md``, ``compare.csv`` and ``compare.json``
+    in ``experiment.report`` (default ``out``; see :mod:`autoloss.report.compare_report`), so
+    comparisons of different panels can share runs. Finished runs are reused; an interrupted
+    run resumes. The experiment is checked when it is built (:class:`Experiment`); a comparison
+    also needs losses, a test split and a reference among the losses.
+
+    Protocols: ``scratch``: every run starts from its seed's initial weights (or
+    ``init_from``). ``finetune``: per seed, one cross-entropy run with
+    :meth:`Experiment.pretrain_config` (``out/pretrain/seed<s>/``, shared by every loss with
+    that seed), then every loss, cross-entropy included, trains on from it.
+
+    ``model``: ``unet``, ``deeplab`` or your own builder (see :func:`train_run`); with
+    ``jobs > 1`` a callable must pickle by reference (a module-level function or class).
+    ``reference``: the loss every other is paired with (default ``cross_entropy`` when
+    compared, else none). ``jobs``: runs trained at once in worker processes (each with
+    ``train.num_threads`` threads, default ``cpu_count // jobs``). ``plots``: draw the figures
+    (:func:`autoloss.report.compare_plots.plot_comparison`) into ``plots/`` next to the tables; a
+    plotting error is a warning, the comparison is kept.
+
+    Run-time options, not part of the experiment: ``command``: how the comparison was started,
+    for the report. ``progress``: progress bars. ``tensorboard_dir``: also write each run's
+    training curves as TensorBoard scalars, one run per ``<loss-slug>/seed<s>`` (and
+    ``pretrain/seed<s>``) under it, so ``tensorboard --logdir DIR`` overlays them (needs the
+    ``tensorboard`` package; not part of any run's identity). ``plateau_metric``: the
+    validation metric whose plateau is reported.
+    """
+    exp = experiment
+    reference = _reference(exp, plateau_metric)
+    t0 = time.perf_counter()
+    for loss in exp.losses:  # fail on a typo before hours of training
+        load_loss(loss)
+    if not is_builtin(exp.model):  # and on a builder that cannot be imported
+        model_hook(exp.model)
+    splits = load_splits(exp.data, val_split=exp.val_split, test_split=exp.test_split)
+    config, pretrain = _configs(exp)
+    pre_tasks, tasks = _tasks(exp, config, pretrain)
+    setup = _Setup(exp.data, exp.val_split, exp.test_split, exp.model, exp.width, exp.depth,
+                   exp.tol, None if tensorboard_dir is None else Path(tensorboard_dir))
+    if tensorboard_dir is not None:  # fail before any training when the package is missing
+        from autoloss.train.tensorboard_log import require_tensorboard
+
+        require_tensorboard()
+    _WORKER_DATA[(exp.data, exp.val_split, exp.test_split)] = splits
+    results = _execute(setup, pre_tasks, tasks, jobs=exp.jobs, progress=progress)
+    runs = [results[t] for t in tasks]
+    pre_runs = [results[t] for t in pre_tasks]
+    folder = Path(exp.report) if exp.report is not None else exp.out_dir()
     md, csv_path, json_path, table = write_reports(
-        folder, runs, setup=setup_json, header=lines, reference=reference,
-        pretrain_runs=pre_runs, plateau_metric=plateau_metric,
+        folder, runs, setup=_setup_record(exp, config, pretrain, command),
+        header=_header(exp, config, pretrain, pre_runs, reference, command),
+        reference=reference, pretrain_runs=pre_runs, plateau_metric=plateau_metric,
         class_names=splits.train.class_names)
-    if plots:
+    if exp.plots:
         _draw_plots(folder)
     return CompareResult(runs, pre_runs, table, md, csv_path, json_path,
                          time.perf_counter() - t0)

@@ -10,20 +10,27 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from autoloss.core.metrics import check_tol
-from autoloss.errors import InvalidValueError, did_you_mean
+from autoloss.data import data_slug
+from autoloss.errors import InvalidValueError
 from autoloss.train.trainer import TrainConfig
-from autoloss.train.user_models import check_model_spec
+from autoloss.train.user_models import ModelSpec, check_model_spec
 from autoloss.utils.trust import require_trusted_reference
-from autoloss.utils.typed_fields import field_hints, value_type_error
+from autoloss.utils.typed_fields import (
+    at_least,
+    check_fields,
+    converted,
+    one_of,
+    reject_unknown,
+)
 from autoloss.utils.yaml_files import read_mapping
 
 __all__ = ["DEFAULT_TRAIN", "DEFAULT_WIDTH", "EXPERIMENT_KEYS", "PROTOCOLS", "Experiment",
-           "experiment_from_dict", "parse_crop", "read_experiment"]
+           "experiment_from_dict", "read_experiment"]
 
 #: experiment keys that are not TrainConfig fields -> meaning (their types: the annotations of
 #: :class:`Experiment`)
@@ -64,30 +71,70 @@ def _train_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed"]
 
 
+def _loss_list(value: Any, *, name: str) -> tuple[str, ...]:
+    """A list of loss specs, or one comma-separated string of them, as a tuple of distinct
+    specs."""
+    if isinstance(value, str):
+        value = [spec.strip() for spec in value.split(",") if spec.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) and s for s in value):
+        raise InvalidValueError(f"{name} must be a list of loss specs or a comma-separated "
+                                f"string, but got {name}={value!r}")
+    if len(set(value)) != len(value):
+        raise InvalidValueError(f"{name} must be distinct, but got {name}={list(value)}")
+    return tuple(value)
+
+
+def _tolerance(value: Any, *, name: str) -> int:
+    return check_tol(value, name=name)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Experiment:
-    """A retraining setup (flags and experiment file merged). ``train``: the runs' training
-    settings (its ``seed`` is replaced by each run's); ``pretrain``: the TrainConfig options
-    the finetune protocol's cross-entropy pretraining changes."""
+    """A retraining setup (flags and experiment file merged), checked when built. ``train``:
+    the runs' training settings (its ``seed`` is replaced by each run's); ``pretrain``: the
+    TrainConfig options the finetune protocol's cross-entropy pretraining changes."""
 
-    losses: tuple[str, ...] = ()
+    losses: tuple[str, ...] = field(default=(), metadata=converted(_loss_list))
     data: str = "shapes"
-    seeds: int = 3
-    model: str = "unet"
-    width: int | None = DEFAULT_WIDTH
-    depth: int | None = None
-    out: str | None = None
-    report: str | None = None
-    init_from: str | None = None
-    tol: int = 5
+    seeds: int = field(default=3, metadata=at_least(1))
+    model: ModelSpec = "unet"
+    width: int | None = field(default=DEFAULT_WIDTH, metadata=at_least(1))
+    depth: int | None = field(default=None, metadata=at_least(1))
+    out: Path | str | None = None
+    report: Path | str | None = None
+    init_from: Path | str | None = None
+    tol: int = field(default=5, metadata=converted(_tolerance))
     val_split: str | None = "val"
     test_split: str | None = "test"
-    protocol: str = "scratch"
+    protocol: str = field(default="scratch", metadata=one_of(*PROTOCOLS))
     pretrain: dict[str, Any] | None = None
     reference: str | None = None
-    jobs: int = 1
+    jobs: int = field(default=1, metadata=at_least(1))
     plots: bool = True
     train: TrainConfig = DEFAULT_TRAIN
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_model_spec(self.model)
+        self._check_protocol()
+
+    def _check_protocol(self) -> None:
+        """``pretrain`` belongs to the finetune protocol, which excludes ``init_from``; its
+        options are TrainConfig fields (kept as the TrainConfig they make has them)."""
+        if self.pretrain is not None:
+            if self.protocol != "finetune":
+                raise InvalidValueError("'pretrain' configures the finetune protocol; set "
+                                        "'protocol: finetune' or remove it")
+            reject_unknown(self.pretrain, _train_fields(), where="pretrain: ")
+            try:
+                built = dataclasses.replace(self.train, **self.pretrain)
+            except ValueError as err:
+                raise InvalidValueError(f"pretrain: {err}") from None
+            object.__setattr__(self, "pretrain", {k: getattr(built, k) for k in self.pretrain})
+        if self.protocol == "finetune" and self.init_from is not None:
+            raise InvalidValueError("init_from and protocol finetune exclude each other (the "
+                                    "finetune protocol starts each seed from its own "
+                                    "cross-entropy model)")
 
     def train_config(self, *, seed: int) -> TrainConfig:
         """The training settings of the run with ``seed``."""
@@ -101,86 +148,24 @@ class Experiment:
         return dataclasses.replace(self.train, **(self.pretrain or {}), seed=seed)
 
     def out_dir(self) -> Path:
-        from autoloss.retrain.compare import data_slug
-
+        """The runs' folder: ``out``, default ``results/retrain-<data>``."""
         return Path(self.out) if self.out else Path("results") / f"retrain-{data_slug(self.data)}"
-
-
-def parse_crop(value: Any) -> Any:
-    """``"HxW"`` / ``"S"`` / ``S`` / ``[H, W]`` -> ``(H, W)`` (None stays None)."""
-    if value is None or isinstance(value, (list, tuple)):
-        return None if value is None else tuple(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value, value)
-    parts = str(value).lower().split("x")
-    try:
-        dims = [int(p) for p in parts]
-    except ValueError:
-        dims = []
-    if len(dims) not in (1, 2):
-        raise InvalidValueError(f"crop must be HxW (e.g. 96x128), S, or [H, W], but got crop={value!r}")
-    return (dims[0], dims[-1])
 
 
 def experiment_from_dict(values: Mapping[str, Any], *, source: str = "experiment") -> Experiment:
     """Check flat options (experiment keys and TrainConfig fields) and build an
-    :class:`Experiment`; the TrainConfig ones are validated by building a TrainConfig."""
+    :class:`Experiment` (errors name ``source``)."""
+    if "seed" in values:
+        raise InvalidValueError(f"{source}: 'seed' is set per run: use 'seeds: N' (compare runs "
+                                f"seeds 0..N-1) or 'autoloss train --seed S'")
     train_fields = _train_fields()
-    known = list(EXPERIMENT_KEYS) + train_fields
-    exp: dict[str, Any] = {}
-    train: dict[str, Any] = {}
-    for key, value in values.items():
-        if key == "seed":
-            raise InvalidValueError(f"{source}: 'seed' is set per run: use 'seeds: N' (compare runs "
-                             f"seeds 0..N-1) or 'autoloss train --seed S'")
-        if key in train_fields:
-            train[key] = parse_crop(value) if key == "crop" else value
-            continue
-        if key not in EXPERIMENT_KEYS:
-            raise InvalidValueError(f"{source}: unknown option {key!r}{did_you_mean(key, known)}; expected "
-                             f"one of {known}")
-        hint = (list[str] | str) if key == "losses" else field_hints(Experiment)[key]
-        error = value_type_error(key, value, hint)
-        if error is not None:
-            raise InvalidValueError(f"{source}: {error}")
-        exp[key] = value
-    if isinstance(exp.get("losses"), str):
-        exp["losses"] = [s.strip() for s in exp["losses"].split(",") if s.strip()]
-    if "losses" in exp:
-        if not all(isinstance(s, str) and s for s in exp["losses"]):
-            raise InvalidValueError(f"{source}: losses must be a list of loss specs, but got "
-                             f"{exp['losses']!r}")
-        exp["losses"] = tuple(exp["losses"])
-    if exp.get("protocol", "scratch") not in PROTOCOLS:
-        raise InvalidValueError(f"{source}: protocol must be one of {PROTOCOLS}, but got "
-                         f"protocol={exp['protocol']!r}")
-    if exp.get("pretrain") is not None:
-        if exp.get("protocol") != "finetune":
-            raise InvalidValueError(f"{source}: 'pretrain' configures the finetune protocol; set "
-                             f"'protocol: finetune' or remove it")
-        bad = [k for k in exp["pretrain"] if k not in train_fields]
-        if bad:
-            raise InvalidValueError(f"{source}: pretrain: unknown option {bad[0]!r}"
-                             f"{did_you_mean(bad[0], train_fields)}; expected TrainConfig fields "
-                             f"{train_fields}")
-        exp["pretrain"] = {k: parse_crop(v) if k == "crop" else v
-                           for k, v in exp["pretrain"].items()}
-    if exp.get("protocol") == "finetune" and exp.get("init_from") is not None:
-        raise InvalidValueError(f"{source}: init_from and protocol finetune exclude each other (the "
-                         f"finetune protocol starts each seed from its own cross-entropy model)")
-    for key, low in (("seeds", 1), ("width", 1), ("depth", 1), ("jobs", 1)):
-        if exp.get(key) is not None and exp[key] < low:
-            raise InvalidValueError(f"{source}: {key} must be >= {low}, but got {key}={exp[key]!r}")
-    if "tol" in exp:
-        check_tol(exp["tol"], where=source)
-    if "model" in exp:
-        check_model_spec(exp["model"], option=f"{source}: model")
+    reject_unknown(values, [*EXPERIMENT_KEYS, *train_fields], where=f"{source}: ")
+    train = {k: v for k, v in values.items() if k in train_fields}
+    options = {k: v for k, v in values.items() if k not in train_fields}
     try:
-        experiment = Experiment(**exp, train=dataclasses.replace(DEFAULT_TRAIN, **train))
-        experiment.pretrain_config(seed=0)
+        return Experiment(**options, train=dataclasses.replace(DEFAULT_TRAIN, **train))
     except (ValueError, TypeError) as err:
         raise InvalidValueError(f"{source}: {err}") from None
-    return experiment
 
 
 def read_experiment(path: str | Path) -> dict[str, Any]:

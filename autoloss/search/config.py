@@ -21,7 +21,7 @@ from autoloss.search.ppo import PPOOptions
 from autoloss.search.rescore import EXPORT_RULES
 from autoloss.search.samplers import SAMPLERS
 from autoloss.utils.cache import default_cache_dir
-from autoloss.utils.typed_fields import check_field_types
+from autoloss.utils.typed_fields import at_least, check_fields, from_mapping, one_of, positive
 from autoloss.utils.yaml_files import read_mapping
 
 __all__ = ["ProxyLike", "SearchConfig", "SearchResult", "check_user_code",
@@ -111,19 +111,20 @@ class SearchConfig:
     ``init_from``: a loss file (e.g. searched on another dataset) whose curves are the first
     trial of a new study and the centre of PPO's policy and of ``prior`` startup points.
 
-    Frozen: change a copy with :func:`dataclasses.replace`. The field types are checked (from
-    these annotations, :mod:`autoloss.utils.typed_fields`) by :func:`resolve_config`.
+    Frozen: change a copy with :func:`dataclasses.replace`. The field types and the rules on
+    the fields (ranges, choices; :mod:`autoloss.utils.typed_fields`) are checked by
+    :func:`resolve_config`.
     """
 
     metric: str | list[str] = "miou"
     data: str = "shapes"
-    trials: int = 20
-    timeout: float | None = None
+    trials: int = field(default=20, metadata=at_least(1))
+    timeout: float | None = field(default=None, metadata=positive(finite=False))  # seconds
     sampler: Any = "tpe"  # a name of SAMPLERS or an optuna.samplers.BaseSampler (checked)
     pruner: bool = True
     storage: str | None = None
     study: str | None = None
-    workers: int = 1
+    workers: int = field(default=1, metadata=at_least(1))
     seed: int = 0
     out: Path | str | None = None
     space: str | None = None
@@ -132,13 +133,13 @@ class SearchConfig:
     enqueue_references: bool = True
     proxy_factory: Any = None  # "module:attr", a callable, or None (checked)
     cache: Path | str | None = None
-    heartbeat: int = 30
+    heartbeat: int = field(default=30, metadata=at_least(1))
     ppo: PPOOptions = field(default_factory=lambda: PPOOptions())
     plots: bool = True
-    startup: str = "uniform"
-    rescore_top: int = 5
-    rescore_seeds: int = 5
-    export_rule: str = "beat-identity"
+    startup: str = field(default="uniform", metadata=one_of(*STARTUPS))
+    rescore_top: int = field(default=5, metadata=at_least(0))  # 0: no re-scoring
+    rescore_seeds: int = field(default=5, metadata=at_least(0))
+    export_rule: str = field(default="beat-identity", metadata=one_of(*EXPORT_RULES))
     init_from: str | Path | None = None
 
     def __post_init__(self) -> None:
@@ -196,8 +197,8 @@ def _slug(text: str) -> str:
 def resolve_config(cfg: SearchConfig) -> SearchConfig:
     """A checked copy of ``cfg`` (types, ranges, names) with the derived defaults filled in:
     ``out``, ``storage``, ``study``, ``cache``."""
-    check_field_types(cfg)
-    _check_numbers_and_names(cfg)
+    check_fields(cfg)
+    _check_proxy_factory(cfg)
     _check_sampler(cfg)
     cfg, metrics = _checked_metric(cfg)
     name = "+".join(metrics) if cfg.multi_objective else metrics[0]
@@ -210,23 +211,7 @@ def resolve_config(cfg: SearchConfig) -> SearchConfig:
         cache=Path(cfg.cache).expanduser().resolve() if cfg.cache else default_cache_dir())
 
 
-def _check_numbers_and_names(cfg: SearchConfig) -> None:
-    """The budget, re-scoring, timeout and the options named by a string."""
-    if cfg.trials < 1 or cfg.workers < 1 or cfg.heartbeat < 1:
-        raise InvalidValueError(f"trials, workers and heartbeat must be >= 1, but got trials="
-                                f"{cfg.trials}, workers={cfg.workers}, heartbeat={cfg.heartbeat}")
-    if cfg.rescore_top < 0 or cfg.rescore_seeds < 0:
-        raise InvalidValueError(f"rescore_top and rescore_seeds must be >= 0 (0: no re-scoring), "
-                                f"but got rescore_top={cfg.rescore_top}, "
-                                f"rescore_seeds={cfg.rescore_seeds}")
-    if cfg.export_rule not in EXPORT_RULES:
-        raise InvalidValueError(f"export_rule must be one of {list(EXPORT_RULES)}, but got "
-                                f"{cfg.export_rule!r}{did_you_mean(cfg.export_rule, EXPORT_RULES)}")
-    if cfg.timeout is not None and cfg.timeout <= 0:
-        raise InvalidValueError(f"timeout must be > 0 seconds or None, but got {cfg.timeout}")
-    if cfg.startup not in STARTUPS:
-        raise InvalidValueError(f"startup must be one of {list(STARTUPS)}, but got {cfg.startup!r}"
-                                f"{did_you_mean(cfg.startup, STARTUPS)}")
+def _check_proxy_factory(cfg: SearchConfig) -> None:
     if not (cfg.proxy_factory is None or isinstance(cfg.proxy_factory, str)
             or callable(cfg.proxy_factory)):
         raise InvalidTypeError(f"proxy_factory must be a callable, its 'module:attr' name or None, "
@@ -288,14 +273,9 @@ def load_experiment(path: str | Path) -> SearchConfig:
     """Read and check a flat experiment YAML (keys: the :class:`SearchConfig` fields). Derived
     defaults stay unset (see :func:`resolve_config`), so command-line overrides can change them."""
     data = read_mapping(path)
-    names = [f.name for f in dataclasses.fields(SearchConfig)]
-    for key in data:
-        if key not in names:
-            raise InvalidValueError(f"{path}: unknown option {key!r}, expected one of {names}"
-                                    f"{did_you_mean(key, names)}")
-    check_user_code(data, source=str(path))
     try:
-        config = SearchConfig(**data)
+        config = from_mapping(SearchConfig, data)
+        check_user_code(data, source=str(path))  # before anything runs
         resolve_config(config)
     except ValueError as err:
         raise InvalidValueError(f"{path}: {err}") from None

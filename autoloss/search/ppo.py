@@ -36,7 +36,7 @@ import dataclasses
 import math
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,8 +47,8 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import truncnorm
 
-from autoloss.errors import InvalidValueError, did_you_mean
-from autoloss.utils.typed_fields import check_field_types
+from autoloss.errors import InvalidValueError
+from autoloss.utils.typed_fields import at_least, check_fields, from_mapping, in_range, positive
 
 __all__ = ["GENERATION_ATTR", "GENERATION_SIZE", "PPOOptions", "PPOSampler", "PolicyState"]
 
@@ -60,25 +60,20 @@ class PPOOptions:
     ``clip`` (PPO ratio clip), ``lr`` and ``update_steps`` (of each update), ``include_pruned``
     (pruned trials count, at their last reported value)."""
 
-    sigma: float = 0.2
-    generation_size: int = 32
-    clip: float = 0.2
-    lr: float = 0.2
-    update_steps: int = 60
+    sigma: float = field(default=0.2, metadata=positive())
+    generation_size: int = field(default=32, metadata=at_least(2))
+    clip: float = field(default=0.2, metadata=in_range(0, 1, low_open=True, high_open=True))
+    lr: float = field(default=0.2, metadata=positive())
+    update_steps: int = field(default=60, metadata=at_least(1))
     include_pruned: bool = True
 
     def __post_init__(self) -> None:
-        check_field_types(self, where="ppo option ")
+        check_fields(self, where="ppo option ")
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any]) -> PPOOptions:
         """From a mapping of its fields (an unknown key is an error with a did-you-mean)."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in options:
-            if key not in names:
-                raise InvalidValueError(f"ppo option {key!r} is unknown: expected one of {names}"
-                                        f"{did_you_mean(key, names)}")
-        return cls(**options)
+        return from_mapping(cls, options, what="ppo option")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,16 +126,8 @@ class PPOSampler(BaseSampler):
                  update_steps: int = PPOOptions.update_steps,
                  include_pruned: bool = PPOOptions.include_pruned,
                  seed: int | None = None) -> None:
-        if not (isinstance(sigma, (int, float)) and sigma > 0):
-            raise InvalidValueError(f"sigma must be a positive number, but got {sigma=}")
-        if not isinstance(generation_size, int) or generation_size < 2:
-            raise InvalidValueError(f"generation_size must be an int >= 2, but got {generation_size=}")
-        if not (isinstance(clip, (int, float)) and 0 < clip < 1):
-            raise InvalidValueError(f"clip must be in (0, 1), but got {clip=}")
-        if not (isinstance(lr, (int, float)) and lr > 0):
-            raise InvalidValueError(f"lr must be a positive number, but got {lr=}")
-        if not isinstance(update_steps, int) or update_steps < 1:
-            raise InvalidValueError(f"update_steps must be a positive int, but got {update_steps=}")
+        PPOOptions(sigma=sigma, generation_size=generation_size, clip=clip, lr=lr,
+                   update_steps=update_steps, include_pruned=include_pruned)  # the checks
         if seed is not None and not isinstance(seed, int):
             raise InvalidValueError(f"seed must be an int or None, but got {seed=}")
         initial = dict(initial_params or {})

@@ -42,6 +42,7 @@ from autoloss.search.space_types import (
     Space,
     bezier_raw_from_points,
 )
+from autoloss.utils.typed_fields import reject_unknown
 from autoloss.utils.yaml_files import load_yaml
 
 __all__ = ["MAX_CURVE_PIECES", "SPACES_DIR", "CeWeight", "CompositeSpace", "CurveSpace",
@@ -60,10 +61,7 @@ _OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
 
 
 def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
-    for key in data:
-        if key not in allowed:
-            raise InvalidValueError(f"{where}: unknown key {key!r}, expected one of {list(allowed)}"
-                             f"{did_you_mean(str(key), allowed)}")
+    reject_unknown(data, allowed, where=f"{where}: ", what="key")
 
 
 def _number(value: Any, where: str) -> float:

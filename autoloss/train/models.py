@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from autoloss.data import normalize
 from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
+from autoloss.utils.typed_fields import reject_unknown
 
 __all__ = ["DeepLab", "DeepLabConfig", "ModelConfig", "UNet", "UNetConfig", "build_model",
            "config_from_dict", "config_to_dict", "count_parameters", "logits_at",
@@ -282,12 +283,9 @@ def config_from_dict(data: dict[str, Any]) -> ModelConfig:
         raise InvalidValueError(f"model config dict needs an 'arch' key ({list(_ARCHS)}), but got keys "
                          f"{sorted(data)}")
     cls = _arch_class(data["arch"])
-    fields = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in data.items() if k != "arch"}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise InvalidValueError(f"unknown {data['arch']} config keys {unknown}; expected some of "
-                         f"{sorted(fields)}")
+    reject_unknown(values, [f.name for f in dataclasses.fields(cls)],
+                   where=f"{data['arch']} model config: ", what="key")
     if "rates" in values:
         values["rates"] = tuple(values["rates"])
     return cls(**values)

@@ -63,30 +63,26 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from autoloss.core.metrics import METRIC_NAMES, MetricOptions, check_tol
-from autoloss.core.programs import is_user_reference
 from autoloss.data import dataset_splits, load_dataset, parse_spec, split_hint
-from autoloss.errors import InvalidTypeError, InvalidValueError, MissingFileError, did_you_mean
+from autoloss.errors import InvalidTypeError, InvalidValueError, MissingFileError
 from autoloss.losses.compiled import compile_losses, compile_totals
 from autoloss.losses.cross_entropy import CrossEntropyLoss
 from autoloss.train.checkpoint import read_checkpoint, warm_start
 from autoloss.train.models import DeepLabConfig, UNetConfig, build_model, pick_device
+from autoloss.train.proxy_config import ProxyConfig
 from autoloss.train.proxy_features import FeatureSplit, UNetTail
 from autoloss.train.trainer import NonFiniteLossError, TrainConfig, evaluate, fit
 from autoloss.train.user_models import (
     ModelHook,
-    check_model_spec,
     is_builtin,
     model_hook,
     model_identity,
-    model_name,
 )
 from autoloss.utils.atomic import write_text_atomic
 from autoloss.utils.locks import file_lock
@@ -95,7 +91,6 @@ from autoloss.utils.trust import code_file
 __all__ = ["NonFiniteLossError", "Proxy", "ProxyConfig", "build_proxy"]
 
 _MODELS = {"unet": UNetConfig, "deeplab": DeepLabConfig}
-_FINETUNE = ("all", "last")  # every layer on augmented images / last UNet block on cached features
 _CACHE_VERSION = 2  # bump when the warm-start recipe changes (2: data file sizes in the key)
 
 
@@ -109,193 +104,6 @@ def _file_sizes(path: Path) -> list[tuple[str, int]] | None:
         return None
     files = sorted(p for p in path.rglob("*") if p.is_file())[:10_000]
     return [(p.relative_to(path).as_posix(), p.stat().st_size) for p in files]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ProxyConfig:
-    """Every knob of proxy training (keyword-only, validated; errors name the field).
-
-    Data: ``data`` (a spec for :func:`autoloss.data.load_dataset`); ``size`` (``(H, W)`` or an
-    int for a square) resizes it; with ``size=None`` the native size is divided by the smallest
-    integer that brings the larger side to at most ``max_side`` (None: native size). ``subset``:
-    train images used for fine-tuning (None: all; drawn with ``subset_seed``). ``eval_split``:
-    the proxy-validation split (never ``test``); ``eval_subset``: score only its first images.
-    ``metrics``: exact metrics to report (None: all of ``METRIC_NAMES``; naming only the search
-    target saves evaluation time); a user program ``file.py:name`` is accepted too. ``tol``:
-    boundary tolerance in pixels; ``drop_bg``: class 0 left out of the boundary metrics (BIoU
-    band, BF1 mean), as the target's surrogate does (the search sets it from its space).
-
-    Model: ``model``: ``"unet"`` / ``"deeplab"`` (sized by ``width``, ``depth``, ``norm``), or
-    your own builder ``build(in_channels, num_classes) -> nn.Module``: the callable,
-    ``"module:function"`` or ``"path/to/file.py:function"`` (a trusted file;
-    :mod:`autoloss.train.user_models`). ``init``: a state dict or autoloss checkpoint file the
-    trials start from instead of the cross-entropy warm start (no warm start is trained then).
-
-    Fine-tuning with the candidate loss: ``steps``, ``batch_size``, ``crop`` (``(h, w)``, an
-    int, or None for whole images), ``lr`` (poly schedule), ``optimizer`` (``sgd`` / ``adamw``),
-    ``grad_clip``, ``augment``, ``eval_every``.
-
-    Warm start with cross-entropy: ``warm_start`` (False: every trial trains from scratch, the
-    initial weights seeded with the trial's seed), ``warm_start_steps``, ``warm_start_lr``,
-    ``warm_start_seed``.
-
-    Execution: ``device`` (None: CUDA if available), ``num_threads`` (torch CPU threads),
-    ``compile_loss`` (surrogates with ``compile="auto"`` run as compiled graphs from the first
-    step: True; eager: False; ``"auto"``, the default: their own rule, compile once the eager
-    passes have cost ~10 s in the process, see :mod:`autoloss.losses.compiled`;
-    ``AUTOLOSS_COMPILE=0`` still forces eager). On a CPU the loss is a small share of a proxy
-    step (``results/proxy_cost.md``: compiled and eager steps equal within 5 %), so compiling from
-    the first step only adds its 10-35 s per worker; ``"auto"`` spends at most that once, late.
-    """
-
-    data: str = "shapes"
-    size: tuple[int, int] | None = None
-    max_side: int | None = 128
-    subset: int | None = None
-    subset_seed: int = 0
-    eval_split: str = "val"
-    eval_subset: int | None = None
-    metrics: tuple[str, ...] | None = None
-    tol: int = MetricOptions.tol  # the one default (autoloss.core.metrics.MetricOptions)
-    drop_bg: bool = MetricOptions.drop_bg
-    model: str | Callable[[int, int], nn.Module] = "unet"
-    init: str | None = None
-    width: int = 16
-    depth: int = 3
-    norm: str = "batch"
-    finetune: str = "all"
-    steps: int = 60
-    batch_size: int = 8
-    crop: tuple[int, int] | None = None
-    lr: float = 0.03
-    optimizer: str = "sgd"
-    grad_clip: float | None = None
-    augment: bool = True
-    eval_every: int = 30
-    warm_start: bool = True
-    warm_start_steps: int = 2000
-    warm_start_lr: float = 0.05
-    warm_start_seed: int = 0
-    device: str | None = None
-    num_threads: int | None = None
-    compile_loss: bool | str = "auto"
-
-    def __post_init__(self) -> None:
-        def fail(name: str, expected: str) -> None:
-            raise InvalidValueError(f"proxy option {name} must be {expected}, but got "
-                             f"{name}={getattr(self, name)!r}")
-
-        def is_int(v: Any, low: int) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-        def is_pos(v: Any) -> bool:
-            return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                    and v > 0)
-
-        for name in ("steps", "batch_size", "eval_every", "width", "depth", "warm_start_steps"):
-            if not is_int(getattr(self, name), 1):
-                fail(name, "a positive int")
-        for name in ("subset_seed", "warm_start_seed"):
-            if not is_int(getattr(self, name), 0):
-                fail(name, "a non-negative int")
-        check_tol(self.tol, name="proxy option tol")
-        for name in ("subset", "eval_subset", "max_side", "num_threads"):
-            if getattr(self, name) is not None and not is_int(getattr(self, name), 1):
-                fail(name, "a positive int or None")
-        for name in ("lr", "warm_start_lr"):
-            if not is_pos(getattr(self, name)):
-                fail(name, "a positive number")
-        if self.grad_clip is not None and not is_pos(self.grad_clip):
-            fail("grad_clip", "a positive number or None")
-        for name in ("warm_start", "augment", "drop_bg"):
-            if not isinstance(getattr(self, name), bool):
-                fail(name, "a bool")
-        for name in ("size", "crop"):
-            value = getattr(self, name)
-            if is_int(value, 1):
-                value = (value, value)
-            if value is not None:
-                if not isinstance(value, (list, tuple)) or len(value) != 2 or \
-                        not all(is_int(v, 1) for v in value):
-                    fail(name, "(height, width) with positive ints, an int, or None")
-                object.__setattr__(self, name, (int(value[0]), int(value[1])))
-        if not isinstance(self.data, str) or not self.data.strip():
-            fail("data", "a dataset spec string such as 'shapes' or 'camvid:PATH'")
-        try:
-            parse_spec(self.data)
-        except ValueError as err:
-            raise InvalidValueError(f"proxy option data: {err}") from None
-        if self.eval_split == "test":
-            fail("eval_split", "a proxy-validation split other than 'test' (the test split is "
-                 "kept for reporting)")
-        if not isinstance(self.eval_split, str):
-            fail("eval_split", "a split name such as 'val'")
-        check_model_spec(self.model, option="proxy option model")
-        if isinstance(self.init, Path):
-            object.__setattr__(self, "init", str(self.init))
-        if self.init is not None and (not isinstance(self.init, str) or not self.init.strip()):
-            fail("init", "the path of a state dict or checkpoint file, or None")
-        _choice("finetune", self.finetune, list(_FINETUNE))
-        if self.finetune == "last" and self.model != "unet":
-            fail("finetune", f"'all' for model={model_name(self.model)!r} ('last' splits "
-                 "autoloss's UNet)")
-        if self.finetune == "last" and not self.warm_start and self.init is None:
-            fail("finetune", "'all' with warm_start=False and no init (a random trunk has no "
-                 "features)")
-        if self.finetune == "last" and self.crop is not None:
-            fail("crop", "None with finetune='last' (cached features are not augmented)")
-        _choice("norm", self.norm, ["batch", "group"])
-        _choice("optimizer", self.optimizer, ["sgd", "adamw"])
-        if self.metrics is not None:
-            if not isinstance(self.metrics, (str, list, tuple)):
-                fail("metrics", "a metric name, a non-empty list of metric names, or None")
-            metrics = [self.metrics] if isinstance(self.metrics, str) else list(self.metrics)
-            if not metrics:
-                fail("metrics", "a non-empty list of metric names or None")
-            for m in metrics:
-                if not (isinstance(m, str) and is_user_reference(m)):
-                    _choice("metrics", m, list(METRIC_NAMES))
-                else:  # refused now, not after the warm start has trained
-                    from autoloss.utils.trust import require_trusted
-
-                    require_trusted(m, source="proxy option metrics")
-            object.__setattr__(self, "metrics", tuple(dict.fromkeys(metrics)))
-        if self.device is not None and not isinstance(self.device, str):
-            fail("device", "'cpu', 'cuda', 'cuda:N' or None")
-        if not (self.compile_loss is True or self.compile_loss is False
-                or self.compile_loss == "auto"):
-            fail("compile_loss", "True, False or 'auto'")
-
-    @classmethod
-    def from_dict(cls, options: Mapping[str, Any]) -> ProxyConfig:
-        """Build from a plain dict (experiment YAML, CLI); an unknown key is an error with a
-        did-you-mean suggestion."""
-        if not isinstance(options, Mapping):
-            raise InvalidTypeError(f"proxy config must be a dict or ProxyConfig, but got "
-                            f"{type(options).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in options:
-            if key not in names:
-                raise InvalidValueError(f"unknown proxy option {key!r}{did_you_mean(key, names)}; "
-                                        f"expected one of {names}")
-        values = dict(options)
-        for key in ("size", "crop", "metrics"):
-            if isinstance(values.get(key), list):
-                values[key] = tuple(values[key])
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values (tuples as lists; a builder callable by its
-        ``module:qualname``)."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        values["model"] = model_name(self.model)
-        return json.loads(json.dumps(values))
-
-
-def _choice(name: str, value: Any, choices: list[str]) -> None:
-    if value not in choices:
-        raise InvalidValueError(f"proxy option {name} must be one of {choices}, but got "
-                                f"{name}={value!r}{did_you_mean(value, choices)}")
 
 
 def _with_size(spec: str, size: tuple[int, int]) -> str:

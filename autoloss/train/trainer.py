@@ -26,7 +26,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from autoloss.core.metrics import MetricAccumulator
 from autoloss.data import Augment, normalize
-from autoloss.errors import InvalidTypeError, InvalidValueError, NonFiniteLossError, did_you_mean
+from autoloss.errors import InvalidTypeError, InvalidValueError, NonFiniteLossError
 from autoloss.train.callbacks import (
     Checkpointer,
     JsonlWriter,
@@ -59,88 +59,12 @@ from autoloss.train.models import (
     logits_at,
     pick_device,
 )
+from autoloss.train.train_config import TrainConfig
 
 __all__ = ["NonFiniteLossError", "TrainCallback", "TrainConfig", "TrainResult", "evaluate", "fit"]
 
-_OPTIMIZERS = ("sgd", "adamw")
 # TrainConfig fields that do not change the trajectory (may differ when resuming)
 _FREE_FIELDS = frozenset({"device", "num_threads", "eval_every", "log_every", "eval_batch_size"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    """Options of :func:`fit` (every one keyword-only and validated).
-
-    Args:
-        steps: optimizer steps. batch_size: images per step.
-        crop: training crop ``(height, width)``; None trains on whole (augmented) images.
-        lr, momentum, weight_decay: optimizer settings (momentum is SGD only).
-        optimizer: ``"sgd"`` or ``"adamw"``. poly_power: exponent of the poly schedule.
-        eval_every: steps between evaluations / checkpoints (and one at the end).
-        log_every: steps between loss lines in the JSONL log. eval_batch_size: images per
-            evaluation forward pass.
-        seed: seeds the global torch RNG, the batch order and the augmentation.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or None (CUDA if available).
-        grad_clip: max global gradient norm, or None. augment: random scale / crop / flip (with
-            ``augment=False`` a ``crop`` is still a random crop). scale: random scale range.
-        num_threads: torch CPU threads during ``fit`` (restored afterwards), None = unchanged.
-    """
-
-    steps: int = 300
-    batch_size: int = 8
-    crop: tuple[int, int] | None = None
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    optimizer: str = "sgd"
-    poly_power: float = 0.9
-    eval_every: int = 50
-    log_every: int = 10
-    eval_batch_size: int = 16
-    seed: int = 0
-    device: str | None = None
-    grad_clip: float | None = None
-    augment: bool = True
-    scale: tuple[float, float] = field(default=(0.75, 1.25))
-    num_threads: int | None = None
-
-    def __post_init__(self) -> None:
-        def need(ok: bool, name: str, expected: str) -> None:
-            if not ok:
-                raise InvalidValueError(f"{name} must be {expected}, but got "
-                                 f"{name}={getattr(self, name)!r}")
-
-        def is_int(v: Any, low: int) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-        def is_num(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        for name in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size"):
-            need(is_int(getattr(self, name), 1), name, "a positive int")
-        need(is_int(self.seed, 0), "seed", "a non-negative int")
-        need(self.num_threads is None or is_int(self.num_threads, 1), "num_threads",
-             "a positive int or None")
-        need(self.crop is None or (len(self.crop) == 2 and all(is_int(c, 1) for c in self.crop)),
-             "crop", "(height, width) with positive ints, or None")
-        need(len(self.scale) == 2 and all(is_num(v) for v in self.scale)
-             and 0 < self.scale[0] <= self.scale[1], "scale", "(low, high), 0 < low <= high")
-        need(is_num(self.lr) and self.lr > 0, "lr", "a positive number")
-        need(is_num(self.momentum) and 0 <= self.momentum < 1, "momentum", "in [0, 1)")
-        need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", ">= 0")
-        need(is_num(self.poly_power) and self.poly_power >= 0, "poly_power", ">= 0")
-        need(self.grad_clip is None or (is_num(self.grad_clip) and self.grad_clip > 0),
-             "grad_clip", "a positive number or None")
-        need(isinstance(self.augment, bool), "augment", "a bool")
-        need(self.optimizer in _OPTIMIZERS, "optimizer", f"one of {_OPTIMIZERS}"
-             + did_you_mean(self.optimizer, _OPTIMIZERS))
-        if self.crop is not None:
-            object.__setattr__(self, "crop", tuple(self.crop))
-        object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
-
-    def lr_at(self, step: int) -> float:
-        """Poly learning rate for 0-based ``step``: ``lr * (1 - step/steps) ** poly_power``."""
-        return self.lr * (1.0 - step / self.steps) ** self.poly_power
 
 
 @dataclass
