@@ -29,7 +29,7 @@ from torch import Tensor
 
 from autoloss.core.relaxations import Curve, family_of
 
-__all__ = ["CurveTensors", "apply_curve", "curve_signature", "curve_tensors"]
+__all__ = ["CurveTensors", "apply_curve", "curve_signature", "curve_tensors", "value_and_slope"]
 
 _KERNEL_NAMES = {
     "bezier": ("a", "w", "base", "slope", "c", "p", "q", "lam", "mu", "dy", "y0", "k1", "k2"),
@@ -96,14 +96,21 @@ def _linear(x: Tensor, co: list[Tensor]) -> tuple[Tensor, Tensor]:
     return ((x - a) / w) * dy + y0, slope.expand_as(x)
 
 
+def value_and_slope(x: Tensor, curve: CurveTensors) -> tuple[Tensor, Tensor]:
+    """``(h(x), h'(x))`` of ``x`` (no gradient), ``h'`` 0 where ``x`` was clamped to ``[0, 1]``."""
+    flat = x.detach()
+    inside = flat.clamp(0.0, 1.0)
+    if curve.kind == "identity":
+        return inside, (flat == inside).to(flat.dtype)
+    columns = _select(inside, curve.table, curve.bounds)
+    value, slope = (_bezier if curve.kind == "bezier" else _linear)(inside, columns)
+    return value, slope * (flat == inside)
+
+
 def apply_curve(x: Tensor, curve: CurveTensors) -> Tensor:
     """``h(x)`` for ``x`` of any shape (float32 or float64, matching the curve's tensors),
     with gradient ``h'(x)`` (0 where ``x`` was clamped to ``[0, 1]``)."""
     if curve.kind == "identity":
         return x.clamp(0.0, 1.0)
-    flat = x.detach()
-    inside = flat.clamp(0.0, 1.0)
-    columns = _select(inside, curve.table, curve.bounds)
-    value, slope = (_bezier if curve.kind == "bezier" else _linear)(inside, columns)
-    slope = slope * (flat == inside)
-    return value + (x - flat) * slope
+    value, slope = value_and_slope(x, curve)
+    return value + (x - x.detach()) * slope

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from torch import Tensor
 
 from autoloss.core.operators import RelaxedOps, erode
-from autoloss.core.tensor_curves import CurveTensors, apply_curve
+from autoloss.core.tensor_curves import CurveTensors, apply_curve, value_and_slope
 from autoloss.errors import InvalidValueError
 
 __all__ = ["TensorOps"]
@@ -60,6 +60,19 @@ class TensorOps(RelaxedOps):
         return ha + hb - ha * hb
 
     def edge(self, x: Tensor, curves: tuple[str, str, str, str]) -> Tensor:
-        """Soft ``XOR(x, erode x)``; ``curves`` as for :meth:`RelaxedOps.edge`."""
+        """Soft ``XOR(x, e) = h3(x) + h4(e) - h3(x) h4(e) - h1(x) h2(e)``, ``e = erode x``;
+        ``curves`` as for :meth:`RelaxedOps.edge`. As the eager kernel's ``_SoftEdgeFunction``:
+        the value as :meth:`or_` minus :meth:`and_` form it (same bits), the gradient through
+        the two factors ``h3' (1 - h4) - h1' h2`` (for ``x``) and ``h4' (1 - h3) - h2' h1``
+        (for ``e``), so a compiled backward keeps (or recomputes) two tensors instead of the
+        eight curve values and slopes."""
         eroded = erode(x)
-        return self.or_(x, eroded, (curves[2], curves[3])) - self.and_(x, eroded, curves[:2])
+        if not (x.requires_grad or eroded.requires_grad) or any(
+                name is None or name not in self.tensors for name in curves):
+            return self.or_(x, eroded, (curves[2], curves[3])) - self.and_(x, eroded, curves[:2])
+        (h1, d1), (h2, d2), (h3, d3), (h4, d4) = (
+            value_and_slope(arg, self.tensors[name]) for name, arg in zip(curves, (x, eroded, x, eroded)))
+        value = (h3 + h4 - h3 * h4) - h1 * h2
+        factor_x = d3 - d3 * h4 - d1 * h2
+        factor_e = d4 - d4 * h3 - d2 * h1
+        return value + (x - x.detach()) * factor_x + (eroded - eroded.detach()) * factor_e

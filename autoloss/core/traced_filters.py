@@ -14,9 +14,10 @@ the extreme of several windows).
 
 Two opaque custom ops keep inductor from inlining what must be materialised: ``autoloss::pad``
 (the padded copy: inlined, every shifted read becomes a masked load, measured 2-7x slower) and
-``autoloss::keep`` (the offsets a compiled backward reads; recomputed, each gather read would
-recompute two scans). The compiled surrogates (:mod:`autoloss.losses.compiled`) save only the
-outputs of ``keep`` for the backward. Windows of only ``-inf`` (``+inf``) entries send their
+``autoloss::keep`` (the offsets a compiled backward reads; inlined, each gather read would
+recompute two scans). The compiled surrogates' checkpoint policy (:mod:`autoloss.losses.compiled`)
+asks to save the outputs of ``keep`` for the backward; with torch 2.13 the backward recomputes
+them instead, once each, materialised by ``keep``. Windows of only ``-inf`` (``+inf``) entries send their
 gradient to the padding, where the eager kernel picks the nearest image pixel.
 """
 
