@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autoloss.core import relaxations
+from autoloss.core import _curve_eval
 from autoloss.core.relaxations import (
     BezierCurve,
     IdentityCurve,
@@ -319,7 +319,7 @@ def test_chunked_evaluation_equals_whole(monkeypatch) -> None:
               LinearCurve([0.2, 0.5], [0.3, 0.4])]
     x = torch.rand(5, 203, dtype=torch.float64) * 1.2 - 0.1
     whole = [eval_with_grad(c, x) for c in curves]
-    monkeypatch.setattr(relaxations, "_CHUNK", 64)
+    monkeypatch.setattr(_curve_eval, "_CHUNK", 64)
     for c, (h, dh) in zip(curves, whole):
         h2, dh2 = eval_with_grad(c, x)
         assert torch.equal(h, h2) and torch.equal(dh, dh2)

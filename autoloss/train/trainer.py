@@ -17,6 +17,10 @@ propagates, with the checkpoint and log already complete on disk.
 Randomness: the batch order and the augmentation of step ``t`` come from generators seeded with
 ``(seed, epoch)`` and ``(seed, t)``, so a run resumed from a checkpoint takes exactly the steps
 an uninterrupted run takes (same final weights on CPU). This module knows nothing of the search.
+
+It stays one module, a little over 450 lines: what is left here is the loop and the state it
+carries from step to step (batch order, stepper, save and resume), which that exact-resume promise
+ties together; the config, callbacks, checkpoint files and models are modules of their own.
 """
 
 from __future__ import annotations
