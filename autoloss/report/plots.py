@@ -34,7 +34,7 @@ from torch import nn
 from autoloss.errors import InvalidValueError, MissingFileError
 from autoloss.report.names import is_search_loss_file, search_name
 from autoloss.utils.atomic import write_atomic
-from autoloss.utils.run_logs import gz_path, read_log_text
+from autoloss.utils.run_logs import read_log_text, run_log
 
 __all__ = ["FORMATS", "LOSS_COLORS", "STYLE", "check_formats", "curves_of", "default_labels",
            "plot_curves", "plot_training", "read_training_log", "run_labels", "save_figure",
@@ -203,9 +203,7 @@ def read_training_log(path: Path | str) -> tuple[Points, dict[str, Points]]:
     lines (a ``metrics`` mapping is read the same way); null (non-finite) values are skipped. A
     gzip-compressed log (``log.jsonl.gz``) reads the same, and is read in place of an absent
     plain ``path`` (:mod:`autoloss.utils.run_logs`)."""
-    path = Path(path)
-    if not path.is_file() and gz_path(path).is_file():
-        path = gz_path(path)
+    path = run_log(Path(path).parent, Path(path).name) or Path(path)
     if not path.is_file():
         raise MissingFileError(f"training log {str(path)!r} does not exist")
     losses: Points = []
