@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import autoloss.core.operators as operators
+import autoloss.core.morphology as morphology
 from autoloss.cli import app as cli
 from autoloss.cli.search import _key_value
 from autoloss.core.metrics import MAX_CLASSES, MAX_TOL, MetricAccumulator, MetricOptions, evaluate
@@ -57,8 +57,8 @@ def test_a_tol_wider_than_the_image_is_computed_as_the_image(monkeypatch):
     """A tol at least the larger image side (minus 1) selects the whole image: the same scores and
     gradients as that side, and the dilation never pads by more than the image."""
     radii = []
-    real_filter = operators._filter
-    monkeypatch.setattr(operators, "_filter",
+    real_filter = morphology._filter
+    monkeypatch.setattr(morphology, "_filter",
                         lambda x, radius, **kw: radii.append(radius) or real_filter(x, radius, **kw))
     gen = torch.Generator().manual_seed(0)
     pred, target = torch.randint(0, 3, (2, 6, 9), generator=gen), torch.randint(0, 3, (2, 6, 9),

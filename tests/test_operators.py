@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autoloss.core.operators import RelaxedOps, dilate, erode, total
+from autoloss.core.morphology import dilate, erode
+from autoloss.core.operators import RelaxedOps, total
 from autoloss.core.relaxations import BezierCurve, IdentityCurve, LinearCurve
 
 
@@ -206,7 +207,8 @@ def test_every_operator_set_keeps_the_documented_contract(name: str) -> None:
     """Contract of :class:`autoloss.core.operators.OperatorSet` for each implementation: the protocol
     holds, maps keep their ``[N,C,H,W]`` shape, per-class ratios and masks keep ``[C]``, and on
     binary maps every set agrees with the logical operators."""
-    from autoloss.core.operators import OperatorSet, exact_edge
+    from autoloss.core.morphology import exact_edge
+    from autoloss.core.operators import OperatorSet
 
     ops = _operator_sets()[name]
     assert isinstance(ops, OperatorSet) and ops.relaxed == (name != "exact")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autoloss.core.operators import RelaxedOps, _square_filter, _SquareFilterFunction, one_hot
+from autoloss.core.morphology import _square_filter, _SquareFilterFunction
+from autoloss.core.operators import RelaxedOps, one_hot
 from autoloss.core.programs import BUILTIN_PROGRAMS
 from autoloss.core.relaxations import BezierCurve, IdentityCurve, LinearCurve, curve_from_raw
 from autoloss.core.tensor_curves import apply_curve, curve_signature, curve_tensors

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from autoloss.core.operators import OperatorSet, dilate, exact_edge, total
+from autoloss.core.morphology import dilate, exact_edge
+from autoloss.core.operators import OperatorSet, total
 from autoloss.errors import InvalidTypeError, InvalidValueError, did_you_mean
 
 __all__ = [

@@ -9,7 +9,7 @@ metric program through it into one graph whose inputs include the curve paramete
     OR(a, b)  = h_a(a) + h_b(b) - h_a(a) * h_b(b)
     edge(x)   = OR(x, erode x) - AND(x, erode x)
 
-Morphology is the one of :mod:`autoloss.core.operators` (which switches to traceable filters with
+Morphology is the one of :mod:`autoloss.core.morphology` (which switches to traceable filters with
 max-pooling's gradient while compiling). The values equal :class:`RelaxedOps`'s up to rounding
 (the curves to a few ulp), and so do the gradients (every curve's gradient is its analytic
 slope, as in the eager kernel).
@@ -21,7 +21,8 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from autoloss.core.operators import RelaxedOps, erode
+from autoloss.core.morphology import erode
+from autoloss.core.operators import RelaxedOps
 from autoloss.core.tensor_curves import CurveTensors, apply_curve, value_and_slope
 from autoloss.errors import InvalidValueError
 

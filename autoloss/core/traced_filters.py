@@ -1,7 +1,7 @@
 """Square max- and min-filters written for ``torch.compile`` (inductor), with max-pooling's
 gradient.
 
-:mod:`autoloss.core.operators` filters eagerly by window doubling with in-place ``out=`` calls and a
+:mod:`autoloss.core.morphology` filters eagerly by window doubling with in-place ``out=`` calls and a
 custom autograd node that scatters gradients by a saved index; neither traces well. This is the
 same filter as inductor compiles it fast: a ``(2r+1)^2`` square filter is a width scan then a
 height scan, and each scan reads ``2r+1`` shifted views of a padded copy (one vectorised loop,
