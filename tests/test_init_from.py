@@ -62,7 +62,8 @@ def test_cross_entropy_weight_of_a_combination_is_taken():
                         {"name": "cross_entropy", "weight": 0.3}]}
     import dataclasses
 
-    from autoloss.search.spaces import CeWeight, load_space
+    from autoloss.search.space_types import CeWeight
+    from autoloss.search.spaces import load_space
 
     ce_space = dataclasses.replace(load_space("miou"), ce_weight=CeWeight(fixed=None))
     assert ce_space.params_of_loss(spec)["ce_weight"] == pytest.approx(0.3)

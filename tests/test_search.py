@@ -608,7 +608,7 @@ def test_the_plan_resolves_target_space_and_proxy_once(out):
     checked config; workers get the same plan (it pickles)."""
     import pickle
 
-    from autoloss.search.spaces import CompositeSpace, SearchSpace
+    from autoloss.search.space_types import CompositeSpace, SearchSpace
 
     plan = plan_search(SearchConfig(metric="miou+0.5*bf1", out=out))
     assert plan.targets == (("miou", 1.0), ("bf1", 0.5))

@@ -13,15 +13,8 @@ from autoloss.core.programs import BUILTIN_PROGRAMS
 from autoloss.losses import CombinedLoss, SurrogateLoss
 from autoloss.losses.check import check_loss
 from autoloss.losses.presets import PRESETS
-from autoloss.search.spaces import (
-    CeWeight,
-    CompositeSpace,
-    CurveSpace,
-    bezier_raw_from_points,
-    default_space,
-    load_space,
-    parse_space,
-)
+from autoloss.search.space_types import CeWeight, CompositeSpace, CurveSpace, bezier_raw_from_points
+from autoloss.search.spaces import default_space, load_space, parse_space
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE_FILES = sorted((REPO / "autoloss" / "search_spaces").glob("*.yaml"))

@@ -40,7 +40,8 @@ from autoloss.search.plan import SearchPlan, plan_search
 from autoloss.search.run import SearchRun, finish_run, run_search, search_study
 from autoloss.search.run_folder import RunFolder
 from autoloss.search.run_plots import plot_run, plot_search
-from autoloss.search.spaces import CompositeSpace, SearchSpace, Space, default_space, load_space
+from autoloss.search.space_types import CompositeSpace, SearchSpace, Space
+from autoloss.search.spaces import default_space, load_space
 from autoloss.search.storage import make_storage, open_study
 
 __all__ = ["CompositeSpace", "ProxyCheck", "ProxyContractError", "ProxyLike", "RunFolder",

@@ -1,7 +1,7 @@
 """What a search config resolves to, once, before anything is written: :class:`SearchPlan`.
 
 :func:`plan_search` checks the config (:func:`~autoloss.search.config.resolve_config`), parses
-the target, loads the typed space (:class:`~autoloss.search.spaces.Space`), reads the boundary
+the target, loads the typed space (:class:`~autoloss.search.space_types.Space`), reads the boundary
 options the target's surrogates share, resolves the start point (``init_from``) and the proxy's
 options, and validates them as a :class:`~autoloss.train.proxy.ProxyConfig` when autoloss's own
 proxy runs the trials (a misspelt option fails here). Everything after it takes the plan.
@@ -19,7 +19,8 @@ from autoloss.core.programs import is_user_reference
 from autoloss.errors import InvalidTypeError, InvalidValueError
 from autoloss.search.config import ProxyLike, SearchConfig, parse_target, resolve_config
 from autoloss.search.samplers import SamplerSettings, make_pruner, make_sampler
-from autoloss.search.spaces import CompositeSpace, Space, load_space
+from autoloss.search.space_types import CompositeSpace, Space
+from autoloss.search.spaces import load_space
 
 if TYPE_CHECKING:
     import optuna

@@ -54,7 +54,7 @@ from autoloss.search.rescore import (
 )
 from autoloss.search.run_folder import RunFolder
 from autoloss.search.setup import load_or_create, model_record, plugin_name, prepare, setup_study
-from autoloss.search.spaces import Space
+from autoloss.search.space_types import Space
 from autoloss.search.storage import make_storage, storage_errors
 from autoloss.search.workers import best_text, quiet_optuna, run_until_budget
 from autoloss.utils.atomic import write_text_atomic

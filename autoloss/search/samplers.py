@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autoloss.errors import MissingDependencyError
-from autoloss.search.spaces import Space
+from autoloss.search.space_types import Space
 
 if TYPE_CHECKING:
     import optuna

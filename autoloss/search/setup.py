@@ -101,7 +101,7 @@ def identity(plan: SearchPlan, proxy: ProxyLike) -> dict[str, Any]:
     """What must not change when a study is resumed, because a trial's score depends on it: the
     target, the data, every proxy setting that affects the scores (so a change of autoloss's
     proxy defaults is caught too), the proxy seed every trial trains with, the parameter bounds
-    and the whole space (:meth:`~autoloss.search.spaces.Space.identity`: curve families,
+    and the whole space (:meth:`~autoloss.search.space_types.Space.identity`: curve families,
     fixed options, the cross-entropy weight). Budget, sampler, workers and the like may change
     between runs."""
     cfg, space = plan.config, plan.space

@@ -21,7 +21,7 @@ curve is a ``bezier`` (``pieces`` quadratic pieces, ``2 (2 pieces - 1)`` raw num
 Parameters are named ``<curve>.<i>`` (``inter.0`` .. ``inter.5``), plus ``ce_weight`` when it is
 searched. The space classes (:class:`SearchSpace`, :class:`CompositeSpace` joining several
 metrics' spaces, the :class:`Space` protocol the search reads) live in
-:mod:`autoloss.search.space_types` and are importable from here too.
+:mod:`autoloss.search.space_types`.
 """
 
 from __future__ import annotations
@@ -34,20 +34,11 @@ from typing import Any
 from autoloss.core.programs import BUILTIN_PROGRAMS, get_program, is_user_reference
 from autoloss.core.relaxations import FAMILIES
 from autoloss.errors import InvalidValueError, MissingFileError, did_you_mean
-from autoloss.search.space_types import (
-    CeWeight,
-    CompositeSpace,
-    CurveSpace,
-    SearchSpace,
-    Space,
-    bezier_raw_from_points,
-)
+from autoloss.search.space_types import CeWeight, CurveSpace, SearchSpace
 from autoloss.utils.typed_fields import reject_unknown
 from autoloss.utils.yaml_files import load_yaml
 
-__all__ = ["MAX_CURVE_PIECES", "SPACES_DIR", "CeWeight", "CompositeSpace", "CurveSpace",
-           "SearchSpace", "Space", "bezier_raw_from_points", "default_space", "load_space",
-           "parse_space"]
+__all__ = ["MAX_CURVE_PIECES", "SPACES_DIR", "default_space", "load_space", "parse_space"]
 
 #: the built-in spaces, one file per built-in metric, shipped inside the package
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
