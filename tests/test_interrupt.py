@@ -22,7 +22,7 @@ COMMANDS = {
               "autoloss.retrain.compare", "train_run"),
     "compare": (["compare", "--losses", "cross_entropy,soft-miou", "--data", "shapes"],
                 "autoloss.retrain.compare", "compare_losses"),
-    "study": (["study", "--config", "study.yaml"], "autoloss.study", "run_study"),
+    "study": (["study", "--config", "study.yaml"], "autoloss.workflow", "run_study"),
     "search": (["search", "--metric", "miou", "--data", "shapes"], "autoloss.search.run",
                "run_search"),
 }

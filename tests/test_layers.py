@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "autoloss"
 
 #: lowest first; a module may import from its own layer and the ones above it in this list
 LAYERS = ("errors", "utils", "core", "data", "losses", "integrations", "train", "report", "search",
-          "retrain", "study", "cli")
+          "retrain", "workflow", "cli")
 _BASE = {"_version": "errors"}  # top-level modules that sit in a layer of their own name
 
 

@@ -259,7 +259,7 @@ def test_the_search_cli_takes_a_builder_file(tmp_path, builder_file, monkeypatch
 
 def test_a_shared_file_naming_a_module_builder_needs_trust_code(tmp_path, monkeypatch, no_trust):
     from autoloss.retrain.experiment import read_experiment
-    from autoloss.study import run_study
+    from autoloss.workflow import run_study
 
     search = tmp_path / "search.yaml"
     search.write_text("metric: miou\nproxy:\n  model: own_models:quarter\n")

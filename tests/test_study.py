@@ -9,7 +9,7 @@ import pytest
 
 from autoloss.cli.app import main
 from autoloss.report.compare_report import RunRecord
-from autoloss.study import run_study, strongest_baseline, verdict
+from autoloss.workflow import run_study, strongest_baseline, verdict
 
 STUDY = """\
 out: out
@@ -74,7 +74,7 @@ def test_study_runs_every_stage_resumes_and_reports(tmp_path, monkeypatch, capsy
 
 
 def test_a_section_can_start_from_an_experiment_file(tmp_path, monkeypatch):
-    from autoloss.study import read_study
+    from autoloss.workflow import read_study
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "retrain.yaml").write_text("losses: [cross_entropy]\nseeds: 3\nsteps: 9\n")
@@ -153,7 +153,7 @@ def test_committed_study_files_resolve(monkeypatch):
     from pathlib import Path
 
     from autoloss.retrain.experiment import experiment_from_dict
-    from autoloss.study import _search_config, read_study
+    from autoloss.workflow import _search_config, read_study
 
     repo = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(repo)  # sections name other experiment files relative to the root

@@ -14,8 +14,8 @@ from autoloss import evaluate, load_loss, trust_code
 from autoloss.cli.app import build_parser, main
 from autoloss.cli.search import _config_from_args
 from autoloss.search.config import load_experiment
-from autoloss.study import run_study
 from autoloss.utils.trust import ENV_ALL, ENV_FILES, UntrustedCodeError, is_trusted
+from autoloss.workflow import run_study
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "loss_files.md"
 

@@ -68,7 +68,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from autoloss.study import run_study
+    from autoloss.workflow import run_study
 
     args.resume_hint = "finished trials and runs are kept"
     run_study(args.config, progress=not args.no_progress)

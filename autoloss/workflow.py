@@ -1,5 +1,5 @@
-"""One command for the whole job: search a loss for a metric, re-score and export it, retrain it
-against cross-entropy and the baselines, and write one report with the verdict.
+"""The whole job behind ``autoloss study``: search a loss for a metric, re-score and export it,
+retrain it against cross-entropy and the baselines, and write one report with the verdict.
 
     autoloss study --config experiments/study_miou_camvid.yaml
 
