@@ -13,7 +13,10 @@ once. Stress check, 2-core machine already at load ~8-11 from other jobs, two bu
 loop was stopped there for time, not by a failure (20 runs not yet reached). Later that day, code
 of commit 8001557 (21 tests each), beside two one-thread CamVid pretrainings (load 3.4-5.8 on the 2
 cores) instead of the busy loops: 13 runs in a row passed (247-341 s a run); stopped there for
-the session's time, not by a failure."""
+the session's time, not by a failure. Code of commit 0f8a6a2, the scale-out and the kill tests
+together (``tests/test_scale_out.py tests/test_interrupt.py``, 32 tests a run), beside two
+one-thread CamVid pretrainings at nice -5 and other jobs (load 4-7 on the 2 cores): 6 runs in a
+row passed (722-1023 s a run); stopped for the session's time, not by a failure."""
 
 from __future__ import annotations
 
