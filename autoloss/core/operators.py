@@ -37,9 +37,6 @@ __all__ = [
     "ExactOps",
     "OperatorSet",
     "RelaxedOps",
-    "dilate",
-    "erode",
-    "exact_edge",
     "one_hot",
     "total",
 ]
