@@ -84,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for label, (steps, values) in curves.items():
-        ax.plot(steps, values, lw=1.2, label=label)
+    colours = plt.get_cmap("tab20" if len(curves) > 10 else "tab10").colors
+    for (label, (steps, values)), colour in zip(curves.items(), colours * len(curves)):
+        ax.plot(steps, values, lw=1.2, label=label, color=colour)
     ax.set_xlabel("step")
     ax.set_ylabel(f"validation {args.metric} (points)")
     ax.grid(alpha=0.3)
