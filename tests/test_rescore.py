@@ -222,6 +222,7 @@ def test_export_rule_keeps_the_plain_soft_metric_unless_a_searched_trial_beats_i
     trial, gain = searched_gain(clear)
     assert clear["chosen"] == trial != identity and gain.low > 0
     assert f"trial {trial} beats the plain soft metric" in clear["reason"]
+    assert "retrain it beside the plain soft metric (identity_loss.yaml)" in clear["reason"]
     assert "the search beat its start" in identity_gain_line(clear)
     with pytest.raises(ValueError, match="rule must be one of"):
         rescore_top(study, _proxy_of(study, lambda n, s: 0.5), baseline=ce, top=1, seeds=[1],
