@@ -13,6 +13,7 @@ the curves.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     colours = plt.get_cmap("tab20" if len(curves) > 10 else "tab10").colors
-    for (label, (steps, values)), colour in zip(curves.items(), colours * len(curves)):
+    for (label, (steps, values)), colour in zip(curves.items(), itertools.cycle(colours)):
         ax.plot(steps, values, lw=1.2, label=label, color=colour)
     ax.set_xlabel("step")
     ax.set_ylabel(f"validation {args.metric} (points)")
