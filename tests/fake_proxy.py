@@ -10,7 +10,10 @@ Options (the ``proxy`` dict of the search config): ``crash_above`` / ``nonfinite
 when the first surrogate's ``v`` is above / below), ``sleep`` (seconds per evaluation),
 ``kill_once`` (the first surrogate run in a worker process SIGKILLs that process, once per cache
 folder: a worker that dies mid-trial), ``interrupt_once`` (the first surrogate run sends SIGTERM
-to its own process, once per cache folder: a search stopped mid-trial).
+to its own process, once per cache folder: a search stopped mid-trial), ``barrier_dir`` and
+``barrier_count`` (the first run in each process waits, inside its trial, until ``barrier_count``
+processes have reached that folder: every process of a scale-out test holds a trial at once,
+however late the machine's load lets it start).
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ def fast_tmp_dir() -> Iterator[Path]:
 
 BOUNDARY = ("biou", "bf1")
 KNOWN = ("data", "crash_above", "nonfinite_below", "sleep", "kill_once", "interrupt_once",
-         "drop_bg")
+         "drop_bg", "barrier_dir", "barrier_count")
+BARRIER_TIMEOUT = 600.0  # seconds; a process that never comes is a failed test, not a hang
 
 
 def curve_value(loss: SurrogateLoss) -> float:
@@ -71,6 +75,25 @@ def surrogates(loss: nn.Module) -> list[SurrogateLoss]:
 
 def _in_worker() -> bool:
     return multiprocessing.current_process().name != "MainProcess"
+
+
+_MET: set[Path] = set()  # barrier folders this process has passed
+
+
+def _meet(folder: Path, count: int) -> None:
+    """Once per process and ``folder``: register this process there, then wait until ``count``
+    processes have."""
+    if folder in _MET:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / str(os.getpid())).touch()
+    deadline = time.monotonic() + BARRIER_TIMEOUT
+    while (arrived := len(list(folder.iterdir()))) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"fake proxy barrier: {arrived} of {count} processes reached "
+                               f"{folder} in {BARRIER_TIMEOUT:.0f} s")
+        time.sleep(0.02)
+    _MET.add(folder)
 
 
 class FakeProxy:
@@ -110,6 +133,8 @@ class FakeProxy:
             on_eval: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
         parts = surrogates(loss)
         self._log("surrogate" if parts else "baseline")
+        if "barrier_dir" in self.config:
+            _meet(Path(self.config["barrier_dir"]), int(self.config["barrier_count"]))
         if parts:
             v = curve_value(parts[0])
             if "crash_above" in self.config and v > self.config["crash_above"]:

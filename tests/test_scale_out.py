@@ -124,8 +124,12 @@ def test_three_processes_finish_exactly_the_budget_without_duplicates(folder, st
     configs = []
     for i in range(3):  # one study, three run folders (as on three hosts)
         path = folder / f"p{i}.yaml"
-        path.write_text(EXPERIMENT.format(trials=12, sampler=sampler, out=folder / f"out{i}",
-                                          storage=storage, cache=folder / f"cache{i}"))
+        text = EXPERIMENT.format(trials=12, sampler=sampler, out=folder / f"out{i}",
+                                 storage=storage, cache=folder / f"cache{i}")
+        # each process's first trial waits for the other two (however late the load lets them
+        # start), so the three share the study for real
+        path.write_text(text.replace("proxy: {sleep: 0.05}", "proxy: {sleep: 0.05, barrier_dir: "
+                                     f"{folder / 'barrier'}, barrier_count: 3}}"))
         configs.append(path)
     procs = [_start(path) for path in configs]
     _all_succeed(procs)
@@ -146,7 +150,7 @@ def test_three_processes_finish_exactly_the_budget_without_duplicates(folder, st
     assert f"- trials: {sum(t.state == TrialState.COMPLETE for t in counted)} complete" in (
         summaries[0])
     pids = {t.user_attrs[OWNER]["pid"] for t in ran}
-    assert len(pids) >= 2, "the trials should have been shared between the processes"
+    assert len(pids) == 3, "each process should have run trials"
 
 
 def _assert_same(first: str, second: str) -> None:
