@@ -10,11 +10,8 @@ The score (a formula over ``[C]`` vectors) and the input checks stay eager.
 One graph per :class:`GraphKey` (the program, its options, the curves' kinds and pieces, dtype,
 device and shapes) per process, compiled on first use with ``dynamic=False``. The backward
 recomputes the fused forward instead of reading saved full-size activations (memory-bound on
-CPU; a selective-checkpoint policy). The policy asks to save the filter offsets of
-:mod:`autoloss.core.traced_filters` too, but with torch 2.13 they are not saved: the offsets are
-computed inside the filter's ``autograd.Function`` and inductor's forward returns only the graph
-inputs, so the backward recomputes the whole forward, filters included (``autoloss::keep`` still
-makes it materialise the offsets once), and then runs the gradient.
+CPU; a selective-checkpoint policy that recomputes everything), filters included: the backward
+of :mod:`autoloss.core.traced_filters` computes its offsets from the recomputed padded copy.
 
 BF1 (issue #28) is compiled without that policy. A compiled step's peak is its backward's, the
 buffers inductor keeps alive at once; for BF1 on ``[8,12,180,240]`` float32 (one thread, fresh
@@ -260,14 +257,14 @@ def _make_body(key: GraphKey) -> Callable[..., Any]:
 
     def checkpointed(logits: Tensor, target: Tensor, ignore: Tensor,
                      tensors: tuple[Tensor, ...]) -> tuple[dict[str, Tensor], Tensor]:
-        # the backward recomputes the forward (memory-bound on CPU) except what is kept; not
+        # the backward recomputes the forward (memory-bound on CPU); not
         # for soft labels, where torch 2.13's partitioner fails on the checkpointed graph
         # ("Node fma was invalid, but is output"), nor for BF1 (module docstring): their
         # graphs save what autograd and the partitioner would
         if mode == "soft" or program is _SAVING:
             return body(logits, target, ignore, tensors)
         return checkpoint(body, logits, target, ignore, tensors, use_reentrant=False,
-                          context_fn=_recompute_all_but_kept)
+                          context_fn=_recompute_all)
 
     # a code object of its own per key: dynamo keeps compiled code per code object (its
     # recompilation limit would otherwise count every key of every loss in the process)
@@ -282,13 +279,11 @@ def _compile(key: GraphKey) -> Callable[..., Any]:
 
 
 def _policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
-    """Save the outputs of ``autoloss::keep`` (filter offsets), recompute everything else."""
-    if op is torch.ops.autoloss.keep.default:
-        return CheckpointPolicy.MUST_SAVE
+    """Recompute everything in the backward."""
     return CheckpointPolicy.PREFER_RECOMPUTE
 
 
-def _recompute_all_but_kept() -> tuple[Any, Any]:
+def _recompute_all() -> tuple[Any, Any]:
     return create_selective_checkpoint_contexts(_policy)
 
 
