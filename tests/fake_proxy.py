@@ -11,9 +11,9 @@ when the first surrogate's ``v`` is above / below), ``sleep`` (seconds per evalu
 ``kill_once`` (the first surrogate run in a worker process SIGKILLs that process, once per cache
 folder: a worker that dies mid-trial), ``interrupt_once`` (the first surrogate run sends SIGTERM
 to its own process, once per cache folder: a search stopped mid-trial), ``barrier_dir`` and
-``barrier_count`` (the first run in each process waits, inside its trial, until ``barrier_count``
-processes have reached that folder: every process of a scale-out test holds a trial at once,
-however late the machine's load lets it start).
+``barrier_count`` (the first surrogate run in each process, in its first trial, waits until
+``barrier_count`` processes have reached that folder: every process of a scale-out test holds a
+trial at once, however late the machine's load lets it start).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class FakeProxy:
             on_eval: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
         parts = surrogates(loss)
         self._log("surrogate" if parts else "baseline")
-        if "barrier_dir" in self.config:
+        if parts and "barrier_dir" in self.config:  # a trial (the baseline has no surrogate)
             _meet(Path(self.config["barrier_dir"]), int(self.config["barrier_count"]))
         if parts:
             v = curve_value(parts[0])

@@ -377,3 +377,42 @@ def test_a_trial_about_to_be_discarded_is_not_waited_for_nor_shown_running(folde
     text = summarize(study, discarding=doomed(study, 2))
     assert "- trials: 2 complete, 0 pruned, 0 failed (1 more discarded" in text
     assert "running" not in text
+
+
+@pytest.mark.parametrize("when", ["before-its-tell", "during-its-tell"])
+def test_a_queued_trial_another_process_finished_first_does_not_stop_the_search(folder, when,
+                                                                              monkeypatch):
+    """Two processes that start together can both take the same queued trial from SQLite (no
+    row locks); the slower one cannot record its result, and goes on with the next trial.
+    Optuna refuses with a ValueError when the trial had finished before its tell read it, the
+    database with ``UpdateFinishedTrialError`` when it finished during the tell (stress run 2
+    at be326a9: that error ended one of three processes)."""
+    from types import SimpleNamespace
+
+    from autoloss.search.workers import _optimize
+
+    storage = f"sqlite:///{folder / 'study.db'}"
+    study = optuna.create_study(storage=make_storage(storage), study_name="s")
+    study.enqueue_trial({"x": 0.5})
+    other = optuna.load_study(study_name="s", storage=make_storage(storage))
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number == 0 and when == "before-its-tell":
+            other.tell(0, 1.0)  # the other process, which took trial 0 too, records it first
+        return x
+
+    record = study._storage.set_trial_state_values
+
+    def racing(trial_id, state, values=None):
+        if (when == "during-its-tell" and state.is_finished()
+                and study._storage.get_trial_number_from_id(trial_id) == 0):
+            other.tell(0, 1.0)  # between this process's read of the trial and its write
+        return record(trial_id, state, values)
+
+    monkeypatch.setattr(study._storage, "set_trial_state_values", racing)
+    plan = SimpleNamespace(config=SimpleNamespace(trials=3, timeout=None))
+    _optimize(study, plan, objective, 3, [])
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 3
+    assert trials[0].number == 0 and trials[0].value == 1.0  # the other process's result

@@ -128,10 +128,12 @@ def _optimize(study: optuna.Study, plan: SearchPlan, objective: Callable[[Any], 
             study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
                            callbacks=[stop, *map(ran, callbacks)], gc_after_trial=False)
             return
-        except ValueError as err:
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as err:
             # SQLite has no row locks: two processes can take the same queued trial, and the
-            # slower one cannot record it; go on (the budget check ends the loop)
-            if "Cannot tell a" not in str(err):
+            # slower one cannot record it (optuna refuses with a ValueError when its cache
+            # already knows the trial finished, else the database does); go on (the budget
+            # check ends the loop)
+            if isinstance(err, ValueError) and "Cannot tell a" not in str(err):
                 raise
 
 
