@@ -14,7 +14,11 @@ Exact with any number of processes: the storage hands out trial numbers in order
 Each running trial records its owner (host name and process id, :func:`owner`), so a restart on
 the same host fails the trials of its dead processes at once (:func:`fail_orphans`) instead of
 waiting for their heartbeats to go stale; a trial whose process died before recording itself is
-failed once it has been ownerless for :data:`OWNERLESS_GRACE` seconds.
+failed once it has been ownerless for :data:`OWNERLESS_GRACE` seconds. That grace is a time a
+live process is expected to take, at most, between taking a trial and recording itself (a few
+milliseconds); if one ever takes longer, its trial is failed under it and the process, unable to
+record that trial, goes on with the next one (:mod:`autoloss.search.workers`): one trial is
+lost, the search is not.
 """
 
 from __future__ import annotations
