@@ -356,7 +356,8 @@ def main() -> None:
                   "loss, and the main reason why the two methods, or two processes, can "
                   "disagree (issue #28: with `MALLOC_MMAP_THRESHOLD_=33554432 "
                   "MALLOC_TRIM_THRESHOLD_=4294967296` compiled BF1 faulted 0 times per call "
-                  "and both methods agreed).", ""]
+                  "and both methods agreed; with `THP_MEM_ALLOC_ENABLE=1` it faults a few "
+                  "hundred times at most: `results/benchmarks/page_faults.md`).", ""]
     if not args.no_compiled:
         workload = workloads[0]
         lines += [f"## Compile time, new process ({workload})", "",
