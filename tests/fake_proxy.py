@@ -13,7 +13,8 @@ folder: a worker that dies mid-trial), ``interrupt_once`` (the first surrogate r
 to its own process, once per cache folder: a search stopped mid-trial), ``barrier_dir`` and
 ``barrier_count`` (the first surrogate run in each process, in its first trial, waits until
 ``barrier_count`` processes have reached that folder: every process of a scale-out test holds a
-trial at once, however late the machine's load lets it start).
+trial at once, however late the machine's load lets it start; with ``barrier_workers_only``,
+only worker processes wait, not the search's main process).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def fast_tmp_dir() -> Iterator[Path]:
 
 BOUNDARY = ("biou", "bf1")
 KNOWN = ("data", "crash_above", "nonfinite_below", "sleep", "kill_once", "interrupt_once",
-         "drop_bg", "barrier_dir", "barrier_count")
+         "drop_bg", "barrier_dir", "barrier_count", "barrier_workers_only")
 BARRIER_TIMEOUT = 600.0  # seconds; a process that never comes is a failed test, not a hang
 
 
@@ -133,7 +134,8 @@ class FakeProxy:
             on_eval: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
         parts = surrogates(loss)
         self._log("surrogate" if parts else "baseline")
-        if parts and "barrier_dir" in self.config:  # a trial (the baseline has no surrogate)
+        if parts and "barrier_dir" in self.config and (  # a trial (the baseline has none)
+                _in_worker() or not self.config.get("barrier_workers_only")):
             _meet(Path(self.config["barrier_dir"]), int(self.config["barrier_count"]))
         if parts:
             v = curve_value(parts[0])

@@ -235,8 +235,9 @@ def test_sigterm_stops_the_workers_and_the_study_resumes(folder):
     config.write_text(EXPERIMENT.format(trials=12, sampler="random", out=out,
                                         storage=f"sqlite:///{out / 'study.db'}",
                                         cache=folder / "cache").replace(
-        "sleep: 0.05", "sleep: 0.2") + "workers: 2\n")
-    proc = _start(config)
+        "sleep: 0.05", f"sleep: 0.2, barrier_dir: {folder / 'barrier'}, barrier_count: 2, "
+        "barrier_workers_only: true") + "workers: 2\n")  # both workers hold a trial at once,
+    proc = _start(config)  # however late the load lets the second one start
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until the workers run trials
         try:
