@@ -15,9 +15,10 @@ the extreme of several windows).
 One opaque custom op, ``autoloss::pad``, keeps inductor from inlining the padded copy (inlined,
 every shifted read becomes a masked load, measured 2-7x slower). The offsets need none: each is
 read by ``2r+1`` gathers, so inductor materialises it once. (Issue #28: copying them through a
-second custom op, ``autoloss::keep``, as before, cost compiled ``asl-voc-bf1`` 5-10 % of its
-time and ``asl-voc-biou`` nothing.) In a compiled graph the forward computes the filter's
-values only and saves the padded copy; the backward computes the offsets from it. Windows of
+second custom op, ``autoloss::keep``, as before, cost compiled ``asl-voc-bf1`` about 5 % of its
+CPU time per call, one thread; for ``asl-voc-biou`` no difference showed beyond the noise.) In
+BF1's compiled graph the forward computes the filter's values only and saves the padded copy;
+the backward computes the offsets from it. Windows of
 only ``-inf`` (``+inf``) entries send their gradient to the padding, where the eager kernel
 picks the nearest image pixel.
 """

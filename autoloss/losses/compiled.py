@@ -10,8 +10,7 @@ The score (a formula over ``[C]`` vectors) and the input checks stay eager.
 One graph per :class:`GraphKey` (the program, its options, the curves' kinds and pieces, dtype,
 device and shapes) per process, compiled on first use with ``dynamic=False``. The backward
 recomputes the fused forward instead of reading saved full-size activations (memory-bound on
-CPU; a selective-checkpoint policy that recomputes everything), filters included: the backward
-of :mod:`autoloss.core.traced_filters` computes its offsets from the recomputed padded copy.
+CPU; a selective-checkpoint policy that prefers recomputing everything), filters included.
 
 BF1 (issue #28) is compiled without that policy. A compiled step's peak is its backward's, the
 buffers inductor keeps alive at once; for BF1 on ``[8,12,180,240]`` float32 (one thread, fresh
