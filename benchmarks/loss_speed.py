@@ -30,6 +30,12 @@ trimmed or unmapped when freed), and the median of single calls was 13.0x CE aga
 back-to-back blocks; with ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296``
 (no fault) both gave 10.3-10.4x (one thread, on a machine loaded by other jobs: indications).
 
+Allocator: the times are those of the allocator settings in the run's environment, which the
+results state (:data:`ALLOCATOR_VARS`). ``THP_MEM_ALLOC_ENABLE=1 python benchmarks/loss_speed.py
+--out results/benchmarks/loss_speed_thp.md`` times the setting docs/losses.md recommends for CPU
+training (PyTorch's transparent huge pages: a fault per 2 MiB); the memory processes never get
+such a setting, so their figures are the same in both runs.
+
 A compiled surrogate is timed after its compiling first call, whose time is reported apart
 ("compile s": in this process, on the inductor cache this run starts empty, so each graph
 compiles cold; the process's one-time compiler start-up is spent on a warm-up graph first and
@@ -82,6 +88,10 @@ TARGETS = {"asl-voc-miou": 3, "asl-voc-fwiou": 3, "asl-voc-biou": 3, "asl-voc-ma
            "asl-voc-gacc": 2, "asl-voc-bf1": 8, "soft-bf1": 8}
 NEW_PROCESS = ["asl-voc-miou", "asl-voc-bf1"]  # compile times of a fresh process
 MMAP_THRESHOLD = str(64 * 1024)  # bytes; glibc's default grows to 32 MiB after a free
+# settings of the CPU allocator a run may be given in its environment (docs/losses.md, page
+# faults): stated in the results, passed to the timing processes, kept from the memory ones
+ALLOCATOR_VARS = ("THP_MEM_ALLOC_ENABLE", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                  "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX", "LD_PRELOAD")
 BLOCK_CALLS = 5  # back-to-back calls per timed block
 
 
@@ -197,9 +207,10 @@ def peak_memory_child(name: str, workload: str, compiled: bool) -> None:
 
 
 def fresh_memory(name: str, workload: str, compiled: bool, threads: int) -> dict[str, float]:
-    """:func:`memory_steps` of a loss in a fresh process, ``MALLOC_MMAP_THRESHOLD_`` lowered."""
+    """:func:`memory_steps` of a loss in a fresh process, ``MALLOC_MMAP_THRESHOLD_`` lowered and
+    no other allocator setting (the same figures whatever the timing ran under)."""
     return child(["--memory-child", name, workload, "1" if compiled else "0"], threads,
-                 MALLOC_MMAP_THRESHOLD_=MMAP_THRESHOLD)
+                 allocator=False, MALLOC_MMAP_THRESHOLD_=MMAP_THRESHOLD)
 
 
 def first_call_child(name: str, workload: str) -> None:
@@ -210,9 +221,25 @@ def first_call_child(name: str, workload: str) -> None:
     print(json.dumps({"seconds": seconds}))
 
 
-def child(args: list[str], threads: int, **env: str) -> dict:
+def allocator_settings() -> list[str]:
+    """The allocator settings of this process's environment, ``NAME=value`` (empty: glibc's
+    defaults)."""
+    return [f"{name}={os.environ[name]}" for name in ALLOCATOR_VARS if os.environ.get(name)]
+
+
+def child_env(allocator: bool, **env: str) -> dict[str, str]:
+    """This process's environment updated with ``env``; without ``allocator``, none of
+    :data:`ALLOCATOR_VARS` except those ``env`` sets."""
+    base = {k: v for k, v in os.environ.items() if allocator or k not in ALLOCATOR_VARS}
+    return dict(base, **env)
+
+
+def child(args: list[str], threads: int, allocator: bool = True, **env: str) -> dict:
+    """Run this script with ``args`` in a fresh process (:func:`child_env`) and return the JSON
+    it prints last."""
     out = subprocess.run([sys.executable, __file__, "--threads", str(threads), *args],
-                         capture_output=True, text=True, check=True, env=dict(os.environ, **env))
+                         capture_output=True, text=True, check=True,
+                         env=child_env(allocator, **env))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -288,14 +315,20 @@ def main() -> None:
         names = ["cross_entropy_torch", *names]
     workloads = [w for w in WORKLOADS if not args.workloads or w.split()[0] in args.workloads]
     load_before = Path("/proc/loadavg").read_text().split()[0]
+    settings = allocator_settings()
     startup = None if args.no_compiled else warm_up_compiler()
     lines = [
         "# Loss speed: forward+backward against cross-entropy, eager and compiled",
         "",
         f"Measured {date.today()} on {cpu_model()}, torch {torch.__version__}, {args.threads} "
         f"thread(s); load average before the run {load_before}, after it LOAD_AFTER, on "
-        f"{os.cpu_count()} cores. Rerun: `python benchmarks/loss_speed.py --threads "
-        f"{args.threads} --reps {args.reps} --blocks {args.blocks}`.",
+        f"{os.cpu_count()} cores. Rerun: `{' '.join([*settings, 'python'])} "
+        f"benchmarks/loss_speed.py --threads {args.threads} --reps {args.reps} --blocks "
+        f"{args.blocks}`.",
+        "",
+        "Allocator (times and page faults): "
+        + (f"`{' '.join(settings)}` in the environment (docs/losses.md, page faults)."
+           if settings else "glibc's defaults, no setting in the environment."),
         "",
         "Time: `F.cross_entropy` (CE) interleaved with each loss's eager and compiled forms. "
         f"/ CE = median of {args.reps} single forward+backward calls after 2 untimed rounds; "

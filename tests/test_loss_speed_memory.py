@@ -40,3 +40,25 @@ def test_memory_steps_count_live_buffers_in_a_fresh_process(monkeypatch):
     # later calls pay it again instead of reusing a grown heap
     assert 60 <= mib["step"] <= 200, mib
     assert mib["first"] >= 60, mib
+
+
+def test_memory_processes_never_get_the_timing_runs_allocator_settings(monkeypatch):
+    """A run timed with ``THP_MEM_ALLOC_ENABLE=1`` (or glibc settings) states them, passes them to
+    its timing processes and keeps them from its memory processes, whose figures then do not
+    depend on them."""
+    monkeypatch.syspath_prepend(str(_BENCH))
+    import loss_speed
+
+    for name in loss_speed.ALLOCATOR_VARS:
+        monkeypatch.delenv(name, raising=False)
+    assert loss_speed.allocator_settings() == []
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "4294967296")
+    assert loss_speed.allocator_settings() == ["THP_MEM_ALLOC_ENABLE=1",
+                                               "MALLOC_TRIM_THRESHOLD_=4294967296"]
+    timing = loss_speed.child_env(True)
+    assert timing["THP_MEM_ALLOC_ENABLE"] == "1" and timing["MALLOC_TRIM_THRESHOLD_"] == "4294967296"
+    memory = loss_speed.child_env(False, MALLOC_MMAP_THRESHOLD_=loss_speed.MMAP_THRESHOLD)
+    assert "THP_MEM_ALLOC_ENABLE" not in memory and "MALLOC_TRIM_THRESHOLD_" not in memory
+    assert memory["MALLOC_MMAP_THRESHOLD_"] == loss_speed.MMAP_THRESHOLD
+    assert memory["PATH"] == os.environ["PATH"]
