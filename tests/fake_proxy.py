@@ -13,8 +13,10 @@ folder: a worker that dies mid-trial), ``interrupt_once`` (the first surrogate r
 to its own process, once per cache folder: a search stopped mid-trial), ``barrier_dir`` and
 ``barrier_count`` (the first surrogate run in each process, in its first trial, waits until
 ``barrier_count`` processes have reached that folder: every process of a scale-out test holds a
-trial at once, however late the machine's load lets it start; with ``barrier_workers_only``,
-only worker processes wait, not the search's main process).
+trial at once, however late the machine's load lets it start), ``hold_while`` and
+``hold_after`` (in worker processes, every surrogate run after the first ``hold_after`` of the
+cache folder waits while the file ``hold_while`` exists: a test stops the search in a state it
+chose, however fast or slow the machine, and removes the file before resuming).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def fast_tmp_dir() -> Iterator[Path]:
 
 BOUNDARY = ("biou", "bf1")
 KNOWN = ("data", "crash_above", "nonfinite_below", "sleep", "kill_once", "interrupt_once",
-         "drop_bg", "barrier_dir", "barrier_count", "barrier_workers_only")
+         "drop_bg", "barrier_dir", "barrier_count", "hold_while", "hold_after")
 BARRIER_TIMEOUT = 600.0  # seconds; a process that never comes is a failed test, not a hang
 
 
@@ -97,6 +99,28 @@ def _meet(folder: Path, count: int) -> None:
     _MET.add(folder)
 
 
+def _ticket(folder: Path) -> int:
+    """This run's number among the runs that took one from ``folder`` (1, 2, ...), unique
+    across processes (exclusive file creation)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    number = 1
+    while True:
+        try:
+            (folder / str(number)).open("x").close()
+            return number
+        except FileExistsError:
+            number += 1
+
+
+def _hold(path: Path) -> None:
+    """Wait while ``path`` exists."""
+    deadline = time.monotonic() + BARRIER_TIMEOUT
+    while path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"fake proxy hold: {path} still there after {BARRIER_TIMEOUT:.0f} s")
+        time.sleep(0.02)
+
+
 class FakeProxy:
     def __init__(self, config: dict[str, Any], *, cache_dir: Path) -> None:
         unknown = sorted(set(config) - set(KNOWN))
@@ -134,9 +158,11 @@ class FakeProxy:
             on_eval: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
         parts = surrogates(loss)
         self._log("surrogate" if parts else "baseline")
-        if parts and "barrier_dir" in self.config and (  # a trial (the baseline has none)
-                _in_worker() or not self.config.get("barrier_workers_only")):
+        if parts and "barrier_dir" in self.config:  # a trial (the baseline has none)
             _meet(Path(self.config["barrier_dir"]), int(self.config["barrier_count"]))
+        if parts and "hold_while" in self.config and _in_worker() and (
+                _ticket(self.cache_dir / "tickets") > int(self.config.get("hold_after", 0))):
+            _hold(Path(self.config["hold_while"]))
         if parts:
             v = curve_value(parts[0])
             if "crash_above" in self.config and v > self.config["crash_above"]:

@@ -30,7 +30,14 @@ the same queued trial from SQLite and the slower one stopped on ``UpdateFinished
 7470fa2 (the SIGTERM-with-workers test's workers also wait for each other), the same command
 beside two busy ``yes`` loops at nice -5 (and, for runs 1-3, the full suite of a CI check:
 load 3-6): 5 runs in a row passed (826-989 s a run, 34 tests each); stopped there for the
-session's time, not by a failure."""
+session's time, not by a failure. The next session, same code and command, run 6 passed (702 s)
+and run 7 **failed**: the SIGTERM-with-workers test polled the study for two running trials
+among more than three, and the search (12 trials of 0.6 s) finished between two polls, so the
+SIGTERM reached a search that had exited 0 (a test that relied on the load letting its poll see
+the moment). Since then the fake proxy can *hold* a scale-out test's trials (``hold_while``,
+``hold_after``): after their first few, the workers' trials wait while a file exists, so the
+SIGTERM and the SIGKILL tests stop a search that cannot have finished, however fast or slow the
+machine, and remove the file before resuming."""
 
 from __future__ import annotations
 
@@ -129,6 +136,14 @@ def _all_succeed(procs: list[subprocess.Popen[str]]) -> list[str]:
 
 def _study(storage: str) -> optuna.Study:
     return optuna.load_study(study_name="miou-shapes", storage=make_storage(storage))
+
+
+def _study_or_none(storage: str) -> optuna.Study | None:
+    """:func:`_study`, or None while the search has not created it yet."""
+    try:
+        return _study(storage)
+    except KeyError:
+        return None
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "random"])
@@ -244,21 +259,21 @@ def test_a_killed_worker_costs_only_its_trial(folder, storage):
 def test_sigterm_stops_the_workers_and_the_study_resumes(folder):
     out = folder / "run"
     config = folder / "search.yaml"
+    hold = folder / "hold"
+    hold.touch()
     config.write_text(EXPERIMENT.format(trials=12, sampler="random", out=out,
                                         storage=f"sqlite:///{out / 'study.db'}",
                                         cache=folder / "cache").replace(
-        "sleep: 0.05", f"sleep: 0.2, barrier_dir: {folder / 'barrier'}, barrier_count: 2, "
-        "barrier_workers_only: true") + "workers: 2\n")  # both workers hold a trial at once,
-    proc = _start(config)  # however late the load lets the second one start
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait until the workers run trials
-        try:
-            study = _study(f"sqlite:///{out / 'study.db'}")
-        except KeyError:  # not created yet
-            study = None
+        "sleep: 0.05", f"sleep: 0.05, hold_while: {hold}, hold_after: 4") + "workers: 2\n")
+    proc = _start(config)
+    deadline = time.monotonic() + 600
+    while True:  # trials finished, both workers run one; and, since their first 4 trials,
+        study = _study_or_none(f"sqlite:///{out / 'study.db'}")  # they hold each next one:
         if study is not None and len(study.get_trials(states=(TrialState.RUNNING,))) == 2 and (
-                len(study.trials) > 3):
+                len(_counted(study)) >= 4):  # the search cannot finish before the SIGTERM
             break
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "the workers did not reach their held trials"
         time.sleep(0.2)
     proc.terminate()
     proc.communicate(timeout=60)
@@ -268,6 +283,7 @@ def test_sigterm_stops_the_workers_and_the_study_resumes(folder):
     for pid in pids:  # no worker outlives its search
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+    hold.unlink()
     resumed = _start(config)  # the same command: fails the killed trials at once, finishes
     output = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, output
@@ -317,24 +333,25 @@ def test_two_processes_of_two_workers_survive_a_killed_worker(folder, storage):
 def test_killing_every_process_and_worker_then_resuming(folder, storage):
     """SIGKILL of both processes and all their workers mid-search; one process started again
     finishes the budget: no completed trial lost, nothing left RUNNING or WAITING."""
-    configs = _two_by_two(folder, storage, 10, "{sleep: 0.3}")
+    hold = folder / "hold"
+    hold.touch()
+    configs = _two_by_two(folder, storage, 10, f"{{sleep: 0.05, hold_while: {hold}, hold_after: 3}}")
     procs = [_start(path, new_session=True) for path in configs]
-    deadline = time.monotonic() + 120
-    study = None
-    while time.monotonic() < deadline:  # until some trials finished and workers run others
-        try:
-            study = _study(storage)
-        except KeyError:  # not created yet
-            time.sleep(0.2)
-            continue
-        if len(_counted(study)) >= 3 and study.get_trials(states=(TrialState.RUNNING,)):
+    deadline = time.monotonic() + 600
+    while True:  # trials finished and workers run others; since the workers' first 3 trials
+        study = _study_or_none(storage)  # they hold each next one: the search cannot finish
+        if study is not None and len(_counted(study)) >= 3 and study.get_trials(  # before the kill
+                states=(TrialState.RUNNING,)):
             break
+        assert all(proc.poll() is None for proc in procs), [p.communicate()[0] for p in procs]
+        assert time.monotonic() < deadline, "the workers did not reach their held trials"
         time.sleep(0.2)
     for proc in procs:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
     before = {t.number: t.value for t in _study(storage).trials if t.state == TrialState.COMPLETE}
     assert before, "nothing had finished before the kill"
+    hold.unlink()
     resumed = _start(configs[0])
     output = _finish(resumed)
     assert resumed.returncode == 0, output
