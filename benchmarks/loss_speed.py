@@ -72,7 +72,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from machine_info import cpu_model  # noqa: E402
+from machine_info import cpu_model, git_commit, out_option  # noqa: E402
 
 from autoloss.losses import PRESETS, load_loss  # noqa: E402
 from autoloss.losses.baselines import BASELINES  # noqa: E402
@@ -93,6 +93,7 @@ MMAP_THRESHOLD = str(64 * 1024)  # bytes; glibc's default grows to 32 MiB after 
 ALLOCATOR_VARS = ("THP_MEM_ALLOC_ENABLE", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
                   "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX", "LD_PRELOAD")
 BLOCK_CALLS = 5  # back-to-back calls per timed block
+DEFAULT_OUT = ROOT / "results" / "benchmarks" / "loss_speed.md"
 
 
 def loss_names() -> list[str]:
@@ -289,7 +290,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=15, help="single calls timed (median)")
     parser.add_argument("--blocks", type=int, default=5,
                         help=f"blocks of {BLOCK_CALLS} back-to-back calls timed (mean)")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "loss_speed.md")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--only", nargs="*", help="subset of loss names")
     parser.add_argument("--workloads", nargs="*", choices=[w.split()[0] for w in WORKLOADS],
                         help="subset of workloads (default: all)")
@@ -320,11 +321,12 @@ def main() -> None:
     lines = [
         "# Loss speed: forward+backward against cross-entropy, eager and compiled",
         "",
-        f"Measured {date.today()} on {cpu_model()}, torch {torch.__version__}, {args.threads} "
+        f"Measured {date.today()} at commit {git_commit()} on {cpu_model()}, torch "
+        f"{torch.__version__}, {args.threads} "
         f"thread(s); load average before the run {load_before}, after it LOAD_AFTER, on "
         f"{os.cpu_count()} cores. Rerun: `{' '.join([*settings, 'python'])} "
         f"benchmarks/loss_speed.py --threads {args.threads} --reps {args.reps} --blocks "
-        f"{args.blocks}`.",
+        f"{args.blocks}{out_option(args.out, DEFAULT_OUT)}`.",
         "",
         "Allocator (times and page faults): "
         + (f"`{' '.join(settings)}` in the environment (docs/losses.md, page faults)."

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def cpu_model() -> str:
@@ -25,3 +28,21 @@ def machine_summary() -> str:
 
     return (f"{cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, Python "
             f"{platform.python_version()}")
+
+
+def git_commit() -> str:
+    """The repository's short commit hash (``unknown`` outside a git checkout)."""
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                         capture_output=True, check=False)
+    return out.stdout.strip() or "unknown"
+
+
+def out_option(out: Path, default: Path) -> str:
+    """`` --out PATH`` for a rerun command (relative to the repository when inside it), or
+    nothing when ``out`` is the script's default."""
+    if out.resolve() == default.resolve():
+        return ""
+    try:
+        return f" --out {out.resolve().relative_to(ROOT)}"
+    except ValueError:
+        return f" --out {out.name}"

@@ -36,7 +36,10 @@ import time
 from datetime import date
 from pathlib import Path
 
+from machine_info import git_commit, out_option  # noqa: E402  (this folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "results" / "benchmarks" / "page_faults.md"
 SETTINGS = {
     "default": {},
     "THP": {"THP_MEM_ALLOC_ENABLE": "1"},
@@ -104,7 +107,10 @@ def report(rows: list[tuple[int, str, dict[str, float]]], args, load: tuple[str,
         f"thread(s), {args.rounds} rounds of {args.reps} calls; load average before the run "
         f"{load[0]}, after it {load[1]}, on {os.cpu_count()} cores. Rerun: `python "
         f"benchmarks/page_faults.py --loss {args.loss} --rounds {args.rounds} --reps {args.reps} "
-        f"--threads {args.threads}`. What is measured and why: the module docstring.", "",
+        f"--threads {args.threads}{out_option(args.out, DEFAULT_OUT)}`. What is measured and "
+        "why: the module docstring."
+        + (" With more than one thread, CPU ms is the calling thread's only: read the wall "
+           "times (on a quiet machine)." if args.threads > 1 else ""), "",
         "| setting | round | loss wall ms | loss CPU ms | CE wall ms | CE CPU ms | wall / CE | "
         "CPU / CE | loss faults / call |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -133,15 +139,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=ROOT / "results/benchmarks/page_faults.md")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         name, reps, threads = args.child
         print(json.dumps(child(name, int(reps), int(threads))))
         return
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                            capture_output=True, check=False).stdout.strip() or "unknown"
+    commit = git_commit()
     load_before = Path("/proc/loadavg").read_text().split()[0]
     rows = []
     for number in range(1, args.rounds + 1):
