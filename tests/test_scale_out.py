@@ -446,3 +446,40 @@ def test_a_queued_trial_another_process_finished_first_does_not_stop_the_search(
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 3
     assert trials[0].number == 0 and trials[0].value == 1.0  # the other process's result
+
+
+def _rdb_failing(times: int):
+    """A stand-in for ``optuna.storages.RDBStorage`` whose construction fails ``times`` times as
+    optuna's does when another process commits the new database's version rows at the same
+    moment (CI at 420763e: the test's poll and two searches opening one new PostgreSQL database)."""
+    import sqlalchemy.exc
+
+    calls = []
+
+    def rdb(url, **kwargs):
+        calls.append(url)
+        if len(calls) <= times:
+            try:
+                raise sqlalchemy.exc.OperationalError("INSERT", {}, Exception("could not serialize"))
+            except sqlalchemy.exc.OperationalError as err:
+                raise optuna.exceptions.StorageInternalError(
+                    "An exception is raised during the commit.") from err
+        return ("storage", url)
+
+    return rdb, calls
+
+
+def test_opening_a_storage_retries_a_commit_another_process_raced(monkeypatch):
+    import autoloss.search.storage as storage_module
+
+    monkeypatch.setattr(storage_module.time, "sleep", lambda seconds: None)
+    rdb, calls = _rdb_failing(2)
+    monkeypatch.setattr(optuna.storages, "RDBStorage", rdb)
+    assert make_storage("sqlite:///:memory:") == ("storage", "sqlite:///:memory:")
+    assert len(calls) == 3
+    rdb, calls = _rdb_failing(100)  # not a race after all: one error, its cause named
+    monkeypatch.setattr(optuna.storages, "RDBStorage", rdb)
+    with pytest.raises(StorageError, match=r"cannot open the storage sqlite:///:memory:: An "
+                                           r"exception is raised during the commit\. \(.*serialize"):
+        make_storage("sqlite:///:memory:")
+    assert len(calls) == 5

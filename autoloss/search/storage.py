@@ -26,6 +26,16 @@ _DRIVERS = {"postgresql": "psycopg2 (pip install psycopg2-binary)",
 _CREATION_RACES = ("already exists", "UNIQUE constraint failed", "duplicate key value")
 
 
+def _first_lines(err: BaseException) -> str:
+    """The first line of ``err``'s message, and of its cause's when it has one."""
+    lines = []
+    while err is not None and len(lines) < 2:
+        text = str(err).strip()
+        lines.append(text.splitlines()[0] if text else repr(err))
+        err = err.__cause__
+    return " (".join(lines) + ")" * (len(lines) - 1)
+
+
 def make_storage(url: str, *, heartbeat: int = 30) -> optuna.storages.BaseStorage:
     """An optuna storage: ``journal:PATH`` (file journal) or a SQLAlchemy URL with heartbeats
     (stale trials failed after ``3 * heartbeat`` s and retried once). SQLite waits up to 60 s
@@ -58,11 +68,13 @@ def make_storage(url: str, *, heartbeat: int = 30) -> optuna.storages.BaseStorag
                                   f"{package}, which is not installed (for PostgreSQL: pip "
                                   "install 'autoloss[postgres]')") from None
             except Exception as err:
-                # processes creating one new database together race on its tables: retry
-                if attempt == 4 or not any(text in str(err) for text in _CREATION_RACES):
-                    first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+                # processes creating one new database together race on its tables and version
+                # rows: retry (optuna wraps a failed commit in StorageInternalError, its cause
+                # chained; opening a storage commits nothing but those rows)
+                if attempt == 4 or not (isinstance(err, optuna.exceptions.StorageInternalError)
+                                        or any(text in str(err) for text in _CREATION_RACES)):
                     raise StorageError(f"cannot open the storage {mask_password(url)}: "
-                                       f"{mask_password_in(first, url)}") from None
+                                       f"{mask_password_in(_first_lines(err), url)}") from None
                 time.sleep(0.2 + 0.3 * attempt)
     raise AssertionError("unreachable")
 
