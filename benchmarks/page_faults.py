@@ -36,7 +36,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from machine_info import git_commit, out_option  # noqa: E402  (this folder is on sys.path)
+from machine_info import git_commit, out_option  # this folder is on sys.path when run
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "results" / "benchmarks" / "page_faults.md"
